@@ -1,0 +1,90 @@
+//! A recording fake of the host, for tests that need no root.
+//!
+//! Nodes are not started; each interface becomes one end of a seqpacket
+//! socket pair whose other end the test can take with [`FakeHost::wire`]
+//! to inject and observe frames, so the real switch still runs.
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixDatagram;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+
+use super::{ExecOutput, ExecRequest, HostError, NodeHost, NodeSpec, ProcRecord, RunningNode};
+use crate::lab::addr::Cidr;
+use crate::switch::frame::MacAddr;
+use crate::switch::port::{FdPort, PortIo};
+
+#[derive(Clone, Default)]
+pub struct FakeHost {
+    /// Every host operation, in order, as text.
+    pub calls: Arc<Mutex<Vec<String>>>,
+    wires: Arc<Mutex<HashMap<String, OwnedFd>>>,
+}
+
+impl FakeHost {
+    fn record(&self, call: String) {
+        self.calls.lock().expect("not poisoned").push(call);
+    }
+
+    pub fn calls(&self) -> Vec<String> {
+        self.calls.lock().expect("not poisoned").clone()
+    }
+
+    /// The test's end of interface `node:iface`.
+    pub fn wire(&self, node: &str, iface: &str) -> Option<UnixDatagram> {
+        self.wires.lock().expect("not poisoned").remove(&format!("{node}:{iface}")).map(UnixDatagram::from)
+    }
+}
+
+impl NodeHost for FakeHost {
+    fn start_node(&self, spec: &NodeSpec) -> Result<Box<dyn RunningNode>, HostError> {
+        self.record(format!("start {}", spec.name));
+        Ok(Box::new(FakeNode { name: spec.name.clone(), host: self.clone() }))
+    }
+}
+
+struct FakeNode {
+    name: String,
+    host: FakeHost,
+}
+
+impl RunningNode for FakeNode {
+    fn processes(&self) -> Vec<ProcRecord> {
+        Vec::new()
+    }
+
+    fn pid(&self) -> i32 {
+        0
+    }
+
+    fn add_iface(&mut self, ifname: &str, mac: MacAddr, mtu: u32) -> Result<Box<dyn PortIo>, HostError> {
+        self.host.record(format!("iface {}:{ifname} {mac} mtu {mtu}", self.name));
+        let (a, b) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_NONBLOCK)
+            .map_err(|e| HostError::io("socketpair")(e.into()))?;
+        self.host.wires.lock().expect("not poisoned").insert(format!("{}:{ifname}", self.name), b);
+        Ok(Box::new(FdPort::new(a)))
+    }
+
+    fn add_addr(&mut self, ifname: &str, cidr: Cidr) -> Result<(), HostError> {
+        self.host.record(format!("addr {}:{ifname} {cidr}", self.name));
+        Ok(())
+    }
+
+    fn exec(&self, req: &ExecRequest) -> Result<ExecOutput, HostError> {
+        self.host.record(format!("exec {} {:?}", self.name, req.argv));
+        Ok(ExecOutput { status: 0, stdout: req.argv.join(" ").into_bytes(), stderr: Vec::new() })
+    }
+
+    fn ping(&self, target: IpAddr, _timeout: Duration) -> Result<Option<Duration>, HostError> {
+        self.host.record(format!("ping {} {target}", self.name));
+        Ok(None)
+    }
+
+    fn stop(&mut self) -> Result<(), HostError> {
+        self.host.record(format!("stop {}", self.name));
+        Ok(())
+    }
+}

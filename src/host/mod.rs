@@ -1,0 +1,128 @@
+//! Host effects: everything that touches namespaces, processes, netlink
+//! and raw sockets, behind the [`NodeHost`]/[`RunningNode`] traits.
+//!
+//! The engine only sees the traits. [`ns::LinuxHost`] is the real
+//! implementation; [`fake::FakeHost`] records calls and hands out socket
+//! pairs instead of TAPs, so the engine and the switch can be tested
+//! together without root.
+//!
+//! Owns: node processes and their fds. Must not touch: the topology model,
+//! the switch's internals, Rhai.
+pub mod fake;
+pub mod helpers;
+pub mod ns;
+pub mod ping;
+pub mod rtnl;
+
+use std::io;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::lab::addr::Cidr;
+use crate::switch::frame::MacAddr;
+use crate::switch::port::PortIo;
+
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    #[error("{what}: {source}")]
+    Io { what: String, source: io::Error },
+    #[error("node {0:?} did not start: {1}")]
+    Start(String, String),
+    #[error("command timed out after {0:?}")]
+    Timeout(Duration),
+    #[error("interrupted")]
+    Interrupted,
+}
+
+impl HostError {
+    pub fn io(what: impl Into<String>) -> impl FnOnce(io::Error) -> HostError {
+        let what = what.into();
+        move |source| HostError::Io { what, source }
+    }
+}
+
+/// What a node needs to start.
+#[derive(Clone, Debug)]
+pub struct NodeSpec {
+    pub lab: String,
+    pub name: String,
+    /// The lab's hosts file, bind-mounted as the node's `/etc/hosts`.
+    pub hosts_file: PathBuf,
+}
+
+/// A command to run inside a node.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ExecRequest {
+    pub argv: Vec<String>,
+    pub stdin: Vec<u8>,
+    pub timeout: Duration,
+}
+
+/// What a command inside a node produced.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecOutput {
+    /// Exit status; 128+N when killed by signal N.
+    pub status: i32,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+/// A host process the lab owns, as recorded in the state file so that
+/// `clonet clean` can find it after a SIGKILL.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcRecord {
+    pub pid: i32,
+    /// Field 22 of `/proc/PID/stat`, to tell a reused pid apart.
+    pub start_time: u64,
+}
+
+/// Starts nodes.
+pub trait NodeHost {
+    fn start_node(&self, spec: &NodeSpec) -> Result<Box<dyn RunningNode>, HostError>;
+}
+
+/// A started node.
+pub trait RunningNode {
+    /// The host processes that hold the node.
+    fn processes(&self) -> Vec<ProcRecord>;
+    /// The host pid of the node's init (handy for `nsenter -t`).
+    fn pid(&self) -> i32;
+    /// Creates interface `ifname` with `mac`, up, and returns the port the
+    /// switch should pump.
+    fn add_iface(&mut self, ifname: &str, mac: MacAddr, mtu: u32) -> Result<Box<dyn PortIo>, HostError>;
+    fn add_addr(&mut self, ifname: &str, cidr: Cidr) -> Result<(), HostError>;
+    fn exec(&self, req: &ExecRequest) -> Result<ExecOutput, HostError>;
+    /// One ICMP echo exchange from inside the node; the RTT if answered.
+    fn ping(&self, target: IpAddr, timeout: Duration) -> Result<Option<Duration>, HostError>;
+    /// Kills every process of the node and releases its namespaces.
+    fn stop(&mut self) -> Result<(), HostError>;
+}
+
+/// Reads the start time of a process, or None if it does not exist.
+pub fn proc_start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may contain spaces and parentheses: skip past the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Whether the process recorded in `rec` is still the same live process.
+pub fn is_alive(rec: &ProcRecord) -> bool {
+    proc_start_time(rec.pid) == Some(rec.start_time)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_our_own_start_time() {
+        let me = std::process::id() as i32;
+        let t = proc_start_time(me).expect("own stat");
+        assert!(is_alive(&ProcRecord { pid: me, start_time: t }));
+        assert!(!is_alive(&ProcRecord { pid: me, start_time: t + 1 }));
+    }
+}

@@ -1,0 +1,253 @@
+//! `ns` nodes on Linux: namespaces held by a `__ns-init` process, TAPs
+//! created inside the node's netns, commands run through `__ns-enter`.
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::IpAddr;
+use std::os::fd::{AsFd, OwnedFd};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use super::rtnl::Rtnl;
+use super::{proc_start_time, ExecOutput, ExecRequest, HostError, NodeHost, NodeSpec, ProcRecord, RunningNode};
+use crate::lab::addr::Cidr;
+use crate::switch::frame::MacAddr;
+use crate::switch::port::{FdPort, PortIo};
+use crate::sys::netns::in_netns;
+use crate::sys::proc::kill_with_parent;
+use crate::sys::tap::open_tap;
+
+/// How long a node may take to set up its namespaces.
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+/// Output beyond this many bytes per stream is discarded.
+const MAX_OUTPUT: usize = 64 << 20;
+/// How long to keep reading a command's output after it exited.
+const OUTPUT_LINGER: Duration = Duration::from_millis(100);
+
+/// Reads one output stream of a command on its own thread.
+struct Collector {
+    buf: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    done: mpsc::Receiver<()>,
+}
+
+impl Collector {
+    fn start(stream: Option<Box<dyn Read + Send>>) -> Collector {
+        let buf = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (tx, done) = mpsc::channel();
+        let sink = buf.clone();
+        std::thread::spawn(move || {
+            if let Some(mut s) = stream {
+                let mut chunk = [0u8; 16384];
+                while let Ok(n) = s.read(&mut chunk) {
+                    let mut b = sink.lock().unwrap_or_else(|p| p.into_inner());
+                    if n == 0 || b.len() >= MAX_OUTPUT {
+                        break;
+                    }
+                    let room = MAX_OUTPUT - b.len();
+                    b.extend_from_slice(&chunk[..n.min(room)]);
+                }
+            }
+            let _ = tx.send(());
+        });
+        Collector { buf, done }
+    }
+
+    /// Waits for end of stream until `deadline`, then takes what was read.
+    fn finish(self, deadline: Instant) -> Vec<u8> {
+        let _ = self.done.recv_timeout(deadline.saturating_duration_since(Instant::now()));
+        std::mem::take(&mut *self.buf.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+/// The real host: Linux namespaces.
+#[derive(Default)]
+pub struct LinuxHost;
+
+/// The program clonet runs its helpers from. `/proc/self/exe` keeps
+/// working even if the binary on disk is replaced while a lab runs.
+fn self_exe() -> Command {
+    Command::new("/proc/self/exe")
+}
+
+impl NodeHost for LinuxHost {
+    fn start_node(&self, spec: &NodeSpec) -> Result<Box<dyn RunningNode>, HostError> {
+        let mut cmd = self_exe();
+        cmd.arg("__ns-init").arg(&spec.name).arg(&spec.hosts_file);
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::inherit());
+        kill_with_parent(&mut cmd);
+        let mut holder = cmd.spawn().map_err(HostError::io("spawning the node's init"))?;
+        let stdout = holder.stdout.take().expect("piped");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let last = line == "ready" || line.starts_with("error");
+                if tx.send(line).is_err() || last {
+                    break;
+                }
+            }
+        });
+        let fail = |holder: &mut Child, why: String| {
+            let _ = holder.kill();
+            let _ = holder.wait();
+            HostError::Start(spec.name.clone(), why)
+        };
+        let deadline = Instant::now() + START_TIMEOUT;
+        let mut init_pid = None;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) if line == "ready" => break,
+                Ok(line) => match line.strip_prefix("pid ").and_then(|p| p.parse::<i32>().ok()) {
+                    Some(pid) => init_pid = Some(pid),
+                    None => return Err(fail(&mut holder, line)),
+                },
+                Err(_) => return Err(fail(&mut holder, "no answer from the node's init".into())),
+            }
+        }
+        let Some(init_pid) = init_pid else { return Err(fail(&mut holder, "init did not report its pid".into())) };
+        let netns = File::open(format!("/proc/{init_pid}/ns/net")).map(OwnedFd::from);
+        let netns = match netns {
+            Ok(fd) => fd,
+            Err(e) => return Err(fail(&mut holder, format!("opening its netns: {e}"))),
+        };
+        let rtnl = in_netns(netns.as_fd(), || {
+            let mut rtnl = Rtnl::open()?;
+            rtnl.set_link(1, None, None, true)?; // lo
+            Ok(rtnl)
+        });
+        let rtnl = match rtnl {
+            Ok(r) => r,
+            Err(e) => return Err(fail(&mut holder, format!("configuring its netns: {e}"))),
+        };
+        let records = [holder.id() as i32, init_pid]
+            .iter()
+            .filter_map(|pid| proc_start_time(*pid).map(|start_time| ProcRecord { pid: *pid, start_time }))
+            .collect();
+        Ok(Box::new(NsNode { name: spec.name.clone(), holder, init_pid, netns, rtnl, ifindex: HashMap::new(), records }))
+    }
+}
+
+pub struct NsNode {
+    name: String,
+    /// The `__ns-init` parent; its child is the node's PID 1.
+    holder: Child,
+    init_pid: i32,
+    netns: OwnedFd,
+    rtnl: Rtnl,
+    ifindex: HashMap<String, u32>,
+    records: Vec<ProcRecord>,
+}
+
+impl RunningNode for NsNode {
+    fn processes(&self) -> Vec<ProcRecord> {
+        self.records.clone()
+    }
+
+    fn pid(&self) -> i32 {
+        self.init_pid
+    }
+
+    fn add_iface(&mut self, ifname: &str, mac: MacAddr, mtu: u32) -> Result<Box<dyn PortIo>, HostError> {
+        let what = format!("creating {}:{ifname}", self.name);
+        let (fd, index) = in_netns(self.netns.as_fd(), || {
+            let fd = open_tap(ifname)?;
+            let index = nix::net::if_::if_nametoindex(ifname)?;
+            Ok((fd, index))
+        })
+        .map_err(HostError::io(what.clone()))?;
+        self.rtnl.set_link(index, Some(mac), Some(mtu), true).map_err(HostError::io(what))?;
+        self.ifindex.insert(ifname.to_string(), index);
+        Ok(Box::new(FdPort::new(fd)))
+    }
+
+    fn add_addr(&mut self, ifname: &str, cidr: Cidr) -> Result<(), HostError> {
+        let what = format!("adding {cidr} to {}:{ifname}", self.name);
+        let index = *self
+            .ifindex
+            .get(ifname)
+            .ok_or_else(|| HostError::Io { what: what.clone(), source: std::io::ErrorKind::NotFound.into() })?;
+        self.rtnl.add_addr(index, cidr).map_err(HostError::io(what))
+    }
+
+    fn exec(&self, req: &ExecRequest) -> Result<ExecOutput, HostError> {
+        let mut cmd = self_exe();
+        cmd.arg("__ns-enter").arg(self.init_pid.to_string()).arg("--").args(&req.argv);
+        cmd.env("CLONET_NODE", &self.name);
+        cmd.stdin(if req.stdin.is_empty() { Stdio::null() } else { Stdio::piped() });
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        kill_with_parent(&mut cmd);
+        let mut child = cmd.spawn().map_err(HostError::io(format!("running a command in {}", self.name)))?;
+        if let Some(mut stdin) = child.stdin.take() {
+            let data = req.stdin.clone();
+            std::thread::spawn(move || stdin.write_all(&data));
+        }
+        let out = Collector::start(child.stdout.take().map(|s| Box::new(s) as Box<dyn Read + Send>));
+        let err = Collector::start(child.stderr.take().map(|s| Box::new(s) as Box<dyn Read + Send>));
+        let status = wait_with_deadline(&mut child, req.timeout)?;
+        // A background process started by the command may keep the pipes
+        // open; take what arrived shortly after the command itself ended.
+        let linger = Instant::now() + OUTPUT_LINGER;
+        let stdout = out.finish(linger);
+        let stderr = err.finish(linger);
+        Ok(ExecOutput { status, stdout, stderr })
+    }
+
+    fn ping(&self, target: IpAddr, timeout: Duration) -> Result<Option<Duration>, HostError> {
+        in_netns(self.netns.as_fd(), || super::ping::echo(target, timeout, Duration::from_millis(200)))
+            .map_err(HostError::io(format!("pinging {target} from {}", self.name)))
+    }
+
+    fn stop(&mut self) -> Result<(), HostError> {
+        // Killing PID 1 of the node makes the kernel kill every process in it.
+        let _ = kill(Pid::from_raw(self.init_pid), Signal::SIGKILL);
+        let _ = self.holder.kill();
+        self.holder.wait().map_err(HostError::io(format!("waiting for node {}", self.name)))?;
+        Ok(())
+    }
+}
+
+impl Drop for NsNode {
+    fn drop(&mut self) {
+        if let Ok(None) = self.holder.try_wait() {
+            let _ = self.stop();
+        }
+    }
+}
+
+/// Waits for `child` until `timeout`, polling with a short back-off. On
+/// timeout or interrupt it asks `__ns-enter` to kill the command's process
+/// group, then makes sure it is gone.
+fn wait_with_deadline(child: &mut Child, timeout: Duration) -> Result<i32, HostError> {
+    let start = Instant::now();
+    let mut pause = Duration::from_micros(100);
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => {
+                use std::os::unix::process::ExitStatusExt;
+                return Ok(status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0)));
+            }
+            Ok(None) => {}
+            Err(e) => return Err(HostError::io("waiting for a command")(e)),
+        }
+        let interrupted = crate::interrupt::requested();
+        if interrupted || start.elapsed() >= timeout {
+            let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
+            let grace = Instant::now();
+            while grace.elapsed() < Duration::from_millis(500) {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(if interrupted { HostError::Interrupted } else { HostError::Timeout(timeout) });
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(5));
+    }
+}

@@ -1,0 +1,43 @@
+//! The process-wide "stop what you are doing" flag, set by SIGINT, SIGTERM
+//! and SIGHUP, and polled by long operations (script progress, `exec`,
+//! `sleep`) so that they end early and the lab is torn down.
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+
+static FLAG: AtomicBool = AtomicBool::new(false);
+static SIGNAL: AtomicI32 = AtomicI32::new(0);
+
+/// Whether an interrupt was requested.
+pub fn requested() -> bool {
+    FLAG.load(Ordering::Relaxed)
+}
+
+/// The signal that requested it, if any.
+pub fn signal() -> Option<i32> {
+    match SIGNAL.load(Ordering::Relaxed) {
+        0 => None,
+        s => Some(s),
+    }
+}
+
+pub fn request(sig: i32) {
+    SIGNAL.store(sig, Ordering::Relaxed);
+    FLAG.store(true, Ordering::Relaxed);
+}
+
+/// Installs the handlers on a dedicated thread. A second signal while
+/// the first is being handled exits at once; node processes still die with
+/// us (PDEATHSIG) and `clonet clean` removes the run directory.
+pub fn install() -> std::io::Result<()> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])?;
+    std::thread::Builder::new().name("clonet-signals".into()).spawn(move || {
+        for sig in signals.forever() {
+            if requested() {
+                eprintln!("clonet: second signal, exiting now (run `clonet clean` if anything is left)");
+                std::process::exit(128 + sig);
+            }
+            request(sig);
+        }
+    })?;
+    Ok(())
+}

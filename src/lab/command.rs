@@ -1,0 +1,112 @@
+//! The one vocabulary that drives a lab: serde-serializable commands and
+//! replies. Rhai functions build `Command`s; only the `Lab` executes them,
+//! so a control socket or a GUI can later send the very same values.
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+use super::addr::Cidr;
+use super::topology::{Iface, LinkModel, NodeKind, Topology};
+use crate::host::{ExecOutput, ExecRequest};
+use crate::switch::counters::CounterSnapshot;
+
+/// Options of a new link or LAN port.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkOptions {
+    /// MTU of the created interfaces (default 1500).
+    pub mtu: Option<u32>,
+}
+
+/// Who a ping goes to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PingTarget {
+    /// The first address of a node.
+    Node(String),
+    Addr(IpAddr),
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Command {
+    AddNode { name: String, kind: NodeKind },
+    AddLan { name: String },
+    /// A point-to-point link between two nodes.
+    AddLink { a: String, b: String, ip_a: Option<Cidr>, ip_b: Option<Cidr>, options: LinkOptions },
+    /// A new interface of `node` plugged into `lan`.
+    JoinLan { node: String, lan: String, ip: Option<Cidr>, options: LinkOptions },
+    SetIp { node: String, iface: String, cidr: Cidr },
+    Exec { node: String, request: ExecRequest },
+    Ping { from: String, to: PingTarget, timeout_ms: u64 },
+    NodeInfo { node: String },
+    Counters,
+    Fdb { lan: String },
+    Topology,
+}
+
+/// One node as reported to clients.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    pub name: String,
+    pub kind: NodeKind,
+    pub ifaces: Vec<Iface>,
+    /// Host pid of the node's init.
+    pub pid: i32,
+}
+
+/// The counters of one switch port, named by what it connects.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortReport {
+    pub node: String,
+    pub iface: String,
+    /// The link or LAN the port belongs to.
+    pub segment: String,
+    pub counters: CounterSnapshot,
+}
+
+/// One learned station of a LAN.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FdbRow {
+    pub mac: String,
+    pub node: String,
+    pub iface: String,
+    pub age_ms: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "reply", rename_all = "snake_case")]
+pub enum Reply {
+    Done,
+    Node(NodeInfo),
+    Link(LinkModel),
+    /// The interface a `JoinLan` created.
+    Iface { node: String, iface: String },
+    Exec(ExecOutput),
+    /// Round-trip time in microseconds, or None when unanswered.
+    Ping { rtt_us: Option<u64> },
+    Counters(Vec<PortReport>),
+    Fdb(Vec<FdbRow>),
+    Topology(Topology),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_round_trip_through_json() {
+        let c = Command::AddLink {
+            a: "a".into(),
+            b: "b".into(),
+            ip_a: Some("10.0.0.1/24".parse().unwrap()),
+            ip_b: None,
+            options: LinkOptions::default(),
+        };
+        let json = serde_json::to_string(&c).unwrap();
+        assert!(json.contains(r#""op":"add_link""#), "{json}");
+        let back: Command = serde_json::from_str(&json).unwrap();
+        assert!(matches!(back, Command::AddLink { ip_a: Some(_), .. }));
+        let r = serde_json::to_string(&Reply::Ping { rtt_us: Some(42) }).unwrap();
+        assert_eq!(r, r#"{"reply":"ping","rtt_us":42}"#);
+    }
+}

@@ -1,0 +1,394 @@
+//! The Lab engine: executes [`Command`]s against the topology model, the
+//! node host and the switch, and owns every resource it creates.
+//!
+//! Every change is done host-side first and recorded in the model only
+//! once it succeeded. Teardown (on drop, so also on error and panic) stops
+//! the switch, then the nodes, then removes the run directory.
+//!
+//! Owns: the topology, running nodes, switch ports and segments, the run
+//! directory. Must not touch: Rhai, terminal output other than warnings.
+pub mod addr;
+pub mod command;
+pub mod names;
+pub mod rundir;
+pub mod topology;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use command::{Command, Reply};
+use command::{FdbRow, LinkOptions, NodeInfo, PingTarget, PortReport};
+
+use crate::host::{HostError, NodeHost, NodeSpec, RunningNode};
+use crate::switch::counters::PortCounters;
+use crate::switch::fabric::Segment;
+use crate::switch::{PortId, SegmentId, Switch, SwitchError};
+use addr::{Cidr, CidrError};
+use rundir::{RunDir, RunDirError};
+use topology::{Attachment, NodeKind, Topology, TopologyError};
+
+/// Default MTU of node interfaces.
+pub const DEFAULT_MTU: u32 = 1500;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LabError {
+    #[error(transparent)]
+    Topology(#[from] TopologyError),
+    #[error(transparent)]
+    Host(#[from] HostError),
+    #[error(transparent)]
+    Switch(#[from] SwitchError),
+    #[error(transparent)]
+    RunDir(#[from] RunDirError),
+    #[error(transparent)]
+    Address(#[from] CidrError),
+    #[error("node {0:?} has no address to reach")]
+    NoAddress(String),
+    #[error("MTU {0} is out of range (68..=65521)")]
+    BadMtu(u32),
+}
+
+/// A switch port and what it is plugged into.
+struct PortHandle {
+    id: PortId,
+    counters: Arc<PortCounters>,
+    segment: String,
+}
+
+pub struct Lab {
+    topo: Topology,
+    host: Box<dyn NodeHost>,
+    nodes: HashMap<String, Box<dyn RunningNode>>,
+    /// Switch ports by (node, interface).
+    ports: HashMap<(String, String), PortHandle>,
+    /// Switch segments by link or LAN name.
+    segments: HashMap<String, SegmentId>,
+    switch: Option<Switch>,
+    run_dir: Option<RunDir>,
+}
+
+impl Lab {
+    /// Creates the lab's run directory and starts its switch.
+    pub fn new(name: &str, host: Box<dyn NodeHost>, run_base: &Path, script: Option<&Path>) -> Result<Lab, LabError> {
+        names::validate("lab", name).map_err(TopologyError::from)?;
+        let run_dir = RunDir::create(run_base, name, script)?;
+        let mut lab = Lab {
+            topo: Topology::new(name),
+            host,
+            nodes: HashMap::new(),
+            ports: HashMap::new(),
+            segments: HashMap::new(),
+            switch: None,
+            run_dir: Some(run_dir),
+        };
+        lab.write_hosts()?;
+        lab.switch = Some(Switch::start()?);
+        Ok(lab)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.topo.lab
+    }
+
+    pub fn topology(&self) -> &Topology {
+        &self.topo
+    }
+
+    pub fn run_dir(&self) -> Option<&Path> {
+        self.run_dir.as_ref().map(RunDir::path)
+    }
+
+    fn switch(&mut self) -> &mut Switch {
+        self.switch.as_mut().expect("the switch lives until teardown")
+    }
+
+    fn run_dir_mut(&mut self) -> &mut RunDir {
+        self.run_dir.as_mut().expect("the run directory lives until teardown")
+    }
+
+    fn write_hosts(&mut self) -> Result<std::path::PathBuf, LabError> {
+        let content = self.topo.hosts_file();
+        Ok(self.run_dir_mut().write_in_place("hosts", &content)?)
+    }
+
+    fn running(&self, node: &str) -> Result<&dyn RunningNode, LabError> {
+        self.nodes.get(node).map(|b| b.as_ref()).ok_or_else(|| TopologyError::NoSuchNode(node.to_string()).into())
+    }
+
+    /// Executes one command.
+    pub fn execute(&mut self, cmd: Command) -> Result<Reply, LabError> {
+        match cmd {
+            Command::AddNode { name, kind } => self.add_node(&name, kind),
+            Command::AddLan { name } => self.add_lan(&name),
+            Command::AddLink { a, b, ip_a, ip_b, options } => self.add_link(&a, &b, ip_a, ip_b, &options),
+            Command::JoinLan { node, lan, ip, options } => self.join_lan(&node, &lan, ip, &options),
+            Command::SetIp { node, iface, cidr } => {
+                self.set_ip(&node, &iface, cidr)?;
+                Ok(Reply::Done)
+            }
+            Command::Exec { node, request } => Ok(Reply::Exec(self.running(&node)?.exec(&request)?)),
+            Command::Ping { from, to, timeout_ms } => {
+                let target = match to {
+                    PingTarget::Addr(a) => a,
+                    PingTarget::Node(n) => self.address_of(&n)?,
+                };
+                let rtt = self.running(&from)?.ping(target, Duration::from_millis(timeout_ms))?;
+                Ok(Reply::Ping { rtt_us: rtt.map(|d| d.as_micros() as u64) })
+            }
+            Command::NodeInfo { node } => Ok(Reply::Node(self.node_info(&node)?)),
+            Command::Counters => Ok(Reply::Counters(self.counters())),
+            Command::Fdb { lan } => self.fdb(&lan),
+            Command::Topology => Ok(Reply::Topology(self.topo.clone())),
+        }
+    }
+
+    fn node_info(&self, node: &str) -> Result<NodeInfo, LabError> {
+        let model = self.topo.node(node)?;
+        Ok(NodeInfo {
+            name: model.name.clone(),
+            kind: model.kind,
+            ifaces: model.ifaces.clone(),
+            pid: self.running(node)?.pid(),
+        })
+    }
+
+    /// The address a node is reached at: its first configured address.
+    pub fn address_of(&self, node: &str) -> Result<IpAddr, LabError> {
+        self.topo.node(node)?.first_addr().ok_or_else(|| LabError::NoAddress(node.to_string()))
+    }
+
+    fn add_node(&mut self, name: &str, kind: NodeKind) -> Result<Reply, LabError> {
+        self.topo.check_new_node(name)?;
+        let hosts_file = self.write_hosts()?;
+        let spec = NodeSpec { lab: self.topo.lab.clone(), name: name.to_string(), hosts_file };
+        let running = self.host.start_node(&spec)?;
+        let procs = running.processes();
+        self.nodes.insert(name.to_string(), running);
+        self.topo.add_node(name, kind)?;
+        self.run_dir_mut().record_node(name, procs)?;
+        Ok(Reply::Node(self.node_info(name)?))
+    }
+
+    fn add_lan(&mut self, name: &str) -> Result<Reply, LabError> {
+        self.topo.check_new_lan(name)?;
+        let seg = self.switch().add_segment(Segment::lan())?;
+        self.segments.insert(name.to_string(), seg);
+        self.topo.add_lan(name)?;
+        Ok(Reply::Done)
+    }
+
+    fn mtu(options: &LinkOptions) -> Result<u32, LabError> {
+        let mtu = options.mtu.unwrap_or(DEFAULT_MTU);
+        if !(68..=65521).contains(&mtu) {
+            return Err(LabError::BadMtu(mtu));
+        }
+        Ok(mtu)
+    }
+
+    /// Creates a node interface and plugs it into switch segment `seg`.
+    fn plug(&mut self, node: &str, ifname: &str, mac: crate::switch::frame::MacAddr, mtu: u32, seg: SegmentId, segment_name: &str) -> Result<(), LabError> {
+        let io = self.nodes.get_mut(node).ok_or_else(|| TopologyError::NoSuchNode(node.to_string()))?.add_iface(ifname, mac, mtu)?;
+        let (id, counters) = self.switch().add_port(seg, io, mtu as usize, true)?;
+        self.ports.insert((node.to_string(), ifname.to_string()), PortHandle { id, counters, segment: segment_name.to_string() });
+        Ok(())
+    }
+
+    fn add_link(&mut self, a: &str, b: &str, ip_a: Option<Cidr>, ip_b: Option<Cidr>, options: &LinkOptions) -> Result<Reply, LabError> {
+        if a == b {
+            return Err(TopologyError::SelfLink(a.to_string()).into());
+        }
+        let mtu = Self::mtu(options)?;
+        let (ifa, maca) = self.topo.next_iface(a)?;
+        let (ifb, macb) = self.topo.next_iface(b)?;
+        let name = self.topo.link_name(a, b);
+        let seg = self.switch().add_segment(Segment::point_to_point())?;
+        self.segments.insert(name.clone(), seg);
+        self.plug(a, &ifa, maca, mtu, seg, &name)?;
+        self.plug(b, &ifb, macb, mtu, seg, &name)?;
+        self.topo.add_link(&name, (a, ifa.clone(), maca), (b, ifb.clone(), macb))?;
+        if let Some(c) = ip_a {
+            self.set_ip(a, &ifa, c)?;
+        }
+        if let Some(c) = ip_b {
+            self.set_ip(b, &ifb, c)?;
+        }
+        Ok(Reply::Link(self.topo.links[&name].clone()))
+    }
+
+    fn join_lan(&mut self, node: &str, lan: &str, ip: Option<Cidr>, options: &LinkOptions) -> Result<Reply, LabError> {
+        let mtu = Self::mtu(options)?;
+        self.topo.lan(lan)?;
+        let (ifname, mac) = self.topo.next_iface(node)?;
+        let seg = self.segments[lan];
+        self.plug(node, &ifname, mac, mtu, seg, lan)?;
+        self.topo.add_lan_member(lan, node, (ifname.clone(), mac))?;
+        if let Some(c) = ip {
+            self.set_ip(node, &ifname, c)?;
+        }
+        Ok(Reply::Iface { node: node.to_string(), iface: ifname })
+    }
+
+    fn set_ip(&mut self, node: &str, iface: &str, cidr: Cidr) -> Result<(), LabError> {
+        self.topo.check_new_addr(node, iface, cidr)?;
+        self.nodes.get_mut(node).ok_or_else(|| TopologyError::NoSuchNode(node.to_string()))?.add_addr(iface, cidr)?;
+        self.topo.add_addr(node, iface, cidr)?;
+        self.write_hosts()?;
+        Ok(())
+    }
+
+    /// Counters of every port, in node creation and interface order.
+    pub fn counters(&self) -> Vec<PortReport> {
+        let mut out = Vec::new();
+        for name in &self.topo.order {
+            let Some(node) = self.topo.nodes.get(name) else { continue };
+            for i in &node.ifaces {
+                if let Some(p) = self.ports.get(&(name.clone(), i.name.clone())) {
+                    out.push(PortReport {
+                        node: name.clone(),
+                        iface: i.name.clone(),
+                        segment: p.segment.clone(),
+                        counters: p.counters.snapshot(),
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    fn fdb(&mut self, lan: &str) -> Result<Reply, LabError> {
+        self.topo.lan(lan)?;
+        let seg = self.segments[lan];
+        let entries = self.switch().fdb(seg)?;
+        let by_port: HashMap<PortId, &(String, String)> = self.ports.iter().map(|(k, p)| (p.id, k)).collect();
+        let rows = entries
+            .into_iter()
+            .map(|e| {
+                let (node, iface) = by_port.get(&e.port).map(|k| (k.0.clone(), k.1.clone())).unwrap_or_default();
+                FdbRow { mac: e.mac.to_string(), node, iface, age_ms: e.age.as_millis() as u64 }
+            })
+            .collect();
+        Ok(Reply::Fdb(rows))
+    }
+
+    /// Stops everything the lab created. Safe to call more than once.
+    pub fn teardown(&mut self) {
+        if let Some(mut sw) = self.switch.take() {
+            sw.shutdown();
+        }
+        self.ports.clear();
+        let mut names: Vec<String> = self.topo.order.clone();
+        names.extend(self.nodes.keys().filter(|k| !self.topo.order.contains(k)).cloned().collect::<Vec<_>>());
+        for name in names {
+            if let Some(mut node) = self.nodes.remove(&name) {
+                if let Err(e) = node.stop() {
+                    eprintln!("clonet: stopping node {name}: {e}");
+                }
+                if let Some(rd) = self.run_dir.as_mut() {
+                    let _ = rd.forget_node(&name);
+                }
+            }
+        }
+        if let Some(rd) = self.run_dir.take() {
+            if let Err(e) = rd.remove() {
+                eprintln!("clonet: removing run directory: {e}");
+            }
+        }
+    }
+
+    /// Attachment of an interface, for callers that only have names.
+    pub fn attachment(&self, node: &str, iface: &str) -> Option<&Attachment> {
+        self.topo.nodes.get(node)?.iface(iface).map(|i| &i.attachment)
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        self.teardown();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::fake::FakeHost;
+    use crate::switch::frame::VNET_HDR_LEN;
+
+    fn lab(host: &FakeHost) -> (Lab, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        (Lab::new("t", Box::new(host.clone()), dir.path(), None).unwrap(), dir)
+    }
+
+    #[test]
+    fn builds_a_link_and_frames_cross_the_real_switch() {
+        let host = FakeHost::default();
+        let (mut lab, dir) = lab(&host);
+        lab.execute(Command::AddNode { name: "a".into(), kind: NodeKind::Ns }).unwrap();
+        lab.execute(Command::AddNode { name: "b".into(), kind: NodeKind::Ns }).unwrap();
+        let reply = lab
+            .execute(Command::AddLink {
+                a: "a".into(),
+                b: "b".into(),
+                ip_a: Some("10.0.0.1/24".parse().unwrap()),
+                ip_b: Some("10.0.0.2/24".parse().unwrap()),
+                options: LinkOptions::default(),
+            })
+            .unwrap();
+        assert!(matches!(reply, Reply::Link(ref l) if l.name == "a--b"));
+        let calls = host.calls();
+        assert_eq!(calls[0], "start a");
+        assert!(calls.iter().any(|c| c == "addr a:eth0 10.0.0.1/24"), "{calls:?}");
+        let hosts = std::fs::read_to_string(dir.path().join("t/hosts")).unwrap();
+        assert!(hosts.contains("10.0.0.2\tb"), "{hosts}");
+
+        let wa = host.wire("a", "eth0").unwrap();
+        let wb = host.wire("b", "eth0").unwrap();
+        wb.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+        let mut frame = vec![0u8; VNET_HDR_LEN];
+        frame.extend_from_slice(&[0xff; 6]);
+        frame.extend_from_slice(&[2, 0, 0, 0, 0, 1, 0x08, 0x06]);
+        frame.resize(VNET_HDR_LEN + 60, 0);
+        wa.send(&frame).unwrap();
+        let mut buf = [0u8; 2048];
+        assert_eq!(wb.recv(&mut buf).unwrap(), frame.len());
+        let c = lab.counters();
+        assert_eq!(c.len(), 2);
+        assert_eq!((c[0].counters.rx_frames, c[1].counters.tx_frames), (1, 1));
+        assert_eq!(c[0].segment, "a--b");
+    }
+
+    #[test]
+    fn failed_commands_change_nothing() {
+        let host = FakeHost::default();
+        let (mut lab, _dir) = lab(&host);
+        lab.execute(Command::AddNode { name: "a".into(), kind: NodeKind::Ns }).unwrap();
+        assert!(lab.execute(Command::AddNode { name: "a".into(), kind: NodeKind::Ns }).is_err());
+        assert!(lab.execute(Command::AddNode { name: "x/y".into(), kind: NodeKind::Ns }).is_err());
+        let e = lab
+            .execute(Command::JoinLan { node: "a".into(), lan: "nolan".into(), ip: None, options: LinkOptions::default() })
+            .unwrap_err();
+        assert!(e.to_string().contains("no LAN called \"nolan\""), "{e}");
+        let e = lab
+            .execute(Command::AddLink { a: "a".into(), b: "a".into(), ip_a: None, ip_b: None, options: LinkOptions::default() })
+            .unwrap_err();
+        assert!(matches!(e, LabError::Topology(TopologyError::SelfLink(_))));
+        assert_eq!(host.calls(), vec!["start a".to_string()]);
+        assert!(lab.topology().node("a").unwrap().ifaces.is_empty());
+    }
+
+    #[test]
+    fn teardown_stops_nodes_and_removes_the_run_directory() {
+        let host = FakeHost::default();
+        let (mut lab, dir) = lab(&host);
+        lab.execute(Command::AddNode { name: "a".into(), kind: NodeKind::Ns }).unwrap();
+        lab.execute(Command::AddLan { name: "sw".into() }).unwrap();
+        lab.execute(Command::JoinLan { node: "a".into(), lan: "sw".into(), ip: None, options: LinkOptions::default() })
+            .unwrap();
+        assert!(dir.path().join("t/state.json").exists());
+        drop(lab);
+        assert!(host.calls().contains(&"stop a".to_string()));
+        assert!(!dir.path().join("t").exists());
+    }
+}

@@ -1,0 +1,249 @@
+//! Run directories: one per running lab, holding its state file, so that
+//! a second lab of the same name is refused and `clonet clean` can remove
+//! what a SIGKILLed lab left behind.
+use std::collections::BTreeMap;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::host::{is_alive, proc_start_time, ProcRecord};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunDirError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("lab {lab:?} is already running (pid {pid}); choose another name with --name")]
+    Running { lab: String, pid: i32 },
+}
+
+fn io_at(path: &Path) -> impl FnOnce(io::Error) -> RunDirError + '_ {
+    move |source| RunDirError::Io { path: path.to_path_buf(), source }
+}
+
+pub const STATE_FILE: &str = "state.json";
+
+/// What a lab leaves on disk about itself.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LabState {
+    pub lab: String,
+    /// The clonet process that owns the lab.
+    pub owner: Option<ProcRecord>,
+    pub script: Option<PathBuf>,
+    /// Host processes of every node, by node name.
+    pub nodes: BTreeMap<String, Vec<ProcRecord>>,
+}
+
+/// Where run directories live: `$CLONET_RUN_DIR`, else `/run/clonet` for
+/// root, else `$XDG_RUNTIME_DIR/clonet`.
+pub fn base_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("CLONET_RUN_DIR") {
+        return PathBuf::from(d);
+    }
+    if nix::unistd::geteuid().is_root() {
+        return PathBuf::from("/run/clonet");
+    }
+    match std::env::var_os("XDG_RUNTIME_DIR") {
+        Some(d) => PathBuf::from(d).join("clonet"),
+        None => std::env::temp_dir().join(format!("clonet-{}", nix::unistd::geteuid())),
+    }
+}
+
+/// The run directory of a live lab. Removed by [`RunDir::remove`].
+#[derive(Debug)]
+pub struct RunDir {
+    path: PathBuf,
+    state: LabState,
+}
+
+impl RunDir {
+    /// Creates `base/lab`. A stale directory of a dead lab is cleaned first.
+    pub fn create(base: &Path, lab: &str, script: Option<&Path>) -> Result<RunDir, RunDirError> {
+        fs::create_dir_all(base).map_err(io_at(base))?;
+        let path = base.join(lab);
+        if path.exists() {
+            match read_state(&path) {
+                Some(LabState { owner: Some(owner), .. }) if is_alive(&owner) => {
+                    return Err(RunDirError::Running { lab: lab.to_string(), pid: owner.pid })
+                }
+                _ => {
+                    eprintln!("clonet: removing what a previous run of lab {lab:?} left behind");
+                    clean_one(&path)?;
+                }
+            }
+        }
+        use std::os::unix::fs::DirBuilderExt;
+        fs::DirBuilder::new().mode(0o700).create(&path).map_err(io_at(&path))?;
+        let me = std::process::id() as i32;
+        let owner = proc_start_time(me).map(|start_time| ProcRecord { pid: me, start_time });
+        let state = LabState { lab: lab.to_string(), owner, script: script.map(Path::to_path_buf), nodes: BTreeMap::new() };
+        let dir = RunDir { path, state };
+        dir.save()?;
+        Ok(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn state(&self) -> &LabState {
+        &self.state
+    }
+
+    /// Writes the state file atomically (write, then rename).
+    fn save(&self) -> Result<(), RunDirError> {
+        let tmp = self.path.join(".state.json.tmp");
+        let json = serde_json::to_vec_pretty(&self.state).expect("state serializes");
+        fs::write(&tmp, json).map_err(io_at(&tmp))?;
+        let dst = self.path.join(STATE_FILE);
+        fs::rename(&tmp, &dst).map_err(io_at(&dst))
+    }
+
+    pub fn record_node(&mut self, name: &str, procs: Vec<ProcRecord>) -> Result<(), RunDirError> {
+        self.state.nodes.insert(name.to_string(), procs);
+        self.save()
+    }
+
+    pub fn forget_node(&mut self, name: &str) -> Result<(), RunDirError> {
+        self.state.nodes.remove(name);
+        self.save()
+    }
+
+    /// Rewrites a file of the run directory in place, keeping its inode, so
+    /// bind mounts of it (the nodes' /etc/hosts) see the new content.
+    pub fn write_in_place(&self, name: &str, content: &str) -> Result<PathBuf, RunDirError> {
+        let p = self.path.join(name);
+        fs::write(&p, content).map_err(io_at(&p))?;
+        Ok(p)
+    }
+
+    pub fn remove(self) -> Result<(), RunDirError> {
+        fs::remove_dir_all(&self.path).map_err(io_at(&self.path))
+    }
+}
+
+fn read_state(dir: &Path) -> Option<LabState> {
+    serde_json::from_slice(&fs::read(dir.join(STATE_FILE)).ok()?).ok()
+}
+
+/// What `clean` did.
+#[derive(Debug, Default, PartialEq, Eq, Serialize)]
+pub struct CleanReport {
+    pub removed: Vec<String>,
+    pub killed: Vec<i32>,
+    pub unmounted: Vec<String>,
+    /// Labs left alone because their owner still runs.
+    pub running: Vec<String>,
+}
+
+/// Mount points at or below `dir`, deepest first (from /proc/self/mountinfo).
+fn mounts_under(dir: &Path) -> Vec<String> {
+    let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let prefix = dir.to_string_lossy().to_string();
+    let mut v: Vec<String> = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|m| m.replace("\\040", " "))
+        .filter(|m| m == &prefix || m.starts_with(&format!("{prefix}/")))
+        .collect();
+    v.sort_by_key(|m| std::cmp::Reverse(m.len()));
+    v
+}
+
+/// Removes one dead lab's leftovers: processes, mounts, files.
+fn clean_one(dir: &Path) -> Result<CleanReport, RunDirError> {
+    let mut report = CleanReport::default();
+    if let Some(state) = read_state(dir) {
+        for rec in state.nodes.values().flatten() {
+            if is_alive(rec) {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(rec.pid), nix::sys::signal::Signal::SIGKILL);
+                report.killed.push(rec.pid);
+            }
+        }
+    }
+    for m in mounts_under(dir) {
+        if nix::mount::umount2(m.as_str(), nix::mount::MntFlags::MNT_DETACH).is_ok() {
+            report.unmounted.push(m);
+        }
+    }
+    fs::remove_dir_all(dir).map_err(io_at(dir))?;
+    report.removed.push(dir.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default());
+    Ok(report)
+}
+
+/// Cleans every run directory under `base` whose owner is dead.
+pub fn clean(base: &Path) -> Result<CleanReport, RunDirError> {
+    let mut report = CleanReport::default();
+    let entries = match fs::read_dir(base) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(report),
+        Err(e) => return Err(io_at(base)(e)),
+    };
+    for entry in entries.flatten() {
+        let dir = entry.path();
+        if !dir.is_dir() {
+            continue;
+        }
+        let state = read_state(&dir);
+        if state.is_none() && !dir.join(STATE_FILE).exists() && fs::read_dir(&dir).map(|mut d| d.next().is_some()).unwrap_or(true) {
+            // Not ours (no state file, not empty): leave it.
+            continue;
+        }
+        if let Some(LabState { owner: Some(owner), lab, .. }) = &state {
+            if is_alive(owner) {
+                report.running.push(lab.clone());
+                continue;
+            }
+        }
+        let one = clean_one(&dir)?;
+        report.removed.extend(one.removed);
+        report.killed.extend(one.killed);
+        report.unmounted.extend(one.unmounted);
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_live_lab_is_refused_and_a_dead_one_is_cleaned() {
+        let base = tempfile::tempdir().unwrap();
+        let mut d = RunDir::create(base.path(), "lab1", None).unwrap();
+        d.record_node("a", vec![]).unwrap();
+        assert!(matches!(RunDir::create(base.path(), "lab1", None), Err(RunDirError::Running { .. })));
+        let report = clean(base.path()).unwrap();
+        assert_eq!(report.running, vec!["lab1".to_string()], "our own lab is alive");
+        // Pretend the owner died.
+        let mut state = d.state().clone();
+        state.owner = Some(ProcRecord { pid: i32::MAX - 1, start_time: 1 });
+        fs::write(d.path().join(STATE_FILE), serde_json::to_vec(&state).unwrap()).unwrap();
+        let report = clean(base.path()).unwrap();
+        assert_eq!(report.removed, vec!["lab1".to_string()]);
+        assert!(!base.path().join("lab1").exists());
+    }
+
+    #[test]
+    fn stale_directories_are_replaced_on_create() {
+        let base = tempfile::tempdir().unwrap();
+        let stale = base.path().join("lab2");
+        fs::create_dir(&stale).unwrap();
+        fs::write(stale.join(STATE_FILE), r#"{"lab":"lab2","owner":{"pid":2147483000,"start_time":5},"script":null,"nodes":{}}"#).unwrap();
+        let d = RunDir::create(base.path(), "lab2", None).unwrap();
+        assert_eq!(d.state().owner.as_ref().unwrap().pid, std::process::id() as i32);
+        d.remove().unwrap();
+        assert!(!stale.exists());
+    }
+
+    #[test]
+    fn foreign_directories_are_left_alone() {
+        let base = tempfile::tempdir().unwrap();
+        let other = base.path().join("notours");
+        fs::create_dir(&other).unwrap();
+        fs::write(other.join("data"), "x").unwrap();
+        clean(base.path()).unwrap();
+        assert!(other.join("data").exists());
+    }
+}

@@ -1,0 +1,400 @@
+//! The lab's topology model (sans-IO): nodes, their interfaces, point-to-
+//! point links and LANs, MAC assignment and name resolution.
+//!
+//! The engine changes the model only after the host side of a change
+//! succeeded, so the model always describes what really exists.
+//!
+//! Owns: names, interface numbering, MACs, addresses. Must not touch:
+//! processes, fds, the switch.
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+use super::addr::Cidr;
+use super::names::{validate, NameError};
+use crate::switch::frame::MacAddr;
+
+/// The kinds of node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeKind {
+    /// Namespaces running host programs.
+    Ns,
+}
+
+impl NodeKind {
+    pub fn parse(s: &str) -> Result<NodeKind, TopologyError> {
+        match s {
+            "ns" => Ok(NodeKind::Ns),
+            "uml" | "kvm" => Err(TopologyError::KindUnavailable(s.to_string())),
+            _ => Err(TopologyError::UnknownKind(s.to_string())),
+        }
+    }
+}
+
+impl fmt::Display for NodeKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            NodeKind::Ns => "ns",
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TopologyError {
+    #[error(transparent)]
+    Name(#[from] NameError),
+    #[error("{0:?} is already used by a {1}")]
+    Exists(String, &'static str),
+    #[error("no node called {0:?}")]
+    NoSuchNode(String),
+    #[error("no LAN called {0:?}")]
+    NoSuchLan(String),
+    #[error("node {0:?} has no interface {1:?}")]
+    NoSuchIface(String, String),
+    #[error("node kind {0:?} is not available yet (only \"ns\" is)")]
+    KindUnavailable(String),
+    #[error("unknown node kind {0:?} (expected \"ns\", \"uml\" or \"kvm\")")]
+    UnknownKind(String),
+    #[error("a link needs two different nodes, got {0:?} twice")]
+    SelfLink(String),
+    #[error("node {0:?} already has the maximum of {1} interfaces")]
+    TooManyIfaces(String, usize),
+    #[error("{0} is already configured on {1}:{2}")]
+    AddressExists(Cidr, String, String),
+}
+
+/// Most interfaces one node may have.
+pub const MAX_IFACES: usize = 256;
+
+/// An interface, named from the node's point of view.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IfaceRef {
+    pub node: String,
+    pub iface: String,
+}
+
+impl fmt::Display for IfaceRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.node, self.iface)
+    }
+}
+
+/// What an interface is plugged into.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Attachment {
+    Link(String),
+    Lan(String),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Iface {
+    pub name: String,
+    pub mac: MacAddr,
+    pub addrs: Vec<Cidr>,
+    pub attachment: Attachment,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeModel {
+    pub name: String,
+    pub kind: NodeKind,
+    pub ifaces: Vec<Iface>,
+}
+
+impl NodeModel {
+    pub fn iface(&self, name: &str) -> Option<&Iface> {
+        self.ifaces.iter().find(|i| i.name == name)
+    }
+
+    /// The first address configured on the node, in interface order.
+    pub fn first_addr(&self) -> Option<IpAddr> {
+        self.ifaces.iter().flat_map(|i| i.addrs.iter()).map(|c| c.addr).next()
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkModel {
+    pub name: String,
+    pub a: IfaceRef,
+    pub b: IfaceRef,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LanModel {
+    pub name: String,
+    pub members: Vec<IfaceRef>,
+}
+
+/// Everything the lab has, by name.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Topology {
+    pub lab: String,
+    pub nodes: BTreeMap<String, NodeModel>,
+    pub lans: BTreeMap<String, LanModel>,
+    pub links: BTreeMap<String, LinkModel>,
+    /// Node names in creation order (for stable listings and hosts files).
+    pub order: Vec<String>,
+    #[serde(skip)]
+    macs: HashSet<MacAddr>,
+}
+
+/// FNV-1a: a small, stable hash so MACs are the same on every run.
+fn fnv1a(parts: &[&[u8]]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for p in parts {
+        for b in p.iter().chain(std::iter::once(&0xffu8)) {
+            h ^= *b as u64;
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    h
+}
+
+impl Topology {
+    pub fn new(lab: &str) -> Topology {
+        Topology { lab: lab.to_string(), ..Default::default() }
+    }
+
+    fn check_free(&self, name: &str) -> Result<(), TopologyError> {
+        if self.nodes.contains_key(name) {
+            return Err(TopologyError::Exists(name.to_string(), "node"));
+        }
+        if self.lans.contains_key(name) {
+            return Err(TopologyError::Exists(name.to_string(), "LAN"));
+        }
+        Ok(())
+    }
+
+    /// Checks that a node may be added, without adding it.
+    pub fn check_new_node(&self, name: &str) -> Result<(), TopologyError> {
+        validate("node", name)?;
+        self.check_free(name)
+    }
+
+    pub fn add_node(&mut self, name: &str, kind: NodeKind) -> Result<&NodeModel, TopologyError> {
+        self.check_new_node(name)?;
+        self.order.push(name.to_string());
+        Ok(self.nodes.entry(name.to_string()).or_insert(NodeModel { name: name.to_string(), kind, ifaces: vec![] }))
+    }
+
+    pub fn remove_node(&mut self, name: &str) -> Option<NodeModel> {
+        let n = self.nodes.remove(name)?;
+        self.order.retain(|o| o != name);
+        for i in &n.ifaces {
+            self.macs.remove(&i.mac);
+        }
+        Some(n)
+    }
+
+    pub fn check_new_lan(&self, name: &str) -> Result<(), TopologyError> {
+        validate("LAN", name)?;
+        self.check_free(name)
+    }
+
+    pub fn add_lan(&mut self, name: &str) -> Result<&LanModel, TopologyError> {
+        self.check_new_lan(name)?;
+        Ok(self.lans.entry(name.to_string()).or_insert(LanModel { name: name.to_string(), members: vec![] }))
+    }
+
+    pub fn node(&self, name: &str) -> Result<&NodeModel, TopologyError> {
+        self.nodes.get(name).ok_or_else(|| TopologyError::NoSuchNode(name.to_string()))
+    }
+
+    pub fn lan(&self, name: &str) -> Result<&LanModel, TopologyError> {
+        self.lans.get(name).ok_or_else(|| TopologyError::NoSuchLan(name.to_string()))
+    }
+
+    /// The name and MAC the next interface of `node` gets: `ethN` with the
+    /// lowest free N, and a MAC derived from lab, node and interface names,
+    /// unique within the lab.
+    pub fn next_iface(&self, node: &str) -> Result<(String, MacAddr), TopologyError> {
+        let n = self.node(node)?;
+        if n.ifaces.len() >= MAX_IFACES {
+            return Err(TopologyError::TooManyIfaces(node.to_string(), MAX_IFACES));
+        }
+        let index = (0..).find(|i| n.iface(&format!("eth{i}")).is_none()).expect("some index is free");
+        let name = format!("eth{index}");
+        let mut salt = 0u32;
+        loop {
+            let h = fnv1a(&[self.lab.as_bytes(), node.as_bytes(), name.as_bytes(), &salt.to_le_bytes()]);
+            let b = h.to_be_bytes();
+            let mac = MacAddr::local_unicast([b[0], b[1], b[2], b[3], b[4], b[5]]);
+            if !self.macs.contains(&mac) {
+                return Ok((name, mac));
+            }
+            salt += 1;
+        }
+    }
+
+    fn push_iface(&mut self, node: &str, name: String, mac: MacAddr, attachment: Attachment) -> IfaceRef {
+        self.macs.insert(mac);
+        let n = self.nodes.get_mut(node).expect("checked by next_iface");
+        n.ifaces.push(Iface { name: name.clone(), mac, addrs: vec![], attachment });
+        IfaceRef { node: node.to_string(), iface: name }
+    }
+
+    /// A unique link name for `a`–`b`: `a--b`, then `a--b#2`, ….
+    pub fn link_name(&self, a: &str, b: &str) -> String {
+        let base = format!("{a}--{b}");
+        if !self.links.contains_key(&base) {
+            return base;
+        }
+        (2..).map(|i| format!("{base}#{i}")).find(|n| !self.links.contains_key(n)).expect("a free name exists")
+    }
+
+    /// Records a point-to-point link whose interfaces were planned with
+    /// `next_iface` and created on the host.
+    pub fn add_link(
+        &mut self,
+        name: &str,
+        a: (&str, String, MacAddr),
+        b: (&str, String, MacAddr),
+    ) -> Result<&LinkModel, TopologyError> {
+        if a.0 == b.0 {
+            return Err(TopologyError::SelfLink(a.0.to_string()));
+        }
+        self.node(a.0)?;
+        self.node(b.0)?;
+        let ra = self.push_iface(a.0, a.1, a.2, Attachment::Link(name.to_string()));
+        let rb = self.push_iface(b.0, b.1, b.2, Attachment::Link(name.to_string()));
+        Ok(self.links.entry(name.to_string()).or_insert(LinkModel { name: name.to_string(), a: ra, b: rb }))
+    }
+
+    /// Records an interface of `node` plugged into `lan`.
+    pub fn add_lan_member(&mut self, lan: &str, node: &str, iface: (String, MacAddr)) -> Result<IfaceRef, TopologyError> {
+        self.lan(lan)?;
+        self.node(node)?;
+        let r = self.push_iface(node, iface.0, iface.1, Attachment::Lan(lan.to_string()));
+        self.lans.get_mut(lan).expect("checked").members.push(r.clone());
+        Ok(r)
+    }
+
+    pub fn check_new_addr(&self, node: &str, iface: &str, cidr: Cidr) -> Result<(), TopologyError> {
+        let n = self.node(node)?;
+        let i = n.iface(iface).ok_or_else(|| TopologyError::NoSuchIface(node.to_string(), iface.to_string()))?;
+        if i.addrs.iter().any(|a| a.addr == cidr.addr) {
+            return Err(TopologyError::AddressExists(cidr, node.to_string(), iface.to_string()));
+        }
+        Ok(())
+    }
+
+    pub fn add_addr(&mut self, node: &str, iface: &str, cidr: Cidr) -> Result<(), TopologyError> {
+        self.check_new_addr(node, iface, cidr)?;
+        let n = self.nodes.get_mut(node).expect("checked");
+        n.ifaces.iter_mut().find(|i| i.name == iface).expect("checked").addrs.push(cidr);
+        Ok(())
+    }
+
+    /// An `/etc/hosts` that resolves every node with an address to its
+    /// first address, in creation order.
+    pub fn hosts_file(&self) -> String {
+        let mut out = String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
+        out.push_str(&format!("# clonet lab {}\n", self.lab));
+        for name in &self.order {
+            if let Some(addr) = self.nodes.get(name).and_then(NodeModel::first_addr) {
+                out.push_str(&format!("{addr}\t{name}\n"));
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn two_nodes() -> Topology {
+        let mut t = Topology::new("lab");
+        t.add_node("a", NodeKind::Ns).unwrap();
+        t.add_node("b", NodeKind::Ns).unwrap();
+        t
+    }
+
+    fn link(t: &mut Topology, a: &str, b: &str) -> String {
+        let ia = t.next_iface(a).unwrap();
+        let ib = t.next_iface(b).unwrap();
+        let name = t.link_name(a, b);
+        t.add_link(&name, (a, ia.0, ia.1), (b, ib.0, ib.1)).unwrap();
+        name
+    }
+
+    #[test]
+    fn interfaces_are_numbered_in_link_order() {
+        let mut t = two_nodes();
+        t.add_node("c", NodeKind::Ns).unwrap();
+        assert_eq!(link(&mut t, "a", "b"), "a--b");
+        assert_eq!(link(&mut t, "a", "c"), "a--c");
+        assert_eq!(link(&mut t, "a", "b"), "a--b#2");
+        let names: Vec<_> = t.node("a").unwrap().ifaces.iter().map(|i| i.name.as_str()).collect();
+        assert_eq!(names, ["eth0", "eth1", "eth2"]);
+        assert_eq!(t.links["a--c"].b, IfaceRef { node: "c".into(), iface: "eth0".into() });
+    }
+
+    #[test]
+    fn macs_are_deterministic_local_and_unique() {
+        let mut t1 = two_nodes();
+        let mut t2 = two_nodes();
+        for t in [&mut t1, &mut t2] {
+            link(t, "a", "b");
+            link(t, "a", "b");
+        }
+        let macs = |t: &Topology| -> Vec<MacAddr> {
+            t.nodes.values().flat_map(|n| n.ifaces.iter().map(|i| i.mac)).collect()
+        };
+        assert_eq!(macs(&t1), macs(&t2), "same lab, same MACs");
+        let set: HashSet<_> = macs(&t1).into_iter().collect();
+        assert_eq!(set.len(), 4);
+        assert!(macs(&t1).iter().all(|m| m.is_local() && !m.is_group()));
+        let mut other = Topology::new("lab2");
+        other.add_node("a", NodeKind::Ns).unwrap();
+        assert_ne!(other.next_iface("a").unwrap().1, t1.node("a").unwrap().ifaces[0].mac, "the lab name is part of the MAC");
+    }
+
+    #[test]
+    fn names_are_validated_and_unique_across_nodes_and_lans() {
+        let mut t = two_nodes();
+        assert!(matches!(t.add_node("a", NodeKind::Ns), Err(TopologyError::Exists(..))));
+        assert!(matches!(t.add_lan("a"), Err(TopologyError::Exists(_, "node"))));
+        assert!(matches!(t.add_node("../x", NodeKind::Ns), Err(TopologyError::Name(_))));
+        t.add_lan("office").unwrap();
+        assert!(matches!(t.add_node("office", NodeKind::Ns), Err(TopologyError::Exists(_, "LAN"))));
+    }
+
+    #[test]
+    fn self_links_are_refused() {
+        let mut t = two_nodes();
+        let i = t.next_iface("a").unwrap();
+        let j = (i.0.clone(), i.1);
+        assert!(matches!(t.add_link("x", ("a", i.0, i.1), ("a", j.0, j.1)), Err(TopologyError::SelfLink(_))));
+    }
+
+    #[test]
+    fn lan_members_and_addresses_feed_the_hosts_file() {
+        let mut t = two_nodes();
+        t.add_lan("sw").unwrap();
+        for n in ["b", "a"] {
+            let i = t.next_iface(n).unwrap();
+            t.add_lan_member("sw", n, i).unwrap();
+        }
+        t.add_addr("b", "eth0", "10.1.0.2/24".parse().unwrap()).unwrap();
+        t.add_addr("a", "eth0", "10.1.0.1/24".parse().unwrap()).unwrap();
+        assert!(matches!(t.add_addr("a", "eth0", "10.1.0.1/16".parse().unwrap()), Err(TopologyError::AddressExists(..))));
+        assert!(matches!(t.add_addr("a", "eth7", "10.1.0.9/24".parse().unwrap()), Err(TopologyError::NoSuchIface(..))));
+        assert_eq!(t.lans["sw"].members.len(), 2);
+        let hosts = t.hosts_file();
+        let pos_a = hosts.find("10.1.0.1\ta\n").unwrap();
+        let pos_b = hosts.find("10.1.0.2\tb\n").unwrap();
+        assert!(pos_a < pos_b, "creation order: {hosts}");
+    }
+
+    #[test]
+    fn kinds_parse_with_clear_errors() {
+        assert_eq!(NodeKind::parse("ns").unwrap(), NodeKind::Ns);
+        assert!(NodeKind::parse("kvm").unwrap_err().to_string().contains("not available yet"));
+        assert!(NodeKind::parse("docker").unwrap_err().to_string().contains("unknown node kind"));
+    }
+}

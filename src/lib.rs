@@ -1,0 +1,11 @@
+//! clonet: a lab engine for virtual networks of virtual machines, scripted
+//! in Rhai, with its own userspace Ethernet switch. See `src/README.md` for
+//! the map of the code.
+#![deny(unsafe_code)]
+
+pub mod host;
+pub mod interrupt;
+pub mod lab;
+pub mod script;
+pub mod switch;
+pub mod sys;

@@ -1,0 +1,121 @@
+//! The `clonet` command line.
+use std::cell::RefCell;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::rc::Rc;
+
+use clap::{Parser, Subcommand};
+use colored::Colorize;
+
+use clonet::host::helpers::{ns_enter_main, ns_init_main};
+use clonet::host::ns::LinuxHost;
+use clonet::lab::rundir;
+use clonet::lab::Lab;
+use clonet::script;
+
+#[derive(Parser)]
+#[command(name = "clonet", version, about = "Virtual network labs scripted in Rhai, with a userspace switch")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run a lab script; the lab lives while the script runs.
+    Run {
+        /// The .rhai script.
+        file: PathBuf,
+        /// Lab name (default: the script's file stem).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Remove what labs killed with SIGKILL left behind.
+    Clean,
+    #[command(name = "__ns-init", hide = true)]
+    NsInit { hostname: String, hosts: PathBuf },
+    #[command(name = "__ns-enter", hide = true)]
+    NsEnter {
+        pid: i32,
+        #[arg(last = true, required = true)]
+        argv: Vec<String>,
+    },
+}
+
+fn color() -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+}
+
+fn lab_name(file: &Path, name: Option<String>) -> String {
+    name.unwrap_or_else(|| file.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_else(|| "lab".into()))
+}
+
+fn run(file: &Path, name: Option<String>) -> ExitCode {
+    colored::control::set_override(color());
+    if let Err(e) = clonet::interrupt::install() {
+        eprintln!("clonet: cannot install signal handlers: {e}");
+        return ExitCode::FAILURE;
+    }
+    let name = lab_name(file, name);
+    let lab = match Lab::new(&name, Box::new(LinuxHost), &rundir::base_dir(), Some(file)) {
+        Ok(lab) => Rc::new(RefCell::new(lab)),
+        Err(e) => {
+            eprintln!("{}: {e}", "error".red().bold());
+            return ExitCode::FAILURE;
+        }
+    };
+    let dir = file.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let engine = script::engine(lab.clone(), dir);
+    let result = script::run_file(&engine, file);
+    drop(engine);
+    lab.borrow_mut().teardown();
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(report) => {
+            if let Some(sig) = clonet::interrupt::signal() {
+                eprintln!("clonet: interrupted; lab {name} torn down");
+                return ExitCode::from((128 + sig) as u8);
+            }
+            eprint!("{}", report.render(&script::report::read_source, color()));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn clean() -> ExitCode {
+    match rundir::clean(&rundir::base_dir()) {
+        Ok(r) => {
+            for lab in &r.removed {
+                println!("removed lab {lab}");
+            }
+            if !r.killed.is_empty() {
+                println!("killed processes {:?}", r.killed);
+            }
+            for m in &r.unmounted {
+                println!("unmounted {m}");
+            }
+            for lab in &r.running {
+                println!("left running lab {lab} alone");
+            }
+            if r.removed.is_empty() {
+                println!("nothing to clean");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{}: {e}", "error".red().bold());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Cmd::Run { file, name } => run(&file, name),
+        Cmd::Clean => clean(),
+        Cmd::NsInit { hostname, hosts } => ns_init_main(&hostname, &hosts),
+        Cmd::NsEnter { pid, argv } => ns_enter_main(pid, &argv),
+    }
+}

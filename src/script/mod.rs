@@ -1,0 +1,59 @@
+//! The Rhai interpreter: the only way into a lab.
+//!
+//! Builds an engine with the clonet API, the stdlib resolver, print and
+//! interrupt hooks, and runs scripts, turning failures into reports.
+//!
+//! Owns: the Rhai engine. Must not touch: the host, except through
+//! lab `Command`s.
+pub mod api;
+pub mod report;
+pub mod stdlib;
+
+use std::io::Write;
+use std::path::Path;
+
+use rhai::{exported_module, Dynamic, Engine, Scope, AST};
+
+pub use api::LabRef;
+use report::ErrorReport;
+
+/// Creates an engine wired to `lab`, resolving imports from the stdlib and
+/// then from `script_dir`.
+pub fn engine(lab: LabRef, script_dir: &Path) -> Engine {
+    let mut engine = Engine::new();
+    engine.set_default_tag(Dynamic::from(lab));
+    engine.register_global_module(exported_module!(api::node_api).into());
+    engine.register_global_module(exported_module!(api::link_api).into());
+    engine.register_global_module(exported_module!(api::lab_api).into());
+    engine.set_module_resolver(stdlib::Resolver::new(script_dir));
+    engine.on_print(|s| {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{s}");
+        let _ = out.flush();
+    });
+    engine.on_debug(|s, src, pos| eprintln!("[{}:{}] {s}", src.unwrap_or("script"), pos.line().unwrap_or(0)));
+    engine.on_progress(|_| if crate::interrupt::requested() { Some(Dynamic::UNIT) } else { None });
+    engine.set_max_expr_depths(256, 256);
+    engine
+}
+
+/// Compiles a script, naming it `source_name` in errors.
+pub fn compile(engine: &Engine, source_name: &str, text: &str) -> Result<AST, ErrorReport> {
+    let mut ast = engine.compile(text).map_err(|e| ErrorReport::parse(source_name, &e))?;
+    ast.set_source(source_name);
+    Ok(ast)
+}
+
+/// Runs a compiled script in `scope`.
+pub fn run(engine: &Engine, scope: &mut Scope, source_name: &str, ast: &AST) -> Result<(), ErrorReport> {
+    engine.run_ast_with_scope(scope, ast).map_err(|e| ErrorReport::runtime(source_name, &e))
+}
+
+/// Reads, compiles and runs a script file.
+pub fn run_file(engine: &Engine, path: &Path) -> Result<(), ErrorReport> {
+    let name = path.display().to_string();
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ErrorReport { message: format!("cannot read {name}: {e}"), at: None, calls: vec![] })?;
+    let ast = compile(engine, &name, &text)?;
+    run(engine, &mut Scope::new(), &name, &ast)
+}

@@ -1,0 +1,37 @@
+//! Process plumbing that needs `fork` or `pre_exec`.
+use std::io;
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+
+use nix::sys::signal::Signal;
+use nix::unistd::{fork, ForkResult, Pid};
+
+/// Makes the child of `cmd` receive SIGKILL when the spawning thread dies,
+/// so a SIGKILLed clonet leaves no node process behind.
+pub fn kill_with_parent(cmd: &mut Command) -> &mut Command {
+    // SAFETY: the hook runs between fork and exec and only calls prctl(2),
+    // which is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(io::Error::from)?;
+            Ok(())
+        })
+    }
+}
+
+/// What `fork_process` returns in each of the two processes.
+pub enum Forked {
+    Parent(Pid),
+    Child,
+}
+
+/// Forks the current process. Only for the single-threaded helper
+/// subcommands (`__ns-init`, `__ns-enter`), never for the engine.
+pub fn fork_process() -> io::Result<Forked> {
+    // SAFETY: callers are single-threaded helper processes (documented above),
+    // so the child does not inherit locks held by other threads.
+    match unsafe { fork() }.map_err(io::Error::from)? {
+        ForkResult::Parent { child } => Ok(Forked::Parent(child)),
+        ForkResult::Child => Ok(Forked::Child),
+    }
+}
