@@ -86,6 +86,7 @@ pub fn ns_init_main(hostname: &str, hosts: &Path) -> ! {
         }
         Ok(Forked::Child) => {
             // We are PID 1 of the node. Die with our parent, which dies with clonet.
+            let _ = nix::sys::prctl::set_name(c"clonet-init");
             if let Err(e) = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL) {
                 die("prctl", e);
             }

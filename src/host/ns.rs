@@ -83,9 +83,13 @@ impl NodeHost for LinuxHost {
         let stdout = holder.stdout.take().expect("piped");
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
+            // `pid N` (from the parent) and `ready` (from the child) may
+            // arrive in either order; stop after both, or an error.
+            let mut seen = 0;
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let last = line == "ready" || line.starts_with("error");
-                if tx.send(line).is_err() || last {
+                let error = line.starts_with("error");
+                seen += 1;
+                if tx.send(line).is_err() || error || seen == 2 {
                     break;
                 }
             }
@@ -97,10 +101,11 @@ impl NodeHost for LinuxHost {
         };
         let deadline = Instant::now() + START_TIMEOUT;
         let mut init_pid = None;
-        loop {
+        let mut ready = false;
+        while !(ready && init_pid.is_some()) {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
-                Ok(line) if line == "ready" => break,
+                Ok(line) if line == "ready" => ready = true,
                 Ok(line) => match line.strip_prefix("pid ").and_then(|p| p.parse::<i32>().ok()) {
                     Some(pid) => init_pid = Some(pid),
                     None => return Err(fail(&mut holder, line)),
@@ -108,7 +113,7 @@ impl NodeHost for LinuxHost {
                 Err(_) => return Err(fail(&mut holder, "no answer from the node's init".into())),
             }
         }
-        let Some(init_pid) = init_pid else { return Err(fail(&mut holder, "init did not report its pid".into())) };
+        let init_pid = init_pid.expect("loop exits only with a pid");
         let netns = File::open(format!("/proc/{init_pid}/ns/net")).map(OwnedFd::from);
         let netns = match netns {
             Ok(fd) => fd,
@@ -127,7 +132,15 @@ impl NodeHost for LinuxHost {
             .iter()
             .filter_map(|pid| proc_start_time(*pid).map(|start_time| ProcRecord { pid: *pid, start_time }))
             .collect();
-        Ok(Box::new(NsNode { name: spec.name.clone(), holder, init_pid, netns, rtnl, ifindex: HashMap::new(), records }))
+        Ok(Box::new(NsNode {
+            name: spec.name.clone(),
+            holder,
+            init_pid,
+            netns,
+            rtnl,
+            ifindex: HashMap::new(),
+            records,
+        }))
     }
 }
 

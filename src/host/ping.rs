@@ -8,13 +8,16 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use nix::sys::socket::{recv, sendto, socket, AddressFamily, MsgFlags, SockFlag, SockProtocol, SockType, SockaddrIn, SockaddrIn6};
+use nix::sys::socket::{
+    recv, sendto, socket, AddressFamily, MsgFlags, SockFlag, SockProtocol, SockType, SockaddrIn, SockaddrIn6,
+};
 
 /// Internet checksum (RFC 1071).
 pub fn checksum(data: &[u8]) -> u16 {
     let mut sum: u32 = 0;
     for chunk in data.chunks(2) {
-        let word = if chunk.len() == 2 { u16::from_be_bytes([chunk[0], chunk[1]]) } else { u16::from_be_bytes([chunk[0], 0]) };
+        let word =
+            if chunk.len() == 2 { u16::from_be_bytes([chunk[0], chunk[1]]) } else { u16::from_be_bytes([chunk[0], 0]) };
         sum += word as u32;
     }
     while sum >> 16 != 0 {
@@ -54,7 +57,8 @@ pub fn is_echo_reply(v6: bool, packet: &[u8], ident: u16, seq: u16) -> bool {
 }
 
 fn raw_socket(v6: bool) -> io::Result<OwnedFd> {
-    let (family, proto) = if v6 { (AddressFamily::Inet6, SockProtocol::IcmpV6) } else { (AddressFamily::Inet, SockProtocol::Icmp) };
+    let (family, proto) =
+        if v6 { (AddressFamily::Inet6, SockProtocol::IcmpV6) } else { (AddressFamily::Inet, SockProtocol::Icmp) };
     socket(family, SockType::Raw, SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK, proto).map_err(io::Error::from)
 }
 
@@ -78,12 +82,19 @@ pub fn echo(target: IpAddr, timeout: Duration, interval: Duration) -> io::Result
             let seq = sent_at.len() as u16;
             let req = echo_request(v6, ident, seq);
             let res = match target {
-                IpAddr::V4(a) => sendto(sock.as_raw_fd(), &req, &SockaddrIn::from(SocketAddrV4::new(a, 0)), MsgFlags::empty()),
-                IpAddr::V6(a) => sendto(sock.as_raw_fd(), &req, &SockaddrIn6::from(SocketAddrV6::new(a, 0, 0, 0)), MsgFlags::empty()),
+                IpAddr::V4(a) => {
+                    sendto(sock.as_raw_fd(), &req, &SockaddrIn::from(SocketAddrV4::new(a, 0)), MsgFlags::empty())
+                }
+                IpAddr::V6(a) => {
+                    sendto(sock.as_raw_fd(), &req, &SockaddrIn6::from(SocketAddrV6::new(a, 0, 0, 0)), MsgFlags::empty())
+                }
             };
             // An unreachable network is an answer ("no"), not an error.
             if let Err(e) = res {
-                if !matches!(e, nix::errno::Errno::ENETUNREACH | nix::errno::Errno::EHOSTUNREACH | nix::errno::Errno::EAGAIN) {
+                if !matches!(
+                    e,
+                    nix::errno::Errno::ENETUNREACH | nix::errno::Errno::EHOSTUNREACH | nix::errno::Errno::EAGAIN
+                ) {
                     return Err(e.into());
                 }
             }

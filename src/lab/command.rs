@@ -29,18 +29,49 @@ pub enum PingTarget {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Command {
-    AddNode { name: String, kind: NodeKind },
-    AddLan { name: String },
+    AddNode {
+        name: String,
+        kind: NodeKind,
+    },
+    AddLan {
+        name: String,
+    },
     /// A point-to-point link between two nodes.
-    AddLink { a: String, b: String, ip_a: Option<Cidr>, ip_b: Option<Cidr>, options: LinkOptions },
+    AddLink {
+        a: String,
+        b: String,
+        ip_a: Option<Cidr>,
+        ip_b: Option<Cidr>,
+        options: LinkOptions,
+    },
     /// A new interface of `node` plugged into `lan`.
-    JoinLan { node: String, lan: String, ip: Option<Cidr>, options: LinkOptions },
-    SetIp { node: String, iface: String, cidr: Cidr },
-    Exec { node: String, request: ExecRequest },
-    Ping { from: String, to: PingTarget, timeout_ms: u64 },
-    NodeInfo { node: String },
+    JoinLan {
+        node: String,
+        lan: String,
+        ip: Option<Cidr>,
+        options: LinkOptions,
+    },
+    SetIp {
+        node: String,
+        iface: String,
+        cidr: Cidr,
+    },
+    Exec {
+        node: String,
+        request: ExecRequest,
+    },
+    Ping {
+        from: String,
+        to: PingTarget,
+        timeout_ms: u64,
+    },
+    NodeInfo {
+        node: String,
+    },
     Counters,
-    Fdb { lan: String },
+    Fdb {
+        lan: String,
+    },
     Topology,
 }
 
@@ -80,10 +111,15 @@ pub enum Reply {
     Node(NodeInfo),
     Link(LinkModel),
     /// The interface a `JoinLan` created.
-    Iface { node: String, iface: String },
+    Iface {
+        node: String,
+        iface: String,
+    },
     Exec(ExecOutput),
     /// Round-trip time in microseconds, or None when unanswered.
-    Ping { rtt_us: Option<u64> },
+    Ping {
+        rtt_us: Option<u64>,
+    },
     Counters(Vec<PortReport>),
     Fdb(Vec<FdbRow>),
     Topology(Topology),

@@ -189,14 +189,36 @@ impl Lab {
     }
 
     /// Creates a node interface and plugs it into switch segment `seg`.
-    fn plug(&mut self, node: &str, ifname: &str, mac: crate::switch::frame::MacAddr, mtu: u32, seg: SegmentId, segment_name: &str) -> Result<(), LabError> {
-        let io = self.nodes.get_mut(node).ok_or_else(|| TopologyError::NoSuchNode(node.to_string()))?.add_iface(ifname, mac, mtu)?;
+    fn plug(
+        &mut self,
+        node: &str,
+        ifname: &str,
+        mac: crate::switch::frame::MacAddr,
+        mtu: u32,
+        seg: SegmentId,
+        segment_name: &str,
+    ) -> Result<(), LabError> {
+        let io = self
+            .nodes
+            .get_mut(node)
+            .ok_or_else(|| TopologyError::NoSuchNode(node.to_string()))?
+            .add_iface(ifname, mac, mtu)?;
         let (id, counters) = self.switch().add_port(seg, io, mtu as usize, true)?;
-        self.ports.insert((node.to_string(), ifname.to_string()), PortHandle { id, counters, segment: segment_name.to_string() });
+        self.ports.insert(
+            (node.to_string(), ifname.to_string()),
+            PortHandle { id, counters, segment: segment_name.to_string() },
+        );
         Ok(())
     }
 
-    fn add_link(&mut self, a: &str, b: &str, ip_a: Option<Cidr>, ip_b: Option<Cidr>, options: &LinkOptions) -> Result<Reply, LabError> {
+    fn add_link(
+        &mut self,
+        a: &str,
+        b: &str,
+        ip_a: Option<Cidr>,
+        ip_b: Option<Cidr>,
+        options: &LinkOptions,
+    ) -> Result<Reply, LabError> {
         if a == b {
             return Err(TopologyError::SelfLink(a.to_string()).into());
         }
@@ -367,11 +389,22 @@ mod tests {
         assert!(lab.execute(Command::AddNode { name: "a".into(), kind: NodeKind::Ns }).is_err());
         assert!(lab.execute(Command::AddNode { name: "x/y".into(), kind: NodeKind::Ns }).is_err());
         let e = lab
-            .execute(Command::JoinLan { node: "a".into(), lan: "nolan".into(), ip: None, options: LinkOptions::default() })
+            .execute(Command::JoinLan {
+                node: "a".into(),
+                lan: "nolan".into(),
+                ip: None,
+                options: LinkOptions::default(),
+            })
             .unwrap_err();
         assert!(e.to_string().contains("no LAN called \"nolan\""), "{e}");
         let e = lab
-            .execute(Command::AddLink { a: "a".into(), b: "a".into(), ip_a: None, ip_b: None, options: LinkOptions::default() })
+            .execute(Command::AddLink {
+                a: "a".into(),
+                b: "a".into(),
+                ip_a: None,
+                ip_b: None,
+                options: LinkOptions::default(),
+            })
             .unwrap_err();
         assert!(matches!(e, LabError::Topology(TopologyError::SelfLink(_))));
         assert_eq!(host.calls(), vec!["start a".to_string()]);

@@ -77,7 +77,8 @@ impl RunDir {
         fs::DirBuilder::new().mode(0o700).create(&path).map_err(io_at(&path))?;
         let me = std::process::id() as i32;
         let owner = proc_start_time(me).map(|start_time| ProcRecord { pid: me, start_time });
-        let state = LabState { lab: lab.to_string(), owner, script: script.map(Path::to_path_buf), nodes: BTreeMap::new() };
+        let state =
+            LabState { lab: lab.to_string(), owner, script: script.map(Path::to_path_buf), nodes: BTreeMap::new() };
         let dir = RunDir { path, state };
         dir.save()?;
         Ok(dir)
@@ -186,7 +187,10 @@ pub fn clean(base: &Path) -> Result<CleanReport, RunDirError> {
             continue;
         }
         let state = read_state(&dir);
-        if state.is_none() && !dir.join(STATE_FILE).exists() && fs::read_dir(&dir).map(|mut d| d.next().is_some()).unwrap_or(true) {
+        if state.is_none()
+            && !dir.join(STATE_FILE).exists()
+            && fs::read_dir(&dir).map(|mut d| d.next().is_some()).unwrap_or(true)
+        {
             // Not ours (no state file, not empty): leave it.
             continue;
         }
@@ -230,7 +234,11 @@ mod tests {
         let base = tempfile::tempdir().unwrap();
         let stale = base.path().join("lab2");
         fs::create_dir(&stale).unwrap();
-        fs::write(stale.join(STATE_FILE), r#"{"lab":"lab2","owner":{"pid":2147483000,"start_time":5},"script":null,"nodes":{}}"#).unwrap();
+        fs::write(
+            stale.join(STATE_FILE),
+            r#"{"lab":"lab2","owner":{"pid":2147483000,"start_time":5},"script":null,"nodes":{}}"#,
+        )
+        .unwrap();
         let d = RunDir::create(base.path(), "lab2", None).unwrap();
         assert_eq!(d.state().owner.as_ref().unwrap().pid, std::process::id() as i32);
         d.remove().unwrap();

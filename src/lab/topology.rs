@@ -265,7 +265,12 @@ impl Topology {
     }
 
     /// Records an interface of `node` plugged into `lan`.
-    pub fn add_lan_member(&mut self, lan: &str, node: &str, iface: (String, MacAddr)) -> Result<IfaceRef, TopologyError> {
+    pub fn add_lan_member(
+        &mut self,
+        lan: &str,
+        node: &str,
+        iface: (String, MacAddr),
+    ) -> Result<IfaceRef, TopologyError> {
         self.lan(lan)?;
         self.node(node)?;
         let r = self.push_iface(node, iface.0, iface.1, Attachment::Lan(lan.to_string()));
@@ -342,16 +347,19 @@ mod tests {
             link(t, "a", "b");
             link(t, "a", "b");
         }
-        let macs = |t: &Topology| -> Vec<MacAddr> {
-            t.nodes.values().flat_map(|n| n.ifaces.iter().map(|i| i.mac)).collect()
-        };
+        let macs =
+            |t: &Topology| -> Vec<MacAddr> { t.nodes.values().flat_map(|n| n.ifaces.iter().map(|i| i.mac)).collect() };
         assert_eq!(macs(&t1), macs(&t2), "same lab, same MACs");
         let set: HashSet<_> = macs(&t1).into_iter().collect();
         assert_eq!(set.len(), 4);
         assert!(macs(&t1).iter().all(|m| m.is_local() && !m.is_group()));
         let mut other = Topology::new("lab2");
         other.add_node("a", NodeKind::Ns).unwrap();
-        assert_ne!(other.next_iface("a").unwrap().1, t1.node("a").unwrap().ifaces[0].mac, "the lab name is part of the MAC");
+        assert_ne!(
+            other.next_iface("a").unwrap().1,
+            t1.node("a").unwrap().ifaces[0].mac,
+            "the lab name is part of the MAC"
+        );
     }
 
     #[test]
@@ -382,7 +390,10 @@ mod tests {
         }
         t.add_addr("b", "eth0", "10.1.0.2/24".parse().unwrap()).unwrap();
         t.add_addr("a", "eth0", "10.1.0.1/24".parse().unwrap()).unwrap();
-        assert!(matches!(t.add_addr("a", "eth0", "10.1.0.1/16".parse().unwrap()), Err(TopologyError::AddressExists(..))));
+        assert!(matches!(
+            t.add_addr("a", "eth0", "10.1.0.1/16".parse().unwrap()),
+            Err(TopologyError::AddressExists(..))
+        ));
         assert!(matches!(t.add_addr("a", "eth7", "10.1.0.9/24".parse().unwrap()), Err(TopologyError::NoSuchIface(..))));
         assert_eq!(t.lans["sw"].members.len(), 2);
         let hosts = t.hosts_file();

@@ -115,7 +115,6 @@ pub struct LanRef {
     pub name: String,
 }
 
-
 // Helpers shared by the exported functions (kept outside the modules so
 // the plugin macro does not export them).
 
@@ -185,7 +184,6 @@ fn ping_rtt(ctx: &NativeCallContext, from: &NodeRef, to: PingTarget, timeout_ms:
 fn target(addr: &str) -> RhaiResult<PingTarget> {
     addr.parse().map(PingTarget::Addr).map_err(|_| script_error(format!("ping(): {addr:?} is not an IP address")))
 }
-
 
 /// Nodes: creating them, running commands in them, addressing them.
 #[export_module]
@@ -284,7 +282,10 @@ pub mod node_api {
                 let mut m = Map::new();
                 m.insert("name".into(), i.name.clone().into());
                 m.insert("mac".into(), i.mac.to_string().into());
-                m.insert("addrs".into(), i.addrs.iter().map(|a| Dynamic::from(a.to_string())).collect::<Array>().into());
+                m.insert(
+                    "addrs".into(),
+                    i.addrs.iter().map(|a| Dynamic::from(a.to_string())).collect::<Array>().into(),
+                );
                 let attached = match &i.attachment {
                     crate::lab::topology::Attachment::Link(l) | crate::lab::topology::Attachment::Lan(l) => l.clone(),
                 };
@@ -666,7 +667,8 @@ pub mod lab_api {
     /// ```
     #[rhai_fn(return_raw)]
     pub fn parse_json(text: &str) -> RhaiResult<Dynamic> {
-        let v: serde_json::Value = serde_json::from_str(text).map_err(|e| script_error(format!("parse_json(): {e}")))?;
+        let v: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| script_error(format!("parse_json(): {e}")))?;
         rhai::serde::to_dynamic(v)
     }
 

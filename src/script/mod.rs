@@ -52,8 +52,11 @@ pub fn run(engine: &Engine, scope: &mut Scope, source_name: &str, ast: &AST) -> 
 /// Reads, compiles and runs a script file.
 pub fn run_file(engine: &Engine, path: &Path) -> Result<(), ErrorReport> {
     let name = path.display().to_string();
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| ErrorReport { message: format!("cannot read {name}: {e}"), at: None, calls: vec![] })?;
+    let text = std::fs::read_to_string(path).map_err(|e| ErrorReport {
+        message: format!("cannot read {name}: {e}"),
+        at: None,
+        calls: vec![],
+    })?;
     let ast = compile(engine, &name, &text)?;
     run(engine, &mut Scope::new(), &name, &ast)
 }

@@ -85,8 +85,11 @@ impl ErrorReport {
                     if let Some(line) = text.lines().nth(at.line - 1) {
                         let gutter = at.line.to_string();
                         let pad = " ".repeat(gutter.len());
-                        let caret_pad: String =
-                            line.chars().take(at.col.saturating_sub(1)).map(|c| if c == '\t' { '\t' } else { ' ' }).collect();
+                        let caret_pad: String = line
+                            .chars()
+                            .take(at.col.saturating_sub(1))
+                            .map(|c| if c == '\t' { '\t' } else { ' ' })
+                            .collect();
                         let caret = if color { "^".red().bold().to_string() } else { "^".to_string() };
                         let _ = writeln!(out, "{pad} |\n{gutter} | {line}\n{pad} | {caret_pad}{caret}");
                     }

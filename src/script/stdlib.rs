@@ -8,10 +8,8 @@ type SharedModule = Shared<Module>;
 
 /// (import name, source text). The source name reported in errors is
 /// `stdlib/NAME.rhai`.
-pub const MODULES: &[(&str, &str)] = &[
-    ("net", include_str!("../../stdlib/net.rhai")),
-    ("bench", include_str!("../../stdlib/bench.rhai")),
-];
+pub const MODULES: &[(&str, &str)] =
+    &[("net", include_str!("../../stdlib/net.rhai")), ("bench", include_str!("../../stdlib/bench.rhai"))];
 
 /// The text of a stdlib module, by the source name errors carry.
 pub fn source_of(source_name: &str) -> Option<&'static str> {
@@ -32,7 +30,13 @@ impl Resolver {
 }
 
 impl ModuleResolver for Resolver {
-    fn resolve(&self, engine: &Engine, source: Option<&str>, path: &str, pos: Position) -> Result<SharedModule, Box<EvalAltResult>> {
+    fn resolve(
+        &self,
+        engine: &Engine,
+        source: Option<&str>,
+        path: &str,
+        pos: Position,
+    ) -> Result<SharedModule, Box<EvalAltResult>> {
         if let Some((name, text)) = MODULES.iter().find(|(n, _)| *n == path) {
             let mut ast = engine
                 .compile(*text)

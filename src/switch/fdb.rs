@@ -25,7 +25,9 @@ pub enum Learned {
     New,
     Refreshed,
     /// The station now answers on another port.
-    Moved { from: PortId },
+    Moved {
+        from: PortId,
+    },
     /// Group addresses are never learned.
     Ignored,
     /// The table is full of live entries.

@@ -210,11 +210,9 @@ mod tests {
     #[test]
     fn rejects_checksum_offsets_past_the_end() {
         let mut b = buffer([2; 6], [4; 6], 20);
-        VnetHdr { flags: VnetHdr::F_NEEDS_CSUM, csum_start: 30, csum_offset: 6, ..Default::default() }
-            .write(&mut b);
+        VnetHdr { flags: VnetHdr::F_NEEDS_CSUM, csum_start: 30, csum_offset: 6, ..Default::default() }.write(&mut b);
         assert_eq!(Frame::parse(&b).unwrap_err(), FrameError::BadVnetHdr);
-        VnetHdr { flags: VnetHdr::F_NEEDS_CSUM, csum_start: 14, csum_offset: 16, ..Default::default() }
-            .write(&mut b);
+        VnetHdr { flags: VnetHdr::F_NEEDS_CSUM, csum_start: 14, csum_offset: 16, ..Default::default() }.write(&mut b);
         assert!(Frame::parse(&b).is_ok());
     }
 

@@ -267,11 +267,9 @@ impl DataPlane {
                 Control::Fdb { segment, reply } => {
                     let now = self.started.elapsed();
                     let entries = match self.fabric.segment(segment) {
-                        Some(Segment::Lan { fdb, .. }) => fdb
-                            .entries(now)
-                            .into_iter()
-                            .map(|(mac, port, age)| FdbEntry { mac, port, age })
-                            .collect(),
+                        Some(Segment::Lan { fdb, .. }) => {
+                            fdb.entries(now).into_iter().map(|(mac, port, age)| FdbEntry { mac, port, age }).collect()
+                        }
                         _ => Vec::new(),
                     };
                     let _ = reply.send(entries);
@@ -425,11 +423,8 @@ impl DataPlane {
         if !port.wants_write {
             port.wants_write = true;
             let fd = port.io.raw_fd();
-            let _ = self.poll.registry().reregister(
-                &mut SourceFd(&fd),
-                token(id),
-                Interest::READABLE | Interest::WRITABLE,
-            );
+            let _ =
+                self.poll.registry().reregister(&mut SourceFd(&fd), token(id), Interest::READABLE | Interest::WRITABLE);
         }
     }
 
@@ -531,7 +526,10 @@ mod tests {
         assert_eq!(sa.drops.get("runt"), Some(&1));
         assert_eq!(ids[2].1.snapshot().tx_frames, 1);
         let fdb = sw.fdb(lan).unwrap();
-        assert_eq!(fdb.iter().map(|e| (e.mac, e.port)).collect::<Vec<_>>(), vec![(MacAddr(a), ids[0].0), (MacAddr(b), ids[1].0)]);
+        assert_eq!(
+            fdb.iter().map(|e| (e.mac, e.port)).collect::<Vec<_>>(),
+            vec![(MacAddr(a), ids[0].0), (MacAddr(b), ids[1].0)]
+        );
     }
 
     #[test]

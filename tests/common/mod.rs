@@ -1,0 +1,137 @@
+//! Helpers for integration tests: run the real `clonet` binary on real
+//! scripts in a temporary directory, and look for anything a lab leaked.
+#![allow(dead_code)]
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+/// Fails loudly when not root: these tests create namespaces and TAPs, and
+/// must never pass by skipping.
+pub fn require_root() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this integration test needs root (namespaces, TAP devices); run the suite as root"
+    );
+}
+
+/// A scratch directory with its own clonet run directory.
+pub struct Sandbox {
+    pub dir: tempfile::TempDir,
+}
+
+impl Sandbox {
+    pub fn new() -> Sandbox {
+        require_root();
+        Sandbox { dir: tempfile::tempdir().expect("tempdir") }
+    }
+
+    pub fn run_base(&self) -> PathBuf {
+        self.dir.path().join("run")
+    }
+
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.dir.path().join(name);
+        std::fs::write(&p, text).expect("write script");
+        p
+    }
+
+    /// `clonet ARGS…` with this sandbox's run directory and no colours.
+    pub fn clonet(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_clonet"));
+        c.env("CLONET_RUN_DIR", self.run_base()).env("NO_COLOR", "1").stdin(Stdio::null());
+        c
+    }
+
+    pub fn run(&self, script: &Path) -> Output {
+        self.clonet().arg("run").arg(script).output().expect("spawn clonet")
+    }
+
+    /// Lab directories still present in the run base.
+    pub fn run_dirs(&self) -> Vec<String> {
+        match std::fs::read_dir(self.run_base()) {
+            Ok(d) => d.flatten().map(|e| e.file_name().to_string_lossy().to_string()).collect(),
+            Err(_) => vec![],
+        }
+    }
+}
+
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).to_string()
+}
+
+/// Every network namespace (as `net:[inode]`) some process holds open,
+/// as its own namespace or through an fd, or that a mount pins.
+pub fn live_netns() -> HashSet<String> {
+    let mut out = HashSet::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let pid = entry.path();
+        if let Ok(l) = std::fs::read_link(pid.join("ns/net")) {
+            out.insert(l.to_string_lossy().to_string());
+        }
+        for fd in std::fs::read_dir(pid.join("fd")).into_iter().flatten().flatten() {
+            if let Ok(l) = std::fs::read_link(fd.path()) {
+                let l = l.to_string_lossy().to_string();
+                if l.starts_with("net:[") {
+                    out.insert(l);
+                }
+            }
+        }
+    }
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    for line in mounts.lines() {
+        if let Some(i) = line.find("net:[") {
+            out.insert(line[i..].split(']').next().unwrap_or("").to_string() + "]");
+        }
+    }
+    out
+}
+
+/// Processes whose command line contains `needle`.
+pub fn processes_matching(needle: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        if let Ok(cmd) = std::fs::read(entry.path().join("cmdline")) {
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            if cmd.contains(needle) {
+                out.push(format!("{}: {cmd}", entry.file_name().to_string_lossy()));
+            }
+        }
+    }
+    out
+}
+
+/// Whether a process with this pid exists (and is not a zombie).
+pub fn pid_alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => !s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'),
+        Err(_) => false,
+    }
+}
+
+/// Mounts whose mount point or source mentions `needle`.
+pub fn mounts_matching(needle: &str) -> Vec<String> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(needle))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Values printed by a script as `key value` lines.
+pub fn printed(stdout: &str, key: &str) -> Vec<String> {
+    stdout.lines().filter_map(|l| l.strip_prefix(&format!("{key} ")).map(str::to_string)).collect()
+}
+
+/// Polls `cond` for up to `secs` seconds.
+pub fn eventually(secs: u64, mut cond: impl FnMut() -> bool) -> bool {
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while std::time::Instant::now() < end {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    cond()
+}

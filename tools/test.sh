@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh Debian machine, as root:
+#   1. installs the Debian packages the tests use (iperf3, ping, iproute2);
+#   2. builds clonet and runs the unit and integration tests.
+# CI runs exactly this (see .ci/run).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PACKAGES=(iproute2 iperf3 iputils-ping)
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "tools/test.sh: the integration tests create namespaces and TAPs: run as root" >&2
+    exit 1
+fi
+missing=()
+for p in "${PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "tools/test.sh: installing ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+cargo build --release --locked
+cargo test --release --locked
