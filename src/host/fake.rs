@@ -33,9 +33,12 @@ impl FakeHost {
         self.calls.lock().expect("not poisoned").clone()
     }
 
-    /// The test's end of interface `node:iface`.
+    /// The test's end of interface `node:iface`, in blocking mode.
     pub fn wire(&self, node: &str, iface: &str) -> Option<UnixDatagram> {
-        self.wires.lock().expect("not poisoned").remove(&format!("{node}:{iface}")).map(UnixDatagram::from)
+        let fd = self.wires.lock().expect("not poisoned").remove(&format!("{node}:{iface}"))?;
+        let sock = UnixDatagram::from(fd);
+        sock.set_nonblocking(false).ok()?;
+        Some(sock)
     }
 }
 
