@@ -32,6 +32,14 @@ enum Cmd {
     },
     /// Remove what labs killed with SIGKILL left behind.
     Clean,
+    /// Print the API reference (every function, with an example).
+    Api {
+        /// Only functions with this name.
+        name: Option<String>,
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
+    },
     #[command(name = "__ns-init", hide = true)]
     NsInit { hostname: String, hosts: PathBuf },
     #[command(name = "__ns-enter", hide = true)]
@@ -110,11 +118,29 @@ fn clean() -> ExitCode {
     }
 }
 
+fn api(name: Option<&str>, json: bool) -> ExitCode {
+    let docs: Vec<_> = script::docs::api_docs(&script::bare_engine(Path::new(".")))
+        .into_iter()
+        .filter(|d| name.is_none_or(|n| d.name == n))
+        .collect();
+    if docs.is_empty() {
+        eprintln!("{}: no function called {:?}", "error".red().bold(), name.unwrap_or(""));
+        return ExitCode::FAILURE;
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&docs).expect("docs serialize"));
+    } else {
+        print!("{}", script::docs::render(&docs));
+    }
+    ExitCode::SUCCESS
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Cmd::Run { file, name } => run(&file, name),
         Cmd::Clean => clean(),
+        Cmd::Api { name, json } => api(name.as_deref(), json),
         Cmd::NsInit { hostname, hosts } => ns_init_main(&hostname, &hosts),
         Cmd::NsEnter { pid, argv } => ns_enter_main(pid, &argv),
     }

@@ -22,6 +22,8 @@ pub struct FakeHost {
     /// Every host operation, in order, as text.
     pub calls: Arc<Mutex<Vec<String>>>,
     wires: Arc<Mutex<HashMap<String, OwnedFd>>>,
+    /// Nodes whose next interfaces fail to be created.
+    failing: Arc<Mutex<Vec<String>>>,
 }
 
 impl FakeHost {
@@ -31,6 +33,11 @@ impl FakeHost {
 
     pub fn calls(&self) -> Vec<String> {
         self.calls.lock().expect("not poisoned").clone()
+    }
+
+    /// Makes every later interface creation on `node` fail.
+    pub fn fail_ifaces_on(&self, node: &str) {
+        self.failing.lock().expect("not poisoned").push(node.to_string());
     }
 
     /// The test's end of interface `node:iface`, in blocking mode.
@@ -64,6 +71,9 @@ impl RunningNode for FakeNode {
     }
 
     fn add_iface(&mut self, ifname: &str, mac: MacAddr, mtu: u32) -> Result<Box<dyn PortIo>, HostError> {
+        if self.host.failing.lock().expect("not poisoned").contains(&self.name) {
+            return Err(HostError::Start(self.name.clone(), "injected failure".into()));
+        }
         self.host.record(format!("iface {}:{ifname} {mac} mtu {mtu}", self.name));
         let (a, b) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_NONBLOCK)
             .map_err(|e| HostError::io("socketpair")(e.into()))?;

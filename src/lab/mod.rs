@@ -211,6 +211,13 @@ impl Lab {
         Ok(())
     }
 
+    /// Undoes `plug`: the switch closes the fd, so the TAP disappears.
+    fn unplug(&mut self, node: &str, ifname: &str) {
+        if let Some(p) = self.ports.remove(&(node.to_string(), ifname.to_string())) {
+            let _ = self.switch().remove_port(p.id);
+        }
+    }
+
     fn add_link(
         &mut self,
         a: &str,
@@ -227,9 +234,14 @@ impl Lab {
         let (ifb, macb) = self.topo.next_iface(b)?;
         let name = self.topo.link_name(a, b);
         let seg = self.switch().add_segment(Segment::point_to_point())?;
+        let plugged = self
+            .plug(a, &ifa, maca, mtu, seg, &name)
+            .and_then(|()| self.plug(b, &ifb, macb, mtu, seg, &name).inspect_err(|_| self.unplug(a, &ifa)));
+        if let Err(e) = plugged {
+            let _ = self.switch().remove_segment(seg);
+            return Err(e);
+        }
         self.segments.insert(name.clone(), seg);
-        self.plug(a, &ifa, maca, mtu, seg, &name)?;
-        self.plug(b, &ifb, macb, mtu, seg, &name)?;
         self.topo.add_link(&name, (a, ifa.clone(), maca), (b, ifb.clone(), macb))?;
         if let Some(c) = ip_a {
             self.set_ip(a, &ifa, c)?;
@@ -409,6 +421,31 @@ mod tests {
         assert!(matches!(e, LabError::Topology(TopologyError::SelfLink(_))));
         assert_eq!(host.calls(), vec!["start a".to_string()]);
         assert!(lab.topology().node("a").unwrap().ifaces.is_empty());
+    }
+
+    #[test]
+    fn a_half_made_link_is_rolled_back() {
+        let host = FakeHost::default();
+        let (mut lab, _dir) = lab(&host);
+        lab.execute(Command::AddNode { name: "a".into(), kind: NodeKind::Ns }).unwrap();
+        lab.execute(Command::AddNode { name: "b".into(), kind: NodeKind::Ns }).unwrap();
+        host.fail_ifaces_on("b");
+        let link = |lab: &mut Lab| {
+            lab.execute(Command::AddLink {
+                a: "a".into(),
+                b: "b".into(),
+                ip_a: None,
+                ip_b: None,
+                options: LinkOptions::default(),
+            })
+        };
+        assert!(link(&mut lab).is_err());
+        assert!(lab.counters().is_empty(), "a's port was removed again");
+        assert!(lab.topology().links.is_empty());
+        assert!(lab.topology().node("a").unwrap().ifaces.is_empty());
+        // a's end of the half-made link was closed by the switch.
+        let wire = host.wire("a", "eth0").unwrap();
+        assert!(wire.send(&[0u8; 64]).is_err(), "the port's fd is closed");
     }
 
     #[test]

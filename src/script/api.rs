@@ -337,7 +337,7 @@ pub mod node_api {
     ///
     /// ```rhai
     /// let a = node("a");
-    /// let r = a.exec(["sleep", "5"], #{ timeout_ms: 100 });   // fails: timed out
+    /// try { a.exec(["sleep", "5"], #{ timeout_ms: 100 }); } catch (e) { print(e); }   // timed out
     /// ```
     #[rhai_fn(name = "exec", return_raw)]
     pub fn exec_argv_with(ctx: NativeCallContext, node: &mut Node, argv: Array, options: Map) -> RhaiResult<Map> {
@@ -670,6 +670,35 @@ pub mod lab_api {
         let v: serde_json::Value =
             serde_json::from_str(text).map_err(|e| script_error(format!("parse_json(): {e}")))?;
         rhai::serde::to_dynamic(v)
+    }
+
+    /// Fails the script with "assertion failed" when `condition` is false.
+    ///
+    /// ```rhai
+    /// assert(1 + 1 == 2);
+    /// ```
+    #[rhai_fn(name = "assert", return_raw)]
+    pub fn assert(condition: bool) -> RhaiResult<()> {
+        if condition {
+            Ok(())
+        } else {
+            Err(script_error("assertion failed"))
+        }
+    }
+
+    /// Fails the script with `message` when `condition` is false.
+    ///
+    /// ```rhai
+    /// let hosts = 3;
+    /// assert(hosts > 2, `need more than 2 hosts, have ${hosts}`);
+    /// ```
+    #[rhai_fn(name = "assert", return_raw)]
+    pub fn assert_msg(condition: bool, message: &str) -> RhaiResult<()> {
+        if condition {
+            Ok(())
+        } else {
+            Err(script_error(format!("assertion failed: {message}")))
+        }
     }
 
     /// A copy of a string without leading and trailing whitespace. (Rhai's

@@ -6,6 +6,7 @@
 //! Owns: the Rhai engine. Must not touch: the host, except through
 //! lab `Command`s.
 pub mod api;
+pub mod docs;
 pub mod report;
 pub mod stdlib;
 
@@ -20,8 +21,15 @@ use report::ErrorReport;
 /// Creates an engine wired to `lab`, resolving imports from the stdlib and
 /// then from `script_dir`.
 pub fn engine(lab: LabRef, script_dir: &Path) -> Engine {
-    let mut engine = Engine::new();
+    let mut engine = bare_engine(script_dir);
     engine.set_default_tag(Dynamic::from(lab));
+    engine
+}
+
+/// An engine with the whole API but no lab: for documentation and checks.
+/// Lab functions called on it fail with a clear error.
+pub fn bare_engine(script_dir: &Path) -> Engine {
+    let mut engine = Engine::new();
     engine.register_global_module(exported_module!(api::node_api).into());
     engine.register_global_module(exported_module!(api::link_api).into());
     engine.register_global_module(exported_module!(api::lab_api).into());

@@ -1,0 +1,41 @@
+//! Every function of the API reference carries an example, and every
+//! example runs as a real lab.
+mod common;
+use common::*;
+
+#[test]
+fn every_documented_example_runs() {
+    let sb = Sandbox::new();
+    let out = sb.clonet().args(["api", "--json"]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let docs: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(docs.len() > 20);
+    let mut failures = Vec::new();
+    for (i, d) in docs.iter().enumerate() {
+        let sig = d["signature"].as_str().unwrap();
+        let Some(example) = d["example"].as_str() else {
+            failures.push(format!("{sig}: no example"));
+            continue;
+        };
+        let script = sb.write(&format!("example{i}.rhai"), example);
+        let run = sb.run(&script);
+        if !run.status.success() {
+            failures.push(format!("{sig}:\n{example}{}", text(&run.stderr)));
+        }
+    }
+    assert!(failures.is_empty(), "examples that fail:\n{}", failures.join("\n"));
+    assert!(sb.run_dirs().is_empty());
+}
+
+#[test]
+fn api_prints_one_function_or_fails_clearly() {
+    let sb = Sandbox::new();
+    let out = sb.clonet().args(["api", "ping"]).output().unwrap();
+    let stdout = text(&out.stdout);
+    assert!(out.status.success());
+    assert!(stdout.contains("ping(a: Node, b: Node) -> bool"), "{stdout}");
+    assert!(!stdout.contains("node(name"), "{stdout}");
+    let out = sb.clonet().args(["api", "nope"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("no function called \"nope\""));
+}
