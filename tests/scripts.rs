@@ -230,3 +230,15 @@ fn the_throughput_benchmark_reports_both_figures_and_their_ratio() {
     }
     assert_eq!(stdout.matches("ratio clonet/bridge").count(), 2, "{stdout}");
 }
+
+#[test]
+fn a_node_that_died_gives_a_clear_error() {
+    let sb = Sandbox::new();
+    let script =
+        sb.write("dead.rhai", "let a = node(\"a\");\nhost_exec(`kill -9 ${a.pid}`);\nsleep(200);\na.exec(\"true\");\n");
+    let out = sb.run(&script);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(":4:3: error: node \"a\" is no longer running"), "{stderr}");
+    assert!(sb.run_dirs().is_empty());
+}

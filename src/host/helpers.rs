@@ -23,10 +23,19 @@ use nix::unistd::{chdir, execvp, sethostname, setpgid, Pid};
 
 use crate::sys::proc::{fork_process, Forked};
 
+/// Exit status of a helper that failed before running anything.
+pub const HELPER_FAILED: i32 = 111;
+
+/// `__ns-init` reports failures on its protocol pipe; the engine shows them.
 fn die(what: &str, err: impl std::fmt::Display) -> ! {
     let _ = writeln!(std::io::stdout(), "error: {what}: {err}");
+    std::process::exit(HELPER_FAILED)
+}
+
+/// `__ns-enter`'s stdout belongs to the command: report on stderr.
+fn enter_failed(what: &str, err: impl std::fmt::Display) -> ! {
     eprintln!("clonet: {what}: {err}");
-    std::process::exit(111)
+    std::process::exit(HELPER_FAILED)
 }
 
 fn exit_code(status: WaitStatus) -> Option<i32> {
@@ -126,7 +135,7 @@ pub fn ns_init_main(hostname: &str, hosts: &Path) -> ! {
 /// the node whose init has host pid PID, and exits with its status.
 pub fn ns_enter_main(pid: i32, argv: &[String]) -> ! {
     if argv.is_empty() {
-        die("ns-enter", "no command");
+        enter_failed("ns-enter", "no command");
     }
     // Open every namespace first: after joining the mount namespace, /proc
     // paths would resolve inside the node.
@@ -141,28 +150,28 @@ pub fn ns_enter_main(pid: i32, argv: &[String]) -> ! {
     for (name, flag) in kinds {
         match File::open(format!("/proc/{pid}/ns/{name}")) {
             Ok(f) => fds.push((f, flag)),
-            Err(e) => die(&format!("open /proc/{pid}/ns/{name}"), e),
+            Err(e) => enter_failed(&format!("open /proc/{pid}/ns/{name}"), e),
         }
     }
     for (f, flag) in &fds {
         if let Err(e) = setns(f.as_fd(), *flag) {
-            die("setns", e);
+            enter_failed("setns", e);
         }
     }
     drop(fds);
     if let Err(e) = chdir("/") {
-        die("chdir", e);
+        enter_failed("chdir", e);
     }
     let args: Vec<CString> = match argv.iter().map(|a| CString::new(a.as_bytes())).collect() {
         Ok(a) => a,
-        Err(_) => die("ns-enter", "argument contains a NUL byte"),
+        Err(_) => enter_failed("ns-enter", "argument contains a NUL byte"),
     };
     let signals = blocked_signals();
     if let Err(e) = sigprocmask(SigmaskHow::SIG_BLOCK, Some(&signals), None) {
-        die("sigprocmask", e);
+        enter_failed("sigprocmask", e);
     }
     match fork_process() {
-        Err(e) => die("fork", e),
+        Err(e) => enter_failed("fork", e),
         Ok(Forked::Child) => {
             let _ = setpgid(Pid::from_raw(0), Pid::from_raw(0));
             let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
@@ -182,7 +191,7 @@ pub fn ns_enter_main(pid: i32, argv: &[String]) -> ! {
                             std::process::exit(code)
                         }
                     }
-                    Err(_) => std::process::exit(111),
+                    Err(_) => std::process::exit(HELPER_FAILED),
                 }
                 match signals.wait() {
                     Ok(Signal::SIGCHLD) | Err(_) => {}

@@ -35,6 +35,8 @@ pub enum HostError {
     Timeout(Duration),
     #[error("interrupted")]
     Interrupted,
+    #[error("node {0:?} is no longer running (its init process died)")]
+    Gone(String),
 }
 
 impl HostError {

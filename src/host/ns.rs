@@ -128,19 +128,11 @@ impl NodeHost for LinuxHost {
             Ok(r) => r,
             Err(e) => return Err(fail(&mut holder, format!("configuring its netns: {e}"))),
         };
-        let records = [holder.id() as i32, init_pid]
-            .iter()
-            .filter_map(|pid| proc_start_time(*pid).map(|start_time| ProcRecord { pid: *pid, start_time }))
-            .collect();
-        Ok(Box::new(NsNode {
-            name: spec.name.clone(),
-            holder,
-            init_pid,
-            netns,
-            rtnl,
-            ifindex: HashMap::new(),
-            records,
-        }))
+        let record = |pid: i32| proc_start_time(pid).map(|start_time| ProcRecord { pid, start_time });
+        let (Some(holder_rec), Some(init)) = (record(holder.id() as i32), record(init_pid)) else {
+            return Err(fail(&mut holder, "its init exited during start-up".into()));
+        };
+        Ok(Box::new(NsNode { name: spec.name.clone(), holder, init, holder_rec, netns, rtnl, ifindex: HashMap::new() }))
     }
 }
 
@@ -148,20 +140,21 @@ pub struct NsNode {
     name: String,
     /// The `__ns-init` parent; its child is the node's PID 1.
     holder: Child,
-    init_pid: i32,
+    /// The node's PID 1.
+    init: ProcRecord,
+    holder_rec: ProcRecord,
     netns: OwnedFd,
     rtnl: Rtnl,
     ifindex: HashMap<String, u32>,
-    records: Vec<ProcRecord>,
 }
 
 impl RunningNode for NsNode {
     fn processes(&self) -> Vec<ProcRecord> {
-        self.records.clone()
+        vec![self.holder_rec.clone(), self.init.clone()]
     }
 
     fn pid(&self) -> i32 {
-        self.init_pid
+        self.init.pid
     }
 
     fn add_iface(&mut self, ifname: &str, mac: MacAddr, mtu: u32) -> Result<Box<dyn PortIo>, HostError> {
@@ -187,8 +180,11 @@ impl RunningNode for NsNode {
     }
 
     fn exec(&self, req: &ExecRequest) -> Result<ExecOutput, HostError> {
+        if !super::is_alive(&self.init) {
+            return Err(HostError::Gone(self.name.clone()));
+        }
         let mut cmd = self_exe();
-        cmd.arg("__ns-enter").arg(self.init_pid.to_string()).arg("--").args(&req.argv);
+        cmd.arg("__ns-enter").arg(self.init.pid.to_string()).arg("--").args(&req.argv);
         cmd.env("CLONET_NODE", &self.name);
         cmd.stdin(if req.stdin.is_empty() { Stdio::null() } else { Stdio::piped() });
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
@@ -216,7 +212,7 @@ impl RunningNode for NsNode {
 
     fn stop(&mut self) -> Result<(), HostError> {
         // Killing PID 1 of the node makes the kernel kill every process in it.
-        let _ = kill(Pid::from_raw(self.init_pid), Signal::SIGKILL);
+        let _ = kill(Pid::from_raw(self.init.pid), Signal::SIGKILL);
         let _ = self.holder.kill();
         self.holder.wait().map_err(HostError::io(format!("waiting for node {}", self.name)))?;
         Ok(())

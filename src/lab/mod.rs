@@ -449,6 +449,22 @@ mod tests {
     }
 
     #[test]
+    fn a_panic_still_tears_the_lab_down() {
+        let host = FakeHost::default();
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().to_path_buf();
+        let h = host.clone();
+        let result = std::panic::catch_unwind(move || {
+            let mut lab = Lab::new("p", Box::new(h), &base, None).unwrap();
+            lab.execute(Command::AddNode { name: "a".into(), kind: NodeKind::Ns }).unwrap();
+            panic!("something broke");
+        });
+        assert!(result.is_err());
+        assert!(host.calls().contains(&"stop a".to_string()));
+        assert!(!dir.path().join("p").exists(), "run directory removed while unwinding");
+    }
+
+    #[test]
     fn teardown_stops_nodes_and_removes_the_run_directory() {
         let host = FakeHost::default();
         let (mut lab, dir) = lab(&host);

@@ -359,7 +359,8 @@ impl DataPlane {
     }
 
     fn forward(&mut self, ingress: PortId, buf: &[u8], now: Duration) {
-        let Some(counters) = self.ports[ingress].as_ref().map(|p| p.counters.clone()) else { return };
+        // Borrow only the `ports` field here, so `fabric` and `egress` stay usable.
+        let Some(counters) = self.ports.get(ingress).and_then(Option::as_ref).map(|p| &p.counters) else { return };
         let frame = match Frame::parse(buf) {
             Ok(f) => f,
             Err(e) => {
