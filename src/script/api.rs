@@ -635,7 +635,7 @@ pub mod lab_api {
     }
 
     /// Runs a shell command on the host (outside every node), as the user
-    /// running clonet, and returns `#{status, ok, stdout, stderr}`. Meant for
+    /// running clonet, and returns the same map as `exec`. Meant for
     /// baselines and glue; lab traffic belongs inside nodes.
     ///
     /// ```rhai
@@ -650,13 +650,11 @@ pub mod lab_api {
             .stdin(std::process::Stdio::null())
             .output()
             .map_err(|e| script_error(format!("host_exec(): {e}")))?;
-        let status = out.status.code().unwrap_or(-1) as i64;
-        let mut m = Map::new();
-        m.insert("status".into(), status.into());
-        m.insert("ok".into(), (status == 0).into());
-        m.insert("stdout".into(), String::from_utf8_lossy(&out.stdout).to_string().into());
-        m.insert("stderr".into(), String::from_utf8_lossy(&out.stderr).to_string().into());
-        Ok(m)
+        Ok(exec_map(crate::host::ExecOutput {
+            status: out.status.code().unwrap_or(-1),
+            stdout: out.stdout,
+            stderr: out.stderr,
+        }))
     }
 
     /// Parses JSON text into maps, arrays and scalars.
