@@ -42,6 +42,8 @@ enum Cmd {
     },
     #[command(name = "__ns-init", hide = true)]
     NsInit { hostname: String, hosts: PathBuf },
+    #[command(name = "__tap-forward", hide = true)]
+    TapForward { pid_a: i32, pid_b: i32, owner: i32 },
     #[command(name = "__ns-enter", hide = true)]
     NsEnter {
         pid: i32,
@@ -143,5 +145,6 @@ fn main() -> ExitCode {
         Cmd::Api { name, json } => api(name.as_deref(), json),
         Cmd::NsInit { hostname, hosts } => ns_init_main(&hostname, &hosts),
         Cmd::NsEnter { pid, argv } => ns_enter_main(pid, &argv),
+        Cmd::TapForward { pid_a, pid_b, owner } => clonet::host::tapfwd::tap_forward_main(pid_a, pid_b, owner),
     }
 }

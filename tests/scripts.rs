@@ -223,12 +223,16 @@ fn the_throughput_benchmark_reports_both_figures_and_their_ratio() {
             .map(|l| l.split_whitespace().nth(2).unwrap().parse().unwrap())
             .collect()
     };
-    for label in ["clonet switch", "Linux bridge", "direct veth"] {
+    for label in ["clonet switch", "Linux bridge", "direct veth", "minimal forwarder"] {
         let v = gbps(label);
         assert_eq!(v.len(), 2, "{label}: one line per stream count:\n{stdout}");
         assert!(v.iter().all(|g| *g > 0.1), "{label} moved almost nothing: {v:?}\n{stdout}");
     }
     assert_eq!(stdout.matches("ratio clonet/bridge").count(), 2, "{stdout}");
+    assert!(
+        eventually(3, || processes_matching("__tap-forward").is_empty()),
+        "the baseline forwarder outlived the lab"
+    );
 }
 
 #[test]

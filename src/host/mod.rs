@@ -13,6 +13,7 @@ pub mod helpers;
 pub mod ns;
 pub mod ping;
 pub mod rtnl;
+pub mod tapfwd;
 
 use std::io;
 use std::net::IpAddr;
