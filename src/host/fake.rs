@@ -13,7 +13,7 @@ use std::time::Duration;
 use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
 
 use super::{ExecOutput, ExecRequest, HostError, NodeHost, NodeSpec, ProcRecord, RunningNode};
-use crate::lab::addr::Cidr;
+use crate::lab::addr::{Cidr, Route};
 use crate::switch::frame::MacAddr;
 use crate::switch::port::{FdPort, PortIo};
 
@@ -78,12 +78,27 @@ impl RunningNode for FakeNode {
         let (a, b) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_NONBLOCK)
             .map_err(|e| HostError::io("socketpair")(e.into()))?;
         self.host.wires.lock().expect("not poisoned").insert(format!("{}:{ifname}", self.name), b);
-        Ok(Box::new(FdPort::new(a)))
+        Ok(Box::new(FdPort::socket(a)))
     }
 
     fn add_addr(&mut self, ifname: &str, cidr: Cidr) -> Result<(), HostError> {
         self.host.record(format!("addr {}:{ifname} {cidr}", self.name));
         Ok(())
+    }
+
+    fn add_route(&mut self, route: &Route) -> Result<(), HostError> {
+        self.host.record(format!(
+            "route {} {:?} via {:?} dev {:?}",
+            self.name,
+            route.dst.to_string(),
+            route.via,
+            route.dev
+        ));
+        Ok(())
+    }
+
+    fn forget_iface(&mut self, ifname: &str) {
+        self.host.record(format!("forget {}:{ifname}", self.name));
     }
 
     fn exec(&self, req: &ExecRequest) -> Result<ExecOutput, HostError> {

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::lab::addr::Cidr;
+use crate::lab::addr::{Cidr, Route};
 use crate::switch::frame::MacAddr;
 use crate::switch::port::PortIo;
 
@@ -97,6 +97,10 @@ pub trait RunningNode {
     /// switch should pump.
     fn add_iface(&mut self, ifname: &str, mac: MacAddr, mtu: u32) -> Result<Box<dyn PortIo>, HostError>;
     fn add_addr(&mut self, ifname: &str, cidr: Cidr) -> Result<(), HostError>;
+    /// Adds a static route (the interface, if named, must exist).
+    fn add_route(&mut self, route: &Route) -> Result<(), HostError>;
+    /// Forgets an interface whose port was removed (its TAP is gone).
+    fn forget_iface(&mut self, ifname: &str);
     fn exec(&self, req: &ExecRequest) -> Result<ExecOutput, HostError>;
     /// One ICMP echo exchange from inside the node; the RTT if answered.
     fn ping(&self, target: IpAddr, timeout: Duration) -> Result<Option<Duration>, HostError>;

@@ -14,7 +14,7 @@ use nix::unistd::Pid;
 
 use super::rtnl::Rtnl;
 use super::{proc_start_time, ExecOutput, ExecRequest, HostError, NodeHost, NodeSpec, ProcRecord, RunningNode};
-use crate::lab::addr::Cidr;
+use crate::lab::addr::{Cidr, Route};
 use crate::switch::frame::MacAddr;
 use crate::switch::port::{FdPort, PortIo};
 use crate::sys::netns::in_netns;
@@ -167,7 +167,7 @@ impl RunningNode for NsNode {
         .map_err(HostError::io(what.clone()))?;
         self.rtnl.set_link(index, Some(mac), Some(mtu), true).map_err(HostError::io(what))?;
         self.ifindex.insert(ifname.to_string(), index);
-        Ok(Box::new(FdPort::new(fd)))
+        Ok(Box::new(FdPort::tap(fd)))
     }
 
     fn add_addr(&mut self, ifname: &str, cidr: Cidr) -> Result<(), HostError> {
@@ -177,6 +177,22 @@ impl RunningNode for NsNode {
             .get(ifname)
             .ok_or_else(|| HostError::Io { what: what.clone(), source: std::io::ErrorKind::NotFound.into() })?;
         self.rtnl.add_addr(index, cidr).map_err(HostError::io(what))
+    }
+
+    fn add_route(&mut self, route: &Route) -> Result<(), HostError> {
+        let what = format!("adding route to {} on {}", route.dst, self.name);
+        let oif = match &route.dev {
+            None => None,
+            Some(dev) => Some(*self.ifindex.get(dev).ok_or_else(|| HostError::Io {
+                what: what.clone(),
+                source: std::io::Error::new(std::io::ErrorKind::NotFound, format!("no interface {dev}")),
+            })?),
+        };
+        self.rtnl.add_route(route.dst, route.via, oif).map_err(HostError::io(what))
+    }
+
+    fn forget_iface(&mut self, ifname: &str) {
+        self.ifindex.remove(ifname);
     }
 
     fn exec(&self, req: &ExecRequest) -> Result<ExecOutput, HostError> {

@@ -10,10 +10,13 @@ use netlink_packet_core::{
 };
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
+use netlink_packet_route::route::{
+    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
+};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 
-use crate::lab::addr::Cidr;
+use crate::lab::addr::{Cidr, Prefix};
 use crate::switch::frame::MacAddr;
 
 pub struct Rtnl {
@@ -101,5 +104,32 @@ impl Rtnl {
             }
         }
         self.request(RouteNetlinkMessage::NewAddress(msg), NLM_F_CREATE | NLM_F_EXCL)
+    }
+}
+
+impl Rtnl {
+    /// Adds a static route to `dst` via a gateway and/or out of a link.
+    pub fn add_route(&mut self, dst: Prefix, via: Option<IpAddr>, oif: Option<u32>) -> io::Result<()> {
+        let to_route_addr = |ip: IpAddr| match ip {
+            IpAddr::V4(a) => RouteAddress::Inet(a),
+            IpAddr::V6(a) => RouteAddress::Inet6(a),
+        };
+        let mut msg = RouteMessage::default();
+        msg.header.address_family = if dst.addr.is_ipv4() { AddressFamily::Inet } else { AddressFamily::Inet6 };
+        msg.header.destination_prefix_length = dst.len;
+        msg.header.table = RouteHeader::RT_TABLE_MAIN;
+        msg.header.protocol = RouteProtocol::Static;
+        msg.header.scope = if via.is_some() { RouteScope::Universe } else { RouteScope::Link };
+        msg.header.kind = RouteType::Unicast;
+        if dst.len > 0 {
+            msg.attributes.push(RouteAttribute::Destination(to_route_addr(dst.addr)));
+        }
+        if let Some(gw) = via {
+            msg.attributes.push(RouteAttribute::Gateway(to_route_addr(gw)));
+        }
+        if let Some(index) = oif {
+            msg.attributes.push(RouteAttribute::Oif(index));
+        }
+        self.request(RouteNetlinkMessage::NewRoute(msg), NLM_F_CREATE | NLM_F_EXCL)
     }
 }

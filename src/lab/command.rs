@@ -5,16 +5,19 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-use super::addr::Cidr;
+use super::addr::{Cidr, Route};
 use super::topology::{Iface, LinkModel, NodeKind, Topology};
 use crate::host::{ExecOutput, ExecRequest};
 use crate::switch::counters::CounterSnapshot;
+use crate::switch::vlan::VlanMode;
 
 /// Options of a new link or LAN port.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LinkOptions {
     /// MTU of the created interfaces (default 1500).
     pub mtu: Option<u32>,
+    /// 802.1Q mode of a LAN port (default: access port of VLAN 1).
+    pub vlan: Option<VlanMode>,
 }
 
 /// Who a ping goes to.
@@ -33,7 +36,23 @@ pub enum Command {
         name: String,
         kind: NodeKind,
     },
+    /// Removes a node with all its links and LAN ports.
+    DeleteNode {
+        node: String,
+    },
+    /// Powers a node off: its processes end, its interfaces lose carrier.
+    StopNode {
+        node: String,
+    },
+    /// Powers a stopped node on again with the same interfaces, addresses and routes.
+    StartNode {
+        node: String,
+    },
     AddLan {
+        name: String,
+    },
+    /// Removes a LAN and unplugs every port.
+    DeleteLan {
         name: String,
     },
     /// A point-to-point link between two nodes.
@@ -51,10 +70,28 @@ pub enum Command {
         ip: Option<Cidr>,
         options: LinkOptions,
     },
+    /// Removes a point-to-point link.
+    DeleteLink {
+        link: String,
+    },
+    /// Removes the link between two nodes, or a node's port on a LAN
+    /// (either name may be the LAN).
+    Unlink {
+        a: String,
+        b: String,
+    },
+    SetLinkUp {
+        link: String,
+        up: bool,
+    },
     SetIp {
         node: String,
         iface: String,
         cidr: Cidr,
+    },
+    AddRoute {
+        node: String,
+        route: Route,
     },
     Exec {
         node: String,
@@ -81,8 +118,9 @@ pub struct NodeInfo {
     pub name: String,
     pub kind: NodeKind,
     pub ifaces: Vec<Iface>,
-    /// Host pid of the node's init.
+    /// Host pid of the node's init (0 while stopped).
     pub pid: i32,
+    pub running: bool,
 }
 
 /// The counters of one switch port, named by what it connects.
@@ -98,6 +136,7 @@ pub struct PortReport {
 /// One learned station of a LAN.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FdbRow {
+    pub vlan: u16,
     pub mac: String,
     pub node: String,
     pub iface: String,

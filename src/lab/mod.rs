@@ -2,8 +2,9 @@
 //! node host and the switch, and owns every resource it creates.
 //!
 //! Every change is done host-side first and recorded in the model only
-//! once it succeeded. Teardown (on drop, so also on error and panic) stops
-//! the switch, then the nodes, then removes the run directory.
+//! once it succeeded, so a failed command changes nothing. Teardown (on
+//! drop, so also on error and panic) stops the switch, then the nodes, then
+//! removes the run directory.
 //!
 //! Owns: the topology, running nodes, switch ports and segments, the run
 //! directory. Must not touch: Rhai, terminal output other than warnings.
@@ -25,10 +26,11 @@ use command::{FdbRow, LinkOptions, NodeInfo, PingTarget, PortReport};
 use crate::host::{HostError, NodeHost, NodeSpec, RunningNode};
 use crate::switch::counters::PortCounters;
 use crate::switch::fabric::Segment;
+use crate::switch::vlan::VlanMode;
 use crate::switch::{PortId, SegmentId, Switch, SwitchError};
-use addr::{Cidr, CidrError};
+use addr::{Cidr, CidrError, Route};
 use rundir::{RunDir, RunDirError};
-use topology::{Attachment, NodeKind, Topology, TopologyError};
+use topology::{Attachment, IfaceRef, NewIface, NodeKind, Topology, TopologyError};
 
 /// Default MTU of node interfaces.
 pub const DEFAULT_MTU: u32 = 1500;
@@ -49,6 +51,8 @@ pub enum LabError {
     NoAddress(String),
     #[error("MTU {0} is out of range (68..=65521)")]
     BadMtu(u32),
+    #[error("VLAN options apply to LAN ports, not to point-to-point links")]
+    VlanOnLink,
 }
 
 /// A switch port and what it is plugged into.
@@ -61,6 +65,7 @@ struct PortHandle {
 pub struct Lab {
     topo: Topology,
     host: Box<dyn NodeHost>,
+    /// Running nodes (a stopped node is in the model only).
     nodes: HashMap<String, Box<dyn RunningNode>>,
     /// Switch ports by (node, interface).
     ports: HashMap<(String, String), PortHandle>,
@@ -68,6 +73,10 @@ pub struct Lab {
     segments: HashMap<String, SegmentId>,
     switch: Option<Switch>,
     run_dir: Option<RunDir>,
+}
+
+fn key(r: &IfaceRef) -> (String, String) {
+    (r.node.clone(), r.iface.clone())
 }
 
 impl Lab {
@@ -115,20 +124,31 @@ impl Lab {
     }
 
     fn running(&self, node: &str) -> Result<&dyn RunningNode, LabError> {
-        self.nodes.get(node).map(|b| b.as_ref()).ok_or_else(|| TopologyError::NoSuchNode(node.to_string()).into())
+        self.topo.node(node)?;
+        self.nodes.get(node).map(|b| b.as_ref()).ok_or_else(|| TopologyError::Stopped(node.to_string()).into())
+    }
+
+    fn running_mut(&mut self, node: &str) -> Result<&mut Box<dyn RunningNode>, LabError> {
+        self.topo.node(node)?;
+        self.nodes.get_mut(node).ok_or_else(|| TopologyError::Stopped(node.to_string()).into())
     }
 
     /// Executes one command.
     pub fn execute(&mut self, cmd: Command) -> Result<Reply, LabError> {
         match cmd {
             Command::AddNode { name, kind } => self.add_node(&name, kind),
+            Command::DeleteNode { node } => self.delete_node(&node).map(|()| Reply::Done),
+            Command::StopNode { node } => self.stop_node(&node).map(|()| Reply::Done),
+            Command::StartNode { node } => self.start_node(&node).map(|()| Reply::Done),
             Command::AddLan { name } => self.add_lan(&name),
+            Command::DeleteLan { name } => self.delete_lan(&name).map(|()| Reply::Done),
             Command::AddLink { a, b, ip_a, ip_b, options } => self.add_link(&a, &b, ip_a, ip_b, &options),
             Command::JoinLan { node, lan, ip, options } => self.join_lan(&node, &lan, ip, &options),
-            Command::SetIp { node, iface, cidr } => {
-                self.set_ip(&node, &iface, cidr)?;
-                Ok(Reply::Done)
-            }
+            Command::DeleteLink { link } => self.delete_link(&link).map(|()| Reply::Done),
+            Command::Unlink { a, b } => self.unlink(&a, &b).map(|()| Reply::Done),
+            Command::SetLinkUp { link, up } => self.set_link_up(&link, up).map(|()| Reply::Done),
+            Command::SetIp { node, iface, cidr } => self.set_ip(&node, &iface, cidr).map(|()| Reply::Done),
+            Command::AddRoute { node, route } => self.add_route(&node, route).map(|()| Reply::Done),
             Command::Exec { node, request } => Ok(Reply::Exec(self.running(&node)?.exec(&request)?)),
             Command::Ping { from, to, timeout_ms } => {
                 let target = match to {
@@ -151,7 +171,8 @@ impl Lab {
             name: model.name.clone(),
             kind: model.kind,
             ifaces: model.ifaces.clone(),
-            pid: self.running(node)?.pid(),
+            pid: self.nodes.get(node).map(|n| n.pid()).unwrap_or(0),
+            running: model.running,
         })
     }
 
@@ -160,10 +181,14 @@ impl Lab {
         self.topo.node(node)?.first_addr().ok_or_else(|| LabError::NoAddress(node.to_string()))
     }
 
+    fn spec(&mut self, name: &str) -> Result<NodeSpec, LabError> {
+        let hosts_file = self.write_hosts()?;
+        Ok(NodeSpec { lab: self.topo.lab.clone(), name: name.to_string(), hosts_file })
+    }
+
     fn add_node(&mut self, name: &str, kind: NodeKind) -> Result<Reply, LabError> {
         self.topo.check_new_node(name)?;
-        let hosts_file = self.write_hosts()?;
-        let spec = NodeSpec { lab: self.topo.lab.clone(), name: name.to_string(), hosts_file };
+        let spec = self.spec(name)?;
         let running = self.host.start_node(&spec)?;
         let procs = running.processes();
         self.nodes.insert(name.to_string(), running);
@@ -192,20 +217,15 @@ impl Lab {
     fn plug(
         &mut self,
         node: &str,
-        ifname: &str,
-        mac: crate::switch::frame::MacAddr,
-        mtu: u32,
+        new: &NewIface,
         seg: SegmentId,
         segment_name: &str,
+        vlan: VlanMode,
     ) -> Result<(), LabError> {
-        let io = self
-            .nodes
-            .get_mut(node)
-            .ok_or_else(|| TopologyError::NoSuchNode(node.to_string()))?
-            .add_iface(ifname, mac, mtu)?;
-        let (id, counters) = self.switch().add_port(seg, io, mtu as usize, true)?;
+        let io = self.running_mut(node)?.add_iface(&new.name, new.mac, new.mtu)?;
+        let (id, counters) = self.switch().add_port(seg, io, new.mtu as usize, true, vlan)?;
         self.ports.insert(
-            (node.to_string(), ifname.to_string()),
+            (node.to_string(), new.name.clone()),
             PortHandle { id, counters, segment: segment_name.to_string() },
         );
         Ok(())
@@ -215,6 +235,9 @@ impl Lab {
     fn unplug(&mut self, node: &str, ifname: &str) {
         if let Some(p) = self.ports.remove(&(node.to_string(), ifname.to_string())) {
             let _ = self.switch().remove_port(p.id);
+        }
+        if let Some(n) = self.nodes.get_mut(node) {
+            n.forget_iface(ifname);
         }
     }
 
@@ -229,20 +252,26 @@ impl Lab {
         if a == b {
             return Err(TopologyError::SelfLink(a.to_string()).into());
         }
+        if options.vlan.is_some() {
+            return Err(LabError::VlanOnLink);
+        }
         let mtu = Self::mtu(options)?;
-        let (ifa, maca) = self.topo.next_iface(a)?;
-        let (ifb, macb) = self.topo.next_iface(b)?;
+        self.running(a)?;
+        self.running(b)?;
+        let ia = self.topo.next_iface(a, mtu)?;
+        let ib = self.topo.next_iface(b, mtu)?;
         let name = self.topo.link_name(a, b);
         let seg = self.switch().add_segment(Segment::point_to_point())?;
-        let plugged = self
-            .plug(a, &ifa, maca, mtu, seg, &name)
-            .and_then(|()| self.plug(b, &ifb, macb, mtu, seg, &name).inspect_err(|_| self.unplug(a, &ifa)));
+        let plugged = self.plug(a, &ia, seg, &name, VlanMode::default()).and_then(|()| {
+            self.plug(b, &ib, seg, &name, VlanMode::default()).inspect_err(|_| self.unplug(a, &ia.name))
+        });
         if let Err(e) = plugged {
             let _ = self.switch().remove_segment(seg);
             return Err(e);
         }
         self.segments.insert(name.clone(), seg);
-        self.topo.add_link(&name, (a, ifa.clone(), maca), (b, ifb.clone(), macb))?;
+        let (ifa, ifb) = (ia.name.clone(), ib.name.clone());
+        self.topo.add_link(&name, (a, ia), (b, ib))?;
         if let Some(c) = ip_a {
             self.set_ip(a, &ifa, c)?;
         }
@@ -255,21 +284,210 @@ impl Lab {
     fn join_lan(&mut self, node: &str, lan: &str, ip: Option<Cidr>, options: &LinkOptions) -> Result<Reply, LabError> {
         let mtu = Self::mtu(options)?;
         self.topo.lan(lan)?;
-        let (ifname, mac) = self.topo.next_iface(node)?;
+        self.running(node)?;
+        let new = self.topo.next_iface(node, mtu)?;
+        let vlan = options.vlan.clone().unwrap_or_default();
         let seg = self.segments[lan];
-        self.plug(node, &ifname, mac, mtu, seg, lan)?;
-        self.topo.add_lan_member(lan, node, (ifname.clone(), mac))?;
+        self.plug(node, &new, seg, lan, vlan.clone())?;
+        let ifname = new.name.clone();
+        self.topo.add_lan_member(lan, node, new, vlan)?;
         if let Some(c) = ip {
             self.set_ip(node, &ifname, c)?;
         }
         Ok(Reply::Iface { node: node.to_string(), iface: ifname })
     }
 
+    fn delete_link(&mut self, name: &str) -> Result<(), LabError> {
+        let link = self.topo.link(name)?.clone();
+        self.unplug(&link.a.node, &link.a.iface);
+        self.unplug(&link.b.node, &link.b.iface);
+        if let Some(seg) = self.segments.remove(name) {
+            self.switch().remove_segment(seg)?;
+        }
+        self.topo.remove_link(name);
+        self.write_hosts()?;
+        Ok(())
+    }
+
+    fn leave_lan(&mut self, member: &IfaceRef, lan: &str) -> Result<(), LabError> {
+        self.unplug(&member.node, &member.iface);
+        self.topo.remove_lan_member(lan, member);
+        self.write_hosts()?;
+        Ok(())
+    }
+
+    fn unlink(&mut self, a: &str, b: &str) -> Result<(), LabError> {
+        for (node, lan) in [(a, b), (b, a)] {
+            if self.topo.lans.contains_key(lan) {
+                self.topo.node(node)?;
+                let member = self
+                    .topo
+                    .lan_port_of(node, lan)
+                    .ok_or_else(|| TopologyError::NotLinked(node.to_string(), lan.to_string()))?;
+                return self.leave_lan(&member, lan);
+            }
+        }
+        self.topo.node(a)?;
+        self.topo.node(b)?;
+        let name = self
+            .topo
+            .link_between(a, b)
+            .ok_or_else(|| TopologyError::NotLinked(a.to_string(), b.to_string()))?
+            .name
+            .clone();
+        self.delete_link(&name)
+    }
+
+    fn delete_lan(&mut self, name: &str) -> Result<(), LabError> {
+        let lan = self.topo.lan(name)?.clone();
+        for m in &lan.members {
+            self.unplug(&m.node, &m.iface);
+            self.topo.remove_lan_member(name, m);
+        }
+        if let Some(seg) = self.segments.remove(name) {
+            self.switch().remove_segment(seg)?;
+        }
+        self.topo.remove_lan(name);
+        self.write_hosts()?;
+        Ok(())
+    }
+
+    fn delete_node(&mut self, name: &str) -> Result<(), LabError> {
+        let model = self.topo.node(name)?.clone();
+        for i in &model.ifaces {
+            match &i.attachment {
+                Attachment::Link(l) => self.delete_link(l)?,
+                Attachment::Lan(l) => self.leave_lan(&IfaceRef { node: name.to_string(), iface: i.name.clone() }, l)?,
+            }
+        }
+        if let Some(mut n) = self.nodes.remove(name) {
+            n.stop()?;
+        }
+        self.topo.remove_node(name);
+        self.run_dir_mut().forget_node(name)?;
+        self.write_hosts()?;
+        Ok(())
+    }
+
+    /// Makes the ports of a link carry frames only while the link is up and
+    /// both its nodes run; a stopped node's peer sees its carrier drop.
+    fn apply_link_state(&mut self, name: &str) -> Result<(), LabError> {
+        let link = self.topo.link(name)?.clone();
+        let both_running =
+            [&link.a.node, &link.b.node].iter().all(|n| self.topo.nodes.get(*n).is_some_and(|m| m.running));
+        let up = link.up && both_running;
+        for end in [&link.a, &link.b] {
+            if let Some(id) = self.ports.get(&key(end)).map(|p| p.id) {
+                self.switch().set_port_up(id, up)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn set_link_up(&mut self, name: &str, up: bool) -> Result<(), LabError> {
+        self.topo.link(name)?;
+        self.topo.set_link_up(name, up)?;
+        self.apply_link_state(name)
+    }
+
+    fn links_of(&self, node: &str) -> Vec<String> {
+        self.topo.nodes.get(node).map_or(vec![], |n| {
+            n.ifaces
+                .iter()
+                .filter_map(|i| match &i.attachment {
+                    Attachment::Link(l) => Some(l.clone()),
+                    Attachment::Lan(_) => None,
+                })
+                .collect()
+        })
+    }
+
+    fn stop_node(&mut self, name: &str) -> Result<(), LabError> {
+        self.running(name)?;
+        let ifaces: Vec<String> = self.topo.node(name)?.ifaces.iter().map(|i| i.name.clone()).collect();
+        for i in &ifaces {
+            self.unplug(name, i);
+        }
+        if let Some(mut n) = self.nodes.remove(name) {
+            n.stop()?;
+        }
+        self.topo.set_running(name, false)?;
+        self.run_dir_mut().forget_node(name)?;
+        for l in self.links_of(name) {
+            self.apply_link_state(&l)?;
+        }
+        Ok(())
+    }
+
+    fn start_node(&mut self, name: &str) -> Result<(), LabError> {
+        let model = self.topo.node(name)?.clone();
+        if model.running {
+            return Ok(());
+        }
+        let spec = self.spec(name)?;
+        let running = self.host.start_node(&spec)?;
+        let procs = running.processes();
+        self.nodes.insert(name.to_string(), running);
+        // From here on the node runs: on a failure below, stop it again so
+        // the model (stopped) stays true.
+        let restored = self.restore_node(&model);
+        if let Err(e) = restored {
+            let ifaces: Vec<String> = model.ifaces.iter().map(|i| i.name.clone()).collect();
+            for i in &ifaces {
+                self.unplug(name, i);
+            }
+            if let Some(mut n) = self.nodes.remove(name) {
+                let _ = n.stop();
+            }
+            return Err(e);
+        }
+        self.topo.set_running(name, true)?;
+        self.run_dir_mut().record_node(name, procs)?;
+        for l in self.links_of(name) {
+            self.apply_link_state(&l)?;
+        }
+        Ok(())
+    }
+
+    /// Re-creates a restarted node's interfaces, addresses and routes.
+    fn restore_node(&mut self, model: &topology::NodeModel) -> Result<(), LabError> {
+        for i in &model.ifaces {
+            let seg_name = match &i.attachment {
+                Attachment::Link(l) | Attachment::Lan(l) => l.clone(),
+            };
+            let seg = self.segments[&seg_name];
+            let new = NewIface { name: i.name.clone(), mac: i.mac, mtu: i.mtu };
+            self.plug(&model.name, &new, seg, &seg_name, i.vlan.clone().unwrap_or_default())?;
+            let node = self.running_mut(&model.name)?;
+            for a in &i.addrs {
+                node.add_addr(&i.name, *a)?;
+            }
+        }
+        let node = self.running_mut(&model.name)?;
+        for r in &model.routes {
+            node.add_route(r)?;
+        }
+        Ok(())
+    }
+
     fn set_ip(&mut self, node: &str, iface: &str, cidr: Cidr) -> Result<(), LabError> {
         self.topo.check_new_addr(node, iface, cidr)?;
-        self.nodes.get_mut(node).ok_or_else(|| TopologyError::NoSuchNode(node.to_string()))?.add_addr(iface, cidr)?;
+        self.running_mut(node)?.add_addr(iface, cidr)?;
         self.topo.add_addr(node, iface, cidr)?;
         self.write_hosts()?;
+        Ok(())
+    }
+
+    fn add_route(&mut self, node: &str, route: Route) -> Result<(), LabError> {
+        let model = self.topo.node(node)?;
+        if model.routes.iter().any(|r| r.dst == route.dst) {
+            return Err(TopologyError::RouteExists(route.dst.to_string(), node.to_string()).into());
+        }
+        if let Some(dev) = &route.dev {
+            model.iface(dev).ok_or_else(|| TopologyError::NoSuchIface(node.to_string(), dev.clone()))?;
+        }
+        self.running_mut(node)?.add_route(&route)?;
+        self.topo.add_route(node, route)?;
         Ok(())
     }
 
@@ -301,7 +519,7 @@ impl Lab {
             .into_iter()
             .map(|e| {
                 let (node, iface) = by_port.get(&e.port).map(|k| (k.0.clone(), k.1.clone())).unwrap_or_default();
-                FdbRow { mac: e.mac.to_string(), node, iface, age_ms: e.age.as_millis() as u64 }
+                FdbRow { vlan: e.vid, mac: e.mac.to_string(), node, iface, age_ms: e.age.as_millis() as u64 }
             })
             .collect();
         Ok(Reply::Fdb(rows))
@@ -330,11 +548,6 @@ impl Lab {
                 eprintln!("clonet: removing run directory: {e}");
             }
         }
-    }
-
-    /// Attachment of an interface, for callers that only have names.
-    pub fn attachment(&self, node: &str, iface: &str) -> Option<&Attachment> {
-        self.topo.nodes.get(node)?.iface(iface).map(|i| &i.attachment)
     }
 }
 

@@ -12,9 +12,10 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-use super::addr::Cidr;
+use super::addr::{Cidr, Route};
 use super::names::{validate, NameError};
 use crate::switch::frame::MacAddr;
+use crate::switch::vlan::VlanMode;
 
 /// The kinds of node.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -64,6 +65,14 @@ pub enum TopologyError {
     TooManyIfaces(String, usize),
     #[error("{0} is already configured on {1}:{2}")]
     AddressExists(Cidr, String, String),
+    #[error("no link called {0:?}")]
+    NoSuchLink(String),
+    #[error("node {0:?} has no link to {1:?}")]
+    NotLinked(String, String),
+    #[error("node {1:?} already has a route to {0}")]
+    RouteExists(String, String),
+    #[error("node {0:?} is stopped (start it with .start())")]
+    Stopped(String),
 }
 
 /// Most interfaces one node may have.
@@ -94,8 +103,20 @@ pub enum Attachment {
 pub struct Iface {
     pub name: String,
     pub mac: MacAddr,
+    pub mtu: u32,
     pub addrs: Vec<Cidr>,
     pub attachment: Attachment,
+    /// 802.1Q mode of a LAN port (None on point-to-point links).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vlan: Option<VlanMode>,
+}
+
+/// An interface about to be created: planned by `next_iface`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewIface {
+    pub name: String,
+    pub mac: MacAddr,
+    pub mtu: u32,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -103,6 +124,11 @@ pub struct NodeModel {
     pub name: String,
     pub kind: NodeKind,
     pub ifaces: Vec<Iface>,
+    /// Static routes added through clonet, re-applied when it restarts.
+    #[serde(default)]
+    pub routes: Vec<Route>,
+    /// False between `stop()` and `start()`.
+    pub running: bool,
 }
 
 impl NodeModel {
@@ -121,6 +147,15 @@ pub struct LinkModel {
     pub name: String,
     pub a: IfaceRef,
     pub b: IfaceRef,
+    /// Administrative state: `down()` takes carrier away on both ends.
+    pub up: bool,
+}
+
+impl LinkModel {
+    /// Whether this link joins nodes `x` and `y`, in either order.
+    pub fn joins(&self, x: &str, y: &str) -> bool {
+        (self.a.node == x && self.b.node == y) || (self.a.node == y && self.b.node == x)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -178,7 +213,13 @@ impl Topology {
     pub fn add_node(&mut self, name: &str, kind: NodeKind) -> Result<&NodeModel, TopologyError> {
         self.check_new_node(name)?;
         self.order.push(name.to_string());
-        Ok(self.nodes.entry(name.to_string()).or_insert(NodeModel { name: name.to_string(), kind, ifaces: vec![] }))
+        Ok(self.nodes.entry(name.to_string()).or_insert(NodeModel {
+            name: name.to_string(),
+            kind,
+            ifaces: vec![],
+            routes: vec![],
+            running: true,
+        }))
     }
 
     pub fn remove_node(&mut self, name: &str) -> Option<NodeModel> {
@@ -211,7 +252,7 @@ impl Topology {
     /// The name and MAC the next interface of `node` gets: `ethN` with the
     /// lowest free N, and a MAC derived from lab, node and interface names,
     /// unique within the lab.
-    pub fn next_iface(&self, node: &str) -> Result<(String, MacAddr), TopologyError> {
+    pub fn next_iface(&self, node: &str, mtu: u32) -> Result<NewIface, TopologyError> {
         let n = self.node(node)?;
         if n.ifaces.len() >= MAX_IFACES {
             return Err(TopologyError::TooManyIfaces(node.to_string(), MAX_IFACES));
@@ -224,17 +265,26 @@ impl Topology {
             let b = h.to_be_bytes();
             let mac = MacAddr::local_unicast([b[0], b[1], b[2], b[3], b[4], b[5]]);
             if !self.macs.contains(&mac) {
-                return Ok((name, mac));
+                return Ok(NewIface { name, mac, mtu });
             }
             salt += 1;
         }
     }
 
-    fn push_iface(&mut self, node: &str, name: String, mac: MacAddr, attachment: Attachment) -> IfaceRef {
-        self.macs.insert(mac);
+    fn push_iface(&mut self, node: &str, new: NewIface, attachment: Attachment, vlan: Option<VlanMode>) -> IfaceRef {
+        self.macs.insert(new.mac);
         let n = self.nodes.get_mut(node).expect("checked by next_iface");
-        n.ifaces.push(Iface { name: name.clone(), mac, addrs: vec![], attachment });
-        IfaceRef { node: node.to_string(), iface: name }
+        n.ifaces.push(Iface { name: new.name.clone(), mac: new.mac, mtu: new.mtu, addrs: vec![], attachment, vlan });
+        IfaceRef { node: node.to_string(), iface: new.name }
+    }
+
+    fn drop_iface(&mut self, r: &IfaceRef) {
+        if let Some(n) = self.nodes.get_mut(&r.node) {
+            if let Some(pos) = n.ifaces.iter().position(|i| i.name == r.iface) {
+                let i = n.ifaces.remove(pos);
+                self.macs.remove(&i.mac);
+            }
+        }
     }
 
     /// A unique link name for `a`–`b`: `a--b`, then `a--b#2`, ….
@@ -251,17 +301,39 @@ impl Topology {
     pub fn add_link(
         &mut self,
         name: &str,
-        a: (&str, String, MacAddr),
-        b: (&str, String, MacAddr),
+        a: (&str, NewIface),
+        b: (&str, NewIface),
     ) -> Result<&LinkModel, TopologyError> {
         if a.0 == b.0 {
             return Err(TopologyError::SelfLink(a.0.to_string()));
         }
         self.node(a.0)?;
         self.node(b.0)?;
-        let ra = self.push_iface(a.0, a.1, a.2, Attachment::Link(name.to_string()));
-        let rb = self.push_iface(b.0, b.1, b.2, Attachment::Link(name.to_string()));
-        Ok(self.links.entry(name.to_string()).or_insert(LinkModel { name: name.to_string(), a: ra, b: rb }))
+        let ra = self.push_iface(a.0, a.1, Attachment::Link(name.to_string()), None);
+        let rb = self.push_iface(b.0, b.1, Attachment::Link(name.to_string()), None);
+        Ok(self.links.entry(name.to_string()).or_insert(LinkModel { name: name.to_string(), a: ra, b: rb, up: true }))
+    }
+
+    pub fn link(&self, name: &str) -> Result<&LinkModel, TopologyError> {
+        self.links.get(name).ok_or_else(|| TopologyError::NoSuchLink(name.to_string()))
+    }
+
+    /// The first link (by name) between two nodes, in either direction.
+    pub fn link_between(&self, a: &str, b: &str) -> Option<&LinkModel> {
+        self.links.values().find(|l| l.joins(a, b))
+    }
+
+    /// Forgets a link and its two interfaces.
+    pub fn remove_link(&mut self, name: &str) -> Option<LinkModel> {
+        let l = self.links.remove(name)?;
+        self.drop_iface(&l.a);
+        self.drop_iface(&l.b);
+        Some(l)
+    }
+
+    pub fn set_link_up(&mut self, name: &str, up: bool) -> Result<(), TopologyError> {
+        self.links.get_mut(name).ok_or_else(|| TopologyError::NoSuchLink(name.to_string()))?.up = up;
+        Ok(())
     }
 
     /// Records an interface of `node` plugged into `lan`.
@@ -269,13 +341,46 @@ impl Topology {
         &mut self,
         lan: &str,
         node: &str,
-        iface: (String, MacAddr),
+        iface: NewIface,
+        vlan: VlanMode,
     ) -> Result<IfaceRef, TopologyError> {
         self.lan(lan)?;
         self.node(node)?;
-        let r = self.push_iface(node, iface.0, iface.1, Attachment::Lan(lan.to_string()));
+        let r = self.push_iface(node, iface, Attachment::Lan(lan.to_string()), Some(vlan));
         self.lans.get_mut(lan).expect("checked").members.push(r.clone());
         Ok(r)
+    }
+
+    /// The first interface of `node` plugged into `lan`.
+    pub fn lan_port_of(&self, node: &str, lan: &str) -> Option<IfaceRef> {
+        self.lans.get(lan)?.members.iter().find(|m| m.node == node).cloned()
+    }
+
+    /// Unplugs one interface from its LAN and forgets it.
+    pub fn remove_lan_member(&mut self, lan: &str, member: &IfaceRef) {
+        if let Some(l) = self.lans.get_mut(lan) {
+            l.members.retain(|m| m != member);
+        }
+        self.drop_iface(member);
+    }
+
+    /// Forgets a LAN whose members were removed.
+    pub fn remove_lan(&mut self, name: &str) -> Option<LanModel> {
+        self.lans.remove(name)
+    }
+
+    pub fn set_running(&mut self, node: &str, running: bool) -> Result<(), TopologyError> {
+        self.nodes.get_mut(node).ok_or_else(|| TopologyError::NoSuchNode(node.to_string()))?.running = running;
+        Ok(())
+    }
+
+    pub fn add_route(&mut self, node: &str, route: Route) -> Result<(), TopologyError> {
+        let n = self.nodes.get_mut(node).ok_or_else(|| TopologyError::NoSuchNode(node.to_string()))?;
+        if n.routes.iter().any(|r| r.dst == route.dst) {
+            return Err(TopologyError::RouteExists(route.dst.to_string(), node.to_string()));
+        }
+        n.routes.push(route);
+        Ok(())
     }
 
     pub fn check_new_addr(&self, node: &str, iface: &str, cidr: Cidr) -> Result<(), TopologyError> {
@@ -320,10 +425,10 @@ mod tests {
     }
 
     fn link(t: &mut Topology, a: &str, b: &str) -> String {
-        let ia = t.next_iface(a).unwrap();
-        let ib = t.next_iface(b).unwrap();
+        let ia = t.next_iface(a, 1500).unwrap();
+        let ib = t.next_iface(b, 1500).unwrap();
         let name = t.link_name(a, b);
-        t.add_link(&name, (a, ia.0, ia.1), (b, ib.0, ib.1)).unwrap();
+        t.add_link(&name, (a, ia), (b, ib)).unwrap();
         name
     }
 
@@ -356,7 +461,7 @@ mod tests {
         let mut other = Topology::new("lab2");
         other.add_node("a", NodeKind::Ns).unwrap();
         assert_ne!(
-            other.next_iface("a").unwrap().1,
+            other.next_iface("a", 1500).unwrap().mac,
             t1.node("a").unwrap().ifaces[0].mac,
             "the lab name is part of the MAC"
         );
@@ -375,9 +480,8 @@ mod tests {
     #[test]
     fn self_links_are_refused() {
         let mut t = two_nodes();
-        let i = t.next_iface("a").unwrap();
-        let j = (i.0.clone(), i.1);
-        assert!(matches!(t.add_link("x", ("a", i.0, i.1), ("a", j.0, j.1)), Err(TopologyError::SelfLink(_))));
+        let i = t.next_iface("a", 1500).unwrap();
+        assert!(matches!(t.add_link("x", ("a", i.clone()), ("a", i)), Err(TopologyError::SelfLink(_))));
     }
 
     #[test]
@@ -385,8 +489,8 @@ mod tests {
         let mut t = two_nodes();
         t.add_lan("sw").unwrap();
         for n in ["b", "a"] {
-            let i = t.next_iface(n).unwrap();
-            t.add_lan_member("sw", n, i).unwrap();
+            let i = t.next_iface(n, 1500).unwrap();
+            t.add_lan_member("sw", n, i, VlanMode::default()).unwrap();
         }
         t.add_addr("b", "eth0", "10.1.0.2/24".parse().unwrap()).unwrap();
         t.add_addr("a", "eth0", "10.1.0.1/24".parse().unwrap()).unwrap();
@@ -400,6 +504,33 @@ mod tests {
         let pos_a = hosts.find("10.1.0.1\ta\n").unwrap();
         let pos_b = hosts.find("10.1.0.2\tb\n").unwrap();
         assert!(pos_a < pos_b, "creation order: {hosts}");
+    }
+
+    #[test]
+    fn removing_a_link_frees_its_interfaces_for_reuse() {
+        let mut t = two_nodes();
+        let first = link(&mut t, "a", "b");
+        link(&mut t, "a", "b");
+        let mac0 = t.node("a").unwrap().ifaces[0].mac;
+        assert_eq!(t.link_between("b", "a").unwrap().name, "a--b");
+        t.remove_link(&first).unwrap();
+        assert_eq!(t.node("a").unwrap().ifaces.len(), 1);
+        assert_eq!(t.next_iface("a", 1500).unwrap().name, "eth0", "the lowest free name comes back");
+        assert_eq!(t.next_iface("a", 1500).unwrap().mac, mac0, "and so does its MAC");
+        assert_eq!(t.link_between("a", "b").unwrap().name, "a--b#2");
+    }
+
+    #[test]
+    fn lan_members_can_leave() {
+        let mut t = two_nodes();
+        t.add_lan("sw").unwrap();
+        let i = t.next_iface("a", 1500).unwrap();
+        let r = t.add_lan_member("sw", "a", i, VlanMode::Access(10)).unwrap();
+        assert_eq!(t.node("a").unwrap().ifaces[0].vlan, Some(VlanMode::Access(10)));
+        assert_eq!(t.lan_port_of("a", "sw"), Some(r.clone()));
+        t.remove_lan_member("sw", &r);
+        assert!(t.lans["sw"].members.is_empty());
+        assert!(t.node("a").unwrap().ifaces.is_empty());
     }
 
     #[test]

@@ -12,6 +12,7 @@ use rhai::{Array, Blob, Dynamic, EvalAltResult, Map, NativeCallContext};
 
 use crate::lab::command::{LinkOptions, PingTarget};
 use crate::lab::{Command, Lab, LabError, Reply};
+use rhai::FnPtr;
 
 /// The lab a script drives, shared with the engine through its tag.
 pub type LabRef = Rc<RefCell<Lab>>;
@@ -85,10 +86,76 @@ fn opt_cidr(fn_name: &str, opts: &Map, key: &str) -> RhaiResult<Option<crate::la
 }
 
 fn link_options(fn_name: &str, opts: &Map) -> RhaiResult<LinkOptions> {
+    use crate::switch::vlan::{check_vid, VlanMode};
     let mtu = opt_int(fn_name, opts, "mtu")?
         .map(|m| u32::try_from(m).map_err(|_| script_error(format!("{fn_name}(): mtu {m} is out of range"))))
         .transpose()?;
-    Ok(LinkOptions { mtu })
+    let vid = |v: i64| check_vid(v).map_err(|e| script_error(format!("{fn_name}(): {e}")));
+    let access = opt_int(fn_name, opts, "vlan")?.map(vid).transpose()?;
+    let trunk = match opts.get("trunk") {
+        None => None,
+        Some(v) => {
+            let list = v
+                .clone()
+                .into_array()
+                .map_err(|t| script_error(format!("{fn_name}(): trunk must be an array of VLAN ids, not {t}")))?;
+            let mut vids = Vec::new();
+            for x in list {
+                let id =
+                    x.as_int().map_err(|t| script_error(format!("{fn_name}(): VLAN ids are integers, not {t}")))?;
+                vids.push(vid(id)?);
+            }
+            if vids.is_empty() {
+                return Err(script_error(format!("{fn_name}(): a trunk needs at least one VLAN")));
+            }
+            vids.sort_unstable();
+            vids.dedup();
+            Some(vids)
+        }
+    };
+    let vlan = match (access, trunk) {
+        (Some(_), Some(_)) => {
+            return Err(script_error(format!("{fn_name}(): a port is either vlan or trunk, not both")))
+        }
+        (Some(v), None) => Some(VlanMode::Access(v)),
+        (None, Some(t)) => Some(VlanMode::Trunk(t)),
+        (None, None) => None,
+    };
+    Ok(LinkOptions { mtu, vlan })
+}
+
+/// One port's counters as a script map.
+fn port_map(p: crate::lab::command::PortReport) -> Dynamic {
+    let mut m = Map::new();
+    m.insert("node".into(), p.node.into());
+    m.insert("iface".into(), p.iface.into());
+    m.insert("segment".into(), p.segment.into());
+    m.insert("rx_frames".into(), (p.counters.rx_frames as i64).into());
+    m.insert("rx_bytes".into(), (p.counters.rx_bytes as i64).into());
+    m.insert("tx_frames".into(), (p.counters.tx_frames as i64).into());
+    m.insert("tx_bytes".into(), (p.counters.tx_bytes as i64).into());
+    let drops: Map = p.counters.drops.into_iter().map(|(k, v)| (k.into(), (v as i64).into())).collect();
+    m.insert("drops".into(), drops.into());
+    m.into()
+}
+
+/// Every port's counters, optionally only those of one link or LAN.
+fn port_counters(ctx: &NativeCallContext, segment: Option<&str>) -> RhaiResult<Array> {
+    let Reply::Counters(ports) = call(ctx, Command::Counters)? else {
+        return Err(script_error("unexpected reply"));
+    };
+    Ok(ports.into_iter().filter(|p| segment.is_none_or(|s| p.segment == s)).map(port_map).collect())
+}
+
+fn lab_topology(ctx: &NativeCallContext) -> RhaiResult<crate::lab::topology::Topology> {
+    match call(ctx, Command::Topology)? {
+        Reply::Topology(t) => Ok(t),
+        _ => Err(script_error("unexpected reply")),
+    }
+}
+
+fn link_ref(l: &crate::lab::topology::LinkModel) -> LinkRef {
+    LinkRef { name: l.name.clone(), a: (l.a.node.clone(), l.a.iface.clone()), b: (l.b.node.clone(), l.b.iface.clone()) }
 }
 
 fn positive_ms(fn_name: &str, ms: i64) -> RhaiResult<u64> {
@@ -363,6 +430,98 @@ pub mod node_api {
         Ok(())
     }
 
+    /// Whether the node runs (false between `stop()` and `start()`).
+    ///
+    /// ```rhai
+    /// let a = node("a");
+    /// assert(a.running);
+    /// ```
+    #[rhai_fn(get = "running", pure, return_raw)]
+    pub fn running(ctx: NativeCallContext, node: &mut Node) -> RhaiResult<bool> {
+        match call(&ctx, Command::NodeInfo { node: node.name.clone() })? {
+            Reply::Node(info) => Ok(info.running),
+            _ => Err(script_error("unexpected reply")),
+        }
+    }
+
+    /// Powers the node off: every process in it ends and its interfaces
+    /// lose carrier; its configuration is kept for `start()`.
+    ///
+    /// ```rhai
+    /// let a = node("a");
+    /// a.stop();
+    /// assert(!a.running);
+    /// ```
+    #[rhai_fn(return_raw)]
+    pub fn stop(ctx: NativeCallContext, node: &mut Node) -> RhaiResult<()> {
+        call(&ctx, Command::StopNode { node: node.name.clone() }).map(|_| ())
+    }
+
+    /// Powers a stopped node on: fresh namespaces with the same interfaces,
+    /// MACs, addresses and routes.
+    ///
+    /// ```rhai
+    /// let a = node("a"); let b = node("b");
+    /// link(a, b, #{ ip_a: "10.0.0.1/24", ip_b: "10.0.0.2/24" });
+    /// b.stop();
+    /// b.start();
+    /// assert(ping(a, b));
+    /// ```
+    #[rhai_fn(return_raw)]
+    pub fn start(ctx: NativeCallContext, node: &mut Node) -> RhaiResult<()> {
+        call(&ctx, Command::StartNode { node: node.name.clone() }).map(|_| ())
+    }
+
+    /// Removes the node, its links and its LAN ports from the lab.
+    ///
+    /// ```rhai
+    /// let a = node("a");
+    /// a.delete();
+    /// assert(nodes().len() == 0);
+    /// ```
+    #[rhai_fn(name = "delete", return_raw)]
+    pub fn delete_node(ctx: NativeCallContext, node: &mut Node) -> RhaiResult<()> {
+        call(&ctx, Command::DeleteNode { node: node.name.clone() }).map(|_| ())
+    }
+
+    /// Adds a static route: `dst` is a prefix or `"default"`, `via` the
+    /// next hop's address.
+    ///
+    /// ```rhai
+    /// let a = node("a"); let b = node("b");
+    /// link(a, b, #{ ip_a: "10.0.0.1/24", ip_b: "10.0.0.2/24" });
+    /// a.add_route("10.9.0.0/16", "10.0.0.2");
+    /// ```
+    #[rhai_fn(return_raw)]
+    pub fn add_route(ctx: NativeCallContext, node: &mut Node, dst: &str, via: &str) -> RhaiResult<()> {
+        let mut m = Map::new();
+        m.insert("via".into(), via.into());
+        add_route_with(ctx, node, dst, m)
+    }
+
+    /// Adds a static route with options `via` (next hop) and/or `dev`
+    /// (interface).
+    ///
+    /// ```rhai
+    /// let a = node("a"); let b = node("b");
+    /// link(a, b, #{ ip_a: "10.0.0.1/24" });
+    /// a.add_route("default", #{ dev: "eth0" });
+    /// ```
+    #[rhai_fn(name = "add_route", return_raw)]
+    pub fn add_route_with(ctx: NativeCallContext, node: &mut Node, dst: &str, options: Map) -> RhaiResult<()> {
+        check_keys("add_route", &options, &["via", "dev"])?;
+        let dst = dst.parse().map_err(|e: crate::lab::addr::CidrError| script_error(format!("add_route(): {e}")))?;
+        let via = opt_str("add_route", &options, "via")?
+            .map(|v| v.parse().map_err(|_| script_error(format!("add_route(): via {v:?} is not an IP address"))))
+            .transpose()?;
+        let dev = opt_str("add_route", &options, "dev")?;
+        if via.is_none() && dev.is_none() {
+            return Err(script_error("add_route(): give via, dev, or both"));
+        }
+        let route = crate::lab::addr::Route { dst, via, dev };
+        call(&ctx, Command::AddRoute { node: node.name.clone(), route }).map(|_| ())
+    }
+
     /// `Node(name)`, for printing.
     ///
     /// ```rhai
@@ -501,6 +660,191 @@ pub mod link_api {
         }
     }
 
+    /// Whether the link is administratively up.
+    ///
+    /// ```rhai
+    /// let l = link(node("a"), node("b"));
+    /// assert(l.is_up);
+    /// ```
+    #[rhai_fn(get = "is_up", pure, return_raw)]
+    pub fn is_up(ctx: NativeCallContext, link: &mut Link) -> RhaiResult<bool> {
+        let topo = lab_topology(&ctx)?;
+        Ok(topo.link(&link.name).map_err(|e| lab_error(e.into()))?.up)
+    }
+
+    /// Takes the link down: frames stop, and both interfaces show
+    /// NO-CARRIER.
+    ///
+    /// ```rhai
+    /// let a = node("a"); let b = node("b");
+    /// let l = link(a, b, #{ ip_a: "10.0.0.1/24", ip_b: "10.0.0.2/24" });
+    /// l.down();
+    /// assert(!ping(a, b, #{ timeout_ms: 300 }));
+    /// ```
+    #[rhai_fn(return_raw)]
+    pub fn down(ctx: NativeCallContext, link: &mut Link) -> RhaiResult<()> {
+        call(&ctx, Command::SetLinkUp { link: link.name.clone(), up: false }).map(|_| ())
+    }
+
+    /// Brings the link back up.
+    ///
+    /// ```rhai
+    /// let a = node("a"); let b = node("b");
+    /// let l = link(a, b, #{ ip_a: "10.0.0.1/24", ip_b: "10.0.0.2/24" });
+    /// l.down();
+    /// l.up();
+    /// assert(ping(a, b));
+    /// ```
+    #[rhai_fn(return_raw)]
+    pub fn up(ctx: NativeCallContext, link: &mut Link) -> RhaiResult<()> {
+        call(&ctx, Command::SetLinkUp { link: link.name.clone(), up: true }).map(|_| ())
+    }
+
+    /// Removes the link; both interfaces disappear.
+    ///
+    /// ```rhai
+    /// let l = link(node("a"), node("b"));
+    /// l.delete();
+    /// assert(links().len() == 0);
+    /// ```
+    #[rhai_fn(name = "delete", return_raw)]
+    pub fn delete_link(ctx: NativeCallContext, link: &mut Link) -> RhaiResult<()> {
+        call(&ctx, Command::DeleteLink { link: link.name.clone() }).map(|_| ())
+    }
+
+    /// The counters of the link's two switch ports (see `counters()`).
+    ///
+    /// ```rhai
+    /// let a = node("a"); let b = node("b");
+    /// let l = link(a, b, #{ ip_a: "10.0.0.1/24", ip_b: "10.0.0.2/24" });
+    /// ping(a, b);
+    /// for p in l.counters() { print(`${p.node}: rx ${p.rx_frames}`); }
+    /// ```
+    #[rhai_fn(name = "counters", return_raw)]
+    pub fn link_counters(ctx: NativeCallContext, link: &mut Link) -> RhaiResult<Array> {
+        lab_topology(&ctx)?.link(&link.name).map_err(|e| lab_error(e.into()))?;
+        port_counters(&ctx, Some(&link.name))
+    }
+
+    /// The LAN's ports, as `"node:iface"`.
+    ///
+    /// ```rhai
+    /// let sw = lan("sw");
+    /// link(node("a"), sw);
+    /// print(sw.ports);   // ["a:eth0"]
+    /// ```
+    #[rhai_fn(get = "ports", pure, return_raw)]
+    pub fn ports(ctx: NativeCallContext, lan: &mut Lan) -> RhaiResult<Array> {
+        let topo = lab_topology(&ctx)?;
+        let l = topo.lan(&lan.name).map_err(|e| lab_error(e.into()))?;
+        Ok(l.members.iter().map(|m| Dynamic::from(m.to_string())).collect())
+    }
+
+    /// Removes the LAN; every port on it disappears.
+    ///
+    /// ```rhai
+    /// let sw = lan("sw");
+    /// link(node("a"), sw);
+    /// sw.delete();
+    /// assert(lans().len() == 0);
+    /// ```
+    #[rhai_fn(name = "delete", return_raw)]
+    pub fn delete_lan(ctx: NativeCallContext, lan: &mut Lan) -> RhaiResult<()> {
+        call(&ctx, Command::DeleteLan { name: lan.name.clone() }).map(|_| ())
+    }
+
+    /// The counters of every port of the LAN.
+    ///
+    /// ```rhai
+    /// let sw = lan("sw");
+    /// link(node("a"), sw);
+    /// print(sw.counters());
+    /// ```
+    #[rhai_fn(name = "counters", return_raw)]
+    pub fn lan_counters(ctx: NativeCallContext, lan: &mut Lan) -> RhaiResult<Array> {
+        lab_topology(&ctx)?.lan(&lan.name).map_err(|e| lab_error(e.into()))?;
+        port_counters(&ctx, Some(&lan.name))
+    }
+
+    /// Removes the link between two nodes (the first one, if several).
+    ///
+    /// ```rhai
+    /// let a = node("a"); let b = node("b");
+    /// link(a, b);
+    /// unlink(a, b);
+    /// assert(a.ifaces.len() == 0);
+    /// ```
+    #[rhai_fn(return_raw)]
+    pub fn unlink(ctx: NativeCallContext, a: NodeRef, b: NodeRef) -> RhaiResult<()> {
+        call(&ctx, Command::Unlink { a: a.name, b: b.name }).map(|_| ())
+    }
+
+    /// Unplugs a node from a LAN.
+    ///
+    /// ```rhai
+    /// let sw = lan("sw"); let a = node("a");
+    /// link(a, sw);
+    /// unlink(a, sw);
+    /// assert(sw.ports.len() == 0);
+    /// ```
+    #[rhai_fn(name = "unlink", return_raw)]
+    pub fn unlink_lan(ctx: NativeCallContext, node: NodeRef, lan: LanRef) -> RhaiResult<()> {
+        call(&ctx, Command::Unlink { a: node.name, b: lan.name }).map(|_| ())
+    }
+
+    /// Every link of the lab, by name.
+    ///
+    /// ```rhai
+    /// link(node("a"), node("b"));
+    /// assert(links()[0].name == "a--b");
+    /// ```
+    #[rhai_fn(return_raw)]
+    pub fn links(ctx: NativeCallContext) -> RhaiResult<Array> {
+        Ok(lab_topology(&ctx)?.links.values().map(|l| Dynamic::from(link_ref(l))).collect())
+    }
+
+    /// Every LAN of the lab, by name.
+    ///
+    /// ```rhai
+    /// lan("office");
+    /// assert(lans()[0].name == "office");
+    /// ```
+    #[rhai_fn(return_raw)]
+    pub fn lans(ctx: NativeCallContext) -> RhaiResult<Array> {
+        Ok(lab_topology(&ctx)?.lans.keys().map(|n| Dynamic::from(LanRef { name: n.clone() })).collect())
+    }
+
+    /// The existing LAN called `name` (for functions, which cannot see the
+    /// script's variables).
+    ///
+    /// ```rhai
+    /// lan("office");
+    /// fn plug(n) { link(node(n), get_lan("office")) }
+    /// plug("h1");
+    /// ```
+    #[rhai_fn(return_raw)]
+    pub fn get_lan(ctx: NativeCallContext, name: &str) -> RhaiResult<Lan> {
+        lab_topology(&ctx)?.lan(name).map_err(|e| lab_error(e.into()))?;
+        Ok(LanRef { name: name.to_string() })
+    }
+
+    /// The (first) existing link between nodes `a` and `b`, by name.
+    ///
+    /// ```rhai
+    /// link(node("a"), node("b"));
+    /// get_link("b", "a").down();
+    /// ```
+    #[rhai_fn(return_raw)]
+    pub fn get_link(ctx: NativeCallContext, a: &str, b: &str) -> RhaiResult<Link> {
+        let topo = lab_topology(&ctx)?;
+        topo.node(a).map_err(|e| lab_error(e.into()))?;
+        topo.node(b).map_err(|e| lab_error(e.into()))?;
+        let l = topo
+            .link_between(a, b)
+            .ok_or_else(|| lab_error(crate::lab::topology::TopologyError::NotLinked(a.into(), b.into()).into()))?;
+        Ok(link_ref(l))
+    }
+
     /// `Link(name)`, for printing.
     ///
     /// ```rhai
@@ -530,6 +874,68 @@ pub mod lab_api {
 
     /// Default time `ping` waits for an answer.
     pub const PING_TIMEOUT_MS: i64 = 2_000;
+
+    /// Every node of the lab, in creation order.
+    ///
+    /// ```rhai
+    /// node("a"); node("b");
+    /// for n in nodes() { print(n.name); }
+    /// ```
+    #[rhai_fn(return_raw)]
+    pub fn nodes(ctx: NativeCallContext) -> RhaiResult<Array> {
+        Ok(lab_topology(&ctx)?.order.iter().map(|n| Dynamic::from(NodeRef { name: n.clone() })).collect())
+    }
+
+    /// The existing node called `name` (for functions, which cannot see the
+    /// script's variables).
+    ///
+    /// ```rhai
+    /// node("a");
+    /// fn host() { get_node("a").exec("hostname").stdout }
+    /// print(host());
+    /// ```
+    #[rhai_fn(return_raw)]
+    pub fn get_node(ctx: NativeCallContext, name: &str) -> RhaiResult<NodeRef> {
+        lab_topology(&ctx)?.node(name).map_err(|e| lab_error(e.into()))?;
+        Ok(NodeRef { name: name.to_string() })
+    }
+
+    /// The whole topology as a map: `lab`, `nodes` (by name, with kind,
+    /// interfaces, routes, running), `links` (by name), `lans` (by name),
+    /// `order`.
+    ///
+    /// ```rhai
+    /// link(node("a"), node("b"), #{ ip_a: "10.0.0.1/24" });
+    /// let t = topology();
+    /// print(t.nodes.a.ifaces[0].addrs);
+    /// ```
+    #[rhai_fn(return_raw)]
+    pub fn topology(ctx: NativeCallContext) -> RhaiResult<Dynamic> {
+        rhai::serde::to_dynamic(super::lab_topology(&ctx)?)
+    }
+
+    /// Calls `condition` every 50 ms until it returns true (then returns
+    /// true) or `timeout_ms` passes (then returns false).
+    ///
+    /// ```rhai
+    /// let a = node("a"); let b = node("b");
+    /// link(a, b, #{ ip_a: "10.0.0.1/24", ip_b: "10.0.0.2/24" });
+    /// assert(wait_until(|| ping(a, b, #{ timeout_ms: 200 }), 5000));
+    /// ```
+    #[rhai_fn(return_raw)]
+    pub fn wait_until(ctx: NativeCallContext, condition: FnPtr, timeout_ms: i64) -> RhaiResult<bool> {
+        let end = std::time::Instant::now() + Duration::from_millis(positive_ms("wait_until", timeout_ms)?);
+        loop {
+            let v: Dynamic = condition.call_within_context(&ctx, ())?;
+            if v.as_bool().map_err(|t| script_error(format!("wait_until(): the condition returned {t}, not a bool")))? {
+                return Ok(true);
+            }
+            if std::time::Instant::now() >= end {
+                return Ok(false);
+            }
+            sleep(50)?;
+        }
+    }
 
     /// Whether `a` gets an ICMP echo answer from `b`'s first address within
     /// 2 s. Uses clonet's built-in ICMP echo, so no `ping` binary is needed.
@@ -595,25 +1001,7 @@ pub mod lab_api {
     /// ```
     #[rhai_fn(return_raw)]
     pub fn counters(ctx: NativeCallContext) -> RhaiResult<Array> {
-        let Reply::Counters(ports) = call(&ctx, Command::Counters)? else {
-            return Err(script_error("unexpected reply"));
-        };
-        ports
-            .into_iter()
-            .map(|p| {
-                let mut m = Map::new();
-                m.insert("node".into(), p.node.into());
-                m.insert("iface".into(), p.iface.into());
-                m.insert("segment".into(), p.segment.into());
-                m.insert("rx_frames".into(), (p.counters.rx_frames as i64).into());
-                m.insert("rx_bytes".into(), (p.counters.rx_bytes as i64).into());
-                m.insert("tx_frames".into(), (p.counters.tx_frames as i64).into());
-                m.insert("tx_bytes".into(), (p.counters.tx_bytes as i64).into());
-                let drops: Map = p.counters.drops.into_iter().map(|(k, v)| (k.into(), (v as i64).into())).collect();
-                m.insert("drops".into(), drops.into());
-                Ok(m.into())
-            })
-            .collect()
+        port_counters(&ctx, None)
     }
 
     /// Pauses the script. Ctrl-C interrupts it.

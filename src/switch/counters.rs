@@ -24,10 +24,12 @@ pub enum DropReason {
     PortError,
     /// The port is administratively down.
     PortDown,
+    /// Not allowed on the port's VLAN configuration.
+    Vlan,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 7] = [
+    pub const ALL: [DropReason; 8] = [
         DropReason::Runt,
         DropReason::BadHeader,
         DropReason::Oversize,
@@ -35,6 +37,7 @@ impl DropReason {
         DropReason::QueueFull,
         DropReason::PortError,
         DropReason::PortDown,
+        DropReason::Vlan,
     ];
 
     pub fn name(self) -> &'static str {
@@ -46,6 +49,7 @@ impl DropReason {
             DropReason::QueueFull => "queue_full",
             DropReason::PortError => "port_error",
             DropReason::PortDown => "port_down",
+            DropReason::Vlan => "vlan",
         }
     }
 }

@@ -12,6 +12,7 @@ use std::time::Duration;
 use super::counters::DropReason;
 use super::fdb::Fdb;
 use super::frame::Frame;
+use super::vlan::{self, Classified, Tagging, VlanMode};
 use super::{PortId, SegmentId};
 
 /// What the fabric knows of a port.
@@ -23,6 +24,8 @@ pub struct PortInfo {
     /// Whether the port accepts GSO super-frames with a virtio-net header.
     pub gso: bool,
     pub up: bool,
+    /// 802.1Q membership; only LAN segments look at it.
+    pub vlan: VlanMode,
 }
 
 #[derive(Debug)]
@@ -47,17 +50,28 @@ impl Segment {
     }
 }
 
-/// Where a frame goes.
+/// Where a frame goes. The VLAN classification is `None` on
+/// point-to-point links, which pass frames through untouched.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Decision<'a> {
     /// To exactly this port.
-    Unicast(PortId),
-    /// To every port of the list except the ingress port.
-    Flood(&'a [PortId]),
+    Unicast(PortId, Option<Classified>),
+    /// To every port of the list except the ingress port (and except
+    /// ports outside the frame's VLAN).
+    Flood(&'a [PortId], Option<Classified>),
     /// Nowhere, for this reason (counted at the ingress port).
     Drop(DropReason),
     /// Nowhere, silently: the segment has no other port.
     Nowhere,
+}
+
+/// What happens to a frame at one egress port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Egress {
+    Send(Tagging),
+    /// The port is not in the frame's VLAN: not a drop, just not for it.
+    NotMember,
+    Drop(DropReason),
 }
 
 #[derive(Debug)]
@@ -154,43 +168,54 @@ impl Fabric {
         };
         match seg {
             Segment::PointToPoint { ports } => match ports.iter().find(|p| **p != ingress) {
-                Some(peer) => Decision::Unicast(*peer),
+                Some(peer) => Decision::Unicast(*peer, None),
                 None => Decision::Nowhere,
             },
             Segment::Lan { ports, fdb } => {
-                fdb.learn(frame.src(), ingress, now);
+                let cls = match vlan::classify(&info.vlan, frame) {
+                    Ok(c) => c,
+                    Err(reason) => return Decision::Drop(reason),
+                };
+                fdb.learn(cls.vid, frame.src(), ingress, now);
                 let dst = frame.dst();
                 if !dst.is_group() {
-                    match fdb.lookup(dst, now) {
+                    match fdb.lookup(cls.vid, dst, now) {
                         // A frame for a station on its own ingress port is
                         // filtered, as a real bridge does.
                         Some(p) if p == ingress => return Decision::Nowhere,
-                        Some(p) => return Decision::Unicast(p),
+                        Some(p) => return Decision::Unicast(p, Some(cls)),
                         None => {}
                     }
                 }
                 if ports.len() <= 1 {
                     Decision::Nowhere
                 } else {
-                    Decision::Flood(ports)
+                    Decision::Flood(ports, Some(cls))
                 }
             }
         }
     }
 
-    /// Whether `frame` may leave through `egress`; the reason if not.
-    pub fn admit(&self, egress: PortId, frame: &Frame<'_>) -> Result<(), DropReason> {
-        let info = self.port(egress).ok_or(DropReason::PortError)?;
+    /// How `frame` (classified `cls` at ingress) leaves through `egress`.
+    pub fn admit(&self, egress: PortId, frame: &Frame<'_>, cls: Option<Classified>) -> Egress {
+        let Some(info) = self.port(egress) else { return Egress::Drop(DropReason::PortError) };
+        let tagging = match cls {
+            None => Tagging::AsIs,
+            Some(c) => match vlan::egress(&info.vlan, c) {
+                Some(t) => t,
+                None => return Egress::NotMember,
+            },
+        };
         if !info.up {
-            return Err(DropReason::PortDown);
+            return Egress::Drop(DropReason::PortDown);
         }
         if frame.vnet.is_gso() {
-            return if info.gso { Ok(()) } else { Err(DropReason::GsoUnsupported) };
+            return if info.gso { Egress::Send(tagging) } else { Egress::Drop(DropReason::GsoUnsupported) };
         }
         if frame.l3_len() > info.mtu {
-            return Err(DropReason::Oversize);
+            return Egress::Drop(DropReason::Oversize);
         }
-        Ok(())
+        Egress::Send(tagging)
     }
 }
 
@@ -211,7 +236,7 @@ mod tests {
         MacAddr([2, 0, 0, 0, 0, n])
     }
     fn port(segment: SegmentId) -> PortInfo {
-        PortInfo { segment, mtu: 1500, gso: true, up: true }
+        PortInfo { segment, mtu: 1500, gso: true, up: true, vlan: VlanMode::default() }
     }
     fn lan_with(ports: &[PortId]) -> Fabric {
         let mut f = Fabric::default();
@@ -222,6 +247,7 @@ mod tests {
         f
     }
     const T0: Duration = Duration::ZERO;
+    const V1: Option<Classified> = Some(Classified { vid: 1, tagged: false });
 
     #[test]
     fn point_to_point_forwards_to_the_peer() {
@@ -232,8 +258,8 @@ mod tests {
         let fr = Frame::parse(&b).unwrap();
         assert_eq!(f.decide(1, &fr, T0), Decision::Nowhere, "no peer yet");
         f.add_port(2, port(7)).unwrap();
-        assert_eq!(f.decide(1, &fr, T0), Decision::Unicast(2));
-        assert_eq!(f.decide(2, &fr, T0), Decision::Unicast(1));
+        assert_eq!(f.decide(1, &fr, T0), Decision::Unicast(2, None));
+        assert_eq!(f.decide(2, &fr, T0), Decision::Unicast(1, None));
         assert!(matches!(f.add_port(3, port(7)), Err(FabricError::SegmentFull(7))));
     }
 
@@ -241,13 +267,13 @@ mod tests {
     fn lan_floods_unknown_and_broadcast_then_learns() {
         let mut f = lan_with(&[1, 2, 3]);
         let from_a = buf(MacAddr::BROADCAST, mac(1), 46);
-        assert_eq!(f.decide(1, &Frame::parse(&from_a).unwrap(), T0), Decision::Flood(&[1, 2, 3]));
+        assert_eq!(f.decide(1, &Frame::parse(&from_a).unwrap(), T0), Decision::Flood(&[1, 2, 3], V1));
         let b_to_a = buf(mac(1), mac(2), 46);
-        assert_eq!(f.decide(2, &Frame::parse(&b_to_a).unwrap(), T0), Decision::Unicast(1));
+        assert_eq!(f.decide(2, &Frame::parse(&b_to_a).unwrap(), T0), Decision::Unicast(1, V1));
         let a_to_b = buf(mac(2), mac(1), 46);
-        assert_eq!(f.decide(1, &Frame::parse(&a_to_b).unwrap(), T0), Decision::Unicast(2));
+        assert_eq!(f.decide(1, &Frame::parse(&a_to_b).unwrap(), T0), Decision::Unicast(2, V1));
         let a_to_unknown = buf(mac(9), mac(1), 46);
-        assert_eq!(f.decide(1, &Frame::parse(&a_to_unknown).unwrap(), T0), Decision::Flood(&[1, 2, 3]));
+        assert_eq!(f.decide(1, &Frame::parse(&a_to_unknown).unwrap(), T0), Decision::Flood(&[1, 2, 3], V1));
     }
 
     #[test]
@@ -265,10 +291,42 @@ mod tests {
         f.decide(1, &Frame::parse(&from_a).unwrap(), T0);
         f.decide(3, &Frame::parse(&from_a).unwrap(), Duration::from_secs(1));
         let to_a = buf(mac(1), mac(2), 0);
-        assert_eq!(f.decide(2, &Frame::parse(&to_a).unwrap(), Duration::from_secs(2)), Decision::Unicast(3));
+        assert_eq!(f.decide(2, &Frame::parse(&to_a).unwrap(), Duration::from_secs(2)), Decision::Unicast(3, V1));
         // Long after: the entry for A has aged; B's was refreshed at 2 s.
         let later = Duration::from_secs(2) + crate::switch::fdb::DEFAULT_MAX_AGE;
-        assert_eq!(f.decide(2, &Frame::parse(&to_a).unwrap(), later), Decision::Flood(&[1, 2, 3]));
+        assert_eq!(f.decide(2, &Frame::parse(&to_a).unwrap(), later), Decision::Flood(&[1, 2, 3], V1));
+    }
+
+    #[test]
+    fn vlans_isolate_and_trunks_carry_tags() {
+        let mut f = Fabric::default();
+        f.add_segment(0, Segment::lan()).unwrap();
+        let with = |vlan| PortInfo { segment: 0, mtu: 1500, gso: true, up: true, vlan };
+        f.add_port(1, with(VlanMode::Access(10))).unwrap();
+        f.add_port(2, with(VlanMode::Access(20))).unwrap();
+        f.add_port(3, with(VlanMode::Trunk(vec![10, 20]))).unwrap();
+        f.add_port(4, with(VlanMode::Access(10))).unwrap();
+        let bcast = buf(MacAddr::BROADCAST, mac(1), 46);
+        let fr = Frame::parse(&bcast).unwrap();
+        let Decision::Flood(ports, Some(cls)) = f.decide(1, &fr, T0) else { panic!("flood") };
+        assert_eq!(cls, Classified { vid: 10, tagged: false });
+        let ports = ports.to_vec();
+        let out: Vec<_> = ports.iter().filter(|p| **p != 1).map(|p| (*p, f.admit(*p, &fr, Some(cls)))).collect();
+        assert_eq!(
+            out,
+            vec![(2, Egress::NotMember), (3, Egress::Send(Tagging::Push(10))), (4, Egress::Send(Tagging::AsIs))]
+        );
+        // A tagged frame on an access port is dropped at ingress.
+        let mut tagged = buf(MacAddr::BROADCAST, mac(1), 0);
+        tagged.truncate(VNET_HDR_LEN + 12);
+        tagged.extend_from_slice(&[0x81, 0x00, 0x00, 20, 0x08, 0x00]);
+        tagged.resize(VNET_HDR_LEN + 64, 0);
+        assert_eq!(f.decide(2, &Frame::parse(&tagged).unwrap(), T0), Decision::Drop(DropReason::Vlan));
+        // From the trunk, VLAN 20 reaches only port 2, untagged.
+        let fr = Frame::parse(&tagged).unwrap();
+        let Decision::Flood(_, Some(cls)) = f.decide(3, &fr, T0) else { panic!("flood") };
+        assert_eq!(f.admit(2, &fr, Some(cls)), Egress::Send(Tagging::Strip));
+        assert_eq!(f.admit(1, &fr, Some(cls)), Egress::NotMember);
     }
 
     #[test]
@@ -277,7 +335,7 @@ mod tests {
         f.decide(1, &Frame::parse(&buf(MacAddr::BROADCAST, mac(1), 0)).unwrap(), T0);
         f.remove_port(1);
         let to_a = buf(mac(1), mac(2), 0);
-        assert_eq!(f.decide(2, &Frame::parse(&to_a).unwrap(), T0), Decision::Flood(&[2, 3]));
+        assert_eq!(f.decide(2, &Frame::parse(&to_a).unwrap(), T0), Decision::Flood(&[2, 3], V1));
         assert_eq!(f.decide(1, &Frame::parse(&to_a).unwrap(), T0), Decision::Drop(DropReason::PortError));
     }
 
@@ -288,23 +346,23 @@ mod tests {
         let b = buf(mac(2), mac(1), 0);
         let fr = Frame::parse(&b).unwrap();
         assert_eq!(f.decide(1, &fr, T0), Decision::Drop(DropReason::PortDown));
-        assert_eq!(f.admit(1, &fr), Err(DropReason::PortDown));
-        assert_eq!(f.admit(2, &fr), Ok(()));
+        assert_eq!(f.admit(1, &fr, V1), Egress::Drop(DropReason::PortDown));
+        assert_eq!(f.admit(2, &fr, V1), Egress::Send(Tagging::AsIs));
     }
 
     #[test]
     fn admission_checks_mtu_and_gso_capability() {
         let mut f = Fabric::default();
         f.add_segment(0, Segment::point_to_point()).unwrap();
-        f.add_port(1, PortInfo { segment: 0, mtu: 1500, gso: true, up: true }).unwrap();
-        f.add_port(2, PortInfo { segment: 0, mtu: 1500, gso: false, up: true }).unwrap();
+        f.add_port(1, PortInfo { segment: 0, mtu: 1500, gso: true, up: true, vlan: VlanMode::default() }).unwrap();
+        f.add_port(2, PortInfo { segment: 0, mtu: 1500, gso: false, up: true, vlan: VlanMode::default() }).unwrap();
         let ok = buf(mac(2), mac(1), 1500);
         let big = buf(mac(2), mac(1), 1501);
-        assert_eq!(f.admit(2, &Frame::parse(&ok).unwrap()), Ok(()));
-        assert_eq!(f.admit(2, &Frame::parse(&big).unwrap()), Err(DropReason::Oversize));
+        assert_eq!(f.admit(2, &Frame::parse(&ok).unwrap(), None), Egress::Send(Tagging::AsIs));
+        assert_eq!(f.admit(2, &Frame::parse(&big).unwrap(), None), Egress::Drop(DropReason::Oversize));
         let mut gso = buf(mac(2), mac(1), 9000);
         VnetHdr { gso_type: 1, gso_size: 1448, ..Default::default() }.write(&mut gso);
-        assert_eq!(f.admit(1, &Frame::parse(&gso).unwrap()), Ok(()));
-        assert_eq!(f.admit(2, &Frame::parse(&gso).unwrap()), Err(DropReason::GsoUnsupported));
+        assert_eq!(f.admit(1, &Frame::parse(&gso).unwrap(), None), Egress::Send(Tagging::AsIs));
+        assert_eq!(f.admit(2, &Frame::parse(&gso).unwrap(), None), Egress::Drop(DropReason::GsoUnsupported));
     }
 }

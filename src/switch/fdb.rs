@@ -37,7 +37,7 @@ pub enum Learned {
 /// A MAC address table with aging.
 #[derive(Debug)]
 pub struct Fdb {
-    entries: HashMap<MacAddr, Entry>,
+    entries: HashMap<(u16, MacAddr), Entry>,
     max_age: Duration,
     capacity: usize,
 }
@@ -57,12 +57,12 @@ impl Fdb {
         now.saturating_sub(e.last_seen) < self.max_age
     }
 
-    /// Records that `mac` was seen arriving on `port` at `now`.
-    pub fn learn(&mut self, mac: MacAddr, port: PortId, now: Duration) -> Learned {
+    /// Records that `mac` was seen in VLAN `vid` arriving on `port` at `now`.
+    pub fn learn(&mut self, vid: u16, mac: MacAddr, port: PortId, now: Duration) -> Learned {
         if mac.is_group() {
             return Learned::Ignored;
         }
-        if let Some(e) = self.entries.get_mut(&mac) {
+        if let Some(e) = self.entries.get_mut(&(vid, mac)) {
             let from = e.port;
             *e = Entry { port, last_seen: now };
             return if from == port { Learned::Refreshed } else { Learned::Moved { from } };
@@ -73,13 +73,13 @@ impl Fdb {
                 return Learned::Full;
             }
         }
-        self.entries.insert(mac, Entry { port, last_seen: now });
+        self.entries.insert((vid, mac), Entry { port, last_seen: now });
         Learned::New
     }
 
-    /// The port `mac` was last seen on, if that is recent enough.
-    pub fn lookup(&self, mac: MacAddr, now: Duration) -> Option<PortId> {
-        self.entries.get(&mac).filter(|e| self.is_live(e, now)).map(|e| e.port)
+    /// The port `mac` of VLAN `vid` was last seen on, if recently enough.
+    pub fn lookup(&self, vid: u16, mac: MacAddr, now: Duration) -> Option<PortId> {
+        self.entries.get(&(vid, mac)).filter(|e| self.is_live(e, now)).map(|e| e.port)
     }
 
     /// Drops aged entries; returns how many were removed.
@@ -95,8 +95,8 @@ impl Fdb {
         self.entries.retain(|_, e| e.port != port);
     }
 
-    /// Live entries, sorted by address: (mac, port, age).
-    pub fn entries(&self, now: Duration) -> Vec<(MacAddr, PortId, Duration)> {
+    /// Live entries, sorted by VLAN and address: ((vid, mac), port, age).
+    pub fn entries(&self, now: Duration) -> Vec<((u16, MacAddr), PortId, Duration)> {
         let mut v: Vec<_> = self
             .entries
             .iter()
@@ -129,28 +129,28 @@ mod tests {
     #[test]
     fn learns_and_looks_up() {
         let mut f = Fdb::default();
-        assert_eq!(f.learn(A, 1, s(0)), Learned::New);
-        assert_eq!(f.lookup(A, s(1)), Some(1));
-        assert_eq!(f.lookup(B, s(1)), None);
-        assert_eq!(f.learn(A, 1, s(2)), Learned::Refreshed);
+        assert_eq!(f.learn(1, A, 1, s(0)), Learned::New);
+        assert_eq!(f.lookup(1, A, s(1)), Some(1));
+        assert_eq!(f.lookup(1, B, s(1)), None);
+        assert_eq!(f.learn(1, A, 1, s(2)), Learned::Refreshed);
     }
 
     #[test]
     fn never_learns_group_addresses() {
         let mut f = Fdb::default();
-        assert_eq!(f.learn(MacAddr::BROADCAST, 1, s(0)), Learned::Ignored);
-        assert_eq!(f.learn(MacAddr([0x01, 0, 0x5e, 0, 0, 1]), 1, s(0)), Learned::Ignored);
+        assert_eq!(f.learn(1, MacAddr::BROADCAST, 1, s(0)), Learned::Ignored);
+        assert_eq!(f.learn(1, MacAddr([0x01, 0, 0x5e, 0, 0, 1]), 1, s(0)), Learned::Ignored);
         assert!(f.is_empty());
     }
 
     #[test]
     fn entries_age_out() {
         let mut f = Fdb::new(s(10), 100);
-        f.learn(A, 1, s(0));
-        f.learn(B, 2, s(5));
-        assert_eq!(f.lookup(A, s(9)), Some(1));
-        assert_eq!(f.lookup(A, s(10)), None, "an entry as old as max_age is gone");
-        assert_eq!(f.lookup(B, s(10)), Some(2));
+        f.learn(1, A, 1, s(0));
+        f.learn(1, B, 2, s(5));
+        assert_eq!(f.lookup(1, A, s(9)), Some(1));
+        assert_eq!(f.lookup(1, A, s(10)), None, "an entry as old as max_age is gone");
+        assert_eq!(f.lookup(1, B, s(10)), Some(2));
         assert_eq!(f.expire(s(10)), 1);
         assert_eq!(f.len(), 1);
     }
@@ -158,37 +158,47 @@ mod tests {
     #[test]
     fn refresh_postpones_aging() {
         let mut f = Fdb::new(s(10), 100);
-        f.learn(A, 1, s(0));
-        f.learn(A, 1, s(8));
-        assert_eq!(f.lookup(A, s(15)), Some(1));
+        f.learn(1, A, 1, s(0));
+        f.learn(1, A, 1, s(8));
+        assert_eq!(f.lookup(1, A, s(15)), Some(1));
+    }
+
+    #[test]
+    fn vlans_have_separate_tables() {
+        let mut f = Fdb::default();
+        f.learn(10, A, 1, s(0));
+        assert_eq!(f.lookup(10, A, s(0)), Some(1));
+        assert_eq!(f.lookup(20, A, s(0)), None);
+        assert_eq!(f.learn(20, A, 2, s(0)), Learned::New, "the same MAC in another VLAN is another station");
+        assert_eq!(f.lookup(10, A, s(0)), Some(1));
     }
 
     #[test]
     fn follows_a_host_that_moves() {
         let mut f = Fdb::default();
-        f.learn(A, 1, s(0));
-        assert_eq!(f.learn(A, 3, s(1)), Learned::Moved { from: 1 });
-        assert_eq!(f.lookup(A, s(1)), Some(3));
+        f.learn(1, A, 1, s(0));
+        assert_eq!(f.learn(1, A, 3, s(1)), Learned::Moved { from: 1 });
+        assert_eq!(f.lookup(1, A, s(1)), Some(3));
     }
 
     #[test]
     fn bounded_size_reclaims_aged_entries_first() {
         let mut f = Fdb::new(s(10), 2);
-        f.learn(A, 1, s(0));
-        f.learn(B, 2, s(0));
+        f.learn(1, A, 1, s(0));
+        f.learn(1, B, 2, s(0));
         let c = MacAddr([2, 0, 0, 0, 0, 0xc]);
-        assert_eq!(f.learn(c, 3, s(1)), Learned::Full);
-        assert_eq!(f.learn(c, 3, s(11)), Learned::New);
+        assert_eq!(f.learn(1, c, 3, s(1)), Learned::Full);
+        assert_eq!(f.learn(1, c, 3, s(11)), Learned::New);
         assert_eq!(f.len(), 1);
     }
 
     #[test]
     fn forgetting_a_port_removes_its_stations() {
         let mut f = Fdb::default();
-        f.learn(A, 1, s(0));
-        f.learn(B, 2, s(0));
+        f.learn(1, A, 1, s(0));
+        f.learn(1, B, 2, s(0));
         f.forget_port(1);
-        assert_eq!(f.lookup(A, s(0)), None);
-        assert_eq!(f.entries(s(0)), vec![(B, 2, s(0))]);
+        assert_eq!(f.lookup(1, A, s(0)), None);
+        assert_eq!(f.entries(s(0)), vec![((1, B), 2, s(0))]);
     }
 }

@@ -15,9 +15,37 @@ pub const ETH_HDR_LEN: usize = 14;
 /// + Ethernet and VLAN headers.
 pub const MAX_BUFFER_LEN: usize = VNET_HDR_LEN + 65535 + ETH_HDR_LEN + 4;
 
-/// A 48-bit Ethernet address.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+/// A 48-bit Ethernet address; serialized as `"02:00:00:00:00:01"`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct MacAddr(pub [u8; 6]);
+
+impl std::str::FromStr for MacAddr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<MacAddr, String> {
+        let parts: Vec<&str> = s.split(':').collect();
+        if parts.len() != 6 {
+            return Err(format!("invalid MAC address {s:?}"));
+        }
+        let mut b = [0u8; 6];
+        for (i, p) in parts.iter().enumerate() {
+            b[i] = u8::from_str_radix(p, 16).map_err(|_| format!("invalid MAC address {s:?}"))?;
+        }
+        Ok(MacAddr(b))
+    }
+}
+
+impl Serialize for MacAddr {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for MacAddr {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<MacAddr, D::Error> {
+        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+    }
+}
 
 impl MacAddr {
     pub const BROADCAST: MacAddr = MacAddr([0xff; 6]);
@@ -241,6 +269,14 @@ mod tests {
         b.extend_from_slice(&[0, 10, 0x08, 0x00]);
         b.extend(std::iter::repeat(0).take(1500));
         assert_eq!(Frame::parse(&b).unwrap().l3_len(), 1500);
+    }
+
+    #[test]
+    fn macs_serialize_as_text() {
+        let m = MacAddr([2, 0xab, 0, 0, 0, 1]);
+        assert_eq!(serde_json::to_string(&m).unwrap(), "\"02:ab:00:00:00:01\"");
+        assert_eq!(serde_json::from_str::<MacAddr>("\"02:ab:00:00:00:01\"").unwrap(), m);
+        assert!("02:ab".parse::<MacAddr>().is_err());
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub mod fabric;
 pub mod fdb;
 pub mod frame;
 pub mod port;
+pub mod vlan;
 
 use std::collections::VecDeque;
 use std::io;
@@ -29,9 +30,10 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use counters::{DropReason, PortCounters};
-use fabric::{Decision, Fabric, PortInfo, Segment};
+use fabric::{Decision, Egress, Fabric, PortInfo, Segment};
 use frame::{Frame, FrameError, MacAddr, ETH_HDR_LEN, MAX_BUFFER_LEN, VNET_HDR_LEN};
 use port::PortIo;
+use vlan::{Tagging, VlanMode};
 
 pub type PortId = usize;
 pub type SegmentId = usize;
@@ -55,6 +57,7 @@ pub enum SwitchError {
 /// One learned station, as reported by [`Switch::fdb`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FdbEntry {
+    pub vid: u16,
     pub mac: MacAddr,
     pub port: PortId,
     pub age: Duration,
@@ -124,11 +127,12 @@ impl Switch {
         io: Box<dyn PortIo>,
         mtu: usize,
         gso: bool,
+        vlan: VlanMode,
     ) -> Result<(PortId, Arc<PortCounters>), SwitchError> {
         let id = self.next_port;
         self.next_port += 1;
         let counters = Arc::new(PortCounters::default());
-        let info = PortInfo { segment, mtu, gso, up: true };
+        let info = PortInfo { segment, mtu, gso, up: true, vlan };
         let c = counters.clone();
         self.call(|ack| Control::AddPort { id, info, io, counters: c, ack })?;
         Ok((id, counters))
@@ -139,6 +143,8 @@ impl Switch {
         self.call(|ack| Control::RemovePort { id, ack })
     }
 
+    /// Brings a port up or down: frames stop crossing it, and the node's
+    /// interface loses carrier.
     pub fn set_port_up(&mut self, id: PortId, up: bool) -> Result<(), SwitchError> {
         self.call(|ack| Control::SetPortUp { id, up, ack })
     }
@@ -262,14 +268,20 @@ impl DataPlane {
                     let _ = ack.send(Ok(()));
                 }
                 Control::SetPortUp { id, up, ack } => {
-                    let _ = ack.send(self.fabric.set_port_up(id, up).map_err(|e| format!("{e:?}")));
+                    let mut result = self.fabric.set_port_up(id, up).map_err(|e| format!("{e:?}"));
+                    if let (Ok(()), Some(p)) = (&result, self.ports.get_mut(id).and_then(Option::as_mut)) {
+                        result = p.io.set_carrier(up).map_err(|e| format!("setting carrier: {e}"));
+                    }
+                    let _ = ack.send(result);
                 }
                 Control::Fdb { segment, reply } => {
                     let now = self.started.elapsed();
                     let entries = match self.fabric.segment(segment) {
-                        Some(Segment::Lan { fdb, .. }) => {
-                            fdb.entries(now).into_iter().map(|(mac, port, age)| FdbEntry { mac, port, age }).collect()
-                        }
+                        Some(Segment::Lan { fdb, .. }) => fdb
+                            .entries(now)
+                            .into_iter()
+                            .map(|((vid, mac), port, age)| FdbEntry { vid, mac, port, age })
+                            .collect(),
                         _ => Vec::new(),
                     };
                     let _ = reply.send(entries);
@@ -374,17 +386,27 @@ impl DataPlane {
         };
         counters.rx(frame.eth.len());
         self.egress.clear();
-        match self.fabric.decide(ingress, &frame, now) {
-            Decision::Unicast(p) => self.egress.push(p),
-            Decision::Flood(ports) => self.egress.extend(ports.iter().copied().filter(|p| *p != ingress)),
-            Decision::Drop(reason) => counters.dropped(reason),
-            Decision::Nowhere => {}
-        }
+        let cls = match self.fabric.decide(ingress, &frame, now) {
+            Decision::Unicast(p, cls) => {
+                self.egress.push(p);
+                cls
+            }
+            Decision::Flood(ports, cls) => {
+                self.egress.extend(ports.iter().copied().filter(|p| *p != ingress));
+                cls
+            }
+            Decision::Drop(reason) => {
+                counters.dropped(reason);
+                return;
+            }
+            Decision::Nowhere => return,
+        };
         for i in 0..self.egress.len() {
             let out = self.egress[i];
-            match self.fabric.admit(out, &frame) {
-                Ok(()) => self.transmit(out, buf, frame.eth.len()),
-                Err(reason) => {
+            match self.fabric.admit(out, &frame, cls) {
+                Egress::Send(tagging) => self.transmit_tagged(out, buf, &frame, tagging),
+                Egress::NotMember => {}
+                Egress::Drop(reason) => {
                     if let Some(p) = self.ports.get(out).and_then(Option::as_ref) {
                         p.counters.dropped(reason)
                     }
@@ -393,14 +415,37 @@ impl DataPlane {
         }
     }
 
-    fn transmit(&mut self, id: PortId, buf: &[u8], eth_len: usize) {
+    /// Sends `buf` with its 802.1Q tag pushed or stripped as asked, in
+    /// pieces, so the payload is never copied.
+    fn transmit_tagged(&mut self, id: PortId, buf: &[u8], frame: &Frame<'_>, tagging: Tagging) {
+        let eth = frame.eth;
+        let mut hdr = [0u8; VNET_HDR_LEN];
+        match tagging {
+            Tagging::AsIs => self.transmit(id, &[buf], eth.len()),
+            Tagging::Strip => {
+                vlan::shift_vnet(&frame.vnet, -4).write(&mut hdr);
+                self.transmit(id, &[&hdr, &eth[..12], &eth[16..]], eth.len() - 4)
+            }
+            Tagging::Push(vid) => {
+                vlan::shift_vnet(&frame.vnet, 4).write(&mut hdr);
+                let t = vlan::TPID.to_be_bytes();
+                let v = vid.to_be_bytes();
+                let tag = [t[0], t[1], v[0], v[1]];
+                self.transmit(id, &[&hdr, &eth[..12], &tag, &eth[12..]], eth.len() + 4)
+            }
+        }
+    }
+
+    /// Sends one frame given as `parts` (virtio-net header first).
+    fn transmit(&mut self, id: PortId, parts: &[&[u8]], eth_len: usize) {
         let Some(port) = self.ports.get_mut(id).and_then(Option::as_mut) else { return };
         if port.failed {
             port.counters.dropped(DropReason::PortError);
             return;
         }
         if port.txq.is_empty() {
-            match port.io.send(buf) {
+            let sent = if let [whole] = parts { port.io.send(whole) } else { port.io.send_parts(parts) };
+            match sent {
                 Ok(()) => {
                     port.counters.tx(eth_len);
                     return;
@@ -419,7 +464,9 @@ impl DataPlane {
         }
         let mut copy = self.pool.pop().unwrap_or_default();
         copy.clear();
-        copy.extend_from_slice(buf);
+        for p in parts {
+            copy.extend_from_slice(p);
+        }
         port.txq.push_back(copy);
         if !port.wants_write {
             port.wants_write = true;
@@ -499,7 +546,7 @@ mod tests {
         let mut ids = Vec::new();
         for _ in 0..3 {
             let (fd, peer) = wire();
-            let (id, c) = sw.add_port(lan, Box::new(FdPort::new(fd)), 1500, true).unwrap();
+            let (id, c) = sw.add_port(lan, Box::new(FdPort::socket(fd)), 1500, true, VlanMode::default()).unwrap();
             peers.push(peer);
             ids.push((id, c));
         }
@@ -528,8 +575,8 @@ mod tests {
         assert_eq!(ids[2].1.snapshot().tx_frames, 1);
         let fdb = sw.fdb(lan).unwrap();
         assert_eq!(
-            fdb.iter().map(|e| (e.mac, e.port)).collect::<Vec<_>>(),
-            vec![(MacAddr(a), ids[0].0), (MacAddr(b), ids[1].0)]
+            fdb.iter().map(|e| (e.vid, e.mac, e.port)).collect::<Vec<_>>(),
+            vec![(1, MacAddr(a), ids[0].0), (1, MacAddr(b), ids[1].0)]
         );
     }
 
@@ -539,8 +586,8 @@ mod tests {
         let seg = sw.add_segment(Segment::point_to_point()).unwrap();
         let (fa, pa) = wire();
         let (fb, pb) = wire();
-        let (_, ca) = sw.add_port(seg, Box::new(FdPort::new(fa)), 1500, true).unwrap();
-        let (_, cb) = sw.add_port(seg, Box::new(FdPort::new(fb)), 1500, true).unwrap();
+        let (_, ca) = sw.add_port(seg, Box::new(FdPort::socket(fa)), 1500, true, VlanMode::default()).unwrap();
+        let (_, cb) = sw.add_port(seg, Box::new(FdPort::socket(fb)), 1500, true, VlanMode::default()).unwrap();
         pa.send(&frame([2; 6], [4; 6], ETH_HDR_LEN + 1501)).unwrap();
         pa.send(&frame([2; 6], [4; 6], ETH_HDR_LEN + 1500)).unwrap();
         assert_eq!(recv(&pb).unwrap().len(), VNET_HDR_LEN + ETH_HDR_LEN + 1500);

@@ -4,7 +4,7 @@
 //! (non-persistent) TAP device disappears with it.
 use std::fs::OpenOptions;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 
 /// Size of the virtio-net header the kernel prepends to every frame
@@ -28,6 +28,17 @@ struct IfReqFlags {
 nix::ioctl_write_ptr_bad!(tun_set_iff, 0x4004_54ca, IfReqFlags);
 nix::ioctl_write_ptr_bad!(tun_set_vnet_hdr_sz, 0x4004_54d8, libc::c_int);
 nix::ioctl_write_int_bad!(tun_set_offload, 0x4004_54d0);
+nix::ioctl_write_ptr_bad!(tun_set_carrier, 0x4004_54e2, libc::c_int);
+
+/// Turns the carrier of a TAP on or off (`TUNSETCARRIER`): the interface
+/// inside the node shows NO-CARRIER while it is off.
+pub fn set_carrier(fd: RawFd, up: bool) -> io::Result<()> {
+    let on: libc::c_int = up.into();
+    // SAFETY: `fd` is an open tun fd owned by the caller; the argument is a
+    // pointer to an int on the stack, as TUNSETCARRIER expects.
+    unsafe { tun_set_carrier(fd, &on) }?;
+    Ok(())
+}
 
 /// Creates a TAP interface called `ifname` in the calling thread's network
 /// namespace and returns its non-blocking fd, set up for `VNET_HDR_LEN`-byte

@@ -1,0 +1,167 @@
+//! 802.1Q on LAN ports (sans-IO): classifying a frame into a VLAN at
+//! ingress, and deciding at egress whether a port is a member and whether
+//! the tag must be pushed or stripped.
+//!
+//! An access port belongs to one VLAN and carries untagged frames. A trunk
+//! port carries tagged frames of the VLANs it allows; untagged frames on a
+//! trunk and tagged frames on an access port are dropped, as on a switch
+//! configured without a native VLAN.
+use serde::{Deserialize, Serialize};
+
+use super::counters::DropReason;
+use super::frame::{Frame, VnetHdr};
+
+pub const TPID: u16 = 0x8100;
+/// The VLAN of an access port that was given none.
+pub const DEFAULT_VLAN: u16 = 1;
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VlanMode {
+    Access(u16),
+    Trunk(Vec<u16>),
+}
+
+impl Default for VlanMode {
+    fn default() -> Self {
+        VlanMode::Access(DEFAULT_VLAN)
+    }
+}
+
+/// Why a VLAN id is unusable.
+pub fn check_vid(vid: i64) -> Result<u16, String> {
+    if (1..=4094).contains(&vid) {
+        Ok(vid as u16)
+    } else {
+        Err(format!("VLAN id {vid} is out of range (1..=4094)"))
+    }
+}
+
+/// The VLAN a frame belongs to inside a LAN, and whether it arrived tagged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Classified {
+    pub vid: u16,
+    pub tagged: bool,
+}
+
+/// What to do with the tag on the way out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tagging {
+    AsIs,
+    Strip,
+    Push(u16),
+}
+
+/// The VLAN id of a tagged frame.
+pub fn tag_of(frame: &Frame<'_>) -> Option<u16> {
+    (frame.ethertype() == TPID && frame.eth.len() >= 18)
+        .then(|| u16::from_be_bytes([frame.eth[14], frame.eth[15]]) & 0x0fff)
+}
+
+/// Assigns an ingress frame to a VLAN, or says why it is dropped.
+pub fn classify(mode: &VlanMode, frame: &Frame<'_>) -> Result<Classified, DropReason> {
+    match (mode, tag_of(frame)) {
+        (VlanMode::Access(vid), None) => Ok(Classified { vid: *vid, tagged: false }),
+        (VlanMode::Trunk(allowed), Some(vid)) if allowed.contains(&vid) => Ok(Classified { vid, tagged: true }),
+        _ => Err(DropReason::Vlan),
+    }
+}
+
+/// How a frame of `cls` leaves through a port in `mode`; None when the
+/// port is not a member of the frame's VLAN.
+pub fn egress(mode: &VlanMode, cls: Classified) -> Option<Tagging> {
+    match mode {
+        VlanMode::Access(vid) if *vid == cls.vid => Some(if cls.tagged { Tagging::Strip } else { Tagging::AsIs }),
+        VlanMode::Trunk(allowed) if allowed.contains(&cls.vid) => {
+            Some(if cls.tagged { Tagging::AsIs } else { Tagging::Push(cls.vid) })
+        }
+        _ => None,
+    }
+}
+
+/// The virtio-net header of a frame whose Ethernet header grew (`+4`) or
+/// shrank (`-4`): checksum and header offsets move with the payload.
+pub fn shift_vnet(hdr: &VnetHdr, delta: i16) -> VnetHdr {
+    let mut h = *hdr;
+    let shift = |v: u16| (v as i32 + delta as i32).max(0) as u16;
+    if h.flags & VnetHdr::F_NEEDS_CSUM != 0 {
+        h.csum_start = shift(h.csum_start);
+    }
+    if h.hdr_len != 0 {
+        h.hdr_len = shift(h.hdr_len);
+    }
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::switch::frame::VNET_HDR_LEN;
+
+    fn frame(tag: Option<u16>) -> Vec<u8> {
+        let mut b = vec![0u8; VNET_HDR_LEN];
+        b.extend_from_slice(&[2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1]);
+        if let Some(vid) = tag {
+            b.extend_from_slice(&TPID.to_be_bytes());
+            b.extend_from_slice(&vid.to_be_bytes());
+        }
+        b.extend_from_slice(&[0x08, 0x00]);
+        b.resize(b.len() + 46, 0);
+        b
+    }
+
+    #[test]
+    fn access_ports_take_untagged_frames_only() {
+        let untagged = frame(None);
+        let tagged = frame(Some(10));
+        let access = VlanMode::Access(10);
+        assert_eq!(classify(&access, &Frame::parse(&untagged).unwrap()), Ok(Classified { vid: 10, tagged: false }));
+        assert_eq!(classify(&access, &Frame::parse(&tagged).unwrap()), Err(DropReason::Vlan));
+    }
+
+    #[test]
+    fn trunks_take_allowed_tags_only() {
+        let trunk = VlanMode::Trunk(vec![10, 20]);
+        assert_eq!(
+            classify(&trunk, &Frame::parse(&frame(Some(20))).unwrap()),
+            Ok(Classified { vid: 20, tagged: true })
+        );
+        assert_eq!(classify(&trunk, &Frame::parse(&frame(Some(30))).unwrap()), Err(DropReason::Vlan));
+        assert_eq!(classify(&trunk, &Frame::parse(&frame(None)).unwrap()), Err(DropReason::Vlan));
+    }
+
+    #[test]
+    fn egress_pushes_strips_or_skips() {
+        let from_access = Classified { vid: 10, tagged: false };
+        let from_trunk = Classified { vid: 10, tagged: true };
+        assert_eq!(egress(&VlanMode::Access(10), from_access), Some(Tagging::AsIs));
+        assert_eq!(egress(&VlanMode::Access(10), from_trunk), Some(Tagging::Strip));
+        assert_eq!(egress(&VlanMode::Access(20), from_access), None);
+        assert_eq!(egress(&VlanMode::Trunk(vec![10]), from_access), Some(Tagging::Push(10)));
+        assert_eq!(egress(&VlanMode::Trunk(vec![10]), from_trunk), Some(Tagging::AsIs));
+        assert_eq!(egress(&VlanMode::Trunk(vec![20]), from_trunk), None);
+    }
+
+    #[test]
+    fn offsets_follow_the_tag() {
+        let h = VnetHdr {
+            flags: VnetHdr::F_NEEDS_CSUM,
+            gso_type: 1,
+            hdr_len: 66,
+            gso_size: 1448,
+            csum_start: 34,
+            csum_offset: 16,
+        };
+        let pushed = shift_vnet(&h, 4);
+        assert_eq!((pushed.csum_start, pushed.hdr_len, pushed.csum_offset), (38, 70, 16));
+        assert_eq!(shift_vnet(&pushed, -4), h);
+        assert_eq!(shift_vnet(&VnetHdr::default(), 4), VnetHdr::default(), "no offsets, nothing moves");
+    }
+
+    #[test]
+    fn vlan_ids_are_checked() {
+        assert_eq!(check_vid(10), Ok(10));
+        assert!(check_vid(0).is_err());
+        assert!(check_vid(4095).is_err());
+    }
+}
