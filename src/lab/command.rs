@@ -70,7 +70,13 @@ pub enum Command {
         ip: Option<Cidr>,
         options: LinkOptions,
     },
-    /// Removes a point-to-point link.
+    /// Links two LANs, like a cable between two switches.
+    LinkLans {
+        a: String,
+        b: String,
+        vlan: Option<VlanMode>,
+    },
+    /// Removes a point-to-point link or a link between LANs.
     DeleteLink {
         link: String,
     },
@@ -154,6 +160,7 @@ pub enum Reply {
         node: String,
         iface: String,
     },
+    Uplink(super::topology::UplinkModel),
     Exec(ExecOutput),
     /// Round-trip time in microseconds, or None when unanswered.
     Ping {

@@ -26,6 +26,7 @@ use command::{FdbRow, LinkOptions, NodeInfo, PingTarget, PortReport};
 use crate::host::{HostError, NodeHost, NodeSpec, RunningNode};
 use crate::switch::counters::PortCounters;
 use crate::switch::fabric::Segment;
+use crate::switch::port::FdPort;
 use crate::switch::vlan::VlanMode;
 use crate::switch::{PortId, SegmentId, Switch, SwitchError};
 use addr::{Cidr, CidrError, Route};
@@ -71,6 +72,8 @@ pub struct Lab {
     ports: HashMap<(String, String), PortHandle>,
     /// Switch segments by link or LAN name.
     segments: HashMap<String, SegmentId>,
+    /// The two switch ports of each link between LANs, by its name.
+    uplink_ports: HashMap<String, [PortHandle; 2]>,
     switch: Option<Switch>,
     run_dir: Option<RunDir>,
 }
@@ -90,6 +93,7 @@ impl Lab {
             nodes: HashMap::new(),
             ports: HashMap::new(),
             segments: HashMap::new(),
+            uplink_ports: HashMap::new(),
             switch: None,
             run_dir: Some(run_dir),
         };
@@ -144,6 +148,7 @@ impl Lab {
             Command::DeleteLan { name } => self.delete_lan(&name).map(|()| Reply::Done),
             Command::AddLink { a, b, ip_a, ip_b, options } => self.add_link(&a, &b, ip_a, ip_b, &options),
             Command::JoinLan { node, lan, ip, options } => self.join_lan(&node, &lan, ip, &options),
+            Command::LinkLans { a, b, vlan } => self.link_lans(&a, &b, vlan.unwrap_or_default()),
             Command::DeleteLink { link } => self.delete_link(&link).map(|()| Reply::Done),
             Command::Unlink { a, b } => self.unlink(&a, &b).map(|()| Reply::Done),
             Command::SetLinkUp { link, up } => self.set_link_up(&link, up).map(|()| Reply::Done),
@@ -297,7 +302,50 @@ impl Lab {
         Ok(Reply::Iface { node: node.to_string(), iface: ifname })
     }
 
+    /// Joins two LANs with a socket pair whose ends are ports of both
+    /// segments: frames cross it like a cable between two switches.
+    fn link_lans(&mut self, a: &str, b: &str, vlan: VlanMode) -> Result<Reply, LabError> {
+        use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+        self.topo.check_new_uplink(a, b)?;
+        let name = self.topo.uplink_name(a, b);
+        let (end_a, end_b) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_NONBLOCK)
+            .map_err(|e| HostError::io("creating a LAN link")(e.into()))?;
+        let (seg_a, seg_b) = (self.segments[a], self.segments[b]);
+        // Internal ports: any size fits, GSO frames pass through whole.
+        let mtu = u16::MAX as usize;
+        let (id_a, c_a) = self.switch().add_port(seg_a, Box::new(FdPort::socket(end_a)), mtu, true, vlan.clone())?;
+        let second = self.switch().add_port(seg_b, Box::new(FdPort::socket(end_b)), mtu, true, vlan.clone());
+        let (id_b, c_b) = match second {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = self.switch().remove_port(id_a);
+                return Err(e.into());
+            }
+        };
+        self.uplink_ports.insert(
+            name.clone(),
+            [
+                PortHandle { id: id_a, counters: c_a, segment: name.clone() },
+                PortHandle { id: id_b, counters: c_b, segment: name.clone() },
+            ],
+        );
+        Ok(Reply::Uplink(self.topo.add_uplink(a, b, vlan)?.clone()))
+    }
+
+    fn delete_uplink(&mut self, name: &str) -> Result<(), LabError> {
+        if let Some(ports) = self.uplink_ports.remove(name) {
+            for p in ports {
+                self.switch().remove_port(p.id)?;
+            }
+        }
+        self.topo.uplinks.remove(name);
+        Ok(())
+    }
+
     fn delete_link(&mut self, name: &str) -> Result<(), LabError> {
+        if self.topo.uplinks.contains_key(name) {
+            return self.delete_uplink(name);
+        }
         let link = self.topo.link(name)?.clone();
         self.unplug(&link.a.node, &link.a.iface);
         self.unplug(&link.b.node, &link.b.iface);
@@ -317,6 +365,15 @@ impl Lab {
     }
 
     fn unlink(&mut self, a: &str, b: &str) -> Result<(), LabError> {
+        if self.topo.lans.contains_key(a) && self.topo.lans.contains_key(b) {
+            let name = self
+                .topo
+                .uplink_between(a, b)
+                .ok_or_else(|| TopologyError::NotLinked(a.to_string(), b.to_string()))?
+                .name
+                .clone();
+            return self.delete_uplink(&name);
+        }
         for (node, lan) in [(a, b), (b, a)] {
             if self.topo.lans.contains_key(lan) {
                 self.topo.node(node)?;
@@ -340,6 +397,11 @@ impl Lab {
 
     fn delete_lan(&mut self, name: &str) -> Result<(), LabError> {
         let lan = self.topo.lan(name)?.clone();
+        let uplinks: Vec<String> =
+            self.topo.uplinks.values().filter(|u| u.a == name || u.b == name).map(|u| u.name.clone()).collect();
+        for u in uplinks {
+            self.delete_uplink(&u)?;
+        }
         for m in &lan.members {
             self.unplug(&m.node, &m.iface);
             self.topo.remove_lan_member(name, m);
@@ -385,6 +447,14 @@ impl Lab {
     }
 
     fn set_link_up(&mut self, name: &str, up: bool) -> Result<(), LabError> {
+        if self.topo.uplinks.contains_key(name) {
+            let ids: Vec<PortId> = self.uplink_ports.get(name).map_or(vec![], |p| p.iter().map(|h| h.id).collect());
+            for id in ids {
+                self.switch().set_port_up(id, up)?;
+            }
+            self.topo.uplinks.get_mut(name).expect("checked").up = up;
+            return Ok(());
+        }
         self.topo.link(name)?;
         self.topo.set_link_up(name, up)?;
         self.apply_link_state(name)
@@ -507,6 +577,18 @@ impl Lab {
                 }
             }
         }
+        for u in self.topo.uplinks.values() {
+            if let Some(ports) = self.uplink_ports.get(&u.name) {
+                for (lan, p) in [&u.a, &u.b].into_iter().zip(ports) {
+                    out.push(PortReport {
+                        node: lan.clone(),
+                        iface: u.name.clone(),
+                        segment: u.name.clone(),
+                        counters: p.counters.snapshot(),
+                    });
+                }
+            }
+        }
         out
     }
 
@@ -531,6 +613,7 @@ impl Lab {
             sw.shutdown();
         }
         self.ports.clear();
+        self.uplink_ports.clear();
         let mut names: Vec<String> = self.topo.order.clone();
         names.extend(self.nodes.keys().filter(|k| !self.topo.order.contains(k)).cloned().collect::<Vec<_>>());
         for name in names {
@@ -604,6 +687,54 @@ mod tests {
         assert_eq!(c.len(), 2);
         assert_eq!((c[0].counters.rx_frames, c[1].counters.tx_frames), (1, 1));
         assert_eq!(c[0].segment, "a--b");
+    }
+
+    #[test]
+    fn a_trunk_towards_a_node_carries_tagged_frames() {
+        let host = FakeHost::default();
+        let (mut lab, _dir) = lab(&host);
+        lab.execute(Command::AddLan { name: "sw".into() }).unwrap();
+        for (n, vlan) in
+            [("h", VlanMode::Access(10)), ("r", VlanMode::Trunk(vec![10, 20])), ("g", VlanMode::Access(20))]
+        {
+            lab.execute(Command::AddNode { name: n.into(), kind: NodeKind::Ns }).unwrap();
+            let options = LinkOptions { mtu: None, vlan: Some(vlan) };
+            lab.execute(Command::JoinLan { node: n.into(), lan: "sw".into(), ip: None, options }).unwrap();
+        }
+        let wire = |n: &str| {
+            let w = host.wire(n, "eth0").unwrap();
+            w.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+            w
+        };
+        let (h, r, g) = (wire("h"), wire("r"), wire("g"));
+        let mut buf = [0u8; 2048];
+        // Untagged from the VLAN 10 access port: tagged 10 on the trunk.
+        let mut frame = vec![0u8; VNET_HDR_LEN];
+        frame.extend_from_slice(&[0xff; 6]);
+        frame.extend_from_slice(&[2, 0, 0, 0, 0, 1, 0x08, 0x06]);
+        frame.resize(VNET_HDR_LEN + 60, 0x11);
+        h.send(&frame).unwrap();
+        let n = r.recv(&mut buf).unwrap();
+        assert_eq!(n, frame.len() + 4);
+        let eth = &buf[VNET_HDR_LEN..n];
+        assert_eq!(&eth[12..16], &[0x81, 0x00, 0x00, 10], "802.1Q tag with VID 10");
+        assert_eq!(&eth[16..18], &[0x08, 0x06], "the original EtherType follows the tag");
+        assert!(g.recv(&mut buf).is_err(), "VLAN 20 sees nothing");
+        // Tagged 20 from the trunk: untagged on the VLAN 20 access port only.
+        let mut tagged = vec![0u8; VNET_HDR_LEN];
+        tagged.extend_from_slice(&[0xff; 6]);
+        tagged.extend_from_slice(&[2, 0, 0, 0, 0, 2, 0x81, 0x00, 0x00, 20, 0x08, 0x06]);
+        tagged.resize(VNET_HDR_LEN + 64, 0x22);
+        r.send(&tagged).unwrap();
+        let n = g.recv(&mut buf).unwrap();
+        assert_eq!(n, tagged.len() - 4);
+        assert_eq!(&buf[VNET_HDR_LEN + 12..VNET_HDR_LEN + 14], &[0x08, 0x06]);
+        assert!(h.recv(&mut buf).is_err(), "VLAN 10 sees nothing");
+        let fdb = match lab.execute(Command::Fdb { lan: "sw".into() }).unwrap() {
+            Reply::Fdb(rows) => rows,
+            _ => unreachable!(),
+        };
+        assert_eq!(fdb.iter().map(|r| (r.node.as_str(), r.vlan)).collect::<Vec<_>>(), vec![("h", 10), ("r", 20)]);
     }
 
     #[test]

@@ -71,6 +71,8 @@ pub enum TopologyError {
     NotLinked(String, String),
     #[error("node {1:?} already has a route to {0}")]
     RouteExists(String, String),
+    #[error("LANs {0:?} and {1:?} are already connected: another link would make a loop")]
+    LanLoop(String, String),
     #[error("node {0:?} is stopped (start it with .start())")]
     Stopped(String),
 }
@@ -158,6 +160,18 @@ impl LinkModel {
     }
 }
 
+/// A link between two LANs, like a cable between two switches. As a trunk
+/// it carries several VLANs tagged; as an access link it joins one VLAN of
+/// each side.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UplinkModel {
+    pub name: String,
+    pub a: String,
+    pub b: String,
+    pub vlan: VlanMode,
+    pub up: bool,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LanModel {
     pub name: String,
@@ -171,6 +185,9 @@ pub struct Topology {
     pub nodes: BTreeMap<String, NodeModel>,
     pub lans: BTreeMap<String, LanModel>,
     pub links: BTreeMap<String, LinkModel>,
+    /// Links between two LANs (switch-to-switch), by name.
+    #[serde(default)]
+    pub uplinks: BTreeMap<String, UplinkModel>,
     /// Node names in creation order (for stable listings and hosts files).
     pub order: Vec<String>,
     #[serde(skip)]
@@ -365,6 +382,52 @@ impl Topology {
     }
 
     /// Forgets a LAN whose members were removed.
+    /// Whether LANs `a` and `b` are already joined through uplinks.
+    pub fn lans_connected(&self, a: &str, b: &str) -> bool {
+        let mut seen = vec![a.to_string()];
+        let mut todo = vec![a.to_string()];
+        while let Some(l) = todo.pop() {
+            if l == b {
+                return true;
+            }
+            for u in self.uplinks.values() {
+                for (x, y) in [(&u.a, &u.b), (&u.b, &u.a)] {
+                    if *x == l && !seen.contains(y) {
+                        seen.push(y.clone());
+                        todo.push(y.clone());
+                    }
+                }
+            }
+        }
+        false
+    }
+
+    /// Checks that LANs `a` and `b` may be joined: both exist, and the
+    /// link would not close a loop (there is no spanning tree to break it).
+    pub fn check_new_uplink(&self, a: &str, b: &str) -> Result<(), TopologyError> {
+        self.lan(a)?;
+        self.lan(b)?;
+        if a == b || self.lans_connected(a, b) {
+            return Err(TopologyError::LanLoop(a.to_string(), b.to_string()));
+        }
+        Ok(())
+    }
+
+    /// A unique name for a link between LANs: `a==b`.
+    pub fn uplink_name(&self, a: &str, b: &str) -> String {
+        format!("{a}=={b}")
+    }
+
+    pub fn add_uplink(&mut self, a: &str, b: &str, vlan: VlanMode) -> Result<&UplinkModel, TopologyError> {
+        self.check_new_uplink(a, b)?;
+        let name = self.uplink_name(a, b);
+        Ok(self.uplinks.entry(name.clone()).or_insert(UplinkModel { name, a: a.into(), b: b.into(), vlan, up: true }))
+    }
+
+    pub fn uplink_between(&self, a: &str, b: &str) -> Option<&UplinkModel> {
+        self.uplinks.values().find(|u| (u.a == a && u.b == b) || (u.a == b && u.b == a))
+    }
+
     pub fn remove_lan(&mut self, name: &str) -> Option<LanModel> {
         self.lans.remove(name)
     }
@@ -531,6 +594,19 @@ mod tests {
         t.remove_lan_member("sw", &r);
         assert!(t.lans["sw"].members.is_empty());
         assert!(t.node("a").unwrap().ifaces.is_empty());
+    }
+
+    #[test]
+    fn lan_uplinks_refuse_loops() {
+        let mut t = Topology::new("lab");
+        for l in ["s1", "s2", "s3"] {
+            t.add_lan(l).unwrap();
+        }
+        t.add_uplink("s1", "s2", VlanMode::Trunk(vec![10])).unwrap();
+        t.add_uplink("s2", "s3", VlanMode::Trunk(vec![10])).unwrap();
+        assert!(matches!(t.add_uplink("s3", "s1", VlanMode::default()), Err(TopologyError::LanLoop(..))));
+        assert!(matches!(t.add_uplink("s1", "s1", VlanMode::default()), Err(TopologyError::LanLoop(..))));
+        assert_eq!(t.uplink_between("s2", "s1").unwrap().name, "s1==s2");
     }
 
     #[test]

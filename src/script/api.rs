@@ -212,6 +212,9 @@ fn run(ctx: &NativeCallContext, node: &NodeRef, argv: Vec<String>, options: &Map
 }
 
 fn add_link(ctx: &NativeCallContext, a: &NodeRef, b: &NodeRef, options: &Map) -> RhaiResult<LinkRef> {
+    if options.contains_key("vlan") || options.contains_key("trunk") {
+        return Err(lab_error(LabError::VlanOnLink));
+    }
     check_keys("link", options, &["ip_a", "ip_b", "mtu"])?;
     let cmd = Command::AddLink {
         a: a.name.clone(),
@@ -221,13 +224,13 @@ fn add_link(ctx: &NativeCallContext, a: &NodeRef, b: &NodeRef, options: &Map) ->
         options: link_options("link", options)?,
     };
     match call(ctx, cmd)? {
-        Reply::Link(l) => Ok(LinkRef { name: l.name, a: (l.a.node, l.a.iface), b: (l.b.node, l.b.iface) }),
+        Reply::Link(l) => Ok(link_ref(&l)),
         _ => Err(script_error("unexpected reply")),
     }
 }
 
 fn join(ctx: &NativeCallContext, node: &NodeRef, lan: &LanRef, options: &Map) -> RhaiResult<String> {
-    check_keys("link", options, &["ip", "mtu"])?;
+    check_keys("link", options, &["ip", "mtu", "vlan", "trunk"])?;
     let cmd = Command::JoinLan {
         node: node.name.clone(),
         lan: lan.name.clone(),
@@ -576,6 +579,40 @@ pub mod link_api {
         add_link(&ctx, &a, &b, &options)
     }
 
+    /// Links two LANs, like a cable between two switches: by default an
+    /// access link of VLAN 1; with `#{ trunk: [10, 20] }` a trunk carrying
+    /// those VLANs tagged, with `#{ vlan: 10 }` VLAN 10 untagged. Loops of
+    /// LANs are refused (there is no spanning tree).
+    ///
+    /// ```rhai
+    /// let s1 = lan("s1"); let s2 = lan("s2");
+    /// let a = node("a"); let b = node("b");
+    /// link(a, s1, #{ vlan: 10, ip: "10.0.0.1/24" });
+    /// link(b, s2, #{ vlan: 10, ip: "10.0.0.2/24" });
+    /// link(s1, s2, #{ trunk: [10, 20] });
+    /// assert(ping(a, b));
+    /// ```
+    #[rhai_fn(name = "link", return_raw)]
+    pub fn link_lans_with(ctx: NativeCallContext, a: LanRef, b: LanRef, options: Map) -> RhaiResult<Link> {
+        check_keys("link", &options, &["vlan", "trunk"])?;
+        let vlan = link_options("link", &options)?.vlan;
+        match call(&ctx, Command::LinkLans { a: a.name, b: b.name, vlan })? {
+            Reply::Uplink(u) => Ok(LinkRef { name: u.name, a: (u.a, String::new()), b: (u.b, String::new()) }),
+            _ => Err(script_error("unexpected reply")),
+        }
+    }
+
+    /// Links two LANs with an access link of VLAN 1 (they become one LAN).
+    ///
+    /// ```rhai
+    /// let s1 = lan("s1"); let s2 = lan("s2");
+    /// print(link(s1, s2).name);   // s1==s2
+    /// ```
+    #[rhai_fn(name = "link", return_raw)]
+    pub fn link_lans(ctx: NativeCallContext, a: LanRef, b: LanRef) -> RhaiResult<Link> {
+        link_lans_with(ctx, a, b, Map::new())
+    }
+
     /// Plugs a node into a LAN; returns the new interface's name.
     ///
     /// ```rhai
@@ -630,7 +667,14 @@ pub mod link_api {
     /// ```
     #[rhai_fn(get = "endpoints", pure)]
     pub fn endpoints(link: &mut Link) -> Array {
-        vec![format!("{}:{}", link.a.0, link.a.1).into(), format!("{}:{}", link.b.0, link.b.1).into()]
+        let end = |(node, iface): &(String, String)| {
+            if iface.is_empty() {
+                Dynamic::from(node.clone())
+            } else {
+                Dynamic::from(format!("{node}:{iface}"))
+            }
+        };
+        vec![end(&link.a), end(&link.b)]
     }
 
     /// The LAN's name.
@@ -669,6 +713,9 @@ pub mod link_api {
     #[rhai_fn(get = "is_up", pure, return_raw)]
     pub fn is_up(ctx: NativeCallContext, link: &mut Link) -> RhaiResult<bool> {
         let topo = lab_topology(&ctx)?;
+        if let Some(u) = topo.uplinks.get(&link.name) {
+            return Ok(u.up);
+        }
         Ok(topo.link(&link.name).map_err(|e| lab_error(e.into()))?.up)
     }
 
@@ -722,7 +769,10 @@ pub mod link_api {
     /// ```
     #[rhai_fn(name = "counters", return_raw)]
     pub fn link_counters(ctx: NativeCallContext, link: &mut Link) -> RhaiResult<Array> {
-        lab_topology(&ctx)?.link(&link.name).map_err(|e| lab_error(e.into()))?;
+        let topo = lab_topology(&ctx)?;
+        if !topo.uplinks.contains_key(&link.name) {
+            topo.link(&link.name).map_err(|e| lab_error(e.into()))?;
+        }
         port_counters(&ctx, Some(&link.name))
     }
 
@@ -792,6 +842,19 @@ pub mod link_api {
         call(&ctx, Command::Unlink { a: node.name, b: lan.name }).map(|_| ())
     }
 
+    /// Removes the link between two LANs.
+    ///
+    /// ```rhai
+    /// let s1 = lan("s1"); let s2 = lan("s2");
+    /// link(s1, s2);
+    /// unlink(s1, s2);
+    /// assert(links().len() == 0);
+    /// ```
+    #[rhai_fn(name = "unlink", return_raw)]
+    pub fn unlink_lans(ctx: NativeCallContext, a: LanRef, b: LanRef) -> RhaiResult<()> {
+        call(&ctx, Command::Unlink { a: a.name, b: b.name }).map(|_| ())
+    }
+
     /// Every link of the lab, by name.
     ///
     /// ```rhai
@@ -800,7 +863,15 @@ pub mod link_api {
     /// ```
     #[rhai_fn(return_raw)]
     pub fn links(ctx: NativeCallContext) -> RhaiResult<Array> {
-        Ok(lab_topology(&ctx)?.links.values().map(|l| Dynamic::from(link_ref(l))).collect())
+        let topo = lab_topology(&ctx)?;
+        let uplinks = topo.uplinks.values().map(|u| {
+            Dynamic::from(LinkRef {
+                name: u.name.clone(),
+                a: (u.a.clone(), String::new()),
+                b: (u.b.clone(), String::new()),
+            })
+        });
+        Ok(topo.links.values().map(|l| Dynamic::from(link_ref(l))).chain(uplinks).collect())
     }
 
     /// Every LAN of the lab, by name.
@@ -974,6 +1045,20 @@ pub mod lab_api {
         check_keys("ping", &options, &["timeout_ms"])?;
         let t = opt_int("ping", &options, "timeout_ms")?.unwrap_or(PING_TIMEOUT_MS);
         Ok(ping_rtt(&ctx, &a, PingTarget::Node(b.name), t)?.is_some())
+    }
+
+    /// `ping` to an address, with options: `timeout_ms`.
+    ///
+    /// ```rhai
+    /// let a = node("a"); let b = node("b");
+    /// link(a, b, #{ ip_a: "10.0.0.1/24", ip_b: "10.0.0.2/24" });
+    /// assert(!ping(a, "10.0.0.77", #{ timeout_ms: 300 }));
+    /// ```
+    #[rhai_fn(name = "ping", return_raw)]
+    pub fn ping_addr_with(ctx: NativeCallContext, a: NodeRef, addr: &str, options: Map) -> RhaiResult<bool> {
+        check_keys("ping", &options, &["timeout_ms"])?;
+        let t = opt_int("ping", &options, "timeout_ms")?.unwrap_or(PING_TIMEOUT_MS);
+        Ok(ping_rtt(&ctx, &a, target(addr)?, t)?.is_some())
     }
 
     /// The round-trip time of one ICMP echo from `a` to `b`, in
