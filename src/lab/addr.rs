@@ -5,8 +5,9 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-/// An address with its prefix length, as `10.0.0.1/24` or `fd00::1/64`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// An address with its prefix length, as `10.0.0.1/24` or `fd00::1/64`;
+/// serialized in that text form.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Cidr {
     pub addr: IpAddr,
     pub prefix: u8,
@@ -45,8 +46,8 @@ impl fmt::Display for Cidr {
 }
 
 /// A destination prefix: `10.2.0.0/24`, `fd00:2::/64`, or `default`.
-/// Host bits are cleared, as the kernel requires.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// Host bits are cleared, as the kernel requires. Serialized as text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Prefix {
     pub addr: IpAddr,
     pub len: u8,
@@ -107,6 +108,25 @@ impl fmt::Display for Prefix {
     }
 }
 
+/// Serializes through `Display` and `FromStr`, so addresses read as text
+/// in JSON, state files and scripts.
+macro_rules! text_serde {
+    ($t:ty) => {
+        impl Serialize for $t {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_str(self)
+            }
+        }
+        impl<'de> Deserialize<'de> for $t {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<$t, D::Error> {
+                String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+text_serde!(Cidr);
+text_serde!(Prefix);
+
 /// A static route of a node.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Route {
@@ -120,6 +140,15 @@ pub struct Route {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn addresses_serialize_as_text() {
+        let c: Cidr = "10.0.0.1/24".parse().unwrap();
+        assert_eq!(serde_json::to_string(&c).unwrap(), "\"10.0.0.1/24\"");
+        assert_eq!(serde_json::from_str::<Cidr>("\"10.0.0.1/24\"").unwrap(), c);
+        let p: Prefix = "default".parse().unwrap();
+        assert_eq!(serde_json::to_string(&p).unwrap(), "\"default\"");
+    }
 
     #[test]
     fn prefixes_clear_host_bits_and_know_default() {

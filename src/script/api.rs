@@ -525,6 +525,49 @@ pub mod node_api {
         call(&ctx, Command::AddRoute { node: node.name.clone(), route }).map(|_| ())
     }
 
+    /// Sets a kernel parameter inside the node, as `sysctl -w` would:
+    /// `key` is dotted (`net.ipv4.ip_forward`).
+    ///
+    /// ```rhai
+    /// let r = node("r");
+    /// r.sysctl("net.ipv4.ip_forward", "1");
+    /// assert(r.exec("cat /proc/sys/net/ipv4/ip_forward").stdout.trimmed() == "1");
+    /// ```
+    #[rhai_fn(return_raw)]
+    pub fn sysctl(ctx: NativeCallContext, node: &mut Node, key: &str, value: &str) -> RhaiResult<()> {
+        let valid = !key.is_empty()
+            && !key.contains("..")
+            && key.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/'));
+        if !valid {
+            return Err(script_error(format!("sysctl(): invalid key {key:?}")));
+        }
+        // As sysctl(8): dots separate levels, a slash stands for a dot in a name.
+        let path: String = format!(
+            "/proc/sys/{}",
+            key.chars()
+                .map(|c| match c {
+                    '.' => '/',
+                    '/' => '.',
+                    c => c,
+                })
+                .collect::<String>()
+        );
+        let argv = vec![
+            "sh".into(),
+            "-c".into(),
+            "printf '%s\\n' \"$1\" > \"$2\"".into(),
+            "sysctl".into(),
+            value.into(),
+            path,
+        ];
+        let out = run(&ctx, node, argv, &Map::new())?;
+        if out.get("ok").and_then(|v| v.as_bool().ok()) != Some(true) {
+            let err = out.get("stderr").map(|e| e.to_string()).unwrap_or_default();
+            return Err(script_error(format!("sysctl(): cannot set {key}: {}", err.trim())));
+        }
+        Ok(())
+    }
+
     /// `Node(name)`, for printing.
     ///
     /// ```rhai

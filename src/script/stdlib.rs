@@ -8,8 +8,13 @@ type SharedModule = Shared<Module>;
 
 /// (import name, source text). The source name reported in errors is
 /// `stdlib/NAME.rhai`.
-pub const MODULES: &[(&str, &str)] =
-    &[("net", include_str!("../../stdlib/net.rhai")), ("bench", include_str!("../../stdlib/bench.rhai"))];
+pub const MODULES: &[(&str, &str)] = &[
+    ("net", include_str!("../../stdlib/net.rhai")),
+    ("bench", include_str!("../../stdlib/bench.rhai")),
+    ("addr", include_str!("../../stdlib/addr.rhai")),
+    ("topo", include_str!("../../stdlib/topo.rhai")),
+    ("routing", include_str!("../../stdlib/routing.rhai")),
+];
 
 /// The text of a stdlib module, by the source name errors carry.
 pub fn source_of(source_name: &str) -> Option<&'static str> {
