@@ -4,6 +4,15 @@
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 static FLAG: AtomicBool = AtomicBool::new(false);
+/// Set while a REPL waits for input: nothing polls the flag then, so a
+/// termination signal must end the process itself.
+static TERM_EXITS: AtomicBool = AtomicBool::new(false);
+
+/// Makes SIGTERM and SIGHUP exit at once (after removing run directories;
+/// the nodes die with the process). For interactive sessions.
+pub fn exit_on_termination(on: bool) {
+    TERM_EXITS.store(on, Ordering::Relaxed);
+}
 static SIGNAL: AtomicI32 = AtomicI32::new(0);
 
 /// Whether an interrupt was requested.
@@ -19,6 +28,12 @@ pub fn signal() -> Option<i32> {
     }
 }
 
+/// Forgets a handled interrupt (the REPL goes on after one).
+pub fn clear() {
+    FLAG.store(false, Ordering::Relaxed);
+    SIGNAL.store(0, Ordering::Relaxed);
+}
+
 pub fn request(sig: i32) {
     SIGNAL.store(sig, Ordering::Relaxed);
     FLAG.store(true, Ordering::Relaxed);
@@ -32,6 +47,10 @@ pub fn install() -> std::io::Result<()> {
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])?;
     std::thread::Builder::new().name("clonet-signals".into()).spawn(move || {
         for sig in signals.forever() {
+            if sig != SIGINT && TERM_EXITS.load(Ordering::Relaxed) {
+                crate::lab::rundir::remove_registered();
+                std::process::exit(128 + sig);
+            }
             if requested() {
                 eprintln!("clonet: second signal, exiting now (run `clonet clean` if anything is left)");
                 std::process::exit(128 + sig);

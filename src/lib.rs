@@ -6,6 +6,7 @@
 pub mod host;
 pub mod interrupt;
 pub mod lab;
+pub mod repl;
 pub mod script;
 pub mod switch;
 pub mod sys;

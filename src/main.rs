@@ -29,6 +29,15 @@ enum Cmd {
         /// Lab name (default: the script's file stem).
         #[arg(long)]
         name: Option<String>,
+        /// Open a REPL on the live lab when the script ends, like `python -i`.
+        #[arg(short, long)]
+        interactive: bool,
+    },
+    /// An interactive lab: type Rhai, see results, `:help` for more.
+    Repl {
+        /// Lab name.
+        #[arg(long, default_value = "lab")]
+        name: String,
     },
     /// Remove what labs killed with SIGKILL left behind.
     Clean,
@@ -61,36 +70,50 @@ fn lab_name(file: &Path, name: Option<String>) -> String {
     name.unwrap_or_else(|| file.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_else(|| "lab".into()))
 }
 
-fn run(file: &Path, name: Option<String>) -> ExitCode {
+/// Runs a script, a REPL, or a script then a REPL, on one lab.
+fn session(file: Option<&Path>, name: String, interactive: bool) -> ExitCode {
     colored::control::set_override(color());
     if let Err(e) = clonet::interrupt::install() {
         eprintln!("clonet: cannot install signal handlers: {e}");
         return ExitCode::FAILURE;
     }
-    let name = lab_name(file, name);
-    let lab = match Lab::new(&name, Box::new(LinuxHost), &rundir::base_dir(), Some(file)) {
+    let lab = match Lab::new(&name, Box::new(LinuxHost), &rundir::base_dir(), file) {
         Ok(lab) => Rc::new(RefCell::new(lab)),
         Err(e) => {
             eprintln!("{}: {e}", "error".red().bold());
             return ExitCode::FAILURE;
         }
     };
-    let dir = file.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = file.and_then(Path::parent).filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let engine = script::engine(lab.clone(), dir);
-    let result = script::run_file(&engine, file);
-    drop(engine);
-    lab.borrow_mut().teardown();
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(report) => {
+    let mut scope = rhai::Scope::new();
+    let mut status = ExitCode::SUCCESS;
+    if let Some(file) = file {
+        if let Err(report) = script::run_file_in(&engine, &mut scope, file) {
             if let Some(sig) = clonet::interrupt::signal() {
+                drop(engine);
+                lab.borrow_mut().teardown();
                 eprintln!("clonet: interrupted; lab {name} torn down");
                 return ExitCode::from((128 + sig) as u8);
             }
             eprint!("{}", report.render(&script::report::read_source, color()));
-            ExitCode::FAILURE
+            status = ExitCode::FAILURE;
         }
     }
+    if interactive {
+        clonet::interrupt::clear();
+        clonet::interrupt::exit_on_termination(true);
+        let mut repl = clonet::repl::Repl::new(lab.clone(), engine, scope, color());
+        if let Err(e) = repl.interact() {
+            eprintln!("clonet: terminal: {e}");
+        }
+        clonet::interrupt::exit_on_termination(false);
+        status = ExitCode::SUCCESS;
+    } else {
+        drop(engine);
+    }
+    lab.borrow_mut().teardown();
+    status
 }
 
 fn clean() -> ExitCode {
@@ -140,7 +163,11 @@ fn api(name: Option<&str>, json: bool) -> ExitCode {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Cmd::Run { file, name } => run(&file, name),
+        Cmd::Run { file, name, interactive } => {
+            let name = lab_name(&file, name);
+            session(Some(&file), name, interactive)
+        }
+        Cmd::Repl { name } => session(None, name, true),
         Cmd::Clean => clean(),
         Cmd::Api { name, json } => api(name.as_deref(), json),
         Cmd::NsInit { hostname, hosts } => ns_init_main(&hostname, &hosts),

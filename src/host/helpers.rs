@@ -123,8 +123,9 @@ pub fn ns_init_main(hostname: &str, hosts: &Path) -> ! {
                     }
                 }
                 match signals.wait() {
-                    Ok(Signal::SIGCHLD) | Err(_) => continue,
-                    Ok(_) => std::process::exit(0),
+                    // Only SIGTERM stops a node; clonet normally kills it.
+                    Ok(Signal::SIGTERM) => std::process::exit(0),
+                    Ok(_) | Err(_) => continue,
                 }
             }
         }

@@ -18,6 +18,15 @@ pub struct LinkOptions {
     pub mtu: Option<u32>,
     /// 802.1Q mode of a LAN port (default: access port of VLAN 1).
     pub vlan: Option<VlanMode>,
+    /// Interface names (default: the next free `ethN`): of the first and
+    /// second end of a link, or of a LAN port (`name_a`).
+    #[serde(default)]
+    pub name_a: Option<String>,
+    #[serde(default)]
+    pub name_b: Option<String>,
+    /// The link's own name (default: `a--b`, then `a--b#2`, …).
+    #[serde(default)]
+    pub link_name: Option<String>,
 }
 
 /// Who a ping goes to.

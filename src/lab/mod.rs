@@ -12,6 +12,7 @@ pub mod addr;
 pub mod command;
 pub mod names;
 pub mod rundir;
+pub mod save;
 pub mod topology;
 
 use std::collections::HashMap;
@@ -108,6 +109,11 @@ impl Lab {
 
     pub fn topology(&self) -> &Topology {
         &self.topo
+    }
+
+    /// Host pid of a running node's init, 0 when stopped or unknown.
+    pub fn node_pid(&self, node: &str) -> i32 {
+        self.nodes.get(node).map_or(0, |n| n.pid())
     }
 
     pub fn run_dir(&self) -> Option<&Path> {
@@ -263,9 +269,15 @@ impl Lab {
         let mtu = Self::mtu(options)?;
         self.running(a)?;
         self.running(b)?;
-        let ia = self.topo.next_iface(a, mtu)?;
-        let ib = self.topo.next_iface(b, mtu)?;
-        let name = self.topo.link_name(a, b);
+        let ia = self.topo.plan_iface(a, options.name_a.as_deref(), mtu)?;
+        let ib = self.topo.plan_iface(b, options.name_b.as_deref(), mtu)?;
+        let name = match &options.link_name {
+            Some(n) => {
+                self.topo.check_link_name(n)?;
+                n.clone()
+            }
+            None => self.topo.link_name(a, b),
+        };
         let seg = self.switch().add_segment(Segment::point_to_point())?;
         let plugged = self.plug(a, &ia, seg, &name, VlanMode::default()).and_then(|()| {
             self.plug(b, &ib, seg, &name, VlanMode::default()).inspect_err(|_| self.unplug(a, &ia.name))
@@ -290,7 +302,7 @@ impl Lab {
         let mtu = Self::mtu(options)?;
         self.topo.lan(lan)?;
         self.running(node)?;
-        let new = self.topo.next_iface(node, mtu)?;
+        let new = self.topo.plan_iface(node, options.name_a.as_deref(), mtu)?;
         let vlan = options.vlan.clone().unwrap_or_default();
         let seg = self.segments[lan];
         self.plug(node, &new, seg, lan, vlan.clone())?;
@@ -698,7 +710,7 @@ mod tests {
             [("h", VlanMode::Access(10)), ("r", VlanMode::Trunk(vec![10, 20])), ("g", VlanMode::Access(20))]
         {
             lab.execute(Command::AddNode { name: n.into(), kind: NodeKind::Ns }).unwrap();
-            let options = LinkOptions { mtu: None, vlan: Some(vlan) };
+            let options = LinkOptions { vlan: Some(vlan), ..Default::default() };
             lab.execute(Command::JoinLan { node: n.into(), lan: "sw".into(), ip: None, options }).unwrap();
         }
         let wire = |n: &str| {

@@ -50,6 +50,18 @@ pub fn base_dir() -> PathBuf {
     }
 }
 
+/// Run directories of this process's live labs, for a signal that must end
+/// the process without unwinding.
+static LIVE: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+
+/// Removes every live run directory of this process (last-resort exit).
+pub fn remove_registered() {
+    let dirs = std::mem::take(&mut *LIVE.lock().unwrap_or_else(|p| p.into_inner()));
+    for d in dirs {
+        let _ = fs::remove_dir_all(d);
+    }
+}
+
 /// The run directory of a live lab. Removed by [`RunDir::remove`].
 #[derive(Debug)]
 pub struct RunDir {
@@ -81,6 +93,7 @@ impl RunDir {
             LabState { lab: lab.to_string(), owner, script: script.map(Path::to_path_buf), nodes: BTreeMap::new() };
         let dir = RunDir { path, state };
         dir.save()?;
+        LIVE.lock().unwrap_or_else(|p| p.into_inner()).push(dir.path.clone());
         Ok(dir)
     }
 
@@ -120,6 +133,7 @@ impl RunDir {
     }
 
     pub fn remove(self) -> Result<(), RunDirError> {
+        LIVE.lock().unwrap_or_else(|p| p.into_inner()).retain(|p| *p != self.path);
         fs::remove_dir_all(&self.path).map_err(io_at(&self.path))
     }
 }

@@ -37,7 +37,8 @@ impl NodeKind {
 
 impl fmt::Display for NodeKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+        // `pad` honours width and alignment, for tables.
+        f.pad(match self {
             NodeKind::Ns => "ns",
         })
     }
@@ -65,6 +66,12 @@ pub enum TopologyError {
     TooManyIfaces(String, usize),
     #[error("{0} is already configured on {1}:{2}")]
     AddressExists(Cidr, String, String),
+    #[error("invalid interface name {0:?}: up to 15 letters, digits, '-', '_' or '.', starting with a letter")]
+    BadIfaceName(String),
+    #[error("invalid link name {0:?}: up to 64 letters, digits, '_', '-', '#', '=' or '.'")]
+    BadLinkName(String),
+    #[error("node {0:?} already has an interface {1:?}")]
+    IfaceExists(String, String),
     #[error("no link called {0:?}")]
     NoSuchLink(String),
     #[error("node {0:?} has no link to {1:?}")]
@@ -194,6 +201,14 @@ pub struct Topology {
     macs: HashSet<MacAddr>,
 }
 
+/// Sort key that orders `eth2` before `eth10`: the name with its trailing
+/// number taken as a number.
+pub fn natural_key(name: &str) -> (&str, u64, &str) {
+    let digits_at = name.trim_end_matches(|c: char| c.is_ascii_digit()).len();
+    let (stem, digits) = name.split_at(digits_at);
+    (stem, digits.parse().unwrap_or(0), name)
+}
+
 /// FNV-1a: a small, stable hash so MACs are the same on every run.
 fn fnv1a(parts: &[&[u8]]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -270,12 +285,35 @@ impl Topology {
     /// lowest free N, and a MAC derived from lab, node and interface names,
     /// unique within the lab.
     pub fn next_iface(&self, node: &str, mtu: u32) -> Result<NewIface, TopologyError> {
+        self.plan_iface(node, None, mtu)
+    }
+
+    /// Plans interface `name` of `node`, or the next `ethN` when no name
+    /// is given. A given name must be a valid, unused interface name.
+    pub fn plan_iface(&self, node: &str, name: Option<&str>, mtu: u32) -> Result<NewIface, TopologyError> {
         let n = self.node(node)?;
         if n.ifaces.len() >= MAX_IFACES {
             return Err(TopologyError::TooManyIfaces(node.to_string(), MAX_IFACES));
         }
-        let index = (0..).find(|i| n.iface(&format!("eth{i}")).is_none()).expect("some index is free");
-        let name = format!("eth{index}");
+        let name = match name {
+            Some(given) => {
+                let ok = given.len() < 16
+                    && given.starts_with(|c: char| c.is_ascii_alphabetic())
+                    && given.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+                    && given != "lo";
+                if !ok {
+                    return Err(TopologyError::BadIfaceName(given.to_string()));
+                }
+                if n.iface(given).is_some() {
+                    return Err(TopologyError::IfaceExists(node.to_string(), given.to_string()));
+                }
+                given.to_string()
+            }
+            None => {
+                let index = (0..).find(|i| n.iface(&format!("eth{i}")).is_none()).expect("some index is free");
+                format!("eth{index}")
+            }
+        };
         let mut salt = 0u32;
         loop {
             let h = fnv1a(&[self.lab.as_bytes(), node.as_bytes(), name.as_bytes(), &salt.to_le_bytes()]);
@@ -288,10 +326,14 @@ impl Topology {
         }
     }
 
+    /// Adds an interface, keeping each node's list in natural name order
+    /// (eth2 before eth10), whatever order they were created in.
     fn push_iface(&mut self, node: &str, new: NewIface, attachment: Attachment, vlan: Option<VlanMode>) -> IfaceRef {
         self.macs.insert(new.mac);
         let n = self.nodes.get_mut(node).expect("checked by next_iface");
-        n.ifaces.push(Iface { name: new.name.clone(), mac: new.mac, mtu: new.mtu, addrs: vec![], attachment, vlan });
+        let at = n.ifaces.partition_point(|i| natural_key(&i.name) < natural_key(&new.name));
+        n.ifaces
+            .insert(at, Iface { name: new.name.clone(), mac: new.mac, mtu: new.mtu, addrs: vec![], attachment, vlan });
         IfaceRef { node: node.to_string(), iface: new.name }
     }
 
@@ -311,6 +353,21 @@ impl Topology {
             return base;
         }
         (2..).map(|i| format!("{base}#{i}")).find(|n| !self.links.contains_key(n)).expect("a free name exists")
+    }
+
+    /// Checks a link name given by the user: unused, and made of letters,
+    /// digits and `_ - # = .`, at most 64 characters.
+    pub fn check_link_name(&self, name: &str) -> Result<(), TopologyError> {
+        let ok = !name.is_empty()
+            && name.len() <= 64
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '#' | '=' | '.'));
+        if !ok {
+            return Err(TopologyError::BadLinkName(name.to_string()));
+        }
+        if self.links.contains_key(name) || self.uplinks.contains_key(name) {
+            return Err(TopologyError::Exists(name.to_string(), "link"));
+        }
+        Ok(())
     }
 
     /// Records a point-to-point link whose interfaces were planned with

@@ -121,7 +121,7 @@ fn link_options(fn_name: &str, opts: &Map) -> RhaiResult<LinkOptions> {
         (None, Some(t)) => Some(VlanMode::Trunk(t)),
         (None, None) => None,
     };
-    Ok(LinkOptions { mtu, vlan })
+    Ok(LinkOptions { mtu, vlan, ..Default::default() })
 }
 
 /// One port's counters as a script map.
@@ -215,13 +215,17 @@ fn add_link(ctx: &NativeCallContext, a: &NodeRef, b: &NodeRef, options: &Map) ->
     if options.contains_key("vlan") || options.contains_key("trunk") {
         return Err(lab_error(LabError::VlanOnLink));
     }
-    check_keys("link", options, &["ip_a", "ip_b", "mtu"])?;
+    check_keys("link", options, &["ip_a", "ip_b", "mtu", "iface_a", "iface_b", "name"])?;
+    let mut link_opts = link_options("link", options)?;
+    link_opts.link_name = opt_str("link", options, "name")?;
+    link_opts.name_a = opt_str("link", options, "iface_a")?;
+    link_opts.name_b = opt_str("link", options, "iface_b")?;
     let cmd = Command::AddLink {
         a: a.name.clone(),
         b: b.name.clone(),
         ip_a: opt_cidr("link", options, "ip_a")?,
         ip_b: opt_cidr("link", options, "ip_b")?,
-        options: link_options("link", options)?,
+        options: link_opts,
     };
     match call(ctx, cmd)? {
         Reply::Link(l) => Ok(link_ref(&l)),
@@ -230,12 +234,14 @@ fn add_link(ctx: &NativeCallContext, a: &NodeRef, b: &NodeRef, options: &Map) ->
 }
 
 fn join(ctx: &NativeCallContext, node: &NodeRef, lan: &LanRef, options: &Map) -> RhaiResult<String> {
-    check_keys("link", options, &["ip", "mtu", "vlan", "trunk"])?;
+    check_keys("link", options, &["ip", "mtu", "vlan", "trunk", "iface"])?;
+    let mut link_opts = link_options("link", options)?;
+    link_opts.name_a = opt_str("link", options, "iface")?;
     let cmd = Command::JoinLan {
         node: node.name.clone(),
         lan: lan.name.clone(),
         ip: opt_cidr("link", options, "ip")?,
-        options: link_options("link", options)?,
+        options: link_opts,
     };
     match call(ctx, cmd)? {
         Reply::Iface { iface, .. } => Ok(iface),
@@ -610,7 +616,9 @@ pub mod link_api {
         add_link(&ctx, &a, &b, &Map::new())
     }
 
-    /// Links two nodes with options: `ip_a`, `ip_b` (CIDR) and `mtu`.
+    /// Links two nodes with options: `ip_a`, `ip_b` (CIDR), `mtu`,
+    /// `iface_a`, `iface_b` to name the interfaces (default: next `ethN`),
+    /// and `name` for the link itself (default `a--b`).
     ///
     /// ```rhai
     /// let a = node("a"); let b = node("b");
@@ -668,7 +676,9 @@ pub mod link_api {
         join(&ctx, &node, &lan, &Map::new())
     }
 
-    /// Plugs a node into a LAN with options: `ip` (CIDR) and `mtu`.
+    /// Plugs a node into a LAN with options: `ip` (CIDR), `mtu`, `iface`
+    /// (the interface name), and `vlan: 10` (an access port) or
+    /// `trunk: [10, 20]` (tagged frames of those VLANs).
     ///
     /// ```rhai
     /// let sw = lan("office");

@@ -59,6 +59,12 @@ pub fn run(engine: &Engine, scope: &mut Scope, source_name: &str, ast: &AST) -> 
 
 /// Reads, compiles and runs a script file.
 pub fn run_file(engine: &Engine, path: &Path) -> Result<(), ErrorReport> {
+    run_file_in(engine, &mut Scope::new(), path)
+}
+
+/// Reads, compiles and runs a script file in `scope`, which keeps the
+/// script's variables afterwards (for `run -i`).
+pub fn run_file_in(engine: &Engine, scope: &mut Scope, path: &Path) -> Result<(), ErrorReport> {
     let name = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|e| ErrorReport {
         message: format!("cannot read {name}: {e}"),
@@ -66,5 +72,5 @@ pub fn run_file(engine: &Engine, path: &Path) -> Result<(), ErrorReport> {
         calls: vec![],
     })?;
     let ast = compile(engine, &name, &text)?;
-    run(engine, &mut Scope::new(), &name, &ast)
+    run(engine, scope, &name, &ast)
 }

@@ -1,0 +1,173 @@
+//! Writing a topology back out as a Rhai script that rebuilds it, like
+//! Cloonix's `lst` (sans-IO: a `Topology` in, text out).
+//!
+//! Interface names, link names, addresses, VLANs, MTUs, routes, link
+//! states and stopped nodes are all written explicitly, so running the
+//! script in a lab of the same name gives the same topology, MACs included.
+use std::collections::{HashMap, HashSet};
+use std::fmt::Write;
+
+use super::topology::{Iface, NodeKind, Topology};
+use super::DEFAULT_MTU;
+use crate::switch::vlan::VlanMode;
+
+/// Script variable names for nodes and LANs: `n_<name>` and `l_<name>`,
+/// made unique.
+fn variables(topo: &Topology) -> HashMap<String, String> {
+    let mut used = HashSet::new();
+    let mut vars = HashMap::new();
+    let names = topo.order.iter().map(|n| ("n", n)).chain(topo.lans.keys().map(|l| ("l", l)));
+    for (prefix, name) in names {
+        let base = format!("{prefix}_{}", name.replace('-', "_"));
+        let var = (1..).map(|i| if i == 1 { base.clone() } else { format!("{base}_{i}") }).find(|v| !used.contains(v));
+        let var = var.expect("a free variable name exists");
+        used.insert(var.clone());
+        vars.insert(name.clone(), var);
+    }
+    vars
+}
+
+fn vlan_option(mode: &VlanMode) -> Option<String> {
+    match mode {
+        VlanMode::Access(1) => None,
+        VlanMode::Access(v) => Some(format!("vlan: {v}")),
+        VlanMode::Trunk(vs) => Some(format!("trunk: {vs:?}")),
+    }
+}
+
+fn iface<'a>(topo: &'a Topology, node: &str, name: &str) -> &'a Iface {
+    topo.nodes[node].iface(name).expect("the model references existing interfaces")
+}
+
+/// The script that rebuilds `topo`.
+pub fn to_script(topo: &Topology) -> String {
+    let vars = variables(topo);
+    let mut out = String::new();
+    let _ = writeln!(out, "// Topology of clonet lab {:?}, written by :save.", topo.lab);
+    let _ = writeln!(out, "// Run it with `clonet run --name {} FILE` to rebuild the same lab.", topo.lab);
+    for name in &topo.order {
+        let n = &topo.nodes[name];
+        let kind = match n.kind {
+            NodeKind::Ns => String::new(),
+        };
+        let _ = writeln!(out, "let {} = node({name:?}{kind});", vars[name]);
+    }
+    for name in topo.lans.keys() {
+        let _ = writeln!(out, "let {} = lan({name:?});", vars[name]);
+    }
+    let mut extra_addrs = Vec::new();
+    let mut opts_of = |i: &Iface, node: &str, key_ip: &str, key_iface: &str| {
+        let mut o = vec![format!("{key_iface}: {:?}", i.name)];
+        if let Some(first) = i.addrs.first() {
+            o.push(format!("{key_ip}: \"{first}\""));
+        }
+        for a in i.addrs.iter().skip(1) {
+            extra_addrs.push(format!("{}.set_ip({:?}, \"{a}\");", vars[node], i.name));
+        }
+        o
+    };
+    for l in topo.links.values() {
+        let (ia, ib) = (iface(topo, &l.a.node, &l.a.iface), iface(topo, &l.b.node, &l.b.iface));
+        let mut o = vec![format!("name: {:?}", l.name)];
+        o.extend(opts_of(ia, &l.a.node, "ip_a", "iface_a"));
+        o.extend(opts_of(ib, &l.b.node, "ip_b", "iface_b"));
+        if ia.mtu != DEFAULT_MTU {
+            o.push(format!("mtu: {}", ia.mtu));
+        }
+        let down = if l.up { "" } else { ".down()" };
+        let _ = writeln!(out, "link({}, {}, #{{ {} }}){down};", vars[&l.a.node], vars[&l.b.node], o.join(", "));
+    }
+    for lan in topo.lans.values() {
+        for m in &lan.members {
+            let i = iface(topo, &m.node, &m.iface);
+            let mut o = opts_of(i, &m.node, "ip", "iface");
+            if i.mtu != DEFAULT_MTU {
+                o.push(format!("mtu: {}", i.mtu));
+            }
+            o.extend(i.vlan.as_ref().and_then(vlan_option));
+            let _ = writeln!(out, "link({}, {}, #{{ {} }});", vars[&m.node], vars[&lan.name], o.join(", "));
+        }
+    }
+    for u in topo.uplinks.values() {
+        let o = vlan_option(&u.vlan).map(|v| format!(", #{{ {v} }}")).unwrap_or_default();
+        let down = if u.up { "" } else { ".down()" };
+        let _ = writeln!(out, "link({}, {}{o}){down};", vars[&u.a], vars[&u.b]);
+    }
+    for line in extra_addrs {
+        let _ = writeln!(out, "{line}");
+    }
+    for name in &topo.order {
+        let n = &topo.nodes[name];
+        for r in &n.routes {
+            let mut o = Vec::new();
+            if let Some(via) = r.via {
+                o.push(format!("via: \"{via}\""));
+            }
+            if let Some(dev) = &r.dev {
+                o.push(format!("dev: {dev:?}"));
+            }
+            let _ = writeln!(out, "{}.add_route(\"{}\", #{{ {} }});", vars[name], r.dst, o.join(", "));
+        }
+    }
+    for name in &topo.order {
+        if !topo.nodes[name].running {
+            let _ = writeln!(out, "{}.stop();", vars[name]);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lab::addr::Route;
+    use crate::lab::topology::NodeKind;
+
+    fn sample() -> Topology {
+        let mut t = Topology::new("lab");
+        for n in ["a", "b-1", "b_1"] {
+            t.add_node(n, NodeKind::Ns).unwrap();
+        }
+        t.add_lan("sw").unwrap();
+        t.add_lan("sw2").unwrap();
+        let ia = t.plan_iface("a", Some("eth3"), 9000).unwrap();
+        let ib = t.next_iface("b-1", 9000).unwrap();
+        t.add_link("a--b-1#2", ("a", ia), ("b-1", ib)).unwrap();
+        t.add_addr("a", "eth3", "10.0.0.1/24".parse().unwrap()).unwrap();
+        t.add_addr("a", "eth3", "fd00::1/64".parse().unwrap()).unwrap();
+        t.set_link_up("a--b-1#2", false).unwrap();
+        let i = t.next_iface("b_1", 1500).unwrap();
+        t.add_lan_member("sw", "b_1", i, VlanMode::Trunk(vec![10, 20])).unwrap();
+        t.add_uplink("sw", "sw2", VlanMode::Access(30)).unwrap();
+        t.add_route("a", Route { dst: "default".parse().unwrap(), via: Some("10.0.0.2".parse().unwrap()), dev: None })
+            .unwrap();
+        t.set_running("b_1", false).unwrap();
+        t
+    }
+
+    #[test]
+    fn writes_every_detail_explicitly() {
+        let s = to_script(&sample());
+        let expected = [
+            r#"let n_a = node("a");"#,
+            r#"let n_b_1 = node("b-1");"#,
+            r#"let n_b_1_2 = node("b_1");"#,
+            r#"let l_sw = lan("sw");"#,
+            r#"link(n_a, n_b_1, #{ name: "a--b-1#2", iface_a: "eth3", ip_a: "10.0.0.1/24", iface_b: "eth0", mtu: 9000 }).down();"#,
+            r#"link(n_b_1_2, l_sw, #{ iface: "eth0", trunk: [10, 20] });"#,
+            r#"link(l_sw, l_sw2, #{ vlan: 30 });"#,
+            r#"n_a.set_ip("eth3", "fd00::1/64");"#,
+            r#"n_a.add_route("default", #{ via: "10.0.0.2" });"#,
+            r#"n_b_1_2.stop();"#,
+        ];
+        for line in expected {
+            assert!(s.lines().any(|l| l == line), "missing {line:?} in:\n{s}");
+        }
+    }
+
+    #[test]
+    fn the_script_compiles() {
+        let engine = crate::script::bare_engine(std::path::Path::new("."));
+        engine.compile(to_script(&sample())).expect("valid Rhai");
+    }
+}

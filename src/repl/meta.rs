@@ -1,0 +1,157 @@
+//! The REPL's meta commands as text (sans-IO: a topology or counters in,
+//! lines out).
+use std::fmt::Write;
+
+use crate::lab::command::PortReport;
+use crate::lab::topology::{Attachment, Topology};
+
+pub const COMMANDS: &[(&str, &str)] = &[
+    (":help", "[FN]  the API reference, or one function's entry"),
+    (":nodes", "nodes, their state and interfaces"),
+    (":links", "links and their state"),
+    (":net", "the topology as text"),
+    (":counters", "per-port switch counters"),
+    (":save", "FILE  write a script that rebuilds this topology"),
+    (":load", "FILE  run a script into this lab"),
+    (":quit", "tear the lab down and leave (also Ctrl-D)"),
+];
+
+/// `:nodes`.
+pub fn nodes(t: &Topology, pids: &dyn Fn(&str) -> i32) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "{:<16} {:<5} {:<8} {:>8}  interfaces", "node", "kind", "state", "pid");
+    for name in &t.order {
+        let n = &t.nodes[name];
+        let ifaces: Vec<String> = n
+            .ifaces
+            .iter()
+            .map(|i| {
+                let addrs: Vec<String> = i.addrs.iter().map(|a| a.to_string()).collect();
+                if addrs.is_empty() {
+                    i.name.clone()
+                } else {
+                    format!("{} {}", i.name, addrs.join(" "))
+                }
+            })
+            .collect();
+        let state = if n.running { "running" } else { "stopped" };
+        let _ = writeln!(out, "{:<16} {:<5} {:<8} {:>8}  {}", name, n.kind, state, pids(name), ifaces.join(", "));
+    }
+    out
+}
+
+/// `:links`.
+pub fn links(t: &Topology) -> String {
+    let mut out = String::new();
+    for l in t.links.values() {
+        let _ = writeln!(out, "{:<24} {} <-> {}  {}", l.name, l.a, l.b, if l.up { "up" } else { "DOWN" });
+    }
+    for u in t.uplinks.values() {
+        let _ = writeln!(out, "{:<24} {} <-> {}  {:?}  {}", u.name, u.a, u.b, u.vlan, if u.up { "up" } else { "DOWN" });
+    }
+    if out.is_empty() {
+        out.push_str("no links\n");
+    }
+    out
+}
+
+/// `:net`: every node with what each interface is plugged into, then LANs.
+pub fn net(t: &Topology) -> String {
+    let mut out = String::new();
+    for name in &t.order {
+        let n = &t.nodes[name];
+        let stopped = if n.running { "" } else { " (stopped)" };
+        let _ = writeln!(out, "{name}{stopped}");
+        for i in &n.ifaces {
+            let peer = match &i.attachment {
+                Attachment::Link(l) => {
+                    let link = &t.links[l];
+                    let other = if link.a.node == *name && link.a.iface == i.name { &link.b } else { &link.a };
+                    format!("{other} via {l}{}", if link.up { "" } else { " DOWN" })
+                }
+                Attachment::Lan(l) => match &i.vlan {
+                    Some(v) if *v != Default::default() => format!("LAN {l} {v:?}"),
+                    _ => format!("LAN {l}"),
+                },
+            };
+            let addrs: Vec<String> = i.addrs.iter().map(|a| a.to_string()).collect();
+            let _ = writeln!(out, "  {:<6} -> {peer}  {}", i.name, addrs.join(" "));
+        }
+    }
+    for l in t.lans.values() {
+        let members: Vec<String> = l.members.iter().map(|m| m.to_string()).collect();
+        let _ = writeln!(out, "LAN {}: {}", l.name, members.join(", "));
+    }
+    for u in t.uplinks.values() {
+        let _ = writeln!(out, "LAN {} <-> LAN {} ({:?})", u.a, u.b, u.vlan);
+    }
+    if out.is_empty() {
+        out.push_str("the lab is empty\n");
+    }
+    out
+}
+
+/// `:counters`.
+pub fn counters(ports: &[PortReport]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<20} {:<24} {:>10} {:>12} {:>10} {:>12}  drops",
+        "port", "segment", "rx frames", "rx bytes", "tx frames", "tx bytes"
+    );
+    for p in ports {
+        let c = &p.counters;
+        let drops: Vec<String> = c.drops.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let _ = writeln!(
+            out,
+            "{:<20} {:<24} {:>10} {:>12} {:>10} {:>12}  {}",
+            format!("{}:{}", p.node, p.iface),
+            p.segment,
+            c.rx_frames,
+            c.rx_bytes,
+            c.tx_frames,
+            c.tx_bytes,
+            drops.join(" ")
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lab::topology::NodeKind;
+    use crate::switch::vlan::VlanMode;
+
+    fn sample() -> Topology {
+        let mut t = Topology::new("lab");
+        t.add_node("a", NodeKind::Ns).unwrap();
+        t.add_node("b", NodeKind::Ns).unwrap();
+        t.add_lan("sw").unwrap();
+        let ia = t.next_iface("a", 1500).unwrap();
+        let ib = t.next_iface("b", 1500).unwrap();
+        t.add_link("a--b", ("a", ia), ("b", ib)).unwrap();
+        t.add_addr("a", "eth0", "10.0.0.1/24".parse().unwrap()).unwrap();
+        let i = t.next_iface("b", 1500).unwrap();
+        t.add_lan_member("sw", "b", i, VlanMode::Access(10)).unwrap();
+        t.set_link_up("a--b", false).unwrap();
+        t
+    }
+
+    #[test]
+    fn net_shows_peers_lans_and_state() {
+        let text = net(&sample());
+        assert!(text.contains("  eth0   -> b:eth0 via a--b DOWN  10.0.0.1/24"), "{text}");
+        assert!(text.contains("  eth1   -> LAN sw Access(10)"), "{text}");
+        assert!(text.contains("LAN sw: b:eth1"), "{text}");
+    }
+
+    #[test]
+    fn nodes_and_links_are_tabulated() {
+        let t = sample();
+        let text = nodes(&t, &|_| 42);
+        assert!(text.lines().nth(1).unwrap().starts_with("a "), "{text}");
+        assert!(text.contains("eth0 10.0.0.1/24"), "{text}");
+        assert!(links(&t).contains("a:eth0 <-> b:eth0  DOWN"), "{}", links(&t));
+    }
+}
