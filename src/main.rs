@@ -42,12 +42,18 @@ enum Cmd {
     /// Remove what labs killed with SIGKILL left behind.
     Clean,
     /// Print the API reference (every function, with an example).
-    Api {
+    /// The API reference, from the same doc comments as `:help`: all of
+    /// it as Markdown, or one function.
+    #[command(alias = "api")]
+    Doc {
         /// Only functions with this name.
         name: Option<String>,
         /// As JSON.
         #[arg(long)]
         json: bool,
+        /// Write the Markdown reference to this file instead of stdout.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
     },
     #[command(name = "__ns-init", hide = true)]
     NsInit { hostname: String, hosts: PathBuf },
@@ -143,11 +149,26 @@ fn clean() -> ExitCode {
     }
 }
 
-fn api(name: Option<&str>, json: bool) -> ExitCode {
-    let docs: Vec<_> = script::docs::api_docs(&script::bare_engine(Path::new(".")))
-        .into_iter()
-        .filter(|d| name.is_none_or(|n| d.name == n))
-        .collect();
+fn doc(name: Option<&str>, json: bool, output: Option<&Path>) -> ExitCode {
+    let engine = script::bare_engine(Path::new("."));
+    if name.is_none() && !json {
+        let text = script::docs::markdown(&script::docs::api_docs(&engine), &script::docs::stdlib_docs(&engine));
+        return match output {
+            None => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Some(path) => match std::fs::write(path, text) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("{}: cannot write {}: {e}", "error".red().bold(), path.display());
+                    ExitCode::FAILURE
+                }
+            },
+        };
+    }
+    let docs: Vec<_> =
+        script::docs::api_docs(&engine).into_iter().filter(|d| name.is_none_or(|n| d.name == n)).collect();
     if docs.is_empty() {
         eprintln!("{}: no function called {:?}", "error".red().bold(), name.unwrap_or(""));
         return ExitCode::FAILURE;
@@ -169,7 +190,7 @@ fn main() -> ExitCode {
         }
         Cmd::Repl { name } => session(None, name, true),
         Cmd::Clean => clean(),
-        Cmd::Api { name, json } => api(name.as_deref(), json),
+        Cmd::Doc { name, json, output } => doc(name.as_deref(), json, output.as_deref()),
         Cmd::NsInit { hostname, hosts } => ns_init_main(&hostname, &hosts),
         Cmd::NsEnter { pid, argv } => ns_enter_main(pid, &argv),
         Cmd::TapForward { pid_a, pid_b, owner } => clonet::host::tapfwd::tap_forward_main(pid_a, pid_b, owner),

@@ -6,7 +6,7 @@ use common::*;
 #[test]
 fn every_documented_example_runs() {
     let sb = Sandbox::new();
-    let out = sb.clonet().args(["api", "--json"]).output().unwrap();
+    let out = sb.clonet().args(["doc", "--json"]).output().unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));
     let docs: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
     assert!(docs.len() > 20);
@@ -30,12 +30,21 @@ fn every_documented_example_runs() {
 #[test]
 fn api_prints_one_function_or_fails_clearly() {
     let sb = Sandbox::new();
-    let out = sb.clonet().args(["api", "ping"]).output().unwrap();
+    let out = sb.clonet().args(["doc", "ping"]).output().unwrap();
     let stdout = text(&out.stdout);
     assert!(out.status.success());
     assert!(stdout.contains("ping(a: Node, b: Node) -> bool"), "{stdout}");
     assert!(!stdout.contains("node(name"), "{stdout}");
-    let out = sb.clonet().args(["api", "nope"]).output().unwrap();
+    let out = sb.clonet().args(["doc", "nope"]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("no function called \"nope\""));
+}
+
+#[test]
+fn the_committed_reference_is_current() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_clonet")).arg("doc").output().unwrap();
+    assert!(out.status.success());
+    let committed =
+        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/API.md")).unwrap();
+    assert!(text(&out.stdout) == committed, "docs/API.md is stale: regenerate it with `clonet doc -o docs/API.md`");
 }
