@@ -78,6 +78,13 @@ fn an_error_then_more_work_in_the_same_lab() {
     r.line(");", "err[3]> ");
     r.line("ping(a, b)", "=> true");
     r.line(":nodes", "c ");
+    r.line(":links", "a:eth0 <-> b:eth0  up");
+    r.line(":counters", "a--b");
+    r.line(":help ping", "Whether `a` gets an ICMP echo answer");
+    r.line(":bogus", "unknown command :bogus");
+    let extra = sb.write("extra.rhai", "let z = node(\"z\");\nlink(z, get_node(\"c\"));\n");
+    r.line(&format!(":load {}", extra.display()), "loaded");
+    r.line("z.ifaces.len() + nodes().len()", "=> 5");
     r.quit();
 }
 
