@@ -155,3 +155,24 @@ print("all bad arguments rejected");
     );
     assert!(stdout.contains("all bad arguments rejected"), "{stdout}");
 }
+
+#[test]
+fn a_node_taking_its_interface_down_and_up_keeps_its_port() {
+    let sb = Sandbox::new();
+    let stdout = run_ok(
+        &sb,
+        "ifdown.rhai",
+        r#"
+let a = node("a"); let b = node("b");
+link(a, b, #{ ip_a: "10.0.0.1/24", ip_b: "10.0.0.2/24" });
+assert(ping(a, b));
+b.exec("ip link set eth0 down");
+assert(!ping(a, b, #{ timeout_ms: 400 }), "b's interface is down");
+b.exec("ip link set eth0 up");
+assert(wait_until(|| ping(a, b, #{ timeout_ms: 300 }), 5000), "the port survived b's interface going down");
+let c = counters();
+print(`drops ${c[1].drops}`);
+"#,
+    );
+    assert!(stdout.contains("\"port_down\""), "frames towards the downed interface are counted: {stdout}");
+}

@@ -24,6 +24,8 @@ pub struct FakeHost {
     wires: Arc<Mutex<HashMap<String, OwnedFd>>>,
     /// Nodes whose next interfaces fail to be created.
     failing: Arc<Mutex<Vec<String>>>,
+    /// Addresses the fake kernel refuses.
+    refused: Arc<Mutex<Vec<Cidr>>>,
 }
 
 impl FakeHost {
@@ -33,6 +35,11 @@ impl FakeHost {
 
     pub fn calls(&self) -> Vec<String> {
         self.calls.lock().expect("not poisoned").clone()
+    }
+
+    /// Makes every later attempt to add `cidr` fail.
+    pub fn fail_addr(&self, cidr: Cidr) {
+        self.refused.lock().expect("not poisoned").push(cidr);
     }
 
     /// Makes every later interface creation on `node` fail.
@@ -82,6 +89,12 @@ impl RunningNode for FakeNode {
     }
 
     fn add_addr(&mut self, ifname: &str, cidr: Cidr) -> Result<(), HostError> {
+        if self.host.refused.lock().expect("not poisoned").contains(&cidr) {
+            return Err(HostError::Io {
+                what: format!("adding {cidr}"),
+                source: std::io::ErrorKind::InvalidInput.into(),
+            });
+        }
         self.host.record(format!("addr {}:{ifname} {cidr}", self.name));
         Ok(())
     }

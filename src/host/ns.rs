@@ -24,7 +24,7 @@ use crate::sys::tap::open_tap;
 
 /// How long a node may take to set up its namespaces.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
-/// Output beyond this many bytes per stream is discarded.
+/// Output beyond this many bytes per stream is read and discarded.
 const MAX_OUTPUT: usize = 64 << 20;
 /// How long to keep reading a command's output after it exited.
 const OUTPUT_LINGER: Duration = Duration::from_millis(100);
@@ -33,33 +33,43 @@ const OUTPUT_LINGER: Duration = Duration::from_millis(100);
 struct Collector {
     buf: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
     done: mpsc::Receiver<()>,
+    /// Set once the output was taken: later bytes (from a background
+    /// process still holding the pipe) are read and thrown away.
+    taken: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Collector {
     fn start(stream: Option<Box<dyn Read + Send>>) -> Collector {
         let buf = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let taken = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (tx, done) = mpsc::channel();
-        let sink = buf.clone();
+        let (sink, stop) = (buf.clone(), taken.clone());
         std::thread::spawn(move || {
             if let Some(mut s) = stream {
                 let mut chunk = [0u8; 16384];
+                // Read to the end whatever happens, so the writer never dies
+                // of SIGPIPE; keep at most MAX_OUTPUT bytes.
                 while let Ok(n) = s.read(&mut chunk) {
-                    let mut b = sink.lock().unwrap_or_else(|p| p.into_inner());
-                    if n == 0 || b.len() >= MAX_OUTPUT {
+                    if n == 0 {
                         break;
                     }
-                    let room = MAX_OUTPUT - b.len();
+                    if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        continue;
+                    }
+                    let mut b = sink.lock().unwrap_or_else(|p| p.into_inner());
+                    let room = MAX_OUTPUT.saturating_sub(b.len());
                     b.extend_from_slice(&chunk[..n.min(room)]);
                 }
             }
             let _ = tx.send(());
         });
-        Collector { buf, done }
+        Collector { buf, done, taken }
     }
 
     /// Waits for end of stream until `deadline`, then takes what was read.
     fn finish(self, deadline: Instant) -> Vec<u8> {
         let _ = self.done.recv_timeout(deadline.saturating_duration_since(Instant::now()));
+        self.taken.store(true, std::sync::atomic::Ordering::Relaxed);
         std::mem::take(&mut *self.buf.lock().unwrap_or_else(|p| p.into_inner()))
     }
 }
@@ -229,13 +239,21 @@ impl RunningNode for NsNode {
     }
 
     fn ping(&self, target: IpAddr, timeout: Duration) -> Result<Option<Duration>, HostError> {
-        in_netns(self.netns.as_fd(), || super::ping::echo(target, timeout, Duration::from_millis(200)))
-            .map_err(HostError::io(format!("pinging {target} from {}", self.name)))
+        in_netns(self.netns.as_fd(), || super::ping::echo(target, timeout, Duration::from_millis(200))).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                HostError::Interrupted
+            } else {
+                HostError::io(format!("pinging {target} from {}", self.name))(e)
+            }
+        })
     }
 
     fn stop(&mut self) -> Result<(), HostError> {
-        // Killing PID 1 of the node makes the kernel kill every process in it.
-        let _ = kill(Pid::from_raw(self.init.pid), Signal::SIGKILL);
+        // Killing PID 1 of the node makes the kernel kill every process in
+        // it. Only if it still is our init: a dead init's pid may be reused.
+        if super::is_alive(&self.init) {
+            let _ = kill(Pid::from_raw(self.init.pid), Signal::SIGKILL);
+        }
         let _ = self.holder.kill();
         self.holder.wait().map_err(HostError::io(format!("waiting for node {}", self.name)))?;
         Ok(())

@@ -78,6 +78,9 @@ pub fn echo(target: IpAddr, timeout: Duration, interval: Duration) -> io::Result
         if now >= start + timeout {
             return Ok(None);
         }
+        if crate::interrupt::requested() {
+            return Err(io::Error::new(io::ErrorKind::Interrupted, "interrupted"));
+        }
         if now >= next_send {
             let seq = sent_at.len() as u16;
             let req = echo_request(v6, ident, seq);

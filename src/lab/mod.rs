@@ -133,6 +133,11 @@ impl Lab {
         Ok(self.run_dir_mut().write_in_place("hosts", &content)?)
     }
 
+    /// The switch segment of a link or LAN.
+    fn segment(&self, name: &str) -> Result<SegmentId, LabError> {
+        self.segments.get(name).copied().ok_or_else(|| TopologyError::NoSuchLink(name.to_string()).into())
+    }
+
     fn running(&self, node: &str) -> Result<&dyn RunningNode, LabError> {
         self.topo.node(node)?;
         self.nodes.get(node).map(|b| b.as_ref()).ok_or_else(|| TopologyError::Stopped(node.to_string()).into())
@@ -289,11 +294,13 @@ impl Lab {
         self.segments.insert(name.clone(), seg);
         let (ifa, ifb) = (ia.name.clone(), ib.name.clone());
         self.topo.add_link(&name, (a, ia), (b, ib))?;
-        if let Some(c) = ip_a {
-            self.set_ip(a, &ifa, c)?;
-        }
-        if let Some(c) = ip_b {
-            self.set_ip(b, &ifb, c)?;
+        let addressed = ip_a
+            .map_or(Ok(()), |c| self.set_ip(a, &ifa, c))
+            .and_then(|()| ip_b.map_or(Ok(()), |c| self.set_ip(b, &ifb, c)));
+        if let Err(e) = addressed {
+            // A failed command changes nothing: take the new link away again.
+            let _ = self.delete_link(&name);
+            return Err(e);
         }
         Ok(Reply::Link(self.topo.links[&name].clone()))
     }
@@ -304,12 +311,13 @@ impl Lab {
         self.running(node)?;
         let new = self.topo.plan_iface(node, options.name_a.as_deref(), mtu)?;
         let vlan = options.vlan.clone().unwrap_or_default();
-        let seg = self.segments[lan];
+        let seg = self.segment(lan)?;
         self.plug(node, &new, seg, lan, vlan.clone())?;
         let ifname = new.name.clone();
-        self.topo.add_lan_member(lan, node, new, vlan)?;
-        if let Some(c) = ip {
-            self.set_ip(node, &ifname, c)?;
+        let member = self.topo.add_lan_member(lan, node, new, vlan)?;
+        if let Some(Err(e)) = ip.map(|c| self.set_ip(node, &ifname, c)) {
+            let _ = self.leave_lan(&member, lan);
+            return Err(e);
         }
         Ok(Reply::Iface { node: node.to_string(), iface: ifname })
     }
@@ -322,7 +330,7 @@ impl Lab {
         let name = self.topo.uplink_name(a, b);
         let (end_a, end_b) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_NONBLOCK)
             .map_err(|e| HostError::io("creating a LAN link")(e.into()))?;
-        let (seg_a, seg_b) = (self.segments[a], self.segments[b]);
+        let (seg_a, seg_b) = (self.segment(a)?, self.segment(b)?);
         // Internal ports: any size fits, GSO frames pass through whole.
         let mtu = u16::MAX as usize;
         let (id_a, c_a) = self.switch().add_port(seg_a, Box::new(FdPort::socket(end_a)), mtu, true, vlan.clone())?;
@@ -435,7 +443,9 @@ impl Lab {
             }
         }
         if let Some(mut n) = self.nodes.remove(name) {
-            n.stop()?;
+            if let Err(e) = n.stop() {
+                eprintln!("clonet: stopping node {name}: {e}");
+            }
         }
         self.topo.remove_node(name);
         self.run_dir_mut().forget_node(name)?;
@@ -491,7 +501,10 @@ impl Lab {
             self.unplug(name, i);
         }
         if let Some(mut n) = self.nodes.remove(name) {
-            n.stop()?;
+            // Whatever stop says, the node is gone from the lab's point of view.
+            if let Err(e) = n.stop() {
+                eprintln!("clonet: stopping node {name}: {e}");
+            }
         }
         self.topo.set_running(name, false)?;
         self.run_dir_mut().forget_node(name)?;
@@ -537,7 +550,7 @@ impl Lab {
             let seg_name = match &i.attachment {
                 Attachment::Link(l) | Attachment::Lan(l) => l.clone(),
             };
-            let seg = self.segments[&seg_name];
+            let seg = self.segment(&seg_name)?;
             let new = NewIface { name: i.name.clone(), mac: i.mac, mtu: i.mtu };
             self.plug(&model.name, &new, seg, &seg_name, i.vlan.clone().unwrap_or_default())?;
             let node = self.running_mut(&model.name)?;
@@ -606,7 +619,7 @@ impl Lab {
 
     fn fdb(&mut self, lan: &str) -> Result<Reply, LabError> {
         self.topo.lan(lan)?;
-        let seg = self.segments[lan];
+        let seg = self.segment(lan)?;
         let entries = self.switch().fdb(seg)?;
         let by_port: HashMap<PortId, &(String, String)> = self.ports.iter().map(|(k, p)| (p.id, k)).collect();
         let rows = entries
@@ -747,6 +760,34 @@ mod tests {
             _ => unreachable!(),
         };
         assert_eq!(fdb.iter().map(|r| (r.node.as_str(), r.vlan)).collect::<Vec<_>>(), vec![("h", 10), ("r", 20)]);
+    }
+
+    #[test]
+    fn a_link_whose_address_fails_is_taken_away_again() {
+        let host = FakeHost::default();
+        let (mut lab, _dir) = lab(&host);
+        for n in ["a", "b"] {
+            lab.execute(Command::AddNode { name: n.into(), kind: NodeKind::Ns }).unwrap();
+        }
+        lab.execute(Command::AddLan { name: "sw".into() }).unwrap();
+        let refused: Cidr = "10.66.0.1/24".parse().unwrap();
+        host.fail_addr(refused);
+        let before = lab.topology().clone();
+        let link = Command::AddLink {
+            a: "a".into(),
+            b: "b".into(),
+            ip_a: None,
+            ip_b: Some(refused),
+            options: LinkOptions::default(),
+        };
+        assert!(lab.execute(link).is_err());
+        let join =
+            Command::JoinLan { node: "a".into(), lan: "sw".into(), ip: Some(refused), options: LinkOptions::default() };
+        assert!(lab.execute(join).is_err());
+        assert_eq!(lab.topology().links, before.links);
+        assert_eq!(lab.topology().lans, before.lans);
+        assert_eq!(lab.topology().nodes, before.nodes);
+        assert!(lab.counters().is_empty(), "no switch port left behind");
     }
 
     #[test]

@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use nix::fcntl::{Flock, FlockArg};
+
 use crate::host::{is_alive, proc_start_time, ProcRecord};
 
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +69,20 @@ pub fn remove_registered() {
 pub struct RunDir {
     path: PathBuf,
     state: LabState,
+    /// An exclusive flock on the directory itself, held while the lab
+    /// lives: the kernel drops it when the process dies, however it dies,
+    /// so "locked" means "its lab is alive".
+    _lock: Flock<fs::File>,
+}
+
+/// Locks a run directory, or says who holds it.
+fn lock_dir(dir: &Path) -> Result<Option<Flock<fs::File>>, RunDirError> {
+    let f = fs::File::open(dir).map_err(io_at(dir))?;
+    match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => Ok(Some(lock)),
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
+        Err((_, e)) => Err(io_at(dir)(e.into())),
+    }
 }
 
 impl RunDir {
@@ -74,25 +90,37 @@ impl RunDir {
     pub fn create(base: &Path, lab: &str, script: Option<&Path>) -> Result<RunDir, RunDirError> {
         fs::create_dir_all(base).map_err(io_at(base))?;
         let path = base.join(lab);
+        let running = |path: &Path| {
+            let pid = read_state(path).and_then(|s| s.owner).map_or(0, |o| o.pid);
+            RunDirError::Running { lab: lab.to_string(), pid }
+        };
         if path.exists() {
-            match read_state(&path) {
-                Some(LabState { owner: Some(owner), .. }) if is_alive(&owner) => {
-                    return Err(RunDirError::Running { lab: lab.to_string(), pid: owner.pid })
-                }
-                _ => {
+            match lock_dir(&path)? {
+                None => return Err(running(&path)),
+                Some(_stale) => {
                     eprintln!("clonet: removing what a previous run of lab {lab:?} left behind");
                     clean_one(&path)?;
                 }
             }
         }
-        use std::os::unix::fs::DirBuilderExt;
-        fs::DirBuilder::new().mode(0o700).create(&path).map_err(io_at(&path))?;
+        // Build and lock the directory under a private name, then rename it
+        // into place: nobody ever sees it unlocked, and of two runs racing
+        // for the same name exactly one rename succeeds.
         let me = std::process::id() as i32;
+        let tmp = base.join(format!(".{lab}.{me}.new"));
+        use std::os::unix::fs::DirBuilderExt;
+        fs::DirBuilder::new().mode(0o700).create(&tmp).map_err(io_at(&tmp))?;
+        let lock = lock_dir(&tmp)?.ok_or_else(|| running(&tmp))?;
         let owner = proc_start_time(me).map(|start_time| ProcRecord { pid: me, start_time });
         let state =
             LabState { lab: lab.to_string(), owner, script: script.map(Path::to_path_buf), nodes: BTreeMap::new() };
-        let dir = RunDir { path, state };
+        let mut dir = RunDir { path: tmp.clone(), state, _lock: lock };
         dir.save()?;
+        if fs::rename(&tmp, &path).is_err() {
+            let _ = fs::remove_dir_all(&tmp);
+            return Err(running(&path));
+        }
+        dir.path = path;
         LIVE.lock().unwrap_or_else(|p| p.into_inner()).push(dir.path.clone());
         Ok(dir)
     }
@@ -208,12 +236,11 @@ pub fn clean(base: &Path) -> Result<CleanReport, RunDirError> {
             // Not ours (no state file, not empty): leave it.
             continue;
         }
-        if let Some(LabState { owner: Some(owner), lab, .. }) = &state {
-            if is_alive(owner) {
-                report.running.push(lab.clone());
-                continue;
-            }
-        }
+        let Some(_lock) = lock_dir(&dir)? else {
+            let name = state.map(|s| s.lab).unwrap_or_else(|| entry.file_name().to_string_lossy().to_string());
+            report.running.push(name);
+            continue;
+        };
         let one = clean_one(&dir)?;
         report.removed.extend(one.removed);
         report.killed.extend(one.killed);
@@ -234,10 +261,8 @@ mod tests {
         assert!(matches!(RunDir::create(base.path(), "lab1", None), Err(RunDirError::Running { .. })));
         let report = clean(base.path()).unwrap();
         assert_eq!(report.running, vec!["lab1".to_string()], "our own lab is alive");
-        // Pretend the owner died.
-        let mut state = d.state().clone();
-        state.owner = Some(ProcRecord { pid: i32::MAX - 1, start_time: 1 });
-        fs::write(d.path().join(STATE_FILE), serde_json::to_vec(&state).unwrap()).unwrap();
+        // The owner dies: its lock goes with it, the directory stays.
+        drop(d);
         let report = clean(base.path()).unwrap();
         assert_eq!(report.removed, vec!["lab1".to_string()]);
         assert!(!base.path().join("lab1").exists());

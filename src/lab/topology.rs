@@ -226,14 +226,25 @@ impl Topology {
         Topology { lab: lab.to_string(), ..Default::default() }
     }
 
-    fn check_free(&self, name: &str) -> Result<(), TopologyError> {
+    /// What already carries `name`: nodes, LANs and links share one set of
+    /// names, so a name always means one thing.
+    fn name_taken(&self, name: &str) -> Option<&'static str> {
         if self.nodes.contains_key(name) {
-            return Err(TopologyError::Exists(name.to_string(), "node"));
+            Some("node")
+        } else if self.lans.contains_key(name) {
+            Some("LAN")
+        } else if self.links.contains_key(name) || self.uplinks.contains_key(name) {
+            Some("link")
+        } else {
+            None
         }
-        if self.lans.contains_key(name) {
-            return Err(TopologyError::Exists(name.to_string(), "LAN"));
+    }
+
+    fn check_free(&self, name: &str) -> Result<(), TopologyError> {
+        match self.name_taken(name) {
+            Some(kind) => Err(TopologyError::Exists(name.to_string(), kind)),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// Checks that a node may be added, without adding it.
@@ -348,11 +359,15 @@ impl Topology {
 
     /// A unique link name for `a`–`b`: `a--b`, then `a--b#2`, ….
     pub fn link_name(&self, a: &str, b: &str) -> String {
-        let base = format!("{a}--{b}");
-        if !self.links.contains_key(&base) {
+        self.free_name(format!("{a}--{b}"))
+    }
+
+    /// `base`, or `base#2`, `base#3`, … whichever is not taken.
+    fn free_name(&self, base: String) -> String {
+        if self.name_taken(&base).is_none() {
             return base;
         }
-        (2..).map(|i| format!("{base}#{i}")).find(|n| !self.links.contains_key(n)).expect("a free name exists")
+        (2..).map(|i| format!("{base}#{i}")).find(|n| self.name_taken(n).is_none()).expect("a free name exists")
     }
 
     /// Checks a link name given by the user: unused, and made of letters,
@@ -364,10 +379,7 @@ impl Topology {
         if !ok {
             return Err(TopologyError::BadLinkName(name.to_string()));
         }
-        if self.links.contains_key(name) || self.uplinks.contains_key(name) {
-            return Err(TopologyError::Exists(name.to_string(), "link"));
-        }
-        Ok(())
+        self.check_free(name)
     }
 
     /// Records a point-to-point link whose interfaces were planned with
@@ -472,7 +484,7 @@ impl Topology {
 
     /// A unique name for a link between LANs: `a==b`.
     pub fn uplink_name(&self, a: &str, b: &str) -> String {
-        format!("{a}=={b}")
+        self.free_name(format!("{a}=={b}"))
     }
 
     pub fn add_uplink(&mut self, a: &str, b: &str, vlan: VlanMode) -> Result<&UplinkModel, TopologyError> {
@@ -651,6 +663,18 @@ mod tests {
         t.remove_lan_member("sw", &r);
         assert!(t.lans["sw"].members.is_empty());
         assert!(t.node("a").unwrap().ifaces.is_empty());
+    }
+
+    #[test]
+    fn nodes_lans_and_links_share_one_set_of_names() {
+        let mut t = two_nodes();
+        t.add_lan("a--b").unwrap();
+        assert_eq!(link(&mut t, "a", "b"), "a--b#2", "the LAN holds the plain name");
+        let ia = t.next_iface("a", 1500).unwrap();
+        let ib = t.next_iface("b", 1500).unwrap();
+        t.add_link("core1", ("a", ia), ("b", ib)).unwrap();
+        assert!(matches!(t.add_lan("core1"), Err(TopologyError::Exists(_, "link"))));
+        assert!(matches!(t.check_link_name("a"), Err(TopologyError::Exists(_, "node"))));
     }
 
     #[test]

@@ -73,6 +73,28 @@ pub fn is_incomplete(text: &str) -> bool {
     depth > 0 || in_backtick
 }
 
+/// The `import … as …;` statements an input starts with, so the REPL can
+/// keep them (and only them) for later inputs.
+pub fn leading_imports(text: &str) -> Option<String> {
+    let mut rest = text.trim_start();
+    let mut out = String::new();
+    while rest.starts_with("import") && rest[6..].starts_with(char::is_whitespace) {
+        // The statement ends at the first `;` outside a string.
+        let mut in_string = false;
+        let end = rest.char_indices().find(|(_, c)| {
+            if *c == '"' {
+                in_string = !in_string;
+            }
+            *c == ';' && !in_string
+        });
+        let Some((end, _)) = end else { break };
+        out.push_str(&rest[..=end]);
+        out.push('\n');
+        rest = rest[end + 1..].trim_start();
+    }
+    (!out.is_empty()).then_some(out)
+}
+
 /// What kind of word the cursor is in.
 #[derive(Debug, PartialEq, Eq)]
 pub enum WordKind {
@@ -89,7 +111,13 @@ pub enum WordKind {
 /// The start of the word ending at `pos`, and what kind of word it is.
 pub fn word_at(line: &str, pos: usize) -> (usize, WordKind) {
     let before = &line[..pos];
-    let start = before.rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-')).map_or(0, |i| i + 1);
+    // Byte index just after the last character that cannot be in a name
+    // (any width: the line may hold non-ASCII text).
+    let start = before
+        .char_indices()
+        .rev()
+        .find(|(_, c)| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '-'))
+        .map_or(0, |(i, c)| i + c.len_utf8());
     let prev = before[..start].chars().last();
     let quotes = before[..start].matches('"').count();
     let kind = if before.trim_start().starts_with(':') && !before.contains(' ') {
@@ -125,6 +153,16 @@ mod tests {
     }
 
     #[test]
+    fn only_the_imports_are_kept() {
+        assert_eq!(
+            leading_imports("import \"topo\" as topo; import \"a;b\" as x;  let r = node(\"r\");").as_deref(),
+            Some("import \"topo\" as topo;\nimport \"a;b\" as x;\n")
+        );
+        assert_eq!(leading_imports("let important = 1;"), None);
+        assert_eq!(leading_imports("imports();"), None);
+    }
+
+    #[test]
     fn words_are_classified() {
         assert_eq!(word_at("lin", 3), (0, WordKind::Free));
         assert_eq!(word_at("let x = pi", 10), (8, WordKind::Free));
@@ -132,5 +170,9 @@ mod tests {
         assert_eq!(word_at("get_node(\"r", 11), (10, WordKind::Name));
         assert_eq!(word_at("get_node(\"a\").ex", 16), (14, WordKind::Method));
         assert_eq!(word_at(":ne", 3), (1, WordKind::Meta));
+        let line = "print(\"héllo wor";
+        assert_eq!(word_at(line, line.len()), (line.len() - 3, WordKind::Free));
+        let line = "print(\"é";
+        assert_eq!(word_at(line, line.len()).0, line.len(), "no panic inside a multi-byte character");
     }
 }

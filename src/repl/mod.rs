@@ -119,7 +119,9 @@ impl Repl {
     pub fn eval(&mut self, input: &str) -> Outcome {
         let trimmed = input.trim();
         if let Some(meta) = trimmed.strip_prefix(':') {
-            return self.meta(meta.trim());
+            let outcome = self.meta(meta.trim());
+            crate::interrupt::clear();
+            return outcome;
         }
         let ast = match crate::script::compile(&self.engine, "<repl>", input) {
             Ok(a) => a,
@@ -137,8 +139,10 @@ impl Repl {
         match result {
             Ok(value) => {
                 self.functions = self.functions.merge(&ast.clone_functions_only());
-                if trimmed.starts_with("import ") {
-                    self.imports.push(ast);
+                if let Some(imports) = input::leading_imports(input) {
+                    if let Ok(prelude) = crate::script::compile(&self.engine, "<repl>", &imports) {
+                        self.imports.push(prelude);
+                    }
                 }
                 Outcome::Output(self.show(&value))
             }

@@ -171,6 +171,25 @@ impl Drop for Switch {
     }
 }
 
+/// How a failed write affects a port.
+enum WriteFailure {
+    /// Only this frame is lost: the node's interface is down (EIO), or the
+    /// kernel refused this one frame (no memory, too big).
+    Frame(DropReason),
+    /// The peer is gone: the port is dead.
+    Port,
+}
+
+fn classify_write_error(e: &io::Error) -> WriteFailure {
+    match e.raw_os_error() {
+        Some(libc::EIO) => WriteFailure::Frame(DropReason::PortDown),
+        Some(libc::EINVAL | libc::ENOBUFS | libc::ENOMEM | libc::EMSGSIZE) => {
+            WriteFailure::Frame(DropReason::PortError)
+        }
+        _ => WriteFailure::Port,
+    }
+}
+
 /// The data plane's state of one port.
 struct PortRuntime {
     io: Box<dyn PortIo>,
@@ -179,6 +198,8 @@ struct PortRuntime {
     txq: VecDeque<Vec<u8>>,
     wants_write: bool,
     failed: bool,
+    /// Already waiting in the backlog (it must appear there once).
+    in_backlog: bool,
 }
 
 struct DataPlane {
@@ -240,6 +261,9 @@ impl DataPlane {
             }
             for _ in 0..self.backlog.len() {
                 if let Some(id) = self.backlog.pop_front() {
+                    if let Some(p) = self.ports.get_mut(id).and_then(Option::as_mut) {
+                        p.in_backlog = false;
+                    }
                     self.drain(id);
                 }
             }
@@ -308,7 +332,14 @@ impl DataPlane {
         if self.ports.len() <= id {
             self.ports.resize_with(id + 1, || None);
         }
-        self.ports[id] = Some(PortRuntime { io, counters, txq: VecDeque::new(), wants_write: false, failed: false });
+        self.ports[id] = Some(PortRuntime {
+            io,
+            counters,
+            txq: VecDeque::new(),
+            wants_write: false,
+            failed: false,
+            in_backlog: false,
+        });
         Ok(())
     }
 
@@ -364,8 +395,11 @@ impl DataPlane {
                 }
             }
         }
-        if self.ports.get(id).and_then(Option::as_ref).is_some_and(|p| !p.failed) {
-            self.backlog.push_back(id);
+        if let Some(p) = self.ports.get_mut(id).and_then(Option::as_mut) {
+            if !p.failed && !p.in_backlog {
+                p.in_backlog = true;
+                self.backlog.push_back(id);
+            }
         }
         self.rx_buf = buf;
     }
@@ -451,9 +485,14 @@ impl DataPlane {
                     return;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(_) => {
-                    port.counters.dropped(DropReason::PortError);
-                    self.fail(id);
+                Err(e) => {
+                    match classify_write_error(&e) {
+                        WriteFailure::Frame(reason) => port.counters.dropped(reason),
+                        WriteFailure::Port => {
+                            port.counters.dropped(DropReason::PortError);
+                            self.fail(id);
+                        }
+                    }
                     return;
                 }
             }
@@ -488,11 +527,18 @@ impl DataPlane {
                     self.pool.push(done);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(_) => {
-                    port.counters.dropped(DropReason::PortError);
-                    broken = true;
-                    break;
-                }
+                Err(e) => match classify_write_error(&e) {
+                    WriteFailure::Frame(reason) => {
+                        port.counters.dropped(reason);
+                        let lost = port.txq.pop_front().expect("front exists");
+                        self.pool.push(lost);
+                    }
+                    WriteFailure::Port => {
+                        port.counters.dropped(DropReason::PortError);
+                        broken = true;
+                        break;
+                    }
+                },
             }
         }
         if broken {
