@@ -254,6 +254,15 @@ impl RunningNode for NsNode {
         if super::is_alive(&self.init) {
             let _ = kill(Pid::from_raw(self.init.pid), Signal::SIGKILL);
         }
+        // The holder reaps init and then exits by itself; give it a moment
+        // so init is not left a zombie for the system to collect.
+        let deadline = Instant::now() + Duration::from_millis(500);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.holder.try_wait() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
         let _ = self.holder.kill();
         self.holder.wait().map_err(HostError::io(format!("waiting for node {}", self.name)))?;
         Ok(())
