@@ -14,16 +14,8 @@ use nix::sys::socket::{
 
 /// Internet checksum (RFC 1071).
 pub fn checksum(data: &[u8]) -> u16 {
-    let mut sum: u32 = 0;
-    for chunk in data.chunks(2) {
-        let word =
-            if chunk.len() == 2 { u16::from_be_bytes([chunk[0], chunk[1]]) } else { u16::from_be_bytes([chunk[0], 0]) };
-        sum += word as u32;
-    }
-    while sum >> 16 != 0 {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
+    use crate::switch::gso::{finish, sum};
+    finish(sum(data, 0))
 }
 
 /// Builds an echo request; IPv6 leaves the checksum to the kernel.

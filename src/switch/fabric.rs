@@ -69,6 +69,12 @@ pub enum Decision<'a> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Egress {
     Send(Tagging),
+    /// The port takes no offloads and the frame needs one: segment it to
+    /// the port's MTU (GSO), or finish its checksum, in software.
+    Soft {
+        tagging: Tagging,
+        mtu: usize,
+    },
     /// The port is not in the frame's VLAN: not a drop, just not for it.
     NotMember,
     Drop(DropReason),
@@ -210,10 +216,13 @@ impl Fabric {
             return Egress::Drop(DropReason::PortDown);
         }
         if frame.vnet.is_gso() {
-            return if info.gso { Egress::Send(tagging) } else { Egress::Drop(DropReason::GsoUnsupported) };
+            return if info.gso { Egress::Send(tagging) } else { Egress::Soft { tagging, mtu: info.mtu } };
         }
         if frame.l3_len() > info.mtu {
             return Egress::Drop(DropReason::Oversize);
+        }
+        if !info.gso && frame.vnet.flags & super::frame::VnetHdr::F_NEEDS_CSUM != 0 {
+            return Egress::Soft { tagging, mtu: info.mtu };
         }
         Egress::Send(tagging)
     }
@@ -363,6 +372,6 @@ mod tests {
         let mut gso = buf(mac(2), mac(1), 9000);
         VnetHdr { gso_type: 1, gso_size: 1448, ..Default::default() }.write(&mut gso);
         assert_eq!(f.admit(1, &Frame::parse(&gso).unwrap(), None), Egress::Send(Tagging::AsIs));
-        assert_eq!(f.admit(2, &Frame::parse(&gso).unwrap(), None), Egress::Drop(DropReason::GsoUnsupported));
+        assert_eq!(f.admit(2, &Frame::parse(&gso).unwrap(), None), Egress::Soft { tagging: Tagging::AsIs, mtu: 1500 });
     }
 }
