@@ -41,9 +41,8 @@ enum Cmd {
     },
     /// Remove what labs killed with SIGKILL left behind.
     Clean,
-    /// Print the API reference (every function, with an example).
-    /// The API reference, from the same doc comments as `:help`: all of
-    /// it as Markdown, or one function.
+    /// Print the API reference (every function, with an example), from the
+    /// same doc comments as `:help`: all of it as Markdown, or one function.
     #[command(alias = "api")]
     Doc {
         /// Only functions with this name.
@@ -79,6 +78,10 @@ fn lab_name(file: &Path, name: Option<String>) -> String {
 /// Runs a script, a REPL, or a script then a REPL, on one lab.
 fn session(file: Option<&Path>, name: String, interactive: bool) -> ExitCode {
     colored::control::set_override(color());
+    if let Some(f) = file.filter(|f| !f.is_file()) {
+        eprintln!("{}: cannot read {}: no such file", "error".red().bold(), f.display());
+        return ExitCode::FAILURE;
+    }
     if let Err(e) = clonet::interrupt::install() {
         eprintln!("clonet: cannot install signal handlers: {e}");
         return ExitCode::FAILURE;
