@@ -4,6 +4,7 @@
 #![deny(unsafe_code)]
 
 pub mod host;
+pub mod image;
 pub mod interrupt;
 pub mod lab;
 pub mod repl;

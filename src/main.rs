@@ -41,6 +41,9 @@ enum Cmd {
     },
     /// Remove what labs killed with SIGKILL left behind.
     Clean,
+    /// Guest images for uml (and later kvm) nodes.
+    #[command(subcommand)]
+    Image(ImageCmd),
     /// Print the API reference (every function, with an example), from the
     /// same doc comments as `:help`: all of it as Markdown, or one function.
     #[command(alias = "api")]
@@ -64,6 +67,63 @@ enum Cmd {
         #[arg(last = true, required = true)]
         argv: Vec<String>,
     },
+}
+
+#[derive(Subcommand)]
+enum ImageCmd {
+    /// Build the busybox guest image (from Debian's busybox-static), unless
+    /// the cached one is up to date.
+    Build {
+        /// Rebuild even if up to date.
+        #[arg(long)]
+        force: bool,
+    },
+    /// List cached images.
+    Ls,
+}
+
+fn image(cmd: ImageCmd) -> ExitCode {
+    let dir = clonet::image::cache_dir();
+    match cmd {
+        ImageCmd::Ls => {
+            let images = clonet::image::list(&dir);
+            if images.is_empty() {
+                println!("no images in {} (build one with `clonet image build`)", dir.display());
+            }
+            for i in images {
+                println!("{:<16} {:>6} MiB  {}  {}", i.name, i.bytes >> 20, i.fingerprint, i.path.display());
+            }
+            ExitCode::SUCCESS
+        }
+        ImageCmd::Build { force } => {
+            let recipe = match clonet::image::default_recipe() {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("{}: {e}", "error".red().bold());
+                    return ExitCode::FAILURE;
+                }
+            };
+            let spinner = indicatif::ProgressBar::new_spinner();
+            spinner.enable_steady_tick(std::time::Duration::from_millis(100));
+            let mut step = |s: &str| spinner.set_message(format!("{}: {s}", recipe.name));
+            let result = clonet::image::build(&recipe, &dir, force, &mut step);
+            spinner.finish_and_clear();
+            match result {
+                Ok((info, built)) => {
+                    let what = match built {
+                        clonet::image::Built::Fresh => "built",
+                        clonet::image::Built::UpToDate => "up to date",
+                    };
+                    println!("{} {what}: {} ({} MiB)", info.name, info.path.display(), info.bytes >> 20);
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{}: {e}", "error".red().bold());
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
 }
 
 fn color() -> bool {
@@ -193,6 +253,7 @@ fn main() -> ExitCode {
         }
         Cmd::Repl { name } => session(None, name, true),
         Cmd::Clean => clean(),
+        Cmd::Image(cmd) => image(cmd),
         Cmd::Doc { name, json, output } => doc(name.as_deref(), json, output.as_deref()),
         Cmd::NsInit { hostname, hosts } => ns_init_main(&hostname, &hosts),
         Cmd::NsEnter { pid, argv } => ns_enter_main(pid, &argv),

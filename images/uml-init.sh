@@ -1,0 +1,28 @@
+#!/bin/busybox sh
+# PID 1 of clonet's busybox guest image (uml and, later, kvm nodes).
+# Kernel command line: clonet.hostname=NAME, clonet.selftest=1.
+export PATH=/bin:/sbin
+busybox mount -t proc proc /proc
+busybox mount -t sysfs sysfs /sys
+busybox mount -t devtmpfs devtmpfs /dev 2>/dev/null
+busybox mount -t tmpfs tmpfs /tmp
+busybox mount -t tmpfs tmpfs /run
+for arg in $(busybox cat /proc/cmdline); do
+    case "$arg" in
+        clonet.hostname=*) busybox hostname "${arg#clonet.hostname=}" ;;
+        clonet.selftest=1) selftest=1 ;;
+    esac
+done
+busybox ip link set lo up
+# UML names vector NICs vecN: give them the names every node kind uses.
+for dev in /sys/class/net/vec*; do
+    [ -e "$dev" ] || continue
+    n=${dev##*/vec}
+    busybox ip link set "vec$n" name "eth$n"
+done
+if [ -n "$selftest" ]; then
+    echo "clonet-image-ok $(busybox hostname) $(busybox uname -r)"
+    busybox poweroff -f
+fi
+# The guest agent arrives with the uml node kind; until then, a console shell.
+exec busybox sh

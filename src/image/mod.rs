@@ -1,0 +1,258 @@
+//! Guest images for `uml` (and later `kvm`) nodes, built locally from
+//! Debian packages with no download and no root: a busybox userland and an
+//! init in an ext4 file made by `mkfs.ext4 -d`.
+//!
+//! Images are cached under the user's data directory and rebuilt only when
+//! their recipe changes: the recipe's fingerprint covers the init script,
+//! the busybox binary's bytes, the layout and the size.
+//!
+//! Owns: the image cache. Must not touch: labs, nodes, the switch.
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde::{Deserialize, Serialize};
+
+/// The init of the busybox image.
+pub const INIT_SCRIPT: &str = include_str!("../../images/uml-init.sh");
+/// Where Debian's busybox-static puts its binary.
+pub const BUSYBOX: &str = "/bin/busybox";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{0} is missing: install Debian's {1} package")]
+    Missing(String, &'static str),
+    #[error("{0} is not a static binary: install Debian's busybox-static")]
+    NotStatic(String),
+    #[error("mkfs.ext4 failed: {0}")]
+    Mkfs(String),
+    #[error("no image called {0:?} (try `clonet image ls`)")]
+    Unknown(String),
+}
+
+fn io_at(path: &Path) -> impl FnOnce(std::io::Error) -> ImageError + '_ {
+    move |source| ImageError::Io { path: path.to_path_buf(), source }
+}
+
+/// What an image is made of (sans-IO: contents are given, not read).
+#[derive(Clone, Debug)]
+pub struct Recipe {
+    pub name: String,
+    pub size_mb: u32,
+    pub dirs: Vec<String>,
+    /// (path in the image, contents, mode).
+    pub files: Vec<(String, Vec<u8>, u32)>,
+    /// (link path, target).
+    pub symlinks: Vec<(String, String)>,
+}
+
+impl Recipe {
+    /// The busybox image: `busybox` is the static binary's bytes and
+    /// `applets` the names `busybox --list` prints.
+    pub fn busybox(busybox: Vec<u8>, applets: &[String]) -> Recipe {
+        let dirs = ["bin", "sbin", "etc", "proc", "sys", "dev", "tmp", "run", "root", "var", "mnt"];
+        let mut symlinks: Vec<(String, String)> = applets
+            .iter()
+            .filter(|a| a.as_str() != "busybox")
+            .map(|a| (format!("bin/{a}"), "busybox".into()))
+            .collect();
+        symlinks.sort();
+        Recipe {
+            name: "uml-busybox".into(),
+            size_mb: 64,
+            dirs: dirs.iter().map(|d| d.to_string()).collect(),
+            files: vec![
+                ("bin/busybox".into(), busybox, 0o755),
+                ("init".into(), INIT_SCRIPT.as_bytes().to_vec(), 0o755),
+                ("etc/hostname".into(), b"clonet\n".to_vec(), 0o644),
+                ("etc/passwd".into(), b"root:x:0:0:root:/root:/bin/sh\n".to_vec(), 0o644),
+                ("etc/group".into(), b"root:x:0:\n".to_vec(), 0o644),
+            ],
+            symlinks,
+        }
+    }
+
+    /// A stable hash of everything that goes into the image.
+    pub fn fingerprint(&self) -> String {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut feed = |bytes: &[u8]| {
+            for b in bytes.iter().chain(std::iter::once(&0xff)) {
+                h ^= *b as u64;
+                h = h.wrapping_mul(0x0100_0000_01b3);
+            }
+        };
+        feed(self.name.as_bytes());
+        feed(&self.size_mb.to_le_bytes());
+        for d in &self.dirs {
+            feed(d.as_bytes());
+        }
+        for (p, c, m) in &self.files {
+            feed(p.as_bytes());
+            feed(c);
+            feed(&m.to_le_bytes());
+        }
+        for (l, t) in &self.symlinks {
+            feed(l.as_bytes());
+            feed(t.as_bytes());
+        }
+        format!("{h:016x}")
+    }
+}
+
+/// A built image, as recorded next to it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageInfo {
+    pub name: String,
+    pub fingerprint: String,
+    pub path: PathBuf,
+    pub bytes: u64,
+}
+
+/// Where images live: `$CLONET_DATA_DIR/images`, else
+/// `$XDG_DATA_HOME/clonet/images`, else `~/.local/share/clonet/images`.
+pub fn cache_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("CLONET_DATA_DIR") {
+        return PathBuf::from(d).join("images");
+    }
+    let data = std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+        .unwrap_or_else(|| PathBuf::from("/var/lib"));
+    data.join("clonet/images")
+}
+
+/// The recipe of the default image, from the host's busybox-static.
+pub fn default_recipe() -> Result<Recipe, ImageError> {
+    let bytes = std::fs::read(BUSYBOX).map_err(|_| ImageError::Missing(BUSYBOX.into(), "busybox-static"))?;
+    // A dynamic ELF has a PT_INTERP program header naming its loader.
+    if bytes.windows(15).any(|w| w == b"/lib64/ld-linux") {
+        return Err(ImageError::NotStatic(BUSYBOX.into()));
+    }
+    let out = Command::new(BUSYBOX).arg("--list").output().map_err(io_at(Path::new(BUSYBOX)))?;
+    let applets: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect();
+    Ok(Recipe::busybox(bytes, &applets))
+}
+
+fn meta_path(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("{name}.json"))
+}
+
+/// The cached image called `name`, if any.
+pub fn find(dir: &Path, name: &str) -> Option<ImageInfo> {
+    let info: ImageInfo = serde_json::from_slice(&std::fs::read(meta_path(dir, name)).ok()?).ok()?;
+    info.path.is_file().then_some(info)
+}
+
+/// Every cached image.
+pub fn list(dir: &Path) -> Vec<ImageInfo> {
+    let mut v: Vec<ImageInfo> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.strip_suffix(".json").map(str::to_string))
+        .filter_map(|n| find(dir, &n))
+        .collect();
+    v.sort_by(|a, b| a.name.cmp(&b.name));
+    v
+}
+
+/// Whether `build` had work to do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Built {
+    Fresh,
+    UpToDate,
+}
+
+/// Builds `recipe` into `dir` unless an image with its fingerprint is
+/// there (or `force`). `step` is told what happens, for a progress display.
+pub fn build(
+    recipe: &Recipe,
+    dir: &Path,
+    force: bool,
+    step: &mut dyn FnMut(&str),
+) -> Result<(ImageInfo, Built), ImageError> {
+    let fingerprint = recipe.fingerprint();
+    if let Some(info) = find(dir, &recipe.name).filter(|i| i.fingerprint == fingerprint && !force) {
+        return Ok((info, Built::UpToDate));
+    }
+    std::fs::create_dir_all(dir).map_err(io_at(dir))?;
+    step("staging the file tree");
+    let stage = dir.join(format!(".{}.stage.{}", recipe.name, std::process::id()));
+    let _ = std::fs::remove_dir_all(&stage);
+    let result = stage_and_mkfs(recipe, dir, &stage, &fingerprint, step);
+    let _ = std::fs::remove_dir_all(&stage);
+    result.map(|i| (i, Built::Fresh))
+}
+
+fn stage_and_mkfs(
+    recipe: &Recipe,
+    dir: &Path,
+    stage: &Path,
+    fingerprint: &str,
+    step: &mut dyn FnMut(&str),
+) -> Result<ImageInfo, ImageError> {
+    use std::os::unix::fs::PermissionsExt;
+    for d in &recipe.dirs {
+        let p = stage.join(d);
+        std::fs::create_dir_all(&p).map_err(io_at(&p))?;
+    }
+    for (path, contents, mode) in &recipe.files {
+        let p = stage.join(path);
+        std::fs::write(&p, contents).map_err(io_at(&p))?;
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(*mode)).map_err(io_at(&p))?;
+    }
+    for (link, target) in &recipe.symlinks {
+        let p = stage.join(link);
+        if !p.exists() {
+            std::os::unix::fs::symlink(target, &p).map_err(io_at(&p))?;
+        }
+    }
+    step("making the ext4 file system");
+    let tmp = dir.join(format!(".{}.img.{}", recipe.name, std::process::id()));
+    let out = Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-L", "clonet", "-d"])
+        .arg(stage)
+        .arg(&tmp)
+        .arg(format!("{}M", recipe.size_mb))
+        .output()
+        .map_err(|_| ImageError::Missing("mkfs.ext4".into(), "e2fsprogs"))?;
+    if !out.status.success() {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(ImageError::Mkfs(String::from_utf8_lossy(&out.stderr).trim().to_string()));
+    }
+    let path = dir.join(format!("{}.img", recipe.name));
+    std::fs::rename(&tmp, &path).map_err(io_at(&path))?;
+    let bytes = std::fs::metadata(&path).map_err(io_at(&path))?.len();
+    let info = ImageInfo { name: recipe.name.clone(), fingerprint: fingerprint.to_string(), path, bytes };
+    let meta = meta_path(dir, &recipe.name);
+    std::fs::write(&meta, serde_json::to_vec_pretty(&info).expect("serializes")).map_err(io_at(&meta))?;
+    Ok(info)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fingerprint_follows_every_ingredient() {
+        let base = Recipe::busybox(b"bb".to_vec(), &["sh".into(), "ls".into()]);
+        let same = Recipe::busybox(b"bb".to_vec(), &["ls".into(), "sh".into()]);
+        assert_eq!(base.fingerprint(), same.fingerprint(), "applet order does not matter");
+        let other_binary = Recipe::busybox(b"bb2".to_vec(), &["sh".into(), "ls".into()]);
+        assert_ne!(base.fingerprint(), other_binary.fingerprint());
+        let mut bigger = base.clone();
+        bigger.size_mb += 1;
+        assert_ne!(base.fingerprint(), bigger.fingerprint());
+        let mut other_init = base.clone();
+        other_init.files[1].1.push(b'\n');
+        assert_ne!(base.fingerprint(), other_init.fingerprint());
+    }
+
+    #[test]
+    fn the_recipe_links_applets_to_busybox() {
+        let r = Recipe::busybox(vec![], &["busybox".into(), "ip".into()]);
+        assert_eq!(r.symlinks, vec![("bin/ip".to_string(), "busybox".to_string())]);
+        assert!(r.files.iter().any(|(p, _, m)| p == "init" && *m == 0o755));
+    }
+}
