@@ -1,6 +1,7 @@
 #!/bin/busybox sh
 # PID 1 of clonet's busybox guest image (uml and, later, kvm nodes).
-# Kernel command line: clonet.hostname=NAME, clonet.selftest=1.
+# Kernel command line: clonet.hostname=NAME, clonet.selftest=1 (report and
+# power off) or clonet.selftest=hold (report and wait).
 export PATH=/bin:/sbin
 busybox mount -t proc proc /proc
 busybox mount -t sysfs sysfs /sys
@@ -11,6 +12,7 @@ for arg in $(busybox cat /proc/cmdline); do
     case "$arg" in
         clonet.hostname=*) busybox hostname "${arg#clonet.hostname=}" ;;
         clonet.selftest=1) selftest=1 ;;
+        clonet.selftest=hold) hold=1 ;;
     esac
 done
 busybox ip link set lo up
@@ -23,6 +25,10 @@ done
 if [ -n "$selftest" ]; then
     echo "clonet-image-ok $(busybox hostname) $(busybox uname -r)"
     busybox poweroff -f
+fi
+if [ -n "$hold" ]; then
+    echo "clonet-image-holding"
+    exec busybox sleep 2147483647
 fi
 # The guest agent arrives with the uml node kind; until then, a console shell.
 exec busybox sh

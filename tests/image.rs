@@ -4,6 +4,7 @@
 mod common;
 use common::*;
 
+use std::os::unix::process::CommandExt;
 use std::process::Command;
 
 fn clonet(data: &std::path::Path) -> Command {
@@ -59,4 +60,42 @@ fn a_forced_build_rebuilds() {
         .filter(|n| n.starts_with('.'))
         .collect();
     assert!(leftovers.is_empty(), "staging files left: {leftovers:?}");
+}
+
+#[test]
+fn mconsole_talks_to_a_running_uml_and_halts_it() {
+    use clonet::host::mconsole::Mconsole;
+    use std::io::{BufRead, BufReader};
+    let data = tempfile::tempdir().unwrap();
+    assert!(clonet(data.path()).args(["image", "build"]).status().unwrap().success());
+    let img = data.path().join("images/uml-busybox.img");
+    let uml_dir = data.path().join("uml");
+    std::fs::create_dir_all(&uml_dir).unwrap();
+    let mut uml = Command::new("linux.uml")
+        .arg(format!("ubd0={},{}", data.path().join("m.cow").display(), img.display()))
+        .args(["root=/dev/ubda", "rw", "init=/init", "mem=64M", "con0=null,fd:1", "con=null", "quiet", "umid=m1"])
+        .arg(format!("uml_dir={}", uml_dir.display()))
+        .arg("clonet.selftest=hold")
+        .stdout(std::process::Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(uml.stdout.take().unwrap()).lines();
+    assert!(lines.any(|l| l.is_ok_and(|l| l.contains("clonet-image-holding"))), "the guest came up");
+    let mc = Mconsole::new(&uml_dir.join("m1/mconsole"), std::time::Duration::from_secs(5)).unwrap();
+    assert!(mc.command("version").unwrap().contains("6.1"));
+    // Hot-plugging a vector NIC is accepted; a malformed one is refused.
+    let sock = data.path().join("sw.sock");
+    mc.command(&format!("config vec0:transport=bess,dst={}", sock.display())).unwrap();
+    let err = mc.command("config vec1=nonsense").unwrap_err();
+    assert!(err.to_string().contains("refused"), "{err}");
+    mc.command("halt").unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while uml.try_wait().unwrap().is_none() {
+        assert!(std::time::Instant::now() < deadline, "UML did not halt");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // UML runs as several processes: the whole group must be gone.
+    let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(uml.id() as i32), nix::sys::signal::Signal::SIGKILL);
+    assert!(eventually(5, || processes_matching(&uml_dir.to_string_lossy()).is_empty()), "no UML process left");
 }

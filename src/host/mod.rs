@@ -10,6 +10,7 @@
 //! the switch's internals, Rhai.
 pub mod fake;
 pub mod helpers;
+pub mod mconsole;
 pub mod ns;
 pub mod ping;
 pub mod rtnl;
