@@ -1,7 +1,8 @@
 #!/bin/busybox sh
 # PID 1 of clonet's busybox guest image (uml and, later, kvm nodes).
-# Kernel command line: clonet.hostname=NAME, clonet.selftest=1 (report and
-# power off) or clonet.selftest=hold (report and wait).
+# Kernel command line: clonet.hostname=NAME, clonet.agent=TTY (run the
+# guest agent on /dev/TTY), clonet.selftest=1 (report and power off) or
+# clonet.selftest=hold (report and wait).
 export PATH=/bin:/sbin
 busybox mount -t proc proc /proc
 busybox mount -t sysfs sysfs /sys
@@ -13,6 +14,7 @@ for arg in $(busybox cat /proc/cmdline); do
         clonet.hostname=*) busybox hostname "${arg#clonet.hostname=}" ;;
         clonet.selftest=1) selftest=1 ;;
         clonet.selftest=hold) hold=1 ;;
+        clonet.agent=*) agent="/dev/${arg#clonet.agent=}" ;;
     esac
 done
 busybox ip link set lo up
@@ -22,6 +24,9 @@ for dev in /sys/class/net/vec*; do
     n=${dev##*/vec}
     busybox ip link set "vec$n" name "eth$n"
 done
+if [ -n "$agent" ]; then
+    busybox setsid /bin/clonet-agent "$agent" </dev/null >/dev/null 2>&1 &
+fi
 if [ -n "$selftest" ]; then
     echo "clonet-image-ok $(busybox hostname) $(busybox uname -r)"
     busybox poweroff -f

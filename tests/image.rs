@@ -99,3 +99,49 @@ fn mconsole_talks_to_a_running_uml_and_halts_it() {
     let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(uml.id() as i32), nix::sys::signal::Signal::SIGKILL);
     assert!(eventually(5, || processes_matching(&uml_dir.to_string_lossy()).is_empty()), "no UML process left");
 }
+
+#[test]
+fn the_guest_agent_runs_commands_over_a_serial_line() {
+    use clonet::host::agent::{encode_exec, parse_line, AgentMsg};
+    use std::io::{BufRead, BufReader, Write};
+    use std::os::unix::net::UnixStream;
+    let data = tempfile::tempdir().unwrap();
+    assert!(clonet(data.path()).args(["image", "build"]).status().unwrap().success());
+    let img = data.path().join("images/uml-busybox.img");
+    let (host_end, guest_end) = UnixStream::pair().unwrap();
+    let mut uml = Command::new("linux.uml")
+        .arg(format!("ubd0={},{}", data.path().join("a.cow").display(), img.display()))
+        .args(["root=/dev/ubda", "rw", "init=/init", "mem=64M", "con0=null,fd:1", "con=null", "quiet"])
+        .args(["ssl=null", "ssl1=fd:0", "clonet.agent=ttyS1", "clonet.selftest=hold"])
+        .stdin(std::process::Stdio::from(std::os::fd::OwnedFd::from(guest_end)))
+        .stdout(std::process::Stdio::null())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    host_end.set_read_timeout(Some(std::time::Duration::from_secs(30))).unwrap();
+    let mut lines = BufReader::new(host_end.try_clone().unwrap()).lines();
+    let mut writer = host_end;
+    let mut next = || parse_line(&lines.next().expect("a line").expect("read")).expect("a valid line");
+    assert_eq!(next(), AgentMsg::Hello { version: 1 });
+    let mut run = |id: u64, secs: u64, script: &str, stdin: &[u8]| {
+        writer.write_all(encode_exec(id, secs, script, stdin).as_bytes()).unwrap();
+        match next() {
+            AgentMsg::Result { id: got, output } => {
+                assert_eq!(got, id);
+                output
+            }
+            other => panic!("{other:?}"),
+        }
+    };
+    let o = run(1, 10, "echo hi; echo err >&2; exit 3", b"");
+    assert_eq!((o.status, o.stdout.as_slice(), o.stderr.as_slice()), (3, &b"hi\n"[..], &b"err\n"[..]));
+    assert_eq!(run(2, 10, "printf '\\000\\377\\001'", b"").stdout, vec![0, 255, 1], "binary-safe");
+    let big = run(3, 30, "seq 1 30000", b"").stdout;
+    let expected: String = (1..=30000).map(|i| format!("{i}\n")).collect();
+    assert!(big == expected.as_bytes(), "large output intact ({} bytes)", big.len());
+    assert_eq!(run(4, 10, "wc -c", b"12345").stdout, b"5\n");
+    assert_eq!(run(5, 1, "sleep 5", b"").status, 137, "the guest kills a command past its time");
+    assert_eq!(run(6, 10, "hostname", b"").status, 0, "the agent goes on after a timeout");
+    let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(uml.id() as i32), nix::sys::signal::Signal::SIGKILL);
+    let _ = uml.wait();
+}

@@ -8,6 +8,7 @@
 //!
 //! Owns: node processes and their fds. Must not touch: the topology model,
 //! the switch's internals, Rhai.
+pub mod agent;
 pub mod fake;
 pub mod helpers;
 pub mod mconsole;

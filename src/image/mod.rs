@@ -14,6 +14,8 @@ use serde::{Deserialize, Serialize};
 
 /// The init of the busybox image.
 pub const INIT_SCRIPT: &str = include_str!("../../images/uml-init.sh");
+/// The guest agent of the busybox image (see `host::agent`).
+pub const AGENT_SCRIPT: &str = include_str!("../../images/clonet-agent.sh");
 /// Where Debian's busybox-static puts its binary.
 pub const BUSYBOX: &str = "/bin/busybox";
 
@@ -65,6 +67,7 @@ impl Recipe {
             files: vec![
                 ("bin/busybox".into(), busybox, 0o755),
                 ("init".into(), INIT_SCRIPT.as_bytes().to_vec(), 0o755),
+                ("bin/clonet-agent".into(), AGENT_SCRIPT.as_bytes().to_vec(), 0o755),
                 ("etc/hostname".into(), b"clonet\n".to_vec(), 0o644),
                 ("etc/passwd".into(), b"root:x:0:0:root:/root:/bin/sh\n".to_vec(), 0o644),
                 ("etc/group".into(), b"root:x:0:\n".to_vec(), 0o644),
@@ -246,6 +249,7 @@ mod tests {
         assert_ne!(base.fingerprint(), bigger.fingerprint());
         let mut other_init = base.clone();
         other_init.files[1].1.push(b'\n');
+        assert_eq!(other_init.files[1].0, "init");
         assert_ne!(base.fingerprint(), other_init.fingerprint());
     }
 
