@@ -114,12 +114,12 @@ impl RunningNode for FakeNode {
         self.host.record(format!("forget {}:{ifname}", self.name));
     }
 
-    fn exec(&self, req: &ExecRequest) -> Result<ExecOutput, HostError> {
+    fn exec(&mut self, req: &ExecRequest) -> Result<ExecOutput, HostError> {
         self.host.record(format!("exec {} {:?}", self.name, req.argv));
         Ok(ExecOutput { status: 0, stdout: req.argv.join(" ").into_bytes(), stderr: Vec::new() })
     }
 
-    fn ping(&self, target: IpAddr, _timeout: Duration) -> Result<Option<Duration>, HostError> {
+    fn ping(&mut self, target: IpAddr, _timeout: Duration) -> Result<Option<Duration>, HostError> {
         self.host.record(format!("ping {} {target}", self.name));
         Ok(None)
     }

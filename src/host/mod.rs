@@ -16,6 +16,7 @@ pub mod ns;
 pub mod ping;
 pub mod rtnl;
 pub mod tapfwd;
+pub mod uml;
 
 use std::io;
 use std::net::IpAddr;
@@ -54,8 +55,12 @@ impl HostError {
 pub struct NodeSpec {
     pub lab: String,
     pub name: String,
+    pub kind: crate::lab::topology::NodeKind,
     /// The lab's hosts file, bind-mounted as the node's `/etc/hosts`.
     pub hosts_file: PathBuf,
+    /// The lab's run directory (sockets, COW files, console logs).
+    pub run_dir: PathBuf,
+    pub options: crate::lab::command::NodeOptions,
 }
 
 /// A command to run inside a node.
@@ -103,9 +108,9 @@ pub trait RunningNode {
     fn add_route(&mut self, route: &Route) -> Result<(), HostError>;
     /// Forgets an interface whose port was removed (its TAP is gone).
     fn forget_iface(&mut self, ifname: &str);
-    fn exec(&self, req: &ExecRequest) -> Result<ExecOutput, HostError>;
+    fn exec(&mut self, req: &ExecRequest) -> Result<ExecOutput, HostError>;
     /// One ICMP echo exchange from inside the node; the RTT if answered.
-    fn ping(&self, target: IpAddr, timeout: Duration) -> Result<Option<Duration>, HostError>;
+    fn ping(&mut self, target: IpAddr, timeout: Duration) -> Result<Option<Duration>, HostError>;
     /// Kills every process of the node and releases its namespaces.
     fn stop(&mut self) -> Result<(), HostError>;
 }

@@ -86,6 +86,32 @@ fn self_exe() -> Command {
 
 impl NodeHost for LinuxHost {
     fn start_node(&self, spec: &NodeSpec) -> Result<Box<dyn RunningNode>, HostError> {
+        match spec.kind {
+            crate::lab::topology::NodeKind::Ns => start_ns(spec),
+            crate::lab::topology::NodeKind::Uml => {
+                let image = match &spec.options.image {
+                    Some(path) => path.clone(),
+                    None => default_image().map_err(|e| HostError::Start(spec.name.clone(), e.to_string()))?,
+                };
+                if !image.is_file() {
+                    return Err(HostError::Start(spec.name.clone(), format!("no image at {}", image.display())));
+                }
+                super::uml::start(spec, &image, spec.options.mem_mb.unwrap_or(super::uml::DEFAULT_MEM_MB))
+            }
+        }
+    }
+}
+
+/// The cached busybox image, built on first use.
+fn default_image() -> Result<std::path::PathBuf, crate::image::ImageError> {
+    let dir = crate::image::cache_dir();
+    let recipe = crate::image::default_recipe()?;
+    let (info, _) = crate::image::build(&recipe, &dir, false, &mut |_| {})?;
+    Ok(info.path)
+}
+
+fn start_ns(spec: &NodeSpec) -> Result<Box<dyn RunningNode>, HostError> {
+    {
         let mut cmd = self_exe();
         cmd.arg("__ns-init").arg(&spec.name).arg(&spec.hosts_file);
         cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::inherit());
@@ -209,7 +235,7 @@ impl RunningNode for NsNode {
         self.ifindex.remove(ifname);
     }
 
-    fn exec(&self, req: &ExecRequest) -> Result<ExecOutput, HostError> {
+    fn exec(&mut self, req: &ExecRequest) -> Result<ExecOutput, HostError> {
         if !super::is_alive(&self.init) {
             return Err(HostError::Gone(self.name.clone()));
         }
@@ -238,7 +264,7 @@ impl RunningNode for NsNode {
         Ok(ExecOutput { status, stdout, stderr })
     }
 
-    fn ping(&self, target: IpAddr, timeout: Duration) -> Result<Option<Duration>, HostError> {
+    fn ping(&mut self, target: IpAddr, timeout: Duration) -> Result<Option<Duration>, HostError> {
         in_netns(self.netns.as_fd(), || super::ping::echo(target, timeout, Duration::from_millis(200))).map_err(|e| {
             if e.kind() == std::io::ErrorKind::Interrupted {
                 HostError::Interrupted

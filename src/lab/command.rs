@@ -29,6 +29,17 @@ pub struct LinkOptions {
     pub link_name: Option<String>,
 }
 
+/// Options of a new node that only some kinds use.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeOptions {
+    /// Guest memory in MiB (uml).
+    #[serde(default)]
+    pub mem_mb: Option<u32>,
+    /// Base disk image (uml): never written; the node runs on a COW layer.
+    #[serde(default)]
+    pub image: Option<std::path::PathBuf>,
+}
+
 /// Who a ping goes to.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -44,6 +55,8 @@ pub enum Command {
     AddNode {
         name: String,
         kind: NodeKind,
+        #[serde(default)]
+        options: NodeOptions,
     },
     /// Removes a node with all its links and LAN ports.
     DeleteNode {

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use command::{Command, Reply};
-use command::{FdbRow, LinkOptions, NodeInfo, PingTarget, PortReport};
+use command::{FdbRow, LinkOptions, NodeInfo, NodeOptions, PingTarget, PortReport};
 
 use crate::host::{HostError, NodeHost, NodeSpec, RunningNode};
 use crate::switch::counters::PortCounters;
@@ -73,6 +73,8 @@ pub struct Lab {
     ports: HashMap<(String, String), PortHandle>,
     /// Switch segments by link or LAN name.
     segments: HashMap<String, SegmentId>,
+    /// Kind-specific options each node was created with (for restarts).
+    node_options: HashMap<String, NodeOptions>,
     /// The two switch ports of each link between LANs, by its name.
     uplink_ports: HashMap<String, [PortHandle; 2]>,
     switch: Option<Switch>,
@@ -95,6 +97,7 @@ impl Lab {
             ports: HashMap::new(),
             segments: HashMap::new(),
             uplink_ports: HashMap::new(),
+            node_options: HashMap::new(),
             switch: None,
             run_dir: Some(run_dir),
         };
@@ -151,7 +154,7 @@ impl Lab {
     /// Executes one command.
     pub fn execute(&mut self, cmd: Command) -> Result<Reply, LabError> {
         match cmd {
-            Command::AddNode { name, kind } => self.add_node(&name, kind),
+            Command::AddNode { name, kind, options } => self.add_node(&name, kind, options),
             Command::DeleteNode { node } => self.delete_node(&node).map(|()| Reply::Done),
             Command::StopNode { node } => self.stop_node(&node).map(|()| Reply::Done),
             Command::StartNode { node } => self.start_node(&node).map(|()| Reply::Done),
@@ -165,13 +168,13 @@ impl Lab {
             Command::SetLinkUp { link, up } => self.set_link_up(&link, up).map(|()| Reply::Done),
             Command::SetIp { node, iface, cidr } => self.set_ip(&node, &iface, cidr).map(|()| Reply::Done),
             Command::AddRoute { node, route } => self.add_route(&node, route).map(|()| Reply::Done),
-            Command::Exec { node, request } => Ok(Reply::Exec(self.running(&node)?.exec(&request)?)),
+            Command::Exec { node, request } => Ok(Reply::Exec(self.running_mut(&node)?.exec(&request)?)),
             Command::Ping { from, to, timeout_ms } => {
                 let target = match to {
                     PingTarget::Addr(a) => a,
                     PingTarget::Node(n) => self.address_of(&n)?,
                 };
-                let rtt = self.running(&from)?.ping(target, Duration::from_millis(timeout_ms))?;
+                let rtt = self.running_mut(&from)?.ping(target, Duration::from_millis(timeout_ms))?;
                 Ok(Reply::Ping { rtt_us: rtt.map(|d| d.as_micros() as u64) })
             }
             Command::NodeInfo { node } => Ok(Reply::Node(self.node_info(&node)?)),
@@ -197,18 +200,20 @@ impl Lab {
         self.topo.node(node)?.first_addr().ok_or_else(|| LabError::NoAddress(node.to_string()))
     }
 
-    fn spec(&mut self, name: &str) -> Result<NodeSpec, LabError> {
+    fn spec(&mut self, name: &str, kind: NodeKind, options: NodeOptions) -> Result<NodeSpec, LabError> {
         let hosts_file = self.write_hosts()?;
-        Ok(NodeSpec { lab: self.topo.lab.clone(), name: name.to_string(), hosts_file })
+        let run_dir = self.run_dir_mut().path().to_path_buf();
+        Ok(NodeSpec { lab: self.topo.lab.clone(), name: name.to_string(), kind, hosts_file, run_dir, options })
     }
 
-    fn add_node(&mut self, name: &str, kind: NodeKind) -> Result<Reply, LabError> {
+    fn add_node(&mut self, name: &str, kind: NodeKind, options: NodeOptions) -> Result<Reply, LabError> {
         self.topo.check_new_node(name)?;
-        let spec = self.spec(name)?;
+        let spec = self.spec(name, kind, options.clone())?;
         let running = self.host.start_node(&spec)?;
         let procs = running.processes();
         self.nodes.insert(name.to_string(), running);
         self.topo.add_node(name, kind)?;
+        self.node_options.insert(name.to_string(), options);
         self.run_dir_mut().record_node(name, procs)?;
         Ok(Reply::Node(self.node_info(name)?))
     }
@@ -239,7 +244,8 @@ impl Lab {
         vlan: VlanMode,
     ) -> Result<(), LabError> {
         let io = self.running_mut(node)?.add_iface(&new.name, new.mac, new.mtu)?;
-        let (id, counters) = self.switch().add_port(seg, io, new.mtu as usize, true, vlan)?;
+        let gso = io.gso();
+        let (id, counters) = self.switch().add_port(seg, io, new.mtu as usize, gso, vlan)?;
         self.ports.insert(
             (node.to_string(), new.name.clone()),
             PortHandle { id, counters, segment: segment_name.to_string() },
@@ -519,7 +525,8 @@ impl Lab {
         if model.running {
             return Ok(());
         }
-        let spec = self.spec(name)?;
+        let options = self.node_options.get(name).cloned().unwrap_or_default();
+        let spec = self.spec(name, model.kind, options)?;
         let running = self.host.start_node(&spec)?;
         let procs = running.processes();
         self.nodes.insert(name.to_string(), running);
@@ -680,8 +687,10 @@ mod tests {
     fn builds_a_link_and_frames_cross_the_real_switch() {
         let host = FakeHost::default();
         let (mut lab, dir) = lab(&host);
-        lab.execute(Command::AddNode { name: "a".into(), kind: NodeKind::Ns }).unwrap();
-        lab.execute(Command::AddNode { name: "b".into(), kind: NodeKind::Ns }).unwrap();
+        lab.execute(Command::AddNode { options: NodeOptions::default(), name: "a".into(), kind: NodeKind::Ns })
+            .unwrap();
+        lab.execute(Command::AddNode { options: NodeOptions::default(), name: "b".into(), kind: NodeKind::Ns })
+            .unwrap();
         let reply = lab
             .execute(Command::AddLink {
                 a: "a".into(),
@@ -722,7 +731,8 @@ mod tests {
         for (n, vlan) in
             [("h", VlanMode::Access(10)), ("r", VlanMode::Trunk(vec![10, 20])), ("g", VlanMode::Access(20))]
         {
-            lab.execute(Command::AddNode { name: n.into(), kind: NodeKind::Ns }).unwrap();
+            lab.execute(Command::AddNode { options: NodeOptions::default(), name: n.into(), kind: NodeKind::Ns })
+                .unwrap();
             let options = LinkOptions { vlan: Some(vlan), ..Default::default() };
             lab.execute(Command::JoinLan { node: n.into(), lan: "sw".into(), ip: None, options }).unwrap();
         }
@@ -767,7 +777,8 @@ mod tests {
         let host = FakeHost::default();
         let (mut lab, _dir) = lab(&host);
         for n in ["a", "b"] {
-            lab.execute(Command::AddNode { name: n.into(), kind: NodeKind::Ns }).unwrap();
+            lab.execute(Command::AddNode { options: NodeOptions::default(), name: n.into(), kind: NodeKind::Ns })
+                .unwrap();
         }
         lab.execute(Command::AddLan { name: "sw".into() }).unwrap();
         let refused: Cidr = "10.66.0.1/24".parse().unwrap();
@@ -794,9 +805,14 @@ mod tests {
     fn failed_commands_change_nothing() {
         let host = FakeHost::default();
         let (mut lab, _dir) = lab(&host);
-        lab.execute(Command::AddNode { name: "a".into(), kind: NodeKind::Ns }).unwrap();
-        assert!(lab.execute(Command::AddNode { name: "a".into(), kind: NodeKind::Ns }).is_err());
-        assert!(lab.execute(Command::AddNode { name: "x/y".into(), kind: NodeKind::Ns }).is_err());
+        lab.execute(Command::AddNode { options: NodeOptions::default(), name: "a".into(), kind: NodeKind::Ns })
+            .unwrap();
+        assert!(lab
+            .execute(Command::AddNode { options: NodeOptions::default(), name: "a".into(), kind: NodeKind::Ns })
+            .is_err());
+        assert!(lab
+            .execute(Command::AddNode { options: NodeOptions::default(), name: "x/y".into(), kind: NodeKind::Ns })
+            .is_err());
         let e = lab
             .execute(Command::JoinLan {
                 node: "a".into(),
@@ -824,8 +840,10 @@ mod tests {
     fn a_half_made_link_is_rolled_back() {
         let host = FakeHost::default();
         let (mut lab, _dir) = lab(&host);
-        lab.execute(Command::AddNode { name: "a".into(), kind: NodeKind::Ns }).unwrap();
-        lab.execute(Command::AddNode { name: "b".into(), kind: NodeKind::Ns }).unwrap();
+        lab.execute(Command::AddNode { options: NodeOptions::default(), name: "a".into(), kind: NodeKind::Ns })
+            .unwrap();
+        lab.execute(Command::AddNode { options: NodeOptions::default(), name: "b".into(), kind: NodeKind::Ns })
+            .unwrap();
         host.fail_ifaces_on("b");
         let link = |lab: &mut Lab| {
             lab.execute(Command::AddLink {
@@ -853,7 +871,8 @@ mod tests {
         let h = host.clone();
         let result = std::panic::catch_unwind(move || {
             let mut lab = Lab::new("p", Box::new(h), &base, None).unwrap();
-            lab.execute(Command::AddNode { name: "a".into(), kind: NodeKind::Ns }).unwrap();
+            lab.execute(Command::AddNode { options: NodeOptions::default(), name: "a".into(), kind: NodeKind::Ns })
+                .unwrap();
             panic!("something broke");
         });
         assert!(result.is_err());
@@ -865,7 +884,8 @@ mod tests {
     fn teardown_stops_nodes_and_removes_the_run_directory() {
         let host = FakeHost::default();
         let (mut lab, dir) = lab(&host);
-        lab.execute(Command::AddNode { name: "a".into(), kind: NodeKind::Ns }).unwrap();
+        lab.execute(Command::AddNode { options: NodeOptions::default(), name: "a".into(), kind: NodeKind::Ns })
+            .unwrap();
         lab.execute(Command::AddLan { name: "sw".into() }).unwrap();
         lab.execute(Command::JoinLan { node: "a".into(), lan: "sw".into(), ip: None, options: LinkOptions::default() })
             .unwrap();

@@ -200,6 +200,9 @@ fn clean_one(dir: &Path) -> Result<CleanReport, RunDirError> {
     if let Some(state) = read_state(dir) {
         for rec in state.nodes.values().flatten() {
             if is_alive(rec) {
+                // Node processes lead their own process group (UML runs as several).
+                let _ =
+                    nix::sys::signal::killpg(nix::unistd::Pid::from_raw(rec.pid), nix::sys::signal::Signal::SIGKILL);
                 let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(rec.pid), nix::sys::signal::Signal::SIGKILL);
                 report.killed.push(rec.pid);
             }

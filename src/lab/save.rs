@@ -49,6 +49,7 @@ pub fn to_script(topo: &Topology) -> String {
         let n = &topo.nodes[name];
         let kind = match n.kind {
             NodeKind::Ns => String::new(),
+            NodeKind::Uml => ", #{ kind: \"uml\" }".to_string(),
         };
         let _ = writeln!(out, "let {} = node({name:?}{kind});", vars[name]);
     }

@@ -23,13 +23,16 @@ use crate::switch::vlan::VlanMode;
 pub enum NodeKind {
     /// Namespaces running host programs.
     Ns,
+    /// A User-Mode Linux machine.
+    Uml,
 }
 
 impl NodeKind {
     pub fn parse(s: &str) -> Result<NodeKind, TopologyError> {
         match s {
             "ns" => Ok(NodeKind::Ns),
-            "uml" | "kvm" => Err(TopologyError::KindUnavailable(s.to_string())),
+            "uml" => Ok(NodeKind::Uml),
+            "kvm" => Err(TopologyError::KindUnavailable(s.to_string())),
             _ => Err(TopologyError::UnknownKind(s.to_string())),
         }
     }
@@ -40,6 +43,7 @@ impl fmt::Display for NodeKind {
         // `pad` honours width and alignment, for tables.
         f.pad(match self {
             NodeKind::Ns => "ns",
+            NodeKind::Uml => "uml",
         })
     }
 }
@@ -56,7 +60,7 @@ pub enum TopologyError {
     NoSuchLan(String),
     #[error("node {0:?} has no interface {1:?}")]
     NoSuchIface(String, String),
-    #[error("node kind {0:?} is not available yet (only \"ns\" is)")]
+    #[error("node kind {0:?} is not available yet (\"ns\" and \"uml\" are)")]
     KindUnavailable(String),
     #[error("unknown node kind {0:?} (expected \"ns\", \"uml\" or \"kvm\")")]
     UnknownKind(String),
@@ -694,6 +698,7 @@ mod tests {
     fn kinds_parse_with_clear_errors() {
         assert_eq!(NodeKind::parse("ns").unwrap(), NodeKind::Ns);
         assert!(NodeKind::parse("kvm").unwrap_err().to_string().contains("not available yet"));
+        assert_eq!(NodeKind::parse("uml").unwrap(), NodeKind::Uml);
         assert!(NodeKind::parse("docker").unwrap_err().to_string().contains("unknown node kind"));
     }
 }

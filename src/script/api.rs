@@ -284,19 +284,32 @@ pub mod node_api {
         node_with(ctx, name, Map::new())
     }
 
-    /// Creates a node with options: `kind` (`"ns"`).
+    /// Creates a node with options: `kind` (`"ns"` or `"uml"`), and for
+    /// uml nodes `mem` (MiB, default 64) and `image` (a base disk image,
+    /// never written; default: the busybox image of `clonet image build`).
     ///
     /// ```rhai
     /// let r1 = node("r1", #{ kind: "ns" });
     /// ```
     #[rhai_fn(name = "node", return_raw)]
     pub fn node_with(ctx: NativeCallContext, name: &str, options: Map) -> RhaiResult<Node> {
-        check_keys("node", &options, &["kind"])?;
+        check_keys("node", &options, &["kind", "mem", "image"])?;
         let kind = match opt_str("node", &options, "kind")? {
             None => NodeKind::Ns,
             Some(k) => NodeKind::parse(&k).map_err(|e| lab_error(e.into()))?,
         };
-        call(&ctx, Command::AddNode { name: name.to_string(), kind })?;
+        let mem_mb = opt_int("node", &options, "mem")?
+            .map(|m| match u32::try_from(m) {
+                Ok(m) if (16..=65536).contains(&m) => Ok(m),
+                _ => Err(script_error(format!("node(): mem {m} MiB is out of range (16..=65536)"))),
+            })
+            .transpose()?;
+        let image = opt_str("node", &options, "image")?.map(std::path::PathBuf::from);
+        if kind == NodeKind::Ns && (mem_mb.is_some() || image.is_some()) {
+            return Err(script_error("node(): mem and image apply to uml nodes, not ns"));
+        }
+        let options = crate::lab::command::NodeOptions { mem_mb, image };
+        call(&ctx, Command::AddNode { name: name.to_string(), kind, options })?;
         Ok(NodeRef { name: name.to_string() })
     }
 

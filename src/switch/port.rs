@@ -17,6 +17,11 @@ pub trait PortIo: Send {
     fn send_parts(&mut self, parts: &[&[u8]]) -> io::Result<()>;
     /// The fd the data plane polls.
     fn raw_fd(&self) -> RawFd;
+    /// Whether the peer takes GSO super-frames and seeded checksums (a TAP
+    /// with offloads does; raw sockets do not, and get segmented frames).
+    fn gso(&self) -> bool {
+        true
+    }
     /// Gives or takes away carrier, as a cable would (link up/down).
     fn set_carrier(&mut self, _up: bool) -> io::Result<()> {
         Ok(())
@@ -131,6 +136,10 @@ impl PortIo for RawPort {
 
     fn raw_fd(&self) -> RawFd {
         self.fd.as_raw_fd()
+    }
+
+    fn gso(&self) -> bool {
+        false
     }
 }
 

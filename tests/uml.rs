@@ -1,0 +1,114 @@
+//! `uml` nodes: User-Mode Linux machines on the clonet switch.
+mod common;
+use common::*;
+
+fn run_uml(sb: &Sandbox, name: &str, script: &str) -> String {
+    let path = sb.write(name, script);
+    let out = sb.clonet().arg("run").arg(&path).env("CLONET_DATA_DIR", sb.dir.path().join("data")).output().unwrap();
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    stdout
+}
+
+fn assert_no_uml_left(sb: &Sandbox) {
+    assert!(sb.run_dirs().is_empty(), "run directory (sockets, COW files) left: {:?}", sb.run_dirs());
+    let base = sb.run_base().to_string_lossy().to_string();
+    assert!(
+        eventually(5, || processes_matching(&base).is_empty()),
+        "UML processes left: {:?}",
+        processes_matching(&base)
+    );
+}
+
+#[test]
+fn two_uml_nodes_ping_each_other_and_run_commands() {
+    let sb = Sandbox::new();
+    let stdout = run_uml(
+        &sb,
+        "two.rhai",
+        r#"
+let u1 = node("u1", #{ kind: "uml" });
+let u2 = node("u2", #{ kind: "uml", mem: 48 });
+assert(u1.kind == "uml");
+link(u1, u2, #{ ip_a: "10.0.0.1/24", ip_b: "10.0.0.2/24" });
+assert(ping(u1, u2), "u1 -> u2");
+assert(ping(u2, u1), "u2 -> u1");
+let r = u1.exec("hostname; echo oops >&2; exit 4");
+assert(r.status == 4 && r.stdout == "u1\n" && r.stderr == "oops\n", `${r}`);
+let bin = u2.exec("printf '\\000\\377\\001'");
+assert(bin.stdout_bytes.len() == 3 && bin.stdout_bytes[1] == 255, "binary-safe");
+let big = u2.exec("seq 1 20000");
+assert(big.stdout.len() == 108894, `large output: ${big.stdout.len()} bytes`);
+assert(u1.exec(["cat"], #{ stdin: "fed" }).stdout == "fed", "stdin and argv");
+try { u1.exec("sleep 10", #{ timeout_ms: 1000 }); } catch (e) { print(`timeout: ${e}`); }
+print(`eth0 of u1: ${u1.exec("cat /sys/class/net/eth0/address").stdout.trimmed()} vs ${u1.ifaces[0].mac}`);
+print("uml ok");
+"#,
+    );
+    assert!(stdout.contains("uml ok"), "{stdout}");
+    let mac_line = stdout.lines().find(|l| l.starts_with("eth0 of u1")).unwrap();
+    let macs: Vec<&str> = mac_line.split_whitespace().filter(|w| w.contains(':') && w.len() == 17).collect();
+    assert_eq!(macs.len(), 2);
+    assert_eq!(macs[0], macs[1], "the guest uses the MAC clonet assigned");
+    assert_no_uml_left(&sb);
+}
+
+#[test]
+fn a_mixed_ns_and_uml_lan_pings_everywhere() {
+    let sb = Sandbox::new();
+    let stdout = run_uml(
+        &sb,
+        "mixed.rhai",
+        r#"
+let sw = lan("sw");
+let hosts = [node("n1"), node("u1", #{ kind: "uml" }), node("n2"), node("u2", #{ kind: "uml" })];
+let i = 1;
+for h in hosts { link(h, sw, #{ ip: `10.1.0.${i}/24` }); i += 1; }
+let bad = [];
+for a in hosts { for b in hosts {
+    if a.name != b.name && !ping(a, b) { bad.push(`${a.name}->${b.name}`); }
+} }
+assert(bad.is_empty(), `unreachable: ${bad}`);
+print("mixed ok");
+"#,
+    );
+    assert!(stdout.contains("mixed ok"), "{stdout}");
+    assert_no_uml_left(&sb);
+}
+
+#[test]
+fn writes_inside_a_uml_node_leave_the_base_image_untouched() {
+    let sb = Sandbox::new();
+    let data = sb.dir.path().join("data");
+    let build = sb.clonet().args(["image", "build"]).env("CLONET_DATA_DIR", &data).output().unwrap();
+    assert!(build.status.success());
+    let img = data.join("images/uml-busybox.img");
+    let before = std::fs::read(&img).unwrap();
+    let stdout = run_uml(
+        &sb,
+        "cow.rhai",
+        r#"
+let u = node("u", #{ kind: "uml" });
+u.exec("echo written > /root/file && sync");
+assert(u.exec("cat /root/file").stdout == "written\n");
+print("wrote");
+"#,
+    );
+    assert!(stdout.contains("wrote"));
+    assert!(std::fs::read(&img).unwrap() == before, "the base image changed");
+    assert_no_uml_left(&sb);
+}
+
+#[test]
+fn a_missing_image_is_a_clear_error_that_leaves_nothing() {
+    let sb = Sandbox::new();
+    let script = sb.write("noimg.rhai", "let u = node(\"u\", #{ kind: \"uml\", image: \"/nonexistent.img\" });\n");
+    let out = sb.clonet().arg("run").arg(&script).output().unwrap();
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("noimg.rhai:1:9: error: node \"u\" did not start: no image at /nonexistent.img"),
+        "{stderr}"
+    );
+    assert_no_uml_left(&sb);
+}
