@@ -112,3 +112,38 @@ fn a_missing_image_is_a_clear_error_that_leaves_nothing() {
     );
     assert_no_uml_left(&sb);
 }
+
+#[test]
+fn tcp_from_an_ns_node_reaches_a_uml_node_through_software_segmentation() {
+    let sb = Sandbox::new();
+    let stdout = run_uml(
+        &sb,
+        "gso.rhai",
+        r#"
+let u = node("u", #{ kind: "uml" });
+let n = node("n");
+link(n, u, #{ ip_a: "10.0.0.1/24", ip_b: "10.0.0.2/24" });
+u.exec("tail -f /dev/null | nc -l -p 5000 | wc -c > /tmp/count &");
+sleep(300);
+let sent = n.exec("head -c 8000000 /dev/zero | busybox nc 10.0.0.2 5000", #{ timeout_ms: 60000 });
+assert(sent.ok, `sender: ${sent}`);
+assert(wait_until(|| u.exec("cat /tmp/count").stdout.trimmed() == "8000000", 10000), `received ${u.exec("cat /tmp/count").stdout}`);
+let c = get_link("n", "u").counters();
+let from_ns = c.filter(|p| p.node == "n")[0];
+let to_uml = c.filter(|p| p.node == "u")[0];
+print(`ns sent ${from_ns.rx_frames} frames, ${from_ns.rx_bytes / from_ns.rx_frames} bytes each on average`);
+print(`uml got ${to_uml.tx_frames} frames, drops ${to_uml.drops}`);
+assert(from_ns.rx_bytes / from_ns.rx_frames > 1514, "the ns TAP handed over GSO super-frames");
+assert(to_uml.tx_frames > from_ns.rx_frames, "the switch cut them into more, smaller frames");
+assert(to_uml.drops.len() == 0, `drops: ${to_uml.drops}`);
+// The link can be removed and added again on the running machine.
+unlink(n, u);
+assert(u.exec("ls /sys/class/net").stdout == "lo\n", "the NIC is unplugged in the guest");
+link(n, u, #{ ip_a: "10.0.0.1/24", ip_b: "10.0.0.2/24" });
+assert(ping(n, u), "a new NIC works");
+print("segmentation ok");
+"#,
+    );
+    assert!(stdout.contains("segmentation ok"), "{stdout}");
+    assert_no_uml_left(&sb);
+}

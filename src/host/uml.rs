@@ -239,7 +239,11 @@ impl RunningNode for UmlNode {
 
     fn forget_iface(&mut self, ifname: &str) {
         if let Some(n) = self.nics.remove(ifname) {
-            let _ = self.mconsole.command(&format!("remove vec{n}"));
+            // UML only unplugs a NIC that is down.
+            let _ = self.agent(&format!("ip link set {ifname} down"), b"", Duration::from_secs(10));
+            if let Err(e) = self.mconsole.command(&format!("remove vec{n}")) {
+                eprintln!("clonet: unplugging {}:{ifname}: {e}", self.name);
+            }
         }
         let _ = std::fs::remove_file(self.socket_path(ifname));
     }
