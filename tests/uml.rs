@@ -147,3 +147,39 @@ print("segmentation ok");
     assert!(stdout.contains("segmentation ok"), "{stdout}");
     assert_no_uml_left(&sb);
 }
+
+#[test]
+fn a_uml_lab_runs_as_an_unprivileged_user() {
+    use std::os::unix::fs::PermissionsExt;
+    let sb = Sandbox::new();
+    // Everything the unprivileged user needs lives in a directory it may use.
+    let home = sb.dir.path().join("nobody");
+    std::fs::create_dir(&home).unwrap();
+    std::fs::set_permissions(sb.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let exe = home.join("clonet");
+    std::fs::copy(env!("CARGO_BIN_EXE_clonet"), &exe).unwrap();
+    let script = home.join("lab.rhai");
+    std::fs::write(
+        &script,
+        "let a = node(\"a\", #{ kind: \"uml\" });\nlet b = node(\"b\", #{ kind: \"uml\" });\nlink(a, b, #{ ip_a: \"10.0.0.1/24\", ip_b: \"10.0.0.2/24\" });\nassert(ping(a, b));\nprint(`uid ${a.exec(\"id -u\").stdout.trimmed()} ran ${host_exec(\"id -u\").stdout.trimmed()}`);\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "env", "-i", "PATH=/usr/bin:/bin"])
+        .arg(format!("HOME={}", home.display()))
+        .arg(format!("CLONET_RUN_DIR={}", home.join("run").display()))
+        .arg(format!("CLONET_DATA_DIR={}", home.join("data").display()))
+        .arg(&exe)
+        .arg("run")
+        .arg(&script)
+        .output()
+        .unwrap();
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.contains("uid 0 ran 65534"), "root inside the guest, nobody outside: {stdout}");
+    let left: Vec<_> = std::fs::read_dir(home.join("run")).map(|d| d.flatten().collect()).unwrap_or_default();
+    assert!(left.is_empty(), "run directory left");
+    let home_s = home.to_string_lossy().to_string();
+    assert!(eventually(5, || processes_matching(&home_s).is_empty()), "processes left");
+}

@@ -137,6 +137,15 @@ pub fn default_recipe() -> Result<Recipe, ImageError> {
     Ok(Recipe::busybox(bytes, &applets))
 }
 
+/// `mkfs.ext4`, also where an ordinary user's PATH does not look (/sbin).
+fn mkfs_ext4() -> PathBuf {
+    ["/usr/sbin/mkfs.ext4", "/sbin/mkfs.ext4"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| PathBuf::from("mkfs.ext4"))
+}
+
 fn meta_path(dir: &Path, name: &str) -> PathBuf {
     dir.join(format!("{name}.json"))
 }
@@ -213,7 +222,7 @@ fn stage_and_mkfs(
     }
     step("making the ext4 file system");
     let tmp = dir.join(format!(".{}.img.{}", recipe.name, std::process::id()));
-    let out = Command::new("mkfs.ext4")
+    let out = Command::new(mkfs_ext4())
         .args(["-q", "-F", "-L", "clonet", "-d"])
         .arg(stage)
         .arg(&tmp)
