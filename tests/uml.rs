@@ -183,3 +183,32 @@ fn a_uml_lab_runs_as_an_unprivileged_user() {
     let home_s = home.to_string_lossy().to_string();
     assert!(eventually(5, || processes_matching(&home_s).is_empty()), "processes left");
 }
+
+#[test]
+fn a_dead_uml_node_is_reported_and_the_rest_goes_on() {
+    let sb = Sandbox::new();
+    let path = sb.write(
+        "dead.rhai",
+        r#"
+let u = node("u", #{ kind: "uml" });
+let a = node("a"); let b = node("b");
+link(a, b, #{ ip_a: "10.0.0.1/24", ip_b: "10.0.0.2/24" });
+link(u, a, #{ ip_a: "10.0.1.2/24", ip_b: "10.0.1.1/24" });
+assert(ping(a, "10.0.1.2"));
+host_exec(`kill -9 ${u.pid}`);
+sleep(300);
+assert(ping(a, b), "the switch and the other nodes go on");
+assert(!u.running, "the dead node is marked stopped");
+try { u.exec("true"); throw "exec on a dead node worked"; } catch (e) { assert(`${e}`.contains("is stopped"), `${e}`); }
+u.start();
+assert(ping(a, "10.0.1.2"), "and it can be started again");
+print("fault ok");
+"#,
+    );
+    let out = sb.clonet().arg("run").arg(&path).env("CLONET_DATA_DIR", sb.dir.path().join("data")).output().unwrap();
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("fault ok"));
+    assert!(stderr.contains("clonet: node u died"), "the event is printed: {stderr}");
+    assert_no_uml_left(&sb);
+}

@@ -98,6 +98,10 @@ pub trait NodeHost {
 pub trait RunningNode {
     /// The host processes that hold the node.
     fn processes(&self) -> Vec<ProcRecord>;
+    /// Whether the node's main process still runs (a fake node always does).
+    fn alive(&self) -> bool {
+        self.processes().iter().all(is_alive)
+    }
     /// The host pid of the node's init (handy for `nsenter -t`).
     fn pid(&self) -> i32;
     /// Creates interface `ifname` with `mac`, up, and returns the port the
@@ -117,15 +121,23 @@ pub trait RunningNode {
 
 /// Reads the start time of a process, or None if it does not exist.
 pub fn proc_start_time(pid: i32) -> Option<u64> {
+    proc_stat(pid).map(|(_, start)| start)
+}
+
+/// State letter and start time of a process, from `/proc/PID/stat`.
+fn proc_stat(pid: i32) -> Option<(char, u64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name may contain spaces and parentheses: skip past the last ')'.
     let rest = &stat[stat.rfind(')')? + 2..];
-    rest.split_whitespace().nth(19)?.parse().ok()
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    Some((state, fields.nth(18)?.parse().ok()?))
 }
 
-/// Whether the process recorded in `rec` is still the same live process.
+/// Whether the process recorded in `rec` is still the same live process
+/// (a zombie, dead but not yet reaped, is not alive).
 pub fn is_alive(rec: &ProcRecord) -> bool {
-    proc_start_time(rec.pid) == Some(rec.start_time)
+    matches!(proc_stat(rec.pid), Some((state, start)) if start == rec.start_time && !matches!(state, 'Z' | 'X'))
 }
 
 #[cfg(test)]

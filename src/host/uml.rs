@@ -238,7 +238,7 @@ impl RunningNode for UmlNode {
     }
 
     fn forget_iface(&mut self, ifname: &str) {
-        if let Some(n) = self.nics.remove(ifname) {
+        if let Some(n) = self.nics.remove(ifname).filter(|_| super::is_alive(&self.record)) {
             // UML only unplugs a NIC that is down.
             let _ = self.agent(&format!("ip link set {ifname} down"), b"", Duration::from_secs(10));
             if let Err(e) = self.mconsole.command(&format!("remove vec{n}")) {
@@ -276,7 +276,9 @@ impl RunningNode for UmlNode {
     }
 
     fn stop(&mut self) -> Result<(), HostError> {
-        let _ = self.mconsole.command("halt");
+        if super::is_alive(&self.record) {
+            let _ = self.mconsole.command("halt");
+        }
         let deadline = Instant::now() + Duration::from_secs(3);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {

@@ -153,6 +153,7 @@ impl Lab {
 
     /// Executes one command.
     pub fn execute(&mut self, cmd: Command) -> Result<Reply, LabError> {
+        self.notice_dead_nodes();
         match cmd {
             Command::AddNode { name, kind, options } => self.add_node(&name, kind, options),
             Command::DeleteNode { node } => self.delete_node(&node).map(|()| Reply::Done),
@@ -457,6 +458,18 @@ impl Lab {
         self.run_dir_mut().forget_node(name)?;
         self.write_hosts()?;
         Ok(())
+    }
+
+    /// Finds nodes whose process died behind the lab's back (a crash, an
+    /// OOM kill, a `kill -9`), says so, and marks them stopped: their ports
+    /// are unplugged, their peers lose carrier, everything else goes on.
+    /// `start()` brings such a node back.
+    fn notice_dead_nodes(&mut self) {
+        let dead: Vec<String> = self.nodes.iter().filter(|(_, n)| !n.alive()).map(|(k, _)| k.clone()).collect();
+        for name in dead {
+            eprintln!("clonet: node {name} died (its process exited); it is marked stopped");
+            let _ = self.stop_node(&name);
+        }
     }
 
     /// Makes the ports of a link carry frames only while the link is up and
