@@ -243,6 +243,7 @@ fn a_node_that_died_gives_a_clear_error() {
     let out = sb.run(&script);
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains(":4:3: error: node \"a\" is no longer running"), "{stderr}");
+    assert!(stderr.contains("clonet: node a died"), "the death is reported: {stderr}");
+    assert!(stderr.contains(":4:3: error: node \"a\" is stopped"), "{stderr}");
     assert!(sb.run_dirs().is_empty());
 }
