@@ -111,69 +111,67 @@ fn default_image() -> Result<std::path::PathBuf, crate::image::ImageError> {
 }
 
 fn start_ns(spec: &NodeSpec) -> Result<Box<dyn RunningNode>, HostError> {
-    {
-        let mut cmd = self_exe();
-        cmd.arg("__ns-init").arg(&spec.name).arg(&spec.hosts_file);
-        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::inherit());
-        // A process group of its own: Ctrl-C at clonet's terminal must not
-        // reach the node; clonet decides what an interrupt stops.
-        cmd.process_group(0);
-        kill_with_parent(&mut cmd);
-        let mut holder = cmd.spawn().map_err(HostError::io("spawning the node's init"))?;
-        let stdout = holder.stdout.take().expect("piped");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            // `pid N` (from the parent) and `ready` (from the child) may
-            // arrive in either order; stop after both, or an error.
-            let mut seen = 0;
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let error = line.starts_with("error");
-                seen += 1;
-                if tx.send(line).is_err() || error || seen == 2 {
-                    break;
-                }
-            }
-        });
-        let fail = |holder: &mut Child, why: String| {
-            let _ = holder.kill();
-            let _ = holder.wait();
-            HostError::Start(spec.name.clone(), why)
-        };
-        let deadline = Instant::now() + START_TIMEOUT;
-        let mut init_pid = None;
-        let mut ready = false;
-        while !(ready && init_pid.is_some()) {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(line) if line == "ready" => ready = true,
-                Ok(line) => match line.strip_prefix("pid ").and_then(|p| p.parse::<i32>().ok()) {
-                    Some(pid) => init_pid = Some(pid),
-                    None => return Err(fail(&mut holder, line)),
-                },
-                Err(_) => return Err(fail(&mut holder, "no answer from the node's init".into())),
+    let mut cmd = self_exe();
+    cmd.arg("__ns-init").arg(&spec.name).arg(&spec.hosts_file);
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::inherit());
+    // A process group of its own: Ctrl-C at clonet's terminal must not
+    // reach the node; clonet decides what an interrupt stops.
+    cmd.process_group(0);
+    kill_with_parent(&mut cmd);
+    let mut holder = cmd.spawn().map_err(HostError::io("spawning the node's init"))?;
+    let stdout = holder.stdout.take().expect("piped");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        // `pid N` (from the parent) and `ready` (from the child) may
+        // arrive in either order; stop after both, or an error.
+        let mut seen = 0;
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let error = line.starts_with("error");
+            seen += 1;
+            if tx.send(line).is_err() || error || seen == 2 {
+                break;
             }
         }
-        let init_pid = init_pid.expect("loop exits only with a pid");
-        let netns = File::open(format!("/proc/{init_pid}/ns/net")).map(OwnedFd::from);
-        let netns = match netns {
-            Ok(fd) => fd,
-            Err(e) => return Err(fail(&mut holder, format!("opening its netns: {e}"))),
-        };
-        let rtnl = in_netns(netns.as_fd(), || {
-            let mut rtnl = Rtnl::open()?;
-            rtnl.set_link(1, None, None, true)?; // lo
-            Ok(rtnl)
-        });
-        let rtnl = match rtnl {
-            Ok(r) => r,
-            Err(e) => return Err(fail(&mut holder, format!("configuring its netns: {e}"))),
-        };
-        let record = |pid: i32| proc_start_time(pid).map(|start_time| ProcRecord { pid, start_time });
-        let (Some(holder_rec), Some(init)) = (record(holder.id() as i32), record(init_pid)) else {
-            return Err(fail(&mut holder, "its init exited during start-up".into()));
-        };
-        Ok(Box::new(NsNode { name: spec.name.clone(), holder, init, holder_rec, netns, rtnl, ifindex: HashMap::new() }))
+    });
+    let fail = |holder: &mut Child, why: String| {
+        let _ = holder.kill();
+        let _ = holder.wait();
+        HostError::Start(spec.name.clone(), why)
+    };
+    let deadline = Instant::now() + START_TIMEOUT;
+    let mut init_pid = None;
+    let mut ready = false;
+    while !(ready && init_pid.is_some()) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) if line == "ready" => ready = true,
+            Ok(line) => match line.strip_prefix("pid ").and_then(|p| p.parse::<i32>().ok()) {
+                Some(pid) => init_pid = Some(pid),
+                None => return Err(fail(&mut holder, line)),
+            },
+            Err(_) => return Err(fail(&mut holder, "no answer from the node's init".into())),
+        }
     }
+    let init_pid = init_pid.expect("loop exits only with a pid");
+    let netns = File::open(format!("/proc/{init_pid}/ns/net")).map(OwnedFd::from);
+    let netns = match netns {
+        Ok(fd) => fd,
+        Err(e) => return Err(fail(&mut holder, format!("opening its netns: {e}"))),
+    };
+    let rtnl = in_netns(netns.as_fd(), || {
+        let mut rtnl = Rtnl::open()?;
+        rtnl.set_link(1, None, None, true)?; // lo
+        Ok(rtnl)
+    });
+    let rtnl = match rtnl {
+        Ok(r) => r,
+        Err(e) => return Err(fail(&mut holder, format!("configuring its netns: {e}"))),
+    };
+    let record = |pid: i32| proc_start_time(pid).map(|start_time| ProcRecord { pid, start_time });
+    let (Some(holder_rec), Some(init)) = (record(holder.id() as i32), record(init_pid)) else {
+        return Err(fail(&mut holder, "its init exited during start-up".into()));
+    };
+    Ok(Box::new(NsNode { name: spec.name.clone(), holder, init, holder_rec, netns, rtnl, ifindex: HashMap::new() }))
 }
 
 pub struct NsNode {
