@@ -730,6 +730,11 @@ mod tests {
         wa.send(&frame).unwrap();
         let mut buf = [0u8; 2048];
         assert_eq!(wb.recv(&mut buf).unwrap(), frame.len());
+        // Counters move just after the write the peer already read.
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        while lab.counters()[1].counters.tx_frames == 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
         let c = lab.counters();
         assert_eq!(c.len(), 2);
         assert_eq!((c[0].counters.rx_frames, c[1].counters.tx_frames), (1, 1));

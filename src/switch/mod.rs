@@ -633,6 +633,16 @@ mod tests {
         b
     }
 
+    /// Waits (up to 2 s) for `cond`: counters move just after the write
+    /// that a peer may already have read.
+    fn settled(cond: impl Fn() -> bool) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while !cond() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        cond()
+    }
+
     fn recv(peer: &UnixDatagram) -> Option<Vec<u8>> {
         let mut buf = vec![0u8; MAX_BUFFER_LEN];
         peer.recv(&mut buf).ok().map(|n| buf[..n].to_vec())
@@ -667,7 +677,8 @@ mod tests {
         assert!(recv(&peers[2]).is_none(), "learned unicast is not flooded");
         // A runt is counted and dropped.
         peers[0].send(&[0u8; 20]).unwrap();
-        std::thread::sleep(Duration::from_millis(50));
+        assert!(settled(|| ids[0].1.snapshot().drops.get("runt") == Some(&1)));
+        assert!(settled(|| ids[0].1.snapshot().tx_frames == 1 && ids[2].1.snapshot().tx_frames == 1));
         let sa = ids[0].1.snapshot();
         assert_eq!(sa.rx_frames, 2);
         assert_eq!(sa.tx_frames, 1);
@@ -699,7 +710,7 @@ mod tests {
         }
         assert_eq!(payload, 20_000);
         assert_eq!(segments, 20_000usize.div_ceil(1500 - 20 - 32));
-        assert_eq!(cb.snapshot().tx_frames, segments as u64);
+        assert!(settled(|| cb.snapshot().tx_frames == segments as u64), "{:?}", cb.snapshot());
         assert!(cb.snapshot().drops.is_empty(), "{:?}", cb.snapshot());
     }
 
@@ -717,7 +728,7 @@ mod tests {
         assert_eq!(cb.snapshot().drops.get("oversize"), Some(&1));
         drop(pb);
         pa.send(&frame([2; 6], [4; 6], 60)).unwrap();
-        std::thread::sleep(Duration::from_millis(50));
+        assert!(settled(|| ca.snapshot().rx_frames == 3 && cb.snapshot().drops.contains_key("port_error")));
         assert_eq!(ca.snapshot().rx_frames, 3);
         assert!(cb.snapshot().drops.get("port_error").is_some(), "{:?}", cb.snapshot());
     }
