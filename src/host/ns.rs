@@ -5,7 +5,6 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::IpAddr;
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -19,7 +18,7 @@ use crate::lab::addr::{Cidr, Route};
 use crate::switch::frame::MacAddr;
 use crate::switch::port::{FdPort, PortIo};
 use crate::sys::netns::in_netns;
-use crate::sys::proc::kill_with_parent;
+use crate::sys::proc::node_process;
 use crate::sys::tap::open_tap;
 
 /// How long a node may take to set up its namespaces.
@@ -114,10 +113,7 @@ fn start_ns(spec: &NodeSpec) -> Result<Box<dyn RunningNode>, HostError> {
     let mut cmd = self_exe();
     cmd.arg("__ns-init").arg(&spec.name).arg(&spec.hosts_file);
     cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::inherit());
-    // A process group of its own: Ctrl-C at clonet's terminal must not
-    // reach the node; clonet decides what an interrupt stops.
-    cmd.process_group(0);
-    kill_with_parent(&mut cmd);
+    node_process(&mut cmd);
     let mut holder = cmd.spawn().map_err(HostError::io("spawning the node's init"))?;
     let stdout = holder.stdout.take().expect("piped");
     let (tx, rx) = mpsc::channel();
@@ -242,10 +238,7 @@ impl RunningNode for NsNode {
         cmd.env("CLONET_NODE", &self.name);
         cmd.stdin(if req.stdin.is_empty() { Stdio::null() } else { Stdio::piped() });
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-        // A process group of its own: Ctrl-C at clonet's terminal must not
-        // reach the node; clonet decides what an interrupt stops.
-        cmd.process_group(0);
-        kill_with_parent(&mut cmd);
+        node_process(&mut cmd);
         let mut child = cmd.spawn().map_err(HostError::io(format!("running a command in {}", self.name)))?;
         if let Some(mut stdin) = child.stdin.take() {
             let data = req.stdin.clone();

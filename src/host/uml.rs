@@ -7,7 +7,6 @@ use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -22,7 +21,7 @@ use super::{proc_start_time, ExecOutput, ExecRequest, HostError, NodeSpec, ProcR
 use crate::lab::addr::{Cidr, Route};
 use crate::switch::frame::MacAddr;
 use crate::switch::port::{PortIo, RawPort};
-use crate::sys::proc::kill_with_parent;
+use crate::sys::proc::node_process;
 
 /// How long a guest may take to boot until its agent answers.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -68,9 +67,8 @@ pub fn start(spec: &NodeSpec, image: &Path, mem_mb: u32) -> Result<Box<dyn Runni
         .arg(format!("clonet.hostname={}", spec.name))
         .stdin(Stdio::from(OwnedFd::from(guest_end)))
         .stdout(Stdio::from(console.try_clone().map_err(HostError::io("console log"))?))
-        .stderr(Stdio::from(console))
-        .process_group(0);
-    kill_with_parent(&mut cmd);
+        .stderr(Stdio::from(console));
+    node_process(&mut cmd);
     let mut child =
         cmd.spawn().map_err(|e| err(&spec.name, format!("cannot run linux.uml (install user-mode-linux): {e}")))?;
     let pid = child.id() as i32;

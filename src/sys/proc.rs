@@ -6,9 +6,12 @@ use std::process::Command;
 use nix::sys::signal::Signal;
 use nix::unistd::{fork, ForkResult, Pid};
 
-/// Makes the child of `cmd` receive SIGKILL when the spawning thread dies,
-/// so a SIGKILLed clonet leaves no node process behind.
-pub fn kill_with_parent(cmd: &mut Command) -> &mut Command {
+/// Makes `cmd` a node process: the leader of a process group of its own
+/// (Ctrl-C at clonet's terminal must not reach a node; clonet decides what
+/// an interrupt stops), killed with SIGKILL when the spawning thread dies
+/// (a SIGKILLed clonet leaves no node process behind).
+pub fn node_process(cmd: &mut Command) -> &mut Command {
+    cmd.process_group(0);
     // SAFETY: the hook runs between fork and exec and only calls prctl(2),
     // which is async-signal-safe.
     unsafe {
