@@ -78,27 +78,17 @@ impl Recipe {
 
     /// A stable hash of everything that goes into the image.
     pub fn fingerprint(&self) -> String {
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        let mut feed = |bytes: &[u8]| {
-            for b in bytes.iter().chain(std::iter::once(&0xff)) {
-                h ^= *b as u64;
-                h = h.wrapping_mul(0x0100_0000_01b3);
-            }
-        };
-        feed(self.name.as_bytes());
-        feed(&self.size_mb.to_le_bytes());
-        for d in &self.dirs {
-            feed(d.as_bytes());
-        }
-        for (p, c, m) in &self.files {
-            feed(p.as_bytes());
-            feed(c);
-            feed(&m.to_le_bytes());
+        let size = self.size_mb.to_le_bytes();
+        let modes: Vec<[u8; 4]> = self.files.iter().map(|(_, _, m)| m.to_le_bytes()).collect();
+        let mut parts: Vec<&[u8]> = vec![self.name.as_bytes(), &size];
+        parts.extend(self.dirs.iter().map(|d| d.as_bytes()));
+        for ((p, c, _), m) in self.files.iter().zip(&modes) {
+            parts.extend([p.as_bytes(), c.as_slice(), m.as_slice()]);
         }
         for (l, t) in &self.symlinks {
-            feed(l.as_bytes());
-            feed(t.as_bytes());
+            parts.extend([l.as_bytes(), t.as_bytes()]);
         }
+        let h = crate::lab::topology::fnv1a(&parts);
         format!("{h:016x}")
     }
 }

@@ -214,7 +214,7 @@ pub fn natural_key(name: &str) -> (&str, u64, &str) {
 }
 
 /// FNV-1a: a small, stable hash so MACs are the same on every run.
-fn fnv1a(parts: &[&[u8]]) -> u64 {
+pub fn fnv1a(parts: &[&[u8]]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for p in parts {
         for b in p.iter().chain(std::iter::once(&0xffu8)) {
