@@ -4,19 +4,10 @@
 mod common;
 use common::*;
 
-fn run_ok(sb: &Sandbox, name: &str, script: &str) -> String {
-    let out = sb.run(&sb.write(name, script));
-    let stdout = text(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
-    assert!(sb.run_dirs().is_empty());
-    stdout
-}
-
 #[test]
 fn traffic_on_other_links_is_undisturbed_while_links_come_and_go() {
     let sb = Sandbox::new();
-    let stdout = run_ok(
-        &sb,
+    let stdout = sb.run_ok(
         "churn.rhai",
         r#"
 let a = node("a"); let b = node("b"); let c = node("c");
@@ -51,8 +42,7 @@ print(log);
 #[test]
 fn down_takes_carrier_away_on_both_ends() {
     let sb = Sandbox::new();
-    let stdout = run_ok(
-        &sb,
+    let stdout = sb.run_ok(
         "carrier.rhai",
         r#"
 let a = node("a"); let b = node("b");
@@ -77,8 +67,7 @@ assert(ping(a, b));
 #[test]
 fn a_stopped_node_restarts_with_its_configuration() {
     let sb = Sandbox::new();
-    let stdout = run_ok(
-        &sb,
+    let stdout = sb.run_ok(
         "restart.rhai",
         r#"
 let a = node("a"); let b = node("b");
@@ -110,8 +99,7 @@ print(`mac kept: ${b.ifaces[0].mac == b.exec("cat /sys/class/net/eth0/address").
 #[test]
 fn bad_arguments_are_clear_errors_that_change_nothing() {
     let sb = Sandbox::new();
-    let stdout = run_ok(
-        &sb,
+    let stdout = sb.run_ok(
         "bad.rhai",
         r#"
 let a = node("a"); let b = node("b"); let sw = lan("sw");
@@ -159,8 +147,7 @@ print("all bad arguments rejected");
 #[test]
 fn a_node_taking_its_interface_down_and_up_keeps_its_port() {
     let sb = Sandbox::new();
-    let stdout = run_ok(
-        &sb,
+    let stdout = sb.run_ok(
         "ifdown.rhai",
         r#"
 let a = node("a"); let b = node("b");

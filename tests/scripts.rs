@@ -198,7 +198,6 @@ fn every_shipped_script_runs() {
             .env("HOSTS", "3")
             .env("BENCH_UML_COUNTS", "1,2")
             .env("BENCH_UML_MB", "4")
-            .env("CLONET_DATA_DIR", sb.dir.path().join("data"))
             .output()
             .unwrap();
         assert!(out.status.success(), "{}:\n{}{}", s.display(), text(&out.stdout), text(&out.stderr));

@@ -2,14 +2,6 @@
 mod common;
 use common::*;
 
-fn run_uml(sb: &Sandbox, name: &str, script: &str) -> String {
-    let path = sb.write(name, script);
-    let out = sb.clonet().arg("run").arg(&path).env("CLONET_DATA_DIR", sb.dir.path().join("data")).output().unwrap();
-    let stdout = text(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
-    stdout
-}
-
 fn assert_no_uml_left(sb: &Sandbox) {
     assert!(sb.run_dirs().is_empty(), "run directory (sockets, COW files) left: {:?}", sb.run_dirs());
     let base = sb.run_base().to_string_lossy().to_string();
@@ -23,8 +15,7 @@ fn assert_no_uml_left(sb: &Sandbox) {
 #[test]
 fn two_uml_nodes_ping_each_other_and_run_commands() {
     let sb = Sandbox::new();
-    let stdout = run_uml(
-        &sb,
+    let stdout = sb.run_ok(
         "two.rhai",
         r#"
 let u1 = node("u1", #{ kind: "uml" });
@@ -56,8 +47,7 @@ print("uml ok");
 #[test]
 fn a_mixed_ns_and_uml_lan_pings_everywhere() {
     let sb = Sandbox::new();
-    let stdout = run_uml(
-        &sb,
+    let stdout = sb.run_ok(
         "mixed.rhai",
         r#"
 let sw = lan("sw");
@@ -79,13 +69,12 @@ print("mixed ok");
 #[test]
 fn writes_inside_a_uml_node_leave_the_base_image_untouched() {
     let sb = Sandbox::new();
-    let data = sb.dir.path().join("data");
-    let build = sb.clonet().args(["image", "build"]).env("CLONET_DATA_DIR", &data).output().unwrap();
+    let data = sb.data_dir();
+    let build = sb.clonet().args(["image", "build"]).output().unwrap();
     assert!(build.status.success());
     let img = data.join("images/uml-busybox.img");
     let before = std::fs::read(&img).unwrap();
-    let stdout = run_uml(
-        &sb,
+    let stdout = sb.run_ok(
         "cow.rhai",
         r#"
 let u = node("u", #{ kind: "uml" });
@@ -116,8 +105,7 @@ fn a_missing_image_is_a_clear_error_that_leaves_nothing() {
 #[test]
 fn tcp_from_an_ns_node_reaches_a_uml_node_through_software_segmentation() {
     let sb = Sandbox::new();
-    let stdout = run_uml(
-        &sb,
+    let stdout = sb.run_ok(
         "gso.rhai",
         r#"
 let u = node("u", #{ kind: "uml" });
@@ -205,7 +193,7 @@ assert(ping(a, "10.0.1.2"), "and it can be started again");
 print("fault ok");
 "#,
     );
-    let out = sb.clonet().arg("run").arg(&path).env("CLONET_DATA_DIR", sb.dir.path().join("data")).output().unwrap();
+    let out = sb.clonet().arg("run").arg(&path).output().unwrap();
     let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
     assert!(out.status.success(), "{stdout}{stderr}");
     assert!(stdout.contains("fault ok"));

@@ -36,15 +36,34 @@ impl Sandbox {
         p
     }
 
-    /// `clonet ARGS…` with this sandbox's run directory and no colours.
+    /// Where this sandbox keeps guest images.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// `clonet ARGS…` with this sandbox's run and data directories and no
+    /// colours.
     pub fn clonet(&self) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_clonet"));
-        c.env("CLONET_RUN_DIR", self.run_base()).env("NO_COLOR", "1").stdin(Stdio::null());
+        c.env("CLONET_RUN_DIR", self.run_base())
+            .env("CLONET_DATA_DIR", self.data_dir())
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null());
         c
     }
 
     pub fn run(&self, script: &Path) -> Output {
         self.clonet().arg("run").arg(script).output().expect("spawn clonet")
+    }
+
+    /// Runs `script` (written as `name`), requires success and a clean run
+    /// base afterwards, and returns its output.
+    pub fn run_ok(&self, name: &str, script: &str) -> String {
+        let out = self.run(&self.write(name, script));
+        let stdout = text(&out.stdout);
+        assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+        assert!(self.run_dirs().is_empty(), "run directories left: {:?}", self.run_dirs());
+        stdout
     }
 
     /// Lab directories still present in the run base.
