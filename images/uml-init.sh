@@ -3,7 +3,7 @@
 # Kernel command line: clonet.hostname=NAME, clonet.agent=TTY (run the
 # guest agent on /dev/TTY), clonet.selftest=1 (report and power off) or
 # clonet.selftest=hold (report and wait).
-export PATH=/bin:/sbin
+export PATH=/bin:/sbin:/usr/bin
 busybox mount -t proc proc /proc
 busybox mount -t sysfs sysfs /sys
 busybox mount -t devtmpfs devtmpfs /dev 2>/dev/null
@@ -35,5 +35,9 @@ if [ -n "$hold" ]; then
     echo "clonet-image-holding"
     exec busybox sleep 2147483647
 fi
-# The guest agent arrives with the uml node kind; until then, a console shell.
-exec busybox sh
+# The console: a login shell with the console as its controlling tty,
+# started again whenever it exits (`clonet console NODE` attaches to it).
+while :; do
+    busybox setsid busybox cttyhack busybox sh -l
+    busybox sleep 1
+done

@@ -41,6 +41,14 @@ enum Cmd {
     },
     /// Remove what labs killed with SIGKILL left behind.
     Clean,
+    /// Attach to a node's console in a running lab (Ctrl-] detaches and
+    /// leaves the node running); for an ns node, a shell inside it.
+    Console {
+        node: String,
+        /// The lab, when several running labs have a node of that name.
+        #[arg(long)]
+        lab: Option<String>,
+    },
     /// Guest images for uml (and later kvm) nodes.
     #[command(subcommand)]
     Image(ImageCmd),
@@ -185,6 +193,40 @@ fn session(file: Option<&Path>, name: String, interactive: bool) -> ExitCode {
     status
 }
 
+fn console(node: &str, lab: Option<&str>) -> ExitCode {
+    use clonet::host::console::{attach, ConsoleTarget};
+    let found = rundir::labs_with_node(&rundir::base_dir(), node, lab);
+    let (dir, state) = match found.as_slice() {
+        [one] => one,
+        [] => {
+            let in_lab = lab.map(|l| format!(" in lab {l:?}")).unwrap_or_default();
+            eprintln!("clonet: no running lab has a node called {node:?}{in_lab}");
+            return ExitCode::FAILURE;
+        }
+        many => {
+            let names: Vec<&str> = many.iter().map(|(_, s)| s.lab.as_str()).collect();
+            eprintln!("clonet: several labs have a node called {node:?} ({}): say which with --lab", names.join(", "));
+            return ExitCode::FAILURE;
+        }
+    };
+    let socket = clonet::host::uml::console_socket(dir, node);
+    let target = match state.nodes.get(node).and_then(|p| p.first()) {
+        _ if socket.exists() => ConsoleTarget::Socket(socket),
+        Some(init) => ConsoleTarget::Namespace(init.pid),
+        None => {
+            eprintln!("clonet: node {node:?} is stopped");
+            return ExitCode::FAILURE;
+        }
+    };
+    match attach(node, &target) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("clonet: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn clean() -> ExitCode {
     match rundir::clean(&rundir::base_dir()) {
         Ok(r) => {
@@ -253,6 +295,7 @@ fn main() -> ExitCode {
         }
         Cmd::Repl { name } => session(None, name, true),
         Cmd::Clean => clean(),
+        Cmd::Console { node, lab } => console(&node, lab.as_deref()),
         Cmd::Image(cmd) => image(cmd),
         Cmd::Doc { name, json, output } => doc(name.as_deref(), json, output.as_deref()),
         Cmd::NsInit { hostname, hosts } => ns_init_main(&hostname, &hosts),

@@ -1,6 +1,9 @@
 //! `uml` nodes: User-Mode Linux machines on the clonet switch.
 mod common;
 use common::*;
+use std::io::{BufRead, BufReader, Write};
+use std::process::Stdio;
+use std::time::Duration;
 
 fn assert_no_uml_left(sb: &Sandbox) {
     assert!(sb.run_dirs().is_empty(), "run directory (sockets, COW files) left: {:?}", sb.run_dirs());
@@ -111,11 +114,14 @@ fn tcp_from_an_ns_node_reaches_a_uml_node_through_software_segmentation() {
 let u = node("u", #{ kind: "uml" });
 let n = node("n");
 link(n, u, #{ ip_a: "10.0.0.1/24", ip_b: "10.0.0.2/24" });
-u.exec("tail -f /dev/null | nc -l -p 5000 | wc -c > /tmp/count &");
+// iperf3 on both sides: the host's in the ns node, the image's copy in the guest.
+assert(u.exec("iperf3 -s -D -1").ok, "iperf3 server in the guest");
 sleep(300);
-let sent = n.exec("head -c 8000000 /dev/zero | busybox nc 10.0.0.2 5000", #{ timeout_ms: 60000 });
-assert(sent.ok, `sender: ${sent}`);
-assert(wait_until(|| u.exec("cat /tmp/count").stdout.trimmed() == "8000000", 10000), `received ${u.exec("cat /tmp/count").stdout}`);
+let sent = n.exec("iperf3 -c 10.0.0.2 -t 2 -J", #{ timeout_ms: 60000 });
+assert(sent.ok, `iperf3 client: ${sent}`);
+let got = parse_json(sent.stdout).end.sum_received.bytes;
+print(`iperf3 ns -> uml: ${got} bytes, ${parse_json(sent.stdout).end.sum_received.bits_per_second / 1.0e6} Mbit/s`);
+assert(got > 1000000, `received ${got}`);
 let c = get_link("n", "u").counters();
 let from_ns = c.filter(|p| p.node == "n")[0];
 let to_uml = c.filter(|p| p.node == "u")[0];
@@ -198,5 +204,125 @@ print("fault ok");
     assert!(out.status.success(), "{stdout}{stderr}");
     assert!(stdout.contains("fault ok"));
     assert!(stderr.contains("clonet: node u died"), "the event is printed: {stderr}");
+    assert_no_uml_left(&sb);
+}
+
+#[test]
+fn a_boot_timeout_or_a_bad_option_is_a_clear_error_that_leaves_nothing() {
+    let sb = Sandbox::new();
+    // node() returns while the machine boots; its first use waits for it.
+    let script = sb.write("slow.rhai", "let u = node(\"u\", #{ kind: \"uml\" });\nu.exec(\"true\");\n");
+    let out = sb.clonet().env("CLONET_BOOT_TIMEOUT", "0.05").arg("run").arg(&script).output().unwrap();
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("slow.rhai:2:3: error: node \"u\" did not start: the guest agent did not answer within 50ms"),
+        "{stderr}"
+    );
+    assert_no_uml_left(&sb);
+    for (option, message) in [
+        ("args: [\"two words\"]", "bad kernel argument"),
+        ("args: \"ubd1=x\"", "args must be an array of strings"),
+        ("mem: 4", "mem 4 MiB is out of range"),
+        ("disk: 3", "unknown option \"disk\""),
+    ] {
+        let script = sb.write("bad.rhai", &format!("node(\"u\", #{{ kind: \"uml\", {option} }});\n"));
+        let out = sb.run(&script);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{option}: {stderr}");
+        assert!(stderr.contains("bad.rhai:1:1: error: ") && stderr.contains(message), "{option}: {stderr}");
+        assert_no_uml_left(&sb);
+    }
+}
+
+#[test]
+fn the_console_attaches_and_detaching_leaves_the_node_running() {
+    let sb = Sandbox::new();
+    let go = sb.run_base().with_file_name("go");
+    let script = sb.write(
+        "console.rhai",
+        &format!(
+            r#"
+let u = node("u", #{{ kind: "uml" }});
+let n = node("n");
+u.exec("true");
+print("ready");
+assert(wait_until(|| host_exec("test -e {go}").ok, 60000), "the test never said go");
+print(u.exec("cat /tmp/typed").stdout);
+"#,
+            go = go.display()
+        ),
+    );
+    let mut lab = sb.clonet().arg("run").arg(&script).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut lines = BufReader::new(lab.stdout.take().unwrap());
+    let mut line = String::new();
+    lines.read_line(&mut line).unwrap();
+    assert_eq!(line, "ready\n");
+    // Type into the uml console, then detach with Ctrl-].
+    let attach = |node: &str, input: &'static [u8]| {
+        let mut c = sb
+            .clonet()
+            .args(["console", node])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = c.stdin.take().unwrap();
+        std::thread::spawn(move || {
+            for chunk in input.split(|b| *b == b'\n') {
+                std::thread::sleep(Duration::from_millis(700));
+                let _ = stdin.write_all(chunk);
+                let _ = stdin.write_all(b"\n");
+            }
+            std::thread::sleep(Duration::from_millis(700));
+            let _ = stdin.write_all(&[0x1d]);
+            std::thread::sleep(Duration::from_millis(5000));
+        });
+        let out = c.wait_with_output().unwrap();
+        assert!(out.status.success(), "console {node}: {}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    let screen = attach("u", b"echo typed-$((40+2)) > /tmp/typed; hostname; echo sum-$((1+2))");
+    assert!(screen.contains("sum-3") && screen.contains("\nu\r"), "uml console: {screen:?}");
+    // An ns node has no console: a shell inside it.
+    let screen = attach("n", b"hostname; exit");
+    assert!(screen.contains("n\n"), "ns console: {screen:?}");
+    let missing = sb.clonet().args(["console", "nobody"]).output().unwrap();
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(text(&missing.stderr).contains("no running lab has a node called \"nobody\""));
+    std::fs::write(&go, "").unwrap();
+    let out = lab.wait_with_output().unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut lines, &mut rest).unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(rest.contains("typed-42"), "what was typed ran in the node, which kept running: {rest}");
+    let _ = std::fs::remove_file(&go);
+    assert_no_uml_left(&sb);
+}
+
+#[test]
+fn frames_too_big_for_a_uml_port_that_cannot_be_segmented_are_counted_as_drops() {
+    let sb = Sandbox::new();
+    let stdout = sb.run_ok(
+        "oversize.rhai",
+        r#"
+let sw = lan("sw");
+let n = node("n");
+let u = node("u", #{ kind: "uml" });
+link(n, sw, #{ ip: "10.0.0.1/24", mtu: 9000 });
+link(u, sw, #{ ip: "10.0.0.2/24" });
+assert(ping(n, u), "small frames pass");
+// An 8000-byte ICMP echo is one frame that no one may cut (DF, not TCP).
+let big = n.exec("ping -c 1 -W 2 -M do -s 8000 10.0.0.2");
+assert(!big.ok, "the big echo cannot cross");
+let port = sw.counters().filter(|p| p.node == "u")[0];
+print(`drops at the uml port: ${port.drops}`);
+assert(port.drops.oversize >= 1, `counted: ${port.drops}`);
+assert(ping(n, u), "the port still works");
+print("oversize ok");
+"#,
+    );
+    assert!(stdout.contains("oversize ok"), "{stdout}");
     assert_no_uml_left(&sb);
 }

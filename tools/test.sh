@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh Debian machine, as root:
 #   1. installs the Debian packages the tests use (iperf3, ping, iproute2,
-#      e2fsprogs, busybox-static, user-mode-linux);
+#      e2fsprogs, busybox-static, user-mode-linux, vde-switch for the uml
+#      benchmark's baseline);
 #   2. builds clonet and runs the unit and integration tests.
 # CI runs exactly this (see .ci/run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PACKAGES=(iproute2 iperf3 iputils-ping e2fsprogs busybox-static user-mode-linux)
+PACKAGES=(iproute2 iperf3 iputils-ping e2fsprogs busybox-static user-mode-linux vde-switch)
 
 if [ "$(id -u)" -ne 0 ]; then
     echo "tools/test.sh: the integration tests create namespaces and TAPs: run as root" >&2

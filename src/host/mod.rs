@@ -9,6 +9,7 @@
 //! Owns: node processes and their fds. Must not touch: the topology model,
 //! the switch's internals, Rhai.
 pub mod agent;
+pub mod console;
 pub mod fake;
 pub mod helpers;
 pub mod mconsole;
@@ -104,6 +105,11 @@ pub trait RunningNode {
     }
     /// The host pid of the node's init (handy for `nsenter -t`).
     fn pid(&self) -> i32;
+    /// Where to attach to the node's console: by default (namespace
+    /// nodes, which have none) a shell entered through the init.
+    fn console(&self) -> console::ConsoleTarget {
+        console::ConsoleTarget::Namespace(self.pid())
+    }
     /// Creates interface `ifname` with `mac`, up, and returns the port the
     /// switch should pump.
     fn add_iface(&mut self, ifname: &str, mac: MacAddr, mtu: u32) -> Result<Box<dyn PortIo>, HostError>;

@@ -41,33 +41,55 @@ pub struct UmlNode {
     agent_reader: BufReader<UnixStream>,
     agent_writer: UnixStream,
     next_request: u64,
-    mconsole: Mconsole,
+    /// Set once the agent said hello: the guest has booted. Until then the
+    /// node boots in the background, so that many nodes boot at once.
+    mconsole: Option<Mconsole>,
+    boot_deadline: Instant,
+    console: super::console::ConsoleRelay,
     run_dir: PathBuf,
     /// Interface name -> UML device number (vecN).
     nics: HashMap<String, u32>,
     next_nic: u32,
 }
 
-/// Boots a uml node. `image` is the base image, never written.
+/// The console log of a node in `run_dir`.
+pub fn console_log(run_dir: &Path, node: &str) -> PathBuf {
+    run_dir.join(format!("{node}.console.log"))
+}
+
+/// The console socket of a node in `run_dir` (see `host::console`).
+pub fn console_socket(run_dir: &Path, node: &str) -> PathBuf {
+    run_dir.join(format!("{node}.console.sock"))
+}
+
+/// Starts a uml node booting and returns at once; the first request to the
+/// node waits for the boot to end. `image` is the base image, never written.
 pub fn start(spec: &NodeSpec, image: &Path, mem_mb: u32) -> Result<Box<dyn RunningNode>, HostError> {
     let run_dir = spec.run_dir.clone();
     let cow = run_dir.join(format!("{}.cow", spec.name));
     let uml_dir = run_dir.join("uml");
     std::fs::create_dir_all(&uml_dir).map_err(HostError::io("creating the UML directory"))?;
-    let console = std::fs::File::create(run_dir.join(format!("{}.console", spec.name)))
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(console_log(&run_dir, &spec.name))
         .map_err(HostError::io("creating the console log"))?;
     let (host_end, guest_end) = UnixStream::pair().map_err(HostError::io("creating the agent line"))?;
+    let (console_host, console_guest) = UnixStream::pair().map_err(HostError::io("creating the console line"))?;
     let mut cmd = Command::new("linux.uml");
+    // fd 0 is the agent's serial line, fd 1 the console (both ways); UML's
+    // own complaints on fd 2 go to the log.
     cmd.arg(format!("ubd0={},{}", cow.display(), image.display()))
-        .args(["root=/dev/ubda", "rw", "init=/init", "con0=null,fd:1", "con=null", "ssl=null", "ssl1=fd:0", "quiet"])
+        .args(["root=/dev/ubda", "rw", "init=/init", "con0=fd:1", "con=null", "ssl=null", "ssl1=fd:0", "quiet"])
         .arg(format!("mem={mem_mb}M"))
         .arg(format!("umid={}", spec.name))
         .arg(format!("uml_dir={}", uml_dir.display()))
         .arg("clonet.agent=ttyS1")
         .arg(format!("clonet.hostname={}", spec.name))
+        .args(&spec.options.args)
         .stdin(Stdio::from(OwnedFd::from(guest_end)))
-        .stdout(Stdio::from(console.try_clone().map_err(HostError::io("console log"))?))
-        .stderr(Stdio::from(console));
+        .stdout(Stdio::from(OwnedFd::from(console_guest)))
+        .stderr(Stdio::from(log.try_clone().map_err(HostError::io("console log"))?));
     node_process(&mut cmd);
     let mut child =
         cmd.spawn().map_err(|e| err(&spec.name, format!("cannot run linux.uml (install user-mode-linux): {e}")))?;
@@ -81,32 +103,15 @@ pub fn start(spec: &NodeSpec, image: &Path, mem_mb: u32) -> Result<Box<dyn Runni
         Some(start_time) => ProcRecord { pid, start_time },
         None => return Err(fail(&mut child, "linux.uml exited at once".into())),
     };
-    if let Err(e) = host_end.set_read_timeout(Some(BOOT_TIMEOUT)) {
-        return Err(fail(&mut child, e.to_string()));
-    }
-    let mut agent_reader = BufReader::new(match host_end.try_clone() {
+    let agent_reader = BufReader::new(match host_end.try_clone() {
         Ok(s) => s,
         Err(e) => return Err(fail(&mut child, e.to_string())),
     });
-    let mut hello = String::new();
-    match agent_reader.read_line(&mut hello) {
-        Ok(n) if n > 0 && matches!(parse_line(hello.trim_end()), Ok(AgentMsg::Hello { .. })) => {}
-        _ => {
-            let log = std::fs::read_to_string(run_dir.join(format!("{}.console", spec.name))).unwrap_or_default();
-            let tail: Vec<&str> = log.lines().rev().take(5).collect();
-            return Err(fail(
-                &mut child,
-                format!(
-                    "the guest agent did not answer within {BOOT_TIMEOUT:?}; console ends with: {}",
-                    tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
-                ),
-            ));
-        }
-    }
-    let mconsole = match Mconsole::new(&uml_dir.join(&spec.name).join("mconsole"), Duration::from_secs(10)) {
-        Ok(m) => m,
-        Err(e) => return Err(fail(&mut child, e.to_string())),
-    };
+    let console =
+        match super::console::ConsoleRelay::spawn(console_host.into(), log, &console_socket(&run_dir, &spec.name)) {
+            Ok(c) => c,
+            Err(e) => return Err(fail(&mut child, format!("console relay: {e}"))),
+        };
     Ok(Box::new(UmlNode {
         name: spec.name.clone(),
         child,
@@ -114,16 +119,68 @@ pub fn start(spec: &NodeSpec, image: &Path, mem_mb: u32) -> Result<Box<dyn Runni
         agent_reader,
         agent_writer: host_end,
         next_request: 1,
-        mconsole,
+        mconsole: None,
+        boot_deadline: Instant::now() + boot_timeout(),
+        console,
         run_dir,
         nics: HashMap::new(),
         next_nic: 0,
     }))
 }
 
+/// How long a guest may take to boot: `CLONET_BOOT_TIMEOUT` seconds, or
+/// `BOOT_TIMEOUT`.
+fn boot_timeout() -> Duration {
+    std::env::var("CLONET_BOOT_TIMEOUT")
+        .ok()
+        .and_then(|s| s.parse::<f64>().ok())
+        .filter(|s| *s > 0.0)
+        .map(Duration::from_secs_f64)
+        .unwrap_or(BOOT_TIMEOUT)
+}
+
 impl UmlNode {
+    /// Waits until the guest has booted (its agent said hello), then opens
+    /// the mconsole. A guest that does not boot in time is killed and the
+    /// error quotes the end of its console.
+    fn booted(&mut self) -> Result<&Mconsole, HostError> {
+        if self.mconsole.is_none() {
+            let left = self.boot_deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
+            let _ = self.agent_reader.get_ref().set_read_timeout(Some(left));
+            let mut hello = String::new();
+            let said_hello = matches!(self.agent_reader.read_line(&mut hello), Ok(n) if n > 0)
+                && matches!(parse_line(hello.trim_end()), Ok(AgentMsg::Hello { .. }));
+            let mconsole = if said_hello {
+                Mconsole::new(&self.run_dir.join("uml").join(&self.name).join("mconsole"), Duration::from_secs(10))
+                    .map_err(|e| e.to_string())
+            } else {
+                Err(format!("the guest agent did not answer within {:?}", boot_timeout()))
+            };
+            match mconsole {
+                Ok(m) => self.mconsole = Some(m),
+                Err(why) => {
+                    self.kill();
+                    let log = std::fs::read_to_string(console_log(&self.run_dir, &self.name)).unwrap_or_default();
+                    let tail: Vec<&str> = log.lines().rev().filter(|l| !l.trim().is_empty()).take(5).collect();
+                    let tail = tail.into_iter().rev().collect::<Vec<_>>().join(" | ");
+                    return Err(err(&self.name, format!("{why}; console ends with: {tail}")));
+                }
+            }
+        }
+        Ok(self.mconsole.as_ref().expect("set above"))
+    }
+
+    /// Ends every process of the machine at once.
+    fn kill(&mut self) {
+        // UML runs as several processes: end the whole group.
+        let _ = killpg(Pid::from_raw(self.record.pid), Signal::SIGKILL);
+        let _ = self.child.wait();
+        self.console.join();
+    }
+
     /// Runs a script through the agent and waits for its result.
     fn agent(&mut self, script: &str, stdin: &[u8], timeout: Duration) -> Result<ExecOutput, HostError> {
+        self.booted()?;
         let id = self.next_request;
         self.next_request += 1;
         let line = encode_exec(id, timeout.as_secs().max(1), script, stdin);
@@ -197,15 +254,19 @@ impl RunningNode for UmlNode {
         self.record.pid
     }
 
+    fn console(&self) -> super::console::ConsoleTarget {
+        super::console::ConsoleTarget::Socket(console_socket(&self.run_dir, &self.name))
+    }
+
     fn add_iface(&mut self, ifname: &str, mac: MacAddr, mtu: u32) -> Result<Box<dyn PortIo>, HostError> {
         let n = self.next_nic;
         self.next_nic += 1;
         let sock = self.socket_path(ifname);
         let what = format!("creating {}:{ifname}", self.name);
         let listener = seqpacket_listener(&sock).map_err(|e| HostError::io(what.clone())(e.into()))?;
-        self.mconsole
-            .command(&format!("config vec{n}:transport=bess,dst={},depth=64", sock.display()))
-            .map_err(|e| err(&self.name, e))?;
+        // UML takes an MTU from 576 up (the guest lowers it below that).
+        let config = format!("config vec{n}:transport=bess,dst={},depth=64,mtu={}", sock.display(), mtu.max(576));
+        self.booted()?.command(&config).map_err(|e| err(&self.name, e))?;
         // The NIC connects when the guest brings it up.
         self.must(
             &format!(
@@ -239,7 +300,7 @@ impl RunningNode for UmlNode {
         if let Some(n) = self.nics.remove(ifname).filter(|_| super::is_alive(&self.record)) {
             // UML only unplugs a NIC that is down.
             let _ = self.agent(&format!("ip link set {ifname} down"), b"", Duration::from_secs(10));
-            if let Err(e) = self.mconsole.command(&format!("remove vec{n}")) {
+            if let Err(e) = self.booted().and_then(|m| m.command(&format!("remove vec{n}")).map_err(|e| err("", e))) {
                 eprintln!("clonet: unplugging {}:{ifname}: {e}", self.name);
             }
         }
@@ -274,19 +335,18 @@ impl RunningNode for UmlNode {
     }
 
     fn stop(&mut self) -> Result<(), HostError> {
-        if super::is_alive(&self.record) {
-            let _ = self.mconsole.command("halt");
-        }
-        let deadline = Instant::now() + Duration::from_secs(3);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                break;
+        // A booted machine halts cleanly; one still booting has nothing to save.
+        if let Some(m) = self.mconsole.as_ref().filter(|_| super::is_alive(&self.record)) {
+            let _ = m.command("halt");
+            let deadline = Instant::now() + Duration::from_secs(3);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
             }
-            std::thread::sleep(Duration::from_millis(10));
         }
-        // UML runs as several processes: end the whole group.
-        let _ = killpg(Pid::from_raw(self.record.pid), Signal::SIGKILL);
-        let _ = self.child.wait();
+        self.kill();
         let _ = std::fs::remove_file(self.run_dir.join(format!("{}.cow", self.name)));
         Ok(())
     }

@@ -76,6 +76,17 @@ impl Recipe {
         }
     }
 
+    /// Adds a dynamically linked host program at the same path, with the
+    /// shared libraries it loads (`libs`: path and bytes, as `ldd` finds
+    /// them), so that it runs unchanged in the guest.
+    pub fn add_program(&mut self, path: &str, bytes: Vec<u8>, libs: Vec<(String, Vec<u8>)>) {
+        let relative = |p: &str| p.trim_start_matches('/').to_string();
+        self.files.push((relative(path), bytes, 0o755));
+        for (lib, contents) in libs {
+            self.files.push((relative(&lib), contents, 0o755));
+        }
+    }
+
     /// A stable hash of everything that goes into the image.
     pub fn fingerprint(&self) -> String {
         let size = self.size_mb.to_le_bytes();
@@ -124,7 +135,50 @@ pub fn default_recipe() -> Result<Recipe, ImageError> {
     }
     let out = Command::new(BUSYBOX).arg("--list").output().map_err(io_at(Path::new(BUSYBOX)))?;
     let applets: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect();
-    Ok(Recipe::busybox(bytes, &applets))
+    let mut recipe = Recipe::busybox(bytes, &applets);
+    for program in EXTRA_PROGRAMS {
+        if let Some((bytes, libs)) = host_program(program) {
+            recipe.add_program(program, bytes, libs);
+        }
+    }
+    Ok(recipe)
+}
+
+/// The libraries `ldd` says a program loads: each `name => /path (addr)`
+/// line and the loader's own `/path (addr)` line; the vDSO has no file.
+pub fn parse_ldd(text: &str) -> Vec<String> {
+    let mut libs: Vec<String> = text
+        .lines()
+        .filter_map(|line| {
+            let line = line.trim();
+            let path = line.split_once("=>").map_or(line, |(_, rest)| rest.trim());
+            let path = path.split_whitespace().next()?;
+            path.starts_with('/').then(|| path.to_string())
+        })
+        .collect();
+    libs.sort();
+    libs.dedup();
+    libs
+}
+
+/// Host programs copied into the default image when the host has them,
+/// so that guests can measure and debug their network like ns nodes do.
+const EXTRA_PROGRAMS: &[&str] = &["/usr/bin/iperf3"];
+
+/// `path` and the libraries it needs, read from the host; `None` when the
+/// host does not have it or `ldd` cannot tell.
+fn host_program(path: &str) -> Option<(Vec<u8>, Vec<(String, Vec<u8>)>)> {
+    let bytes = std::fs::read(path).ok()?;
+    let out = Command::new("ldd").arg(path).output().ok().filter(|o| o.status.success())?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if text.contains("not found") {
+        return None;
+    }
+    let libs = parse_ldd(&text)
+        .into_iter()
+        .map(|lib| std::fs::read(&lib).ok().map(|b| (lib, b)))
+        .collect::<Option<Vec<_>>>()?;
+    Some((bytes, libs))
 }
 
 /// `mkfs.ext4`, also where an ordinary user's PATH does not look (/sbin).
@@ -201,6 +255,9 @@ fn stage_and_mkfs(
     }
     for (path, contents, mode) in &recipe.files {
         let p = stage.join(path);
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent).map_err(io_at(parent))?;
+        }
         std::fs::write(&p, contents).map_err(io_at(&p))?;
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(*mode)).map_err(io_at(&p))?;
     }
@@ -250,6 +307,25 @@ mod tests {
         other_init.files[1].1.push(b'\n');
         assert_eq!(other_init.files[1].0, "init");
         assert_ne!(base.fingerprint(), other_init.fingerprint());
+    }
+
+    #[test]
+    fn ldd_output_gives_every_library_file_once() {
+        let text = "\tlinux-vdso.so.1 (0x00007f27ab505000)\n\
+                    \tlibiperf.so.0 => /lib/x86_64-linux-gnu/libiperf.so.0 (0x00007f27ab4be000)\n\
+                    \tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x00007f27ab2dc000)\n\
+                    \tlibgone.so.1 => not found\n\
+                    \t/lib64/ld-linux-x86-64.so.2 (0x00007f27ab507000)\n";
+        assert_eq!(
+            parse_ldd(text),
+            ["/lib/x86_64-linux-gnu/libc.so.6", "/lib/x86_64-linux-gnu/libiperf.so.0", "/lib64/ld-linux-x86-64.so.2"]
+        );
+        let mut r = Recipe::busybox(vec![], &[]);
+        let before = r.fingerprint();
+        r.add_program("/usr/bin/iperf3", b"elf".to_vec(), vec![("/lib64/ld.so".into(), b"ld".to_vec())]);
+        assert!(r.files.iter().any(|(p, _, _)| p == "usr/bin/iperf3"));
+        assert!(r.files.iter().any(|(p, _, _)| p == "lib64/ld.so"));
+        assert_ne!(before, r.fingerprint(), "a new program rebuilds the image");
     }
 
     #[test]

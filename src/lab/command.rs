@@ -29,16 +29,7 @@ pub struct LinkOptions {
     pub link_name: Option<String>,
 }
 
-/// Options of a new node that only some kinds use.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NodeOptions {
-    /// Guest memory in MiB (uml).
-    #[serde(default)]
-    pub mem_mb: Option<u32>,
-    /// Base disk image (uml): never written; the node runs on a COW layer.
-    #[serde(default)]
-    pub image: Option<std::path::PathBuf>,
-}
+pub use super::topology::NodeOptions;
 
 /// Who a ping goes to.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -133,6 +124,10 @@ pub enum Command {
     NodeInfo {
         node: String,
     },
+    /// Where the node's console is reached (the client attaches itself).
+    Console {
+        node: String,
+    },
     Counters,
     Fdb {
         lan: String,
@@ -191,6 +186,7 @@ pub enum Reply {
     Counters(Vec<PortReport>),
     Fdb(Vec<FdbRow>),
     Topology(Topology),
+    Console(crate::host::console::ConsoleTarget),
 }
 
 #[cfg(test)]

@@ -74,7 +74,6 @@ pub struct Lab {
     /// Switch segments by link or LAN name.
     segments: HashMap<String, SegmentId>,
     /// Kind-specific options each node was created with (for restarts).
-    node_options: HashMap<String, NodeOptions>,
     /// The two switch ports of each link between LANs, by its name.
     uplink_ports: HashMap<String, [PortHandle; 2]>,
     switch: Option<Switch>,
@@ -97,7 +96,6 @@ impl Lab {
             ports: HashMap::new(),
             segments: HashMap::new(),
             uplink_ports: HashMap::new(),
-            node_options: HashMap::new(),
             switch: None,
             run_dir: Some(run_dir),
         };
@@ -179,6 +177,7 @@ impl Lab {
                 Ok(Reply::Ping { rtt_us: rtt.map(|d| d.as_micros() as u64) })
             }
             Command::NodeInfo { node } => Ok(Reply::Node(self.node_info(&node)?)),
+            Command::Console { node } => Ok(Reply::Console(self.running(&node)?.console())),
             Command::Counters => Ok(Reply::Counters(self.counters())),
             Command::Fdb { lan } => self.fdb(&lan),
             Command::Topology => Ok(Reply::Topology(self.topo.clone())),
@@ -213,8 +212,7 @@ impl Lab {
         let running = self.host.start_node(&spec)?;
         let procs = running.processes();
         self.nodes.insert(name.to_string(), running);
-        self.topo.add_node(name, kind)?;
-        self.node_options.insert(name.to_string(), options);
+        self.topo.add_node_with(name, kind, options)?;
         self.run_dir_mut().record_node(name, procs)?;
         Ok(Reply::Node(self.node_info(name)?))
     }
@@ -538,8 +536,7 @@ impl Lab {
         if model.running {
             return Ok(());
         }
-        let options = self.node_options.get(name).cloned().unwrap_or_default();
-        let spec = self.spec(name, model.kind, options)?;
+        let spec = self.spec(name, model.kind, model.options.clone())?;
         let running = self.host.start_node(&spec)?;
         let procs = running.processes();
         self.nodes.insert(name.to_string(), running);

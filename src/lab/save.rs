@@ -49,7 +49,19 @@ pub fn to_script(topo: &Topology) -> String {
         let n = &topo.nodes[name];
         let kind = match n.kind {
             NodeKind::Ns => String::new(),
-            NodeKind::Uml => ", #{ kind: \"uml\" }".to_string(),
+            NodeKind::Uml => {
+                let mut o = vec!["kind: \"uml\"".to_string()];
+                if let Some(mem) = n.options.mem_mb {
+                    o.push(format!("mem: {mem}"));
+                }
+                if let Some(image) = &n.options.image {
+                    o.push(format!("image: {:?}", image.display().to_string()));
+                }
+                if !n.options.args.is_empty() {
+                    o.push(format!("args: {:?}", n.options.args));
+                }
+                format!(", #{{ {} }}", o.join(", "))
+            }
         };
         let _ = writeln!(out, "let {} = node({name:?}{kind});", vars[name]);
     }
@@ -129,6 +141,12 @@ mod tests {
         for n in ["a", "b-1", "b_1"] {
             t.add_node(n, NodeKind::Ns).unwrap();
         }
+        let options = crate::lab::topology::NodeOptions {
+            mem_mb: Some(128),
+            image: Some("/img/disk.img".into()),
+            args: vec!["eth0=daemon,,unix,/tmp/ctl".into()],
+        };
+        t.add_node_with("u", NodeKind::Uml, options).unwrap();
         t.add_lan("sw").unwrap();
         t.add_lan("sw2").unwrap();
         let ia = t.plan_iface("a", Some("eth3"), 9000).unwrap();
@@ -153,6 +171,7 @@ mod tests {
             r#"let n_a = node("a");"#,
             r#"let n_b_1 = node("b-1");"#,
             r#"let n_b_1_2 = node("b_1");"#,
+            r#"let n_u = node("u", #{ kind: "uml", mem: 128, image: "/img/disk.img", args: ["eth0=daemon,,unix,/tmp/ctl"] });"#,
             r#"let l_sw = lan("sw");"#,
             r#"link(n_a, n_b_1, #{ name: "a--b-1#2", iface_a: "eth3", ip_a: "10.0.0.1/24", iface_b: "eth0", mtu: 9000 }).down();"#,
             r#"link(n_b_1_2, l_sw, #{ iface: "eth0", trunk: [10, 20] });"#,

@@ -132,10 +132,28 @@ pub struct NewIface {
     pub mtu: u32,
 }
 
+/// Options of a new node that only some kinds use.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeOptions {
+    /// Guest memory in MiB (uml).
+    #[serde(default)]
+    pub mem_mb: Option<u32>,
+    /// Base disk image (uml): never written; the node runs on a COW layer.
+    #[serde(default)]
+    pub image: Option<std::path::PathBuf>,
+    /// Extra kernel command-line arguments (uml), e.g. a legacy
+    /// `eth0=daemon,,unix,/path/ctl` NIC outside the clonet switch.
+    #[serde(default)]
+    pub args: Vec<String>,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeModel {
     pub name: String,
     pub kind: NodeKind,
+    /// What the node was made with (kept to restart it and for `:save`).
+    #[serde(default)]
+    pub options: NodeOptions,
     pub ifaces: Vec<Iface>,
     /// Static routes added through clonet, re-applied when it restarts.
     #[serde(default)]
@@ -258,11 +276,21 @@ impl Topology {
     }
 
     pub fn add_node(&mut self, name: &str, kind: NodeKind) -> Result<&NodeModel, TopologyError> {
+        self.add_node_with(name, kind, NodeOptions::default())
+    }
+
+    pub fn add_node_with(
+        &mut self,
+        name: &str,
+        kind: NodeKind,
+        options: NodeOptions,
+    ) -> Result<&NodeModel, TopologyError> {
         self.check_new_node(name)?;
         self.order.push(name.to_string());
         Ok(self.nodes.entry(name.to_string()).or_insert(NodeModel {
             name: name.to_string(),
             kind,
+            options,
             ifaces: vec![],
             routes: vec![],
             running: true,

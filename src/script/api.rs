@@ -285,15 +285,19 @@ pub mod node_api {
     }
 
     /// Creates a node with options: `kind` (`"ns"` or `"uml"`), and for
-    /// uml nodes `mem` (MiB, default 64) and `image` (a base disk image,
-    /// never written; default: the busybox image of `clonet image build`).
+    /// uml nodes `mem` (MiB, default 64), `image` (a base disk image,
+    /// never written; default: the busybox image of `clonet image build`)
+    /// and `args` (extra kernel command-line arguments, an array of
+    /// strings). A uml node boots in the background: `node()` returns at
+    /// once and the first use of the node waits for the boot, so nodes
+    /// made one after another boot together.
     ///
     /// ```rhai
     /// let r1 = node("r1", #{ kind: "ns" });
     /// ```
     #[rhai_fn(name = "node", return_raw)]
     pub fn node_with(ctx: NativeCallContext, name: &str, options: Map) -> RhaiResult<Node> {
-        check_keys("node", &options, &["kind", "mem", "image"])?;
+        check_keys("node", &options, &["kind", "mem", "image", "args"])?;
         let kind = match opt_str("node", &options, "kind")? {
             None => NodeKind::Ns,
             Some(k) => NodeKind::parse(&k).map_err(|e| lab_error(e.into()))?,
@@ -305,10 +309,25 @@ pub mod node_api {
             })
             .transpose()?;
         let image = opt_str("node", &options, "image")?.map(std::path::PathBuf::from);
-        if kind == NodeKind::Ns && (mem_mb.is_some() || image.is_some()) {
-            return Err(script_error("node(): mem and image apply to uml nodes, not ns"));
+        let args = match options.get("args") {
+            None => Vec::new(),
+            Some(v) => v
+                .as_array_ref()
+                .map_err(|t| script_error(format!("node(): args must be an array of strings, not {t}")))?
+                .iter()
+                .map(|a| {
+                    a.clone()
+                        .into_string()
+                        .ok()
+                        .filter(|s| !s.is_empty() && !s.contains(['\0', ' ', '\n']))
+                        .ok_or_else(|| script_error(format!("node(): bad kernel argument {a:?} (one word each)")))
+                })
+                .collect::<RhaiResult<Vec<String>>>()?,
+        };
+        if kind == NodeKind::Ns && (mem_mb.is_some() || image.is_some() || !args.is_empty()) {
+            return Err(script_error("node(): mem, image and args apply to uml nodes, not ns"));
         }
-        let options = crate::lab::command::NodeOptions { mem_mb, image };
+        let options = crate::lab::command::NodeOptions { mem_mb, image, args };
         call(&ctx, Command::AddNode { name: name.to_string(), kind, options })?;
         Ok(NodeRef { name: name.to_string() })
     }
@@ -335,6 +354,24 @@ pub mod node_api {
             Reply::Node(info) => Ok(info.kind.to_string()),
             _ => Err(script_error("unexpected reply")),
         }
+    }
+
+    /// Attaches the terminal to the node's console until Ctrl-] (the node
+    /// runs on): the serial console of a uml machine, or a shell inside an
+    /// ns node (`exit` leaves). Input comes from stdin, so it also works
+    /// with a pipe; with no input it returns at once.
+    ///
+    /// ```rhai
+    /// let a = node("a");
+    /// a.console();   // in the REPL: a shell in a; `exit` comes back
+    /// ```
+    #[rhai_fn(return_raw)]
+    pub fn console(ctx: NativeCallContext, node: &mut Node) -> RhaiResult<()> {
+        let Reply::Console(target) = call(&ctx, Command::Console { node: node.name.clone() })? else {
+            return Err(script_error("unexpected reply"));
+        };
+        crate::host::console::attach(&node.name, &target)
+            .map_err(|e| script_error(format!("console of {}: {e}", node.name)))
     }
 
     /// The host pid of the node's init process (for `nsenter -t PID`).
