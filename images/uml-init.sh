@@ -1,7 +1,8 @@
 #!/bin/busybox sh
-# PID 1 of clonet's busybox guest image (uml and, later, kvm nodes).
+# PID 1 of clonet's busybox guest image (uml and kvm nodes).
 # Kernel command line: clonet.hostname=NAME, clonet.agent=TTY (run the
-# guest agent on /dev/TTY), clonet.selftest=1 (report and power off) or
+# guest agent on /dev/TTY) or clonet.agent=virtio:NAME (on the
+# virtio-serial port called NAME), clonet.selftest=1 (report and power off) or
 # clonet.selftest=hold (report and wait).
 export PATH=/bin:/sbin:/usr/bin
 busybox mount -t proc proc /proc
@@ -14,9 +15,16 @@ for arg in $(busybox cat /proc/cmdline); do
         clonet.hostname=*) busybox hostname "${arg#clonet.hostname=}" ;;
         clonet.selftest=1) selftest=1 ;;
         clonet.selftest=hold) hold=1 ;;
+        clonet.agent=virtio:*) port="${arg#clonet.agent=virtio:}" ;;
         clonet.agent=*) agent="/dev/${arg#clonet.agent=}" ;;
     esac
 done
+# kvm guests: the agent's virtio-serial port, found by its name.
+if [ -n "$port" ]; then
+    for p in /sys/class/virtio-ports/*; do
+        [ "$(busybox cat "$p/name" 2>/dev/null)" = "$port" ] && agent="/dev/${p##*/}"
+    done
+fi
 busybox ip link set lo up
 # UML names vector NICs vecN: give them the names every node kind uses.
 for dev in /sys/class/net/vec*; do

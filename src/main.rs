@@ -209,7 +209,7 @@ fn console(node: &str, lab: Option<&str>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let socket = clonet::host::uml::console_socket(dir, node);
+    let socket = clonet::host::guest::console_socket(dir, node);
     let target = match state.nodes.get(node).and_then(|p| p.first()) {
         _ if socket.exists() => ConsoleTarget::Socket(socket),
         Some(init) => ConsoleTarget::Namespace(init.pid),

@@ -11,10 +11,13 @@
 pub mod agent;
 pub mod console;
 pub mod fake;
+pub mod guest;
 pub mod helpers;
+pub mod kvm;
 pub mod mconsole;
 pub mod ns;
 pub mod ping;
+pub mod qmp;
 pub mod rtnl;
 pub mod tapfwd;
 pub mod uml;
@@ -109,6 +112,10 @@ pub trait RunningNode {
     /// nodes, which have none) a shell entered through the init.
     fn console(&self) -> console::ConsoleTarget {
         console::ConsoleTarget::Namespace(self.pid())
+    }
+    /// Kind-specific facts worth showing (kvm: `accel=kvm|tcg`).
+    fn detail(&self) -> Option<String> {
+        None
     }
     /// Creates interface `ifname` with `mac`, up, and returns the port the
     /// switch should pump.

@@ -97,8 +97,34 @@ impl NodeHost for LinuxHost {
                 }
                 super::uml::start(spec, &image, spec.options.mem_mb.unwrap_or(super::uml::DEFAULT_MEM_MB))
             }
+            crate::lab::topology::NodeKind::Kvm => {
+                let fail = |e: String| HostError::Start(spec.name.clone(), e);
+                if let Some(path) = spec.options.image.as_ref().filter(|p| !p.is_file()) {
+                    return Err(fail(format!("no image at {}", path.display())));
+                }
+                let images = kvm_images().map_err(|e| fail(e.to_string()))?;
+                let cache = crate::image::cache_dir().join("accel");
+                let accel = super::kvm::choose_accel(&images.kernel, &images.initrd, &cache);
+                super::kvm::start(
+                    spec,
+                    &images,
+                    spec.options.image.as_deref(),
+                    accel,
+                    spec.options.mem_mb.unwrap_or(super::kvm::DEFAULT_MEM_MB),
+                    spec.options.cpus.unwrap_or(1),
+                )
+            }
         }
     }
+}
+
+/// The cached kvm kernel, initramfs and disk, built on first use.
+fn kvm_images() -> Result<super::kvm::KvmImages, crate::image::ImageError> {
+    let dir = crate::image::cache_dir();
+    let recipe = crate::image::default_recipe()?;
+    let (rootfs, _) = crate::image::build(&recipe, &dir, false, &mut |_| {})?;
+    let k = crate::image::kvm::build(&dir, &rootfs, false, &mut |_| {})?;
+    Ok(super::kvm::KvmImages { kernel: k.kernel, initrd: k.initrd, disk: k.disk })
 }
 
 /// The cached busybox image, built on first use.

@@ -4,7 +4,6 @@
 //! the switch pumps, and commands run by the guest agent on a serial line.
 //! No privilege is needed.
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -15,7 +14,7 @@ use nix::sys::signal::{killpg, Signal};
 use nix::sys::socket::{bind, listen, socket, AddressFamily, Backlog, SockFlag, SockType, UnixAddr};
 use nix::unistd::Pid;
 
-use super::agent::{encode_exec, parse_line, script_for, AgentMsg};
+use super::guest::{bring_up_nic, console_log, console_socket, console_tail, route_command, AgentLine};
 use super::mconsole::Mconsole;
 use super::{proc_start_time, ExecOutput, ExecRequest, HostError, NodeSpec, ProcRecord, RunningNode};
 use crate::lab::addr::{Cidr, Route};
@@ -38,9 +37,7 @@ pub struct UmlNode {
     name: String,
     child: Child,
     record: ProcRecord,
-    agent_reader: BufReader<UnixStream>,
-    agent_writer: UnixStream,
-    next_request: u64,
+    agent: AgentLine,
     /// Set once the agent said hello: the guest has booted. Until then the
     /// node boots in the background, so that many nodes boot at once.
     mconsole: Option<Mconsole>,
@@ -50,16 +47,6 @@ pub struct UmlNode {
     /// Interface name -> UML device number (vecN).
     nics: HashMap<String, u32>,
     next_nic: u32,
-}
-
-/// The console log of a node in `run_dir`.
-pub fn console_log(run_dir: &Path, node: &str) -> PathBuf {
-    run_dir.join(format!("{node}.console.log"))
-}
-
-/// The console socket of a node in `run_dir` (see `host::console`).
-pub fn console_socket(run_dir: &Path, node: &str) -> PathBuf {
-    run_dir.join(format!("{node}.console.sock"))
 }
 
 /// Starts a uml node booting and returns at once; the first request to the
@@ -103,10 +90,10 @@ pub fn start(spec: &NodeSpec, image: &Path, mem_mb: u32) -> Result<Box<dyn Runni
         Some(start_time) => ProcRecord { pid, start_time },
         None => return Err(fail(&mut child, "linux.uml exited at once".into())),
     };
-    let agent_reader = BufReader::new(match host_end.try_clone() {
-        Ok(s) => s,
+    let agent = match AgentLine::new(&spec.name, host_end) {
+        Ok(a) => a,
         Err(e) => return Err(fail(&mut child, e.to_string())),
-    });
+    };
     let console =
         match super::console::ConsoleRelay::spawn(console_host.into(), log, &console_socket(&run_dir, &spec.name)) {
             Ok(c) => c,
@@ -116,27 +103,14 @@ pub fn start(spec: &NodeSpec, image: &Path, mem_mb: u32) -> Result<Box<dyn Runni
         name: spec.name.clone(),
         child,
         record,
-        agent_reader,
-        agent_writer: host_end,
-        next_request: 1,
+        agent,
         mconsole: None,
-        boot_deadline: Instant::now() + boot_timeout(),
+        boot_deadline: Instant::now() + super::guest::boot_timeout(BOOT_TIMEOUT),
         console,
         run_dir,
         nics: HashMap::new(),
         next_nic: 0,
     }))
-}
-
-/// How long a guest may take to boot: `CLONET_BOOT_TIMEOUT` seconds, or
-/// `BOOT_TIMEOUT`.
-fn boot_timeout() -> Duration {
-    std::env::var("CLONET_BOOT_TIMEOUT")
-        .ok()
-        .and_then(|s| s.parse::<f64>().ok())
-        .filter(|s| *s > 0.0)
-        .map(Duration::from_secs_f64)
-        .unwrap_or(BOOT_TIMEOUT)
 }
 
 impl UmlNode {
@@ -145,24 +119,17 @@ impl UmlNode {
     /// error quotes the end of its console.
     fn booted(&mut self) -> Result<&Mconsole, HostError> {
         if self.mconsole.is_none() {
-            let left = self.boot_deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
-            let _ = self.agent_reader.get_ref().set_read_timeout(Some(left));
-            let mut hello = String::new();
-            let said_hello = matches!(self.agent_reader.read_line(&mut hello), Ok(n) if n > 0)
-                && matches!(parse_line(hello.trim_end()), Ok(AgentMsg::Hello { .. }));
-            let mconsole = if said_hello {
+            let mconsole = if self.agent.wait_hello(self.boot_deadline) {
                 Mconsole::new(&self.run_dir.join("uml").join(&self.name).join("mconsole"), Duration::from_secs(10))
                     .map_err(|e| e.to_string())
             } else {
-                Err(format!("the guest agent did not answer within {:?}", boot_timeout()))
+                Err(format!("the guest agent did not answer within {:?}", super::guest::boot_timeout(BOOT_TIMEOUT)))
             };
             match mconsole {
                 Ok(m) => self.mconsole = Some(m),
                 Err(why) => {
                     self.kill();
-                    let log = std::fs::read_to_string(console_log(&self.run_dir, &self.name)).unwrap_or_default();
-                    let tail: Vec<&str> = log.lines().rev().filter(|l| !l.trim().is_empty()).take(5).collect();
-                    let tail = tail.into_iter().rev().collect::<Vec<_>>().join(" | ");
+                    let tail = console_tail(&self.run_dir, &self.name);
                     return Err(err(&self.name, format!("{why}; console ends with: {tail}")));
                 }
             }
@@ -178,44 +145,15 @@ impl UmlNode {
         self.console.join();
     }
 
-    /// Runs a script through the agent and waits for its result.
+    /// Runs a script through the agent once the guest has booted.
     fn agent(&mut self, script: &str, stdin: &[u8], timeout: Duration) -> Result<ExecOutput, HostError> {
         self.booted()?;
-        let id = self.next_request;
-        self.next_request += 1;
-        let line = encode_exec(id, timeout.as_secs().max(1), script, stdin);
-        let what = format!("talking to the agent of {}", self.name);
-        self.agent_writer.write_all(line.as_bytes()).map_err(HostError::io(what.clone()))?;
-        // The guest kills the command at its timeout; give the answer a margin.
-        let _ = self.agent_reader.get_ref().set_read_timeout(Some(timeout + Duration::from_secs(10)));
-        loop {
-            let mut reply = String::new();
-            match self.agent_reader.read_line(&mut reply) {
-                Ok(0) => return Err(HostError::Gone(self.name.clone())),
-                Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => {
-                    return Err(HostError::Timeout(timeout))
-                }
-                Err(e) => return Err(HostError::io(what)(e)),
-            }
-            match parse_line(reply.trim_end()) {
-                Ok(AgentMsg::Result { id: got, output }) if got == id => return Ok(output),
-                // An answer to an earlier, abandoned request: skip it.
-                Ok(_) => continue,
-                Err(e) => return Err(err(&self.name, e)),
-            }
-        }
+        self.agent.run(script, stdin, timeout)
     }
 
     fn must(&mut self, script: &str, what: &str) -> Result<(), HostError> {
-        let out = self.agent(script, b"", Duration::from_secs(20))?;
-        if out.status != 0 {
-            return Err(HostError::Io {
-                what: format!("{what} on {}", self.name),
-                source: std::io::Error::other(String::from_utf8_lossy(&out.stderr).trim().to_string()),
-            });
-        }
-        Ok(())
+        self.booted()?;
+        self.agent.must(script, what)
     }
 
     fn socket_path(&self, ifname: &str) -> PathBuf {
@@ -268,13 +206,8 @@ impl RunningNode for UmlNode {
         let config = format!("config vec{n}:transport=bess,dst={},depth=64,mtu={}", sock.display(), mtu.max(576));
         self.booted()?.command(&config).map_err(|e| err(&self.name, e))?;
         // The NIC connects when the guest brings it up.
-        self.must(
-            &format!(
-                "i=0; while [ ! -e /sys/class/net/vec{n} ] && [ $i -lt 50 ]; do busybox usleep 100000; i=$((i+1)); done; \
-                 ip link set vec{n} name {ifname} && ip link set {ifname} address {mac} mtu {mtu} && ip link set {ifname} up"
-            ),
-            "bringing up a NIC",
-        )?;
+        let find = format!("cd /sys/class/net && ls -d vec{n} 2>/dev/null");
+        self.must(&bring_up_nic(&find, ifname, mac, mtu), "bringing up a NIC")?;
         let fd = accept_within(&listener, NIC_TIMEOUT).map_err(HostError::io(what))?;
         self.nics.insert(ifname.to_string(), n);
         Ok(Box::new(RawPort::new(fd)))
@@ -285,15 +218,7 @@ impl RunningNode for UmlNode {
     }
 
     fn add_route(&mut self, route: &Route) -> Result<(), HostError> {
-        let mut cmd =
-            format!("ip route add {}", if route.dst.len == 0 { "default".to_string() } else { route.dst.to_string() });
-        if let Some(via) = route.via {
-            cmd.push_str(&format!(" via {via}"));
-        }
-        if let Some(dev) = &route.dev {
-            cmd.push_str(&format!(" dev {dev}"));
-        }
-        self.must(&cmd, &format!("adding a route to {}", route.dst))
+        self.must(&route_command(route), &format!("adding a route to {}", route.dst))
     }
 
     fn forget_iface(&mut self, ifname: &str) {
@@ -311,27 +236,13 @@ impl RunningNode for UmlNode {
         if !super::is_alive(&self.record) {
             return Err(HostError::Gone(self.name.clone()));
         }
-        self.agent(&script_for(&req.argv), &req.stdin, req.timeout)
+        self.booted()?;
+        self.agent.exec(&req.argv, &req.stdin, req.timeout)
     }
 
     fn ping(&mut self, target: std::net::IpAddr, timeout: Duration) -> Result<Option<Duration>, HostError> {
-        let secs = timeout.as_secs().max(1);
-        let flag = if target.is_ipv6() { "-6 " } else { "" };
-        let start = Instant::now();
-        let out = self.agent(&format!("ping {flag}-c 1 -W {secs} {target}"), b"", timeout + Duration::from_secs(2))?;
-        if out.status != 0 {
-            return Ok(None);
-        }
-        // busybox prints "time=0.512 ms"; fall back to the round trip we saw.
-        let text = String::from_utf8_lossy(&out.stdout);
-        let rtt = text
-            .split("time=")
-            .nth(1)
-            .and_then(|t| t.split_whitespace().next())
-            .and_then(|ms| ms.parse::<f64>().ok())
-            .map(|ms| Duration::from_secs_f64(ms / 1000.0))
-            .unwrap_or_else(|| start.elapsed());
-        Ok(Some(rtt))
+        self.booted()?;
+        self.agent.ping(target, timeout)
     }
 
     fn stop(&mut self) -> Result<(), HostError> {

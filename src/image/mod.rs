@@ -7,6 +7,8 @@
 //! the busybox binary's bytes, the layout and the size.
 //!
 //! Owns: the image cache. Must not touch: labs, nodes, the switch.
+pub mod kvm;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

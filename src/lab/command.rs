@@ -144,6 +144,9 @@ pub struct NodeInfo {
     /// Host pid of the node's init (0 while stopped).
     pub pid: i32,
     pub running: bool,
+    /// Kind-specific facts, e.g. `accel=tcg` for kvm nodes.
+    #[serde(default)]
+    pub detail: Option<String>,
 }
 
 /// The counters of one switch port, named by what it connects.

@@ -191,6 +191,7 @@ impl Lab {
             kind: model.kind,
             ifaces: model.ifaces.clone(),
             pid: self.nodes.get(node).map(|n| n.pid()).unwrap_or(0),
+            detail: self.nodes.get(node).and_then(|n| n.detail()),
             running: model.running,
         })
     }

@@ -49,10 +49,13 @@ pub fn to_script(topo: &Topology) -> String {
         let n = &topo.nodes[name];
         let kind = match n.kind {
             NodeKind::Ns => String::new(),
-            NodeKind::Uml => {
-                let mut o = vec!["kind: \"uml\"".to_string()];
+            NodeKind::Uml | NodeKind::Kvm => {
+                let mut o = vec![format!("kind: \"{}\"", n.kind)];
                 if let Some(mem) = n.options.mem_mb {
                     o.push(format!("mem: {mem}"));
+                }
+                if let Some(cpus) = n.options.cpus {
+                    o.push(format!("cpus: {cpus}"));
                 }
                 if let Some(image) = &n.options.image {
                     o.push(format!("image: {:?}", image.display().to_string()));
@@ -143,6 +146,7 @@ mod tests {
         }
         let options = crate::lab::topology::NodeOptions {
             mem_mb: Some(128),
+            cpus: None,
             image: Some("/img/disk.img".into()),
             args: vec!["eth0=daemon,,unix,/tmp/ctl".into()],
         };

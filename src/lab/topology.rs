@@ -25,6 +25,8 @@ pub enum NodeKind {
     Ns,
     /// A User-Mode Linux machine.
     Uml,
+    /// A QEMU machine (KVM or TCG).
+    Kvm,
 }
 
 impl NodeKind {
@@ -32,7 +34,7 @@ impl NodeKind {
         match s {
             "ns" => Ok(NodeKind::Ns),
             "uml" => Ok(NodeKind::Uml),
-            "kvm" => Err(TopologyError::KindUnavailable(s.to_string())),
+            "kvm" => Ok(NodeKind::Kvm),
             _ => Err(TopologyError::UnknownKind(s.to_string())),
         }
     }
@@ -44,6 +46,7 @@ impl fmt::Display for NodeKind {
         f.pad(match self {
             NodeKind::Ns => "ns",
             NodeKind::Uml => "uml",
+            NodeKind::Kvm => "kvm",
         })
     }
 }
@@ -60,8 +63,6 @@ pub enum TopologyError {
     NoSuchLan(String),
     #[error("node {0:?} has no interface {1:?}")]
     NoSuchIface(String, String),
-    #[error("node kind {0:?} is not available yet (\"ns\" and \"uml\" are)")]
-    KindUnavailable(String),
     #[error("unknown node kind {0:?} (expected \"ns\", \"uml\" or \"kvm\")")]
     UnknownKind(String),
     #[error("a link needs two different nodes, got {0:?} twice")]
@@ -135,9 +136,12 @@ pub struct NewIface {
 /// Options of a new node that only some kinds use.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeOptions {
-    /// Guest memory in MiB (uml).
+    /// Guest memory in MiB (uml, kvm).
     #[serde(default)]
     pub mem_mb: Option<u32>,
+    /// Virtual CPUs (kvm).
+    #[serde(default)]
+    pub cpus: Option<u32>,
     /// Base disk image (uml): never written; the node runs on a COW layer.
     #[serde(default)]
     pub image: Option<std::path::PathBuf>,
@@ -725,7 +729,7 @@ mod tests {
     #[test]
     fn kinds_parse_with_clear_errors() {
         assert_eq!(NodeKind::parse("ns").unwrap(), NodeKind::Ns);
-        assert!(NodeKind::parse("kvm").unwrap_err().to_string().contains("not available yet"));
+        assert_eq!(NodeKind::parse("kvm").unwrap(), NodeKind::Kvm);
         assert_eq!(NodeKind::parse("uml").unwrap(), NodeKind::Uml);
         assert!(NodeKind::parse("docker").unwrap_err().to_string().contains("unknown node kind"));
     }

@@ -297,7 +297,7 @@ pub mod node_api {
     /// ```
     #[rhai_fn(name = "node", return_raw)]
     pub fn node_with(ctx: NativeCallContext, name: &str, options: Map) -> RhaiResult<Node> {
-        check_keys("node", &options, &["kind", "mem", "image", "args"])?;
+        check_keys("node", &options, &["kind", "mem", "image", "args", "cpus"])?;
         let kind = match opt_str("node", &options, "kind")? {
             None => NodeKind::Ns,
             Some(k) => NodeKind::parse(&k).map_err(|e| lab_error(e.into()))?,
@@ -324,10 +324,22 @@ pub mod node_api {
                 })
                 .collect::<RhaiResult<Vec<String>>>()?,
         };
+        let cpus = opt_int("node", &options, "cpus")?
+            .map(|c| match u32::try_from(c) {
+                Ok(c) if (1..=64).contains(&c) => Ok(c),
+                _ => Err(script_error(format!("node(): cpus {c} is out of range (1..=64)"))),
+            })
+            .transpose()?;
         if kind == NodeKind::Ns && (mem_mb.is_some() || image.is_some() || !args.is_empty()) {
-            return Err(script_error("node(): mem, image and args apply to uml nodes, not ns"));
+            return Err(script_error("node(): mem, image and args apply to uml and kvm nodes, not ns"));
         }
-        let options = crate::lab::command::NodeOptions { mem_mb, image, args };
+        if kind != NodeKind::Kvm && cpus.is_some() {
+            return Err(script_error("node(): cpus applies to kvm nodes"));
+        }
+        if kind == NodeKind::Kvm && !args.is_empty() {
+            return Err(script_error("node(): args applies to uml nodes"));
+        }
+        let options = crate::lab::command::NodeOptions { mem_mb, cpus, image, args };
         call(&ctx, Command::AddNode { name: name.to_string(), kind, options })?;
         Ok(NodeRef { name: name.to_string() })
     }

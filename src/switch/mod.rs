@@ -536,6 +536,15 @@ impl DataPlane {
             match sent {
                 Ok(()) => {
                     port.counters.tx(eth_len);
+                    if port.io.has_pending() && !port.wants_write {
+                        port.wants_write = true;
+                        let fd = port.io.raw_fd();
+                        let _ = self.poll.registry().reregister(
+                            &mut SourceFd(&fd),
+                            token(id),
+                            Interest::READABLE | Interest::WRITABLE,
+                        );
+                    }
                     return;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
@@ -573,7 +582,12 @@ impl DataPlane {
     fn flush(&mut self, id: PortId) {
         let Some(port) = self.ports.get_mut(id).and_then(Option::as_mut) else { return };
         let mut broken = false;
-        while let Some(frame) = port.txq.front() {
+        match port.io.flush_pending() {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+            Err(_) => broken = true,
+        }
+        while let Some(frame) = port.txq.front().filter(|_| !broken) {
             match port.io.send(frame) {
                 Ok(()) => {
                     port.counters.tx(frame.len().saturating_sub(VNET_HDR_LEN).max(ETH_HDR_LEN));
@@ -599,7 +613,7 @@ impl DataPlane {
             self.fail(id);
             return;
         }
-        if port.wants_write {
+        if port.wants_write && !port.io.has_pending() {
             port.wants_write = false;
             let fd = port.io.raw_fd();
             let _ = self.poll.registry().reregister(&mut SourceFd(&fd), token(id), Interest::READABLE);

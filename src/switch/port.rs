@@ -49,6 +49,15 @@ pub trait PortIo: Send {
     fn set_carrier(&mut self, _up: bool) -> io::Result<()> {
         Ok(())
     }
+    /// Whether part of an accepted frame still waits to be written (byte
+    /// streams only): the data plane then waits for the fd to be writable.
+    fn has_pending(&self) -> bool {
+        false
+    }
+    /// Writes what `has_pending` reports; `WouldBlock` if it cannot yet.
+    fn flush_pending(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// A message-preserving fd that carries `[virtio_net_hdr][frame]` per
@@ -145,9 +154,248 @@ impl PortIo for RawPort {
     }
 }
 
+/// Cuts a byte stream of `[u32 big-endian length][frame]` records (QEMU's
+/// `-netdev stream`) into frames; one read may bring several (sans-IO).
+#[derive(Debug)]
+pub struct Deframer {
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+}
+
+/// What the next record of a stream is.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Record {
+    /// A whole frame at `buf[range]`.
+    Frame(std::ops::Range<usize>),
+    /// More bytes are needed.
+    Incomplete,
+    /// A length no frame can have: the stream is out of step.
+    Bad(usize),
+}
+
+impl Deframer {
+    /// Room for one record of up to `max_frame` bytes.
+    pub fn new(max_frame: usize) -> Deframer {
+        Deframer { buf: vec![0; max_frame + 4], start: 0, end: 0 }
+    }
+
+    /// The next record in the buffer. `Frame` consumes it.
+    pub fn next(&mut self) -> Record {
+        let have = self.end - self.start;
+        if have < 4 {
+            return Record::Incomplete;
+        }
+        let b = &self.buf[self.start..];
+        let len = u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize;
+        if len < 14 || len + 4 > self.buf.len() {
+            return Record::Bad(len);
+        }
+        if have < 4 + len {
+            return Record::Incomplete;
+        }
+        let range = self.start + 4..self.start + 4 + len;
+        self.start += 4 + len;
+        Record::Frame(range)
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &self.buf
+    }
+
+    /// Where the next read should land (after moving a partial record to
+    /// the front).
+    pub fn space(&mut self) -> &mut [u8] {
+        if self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        &mut self.buf[self.end..]
+    }
+
+    /// Records that `n` bytes were read into `space()`.
+    pub fn filled(&mut self, n: usize) {
+        self.end += n;
+    }
+}
+
+/// A SOCK_STREAM socket carrying QEMU's `-netdev stream` records: a 4-byte
+/// big-endian length, then the raw frame (no virtio-net header). Frames
+/// that need an offload reach it already segmented, as on a `RawPort`. A
+/// frame the socket takes only in part is finished before the next one.
+#[derive(Debug)]
+pub struct StreamPort {
+    fd: OwnedFd,
+    rx: Deframer,
+    /// The unwritten end of the last frame sent.
+    tail: Vec<u8>,
+}
+
+impl StreamPort {
+    pub fn new(fd: OwnedFd) -> StreamPort {
+        StreamPort { fd, rx: Deframer::new(super::frame::MAX_BUFFER_LEN), tail: Vec::new() }
+    }
+}
+
+impl PortIo for StreamPort {
+    fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        const HDR: usize = super::frame::VNET_HDR_LEN;
+        loop {
+            match self.rx.next() {
+                Record::Frame(r) => {
+                    let n = r.len().min(buf.len() - HDR);
+                    buf[..HDR].fill(0);
+                    buf[HDR..HDR + n].copy_from_slice(&self.rx.bytes()[r.start..r.start + n]);
+                    return Ok(HDR + n);
+                }
+                Record::Bad(len) => {
+                    return Err(io::Error::new(io::ErrorKind::InvalidData, format!("stream record of {len} bytes")))
+                }
+                Record::Incomplete => {
+                    let n = nix::unistd::read(&self.fd, self.rx.space()).map_err(io::Error::from)?;
+                    if n == 0 {
+                        return Ok(0);
+                    }
+                    self.rx.filled(n);
+                }
+            }
+        }
+    }
+
+    fn send(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.send_parts(&[buf])
+    }
+
+    fn send_parts(&mut self, parts: &[&[u8]]) -> io::Result<()> {
+        self.flush_pending()?;
+        const HDR: usize = super::frame::VNET_HDR_LEN;
+        let total: usize = parts.iter().map(|p| p.len()).sum::<usize>().saturating_sub(HDR);
+        let len = (total as u32).to_be_bytes();
+        let mut all: [&[u8]; 9] = [&[]; 9];
+        all[0] = &len;
+        let count = parts.len().min(8);
+        all[1..=count].copy_from_slice(&parts[..count]);
+        // Leave the virtio-net header out: it follows the 4 length bytes.
+        let mut iov = [IoSlice::new(&[]); 9];
+        let (mut used, mut skip) = (0, HDR);
+        for (i, p) in all[..=count].iter().enumerate() {
+            let p: &[u8] = if i == 0 {
+                p
+            } else if skip >= p.len() {
+                skip -= p.len();
+                continue;
+            } else {
+                let s = &p[skip..];
+                skip = 0;
+                s
+            };
+            iov[used] = IoSlice::new(p);
+            used += 1;
+        }
+        let n = nix::sys::uio::writev(&self.fd, &iov[..used]).map_err(io::Error::from)?;
+        if n < total + 4 {
+            // Keep the rest: the stream must never carry half a frame
+            // followed by another.
+            let mut rest = Vec::with_capacity(total + 4 - n);
+            let mut skip = n;
+            for s in &iov[..used] {
+                if skip >= s.len() {
+                    skip -= s.len();
+                } else {
+                    rest.extend_from_slice(&s[skip..]);
+                    skip = 0;
+                }
+            }
+            self.tail = rest;
+        }
+        Ok(())
+    }
+
+    fn raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    fn gso(&self) -> bool {
+        false
+    }
+
+    fn has_pending(&self) -> bool {
+        !self.tail.is_empty()
+    }
+
+    fn flush_pending(&mut self) -> io::Result<()> {
+        while !self.tail.is_empty() {
+            let n = nix::unistd::write(&self.fd, &self.tail).map_err(io::Error::from)?;
+            self.tail.drain(..n);
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_deframer_cuts_several_and_partial_records() {
+        let mut d = Deframer::new(100);
+        let mut stream = Vec::new();
+        for (len, fill) in [(20u32, 1u8), (60, 2)] {
+            stream.extend_from_slice(&len.to_be_bytes());
+            stream.extend(std::iter::repeat_n(fill, len as usize));
+        }
+        // The first read brings one record and part of the next.
+        let first = 30;
+        d.space()[..first].copy_from_slice(&stream[..first]);
+        d.filled(first);
+        let Record::Frame(r) = d.next() else { panic!("a whole frame") };
+        assert!(d.bytes()[r].iter().all(|b| *b == 1));
+        assert_eq!(d.next(), Record::Incomplete);
+        let rest = &stream[first..];
+        d.space()[..rest.len()].copy_from_slice(rest);
+        d.filled(rest.len());
+        let Record::Frame(r) = d.next() else { panic!("the second frame") };
+        assert_eq!(r.len(), 60);
+        assert!(d.bytes()[r].iter().all(|b| *b == 2));
+        assert_eq!(d.next(), Record::Incomplete);
+        // A length that cannot be a frame.
+        d.space()[..4].copy_from_slice(&5000u32.to_be_bytes());
+        d.filled(4);
+        assert_eq!(d.next(), Record::Bad(5000));
+    }
+
+    #[test]
+    fn stream_ports_frame_with_a_length_and_no_virtio_header() {
+        let (a, b) = nix::sys::socket::socketpair(
+            nix::sys::socket::AddressFamily::Unix,
+            nix::sys::socket::SockType::Stream,
+            None,
+            nix::sys::socket::SockFlag::empty(),
+        )
+        .unwrap();
+        let mut port = StreamPort::new(a);
+        let mut peer = std::os::unix::net::UnixStream::from(b);
+        let hdr = [0u8; crate::switch::frame::VNET_HDR_LEN];
+        port.send_parts(&[&hdr[..3], &hdr[3..], &[7u8; 20]]).unwrap();
+        let mut got = [0u8; 24];
+        std::io::Read::read_exact(&mut peer, &mut got).unwrap();
+        assert_eq!(&got[..4], &20u32.to_be_bytes());
+        assert!(got[4..].iter().all(|b| *b == 7));
+        // Two records in one write come out as two frames.
+        let mut two = Vec::new();
+        for fill in [1u8, 2] {
+            two.extend_from_slice(&30u32.to_be_bytes());
+            two.extend(std::iter::repeat_n(fill, 30));
+        }
+        std::io::Write::write_all(&mut peer, &two).unwrap();
+        let mut buf = vec![0u8; 200];
+        for fill in [1u8, 2] {
+            let n = port.recv(&mut buf).unwrap();
+            assert_eq!(n, crate::switch::frame::VNET_HDR_LEN + 30);
+            assert!(buf[crate::switch::frame::VNET_HDR_LEN..n].iter().all(|b| *b == fill));
+        }
+    }
     use crate::switch::frame::VNET_HDR_LEN;
     use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
     use std::os::unix::net::UnixDatagram;

@@ -1,0 +1,200 @@
+//! What machine nodes (uml, kvm) share: the host end of the guest agent's
+//! line, the guest-side commands that configure NICs, addresses and
+//! routes, ping through the agent, and the console files.
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use super::agent::{encode_exec, parse_line, script_for, AgentMsg};
+use super::{ExecOutput, HostError};
+use crate::lab::addr::Route;
+use crate::switch::frame::MacAddr;
+
+/// How long a guest may take to boot: `CLONET_BOOT_TIMEOUT` seconds, or
+/// `default`.
+pub fn boot_timeout(default: Duration) -> Duration {
+    std::env::var("CLONET_BOOT_TIMEOUT")
+        .ok()
+        .and_then(|s| s.parse::<f64>().ok())
+        .filter(|s| *s > 0.0)
+        .map(Duration::from_secs_f64)
+        .unwrap_or(default)
+}
+
+/// The console log of a node in `run_dir`.
+pub fn console_log(run_dir: &Path, node: &str) -> PathBuf {
+    run_dir.join(format!("{node}.console.log"))
+}
+
+/// The console socket of a node in `run_dir` (see `host::console`).
+pub fn console_socket(run_dir: &Path, node: &str) -> PathBuf {
+    run_dir.join(format!("{node}.console.sock"))
+}
+
+/// The last non-empty lines of a node's console log, for error messages.
+pub fn console_tail(run_dir: &Path, node: &str) -> String {
+    let log = std::fs::read_to_string(console_log(run_dir, node)).unwrap_or_default();
+    let tail: Vec<&str> = log.lines().rev().map(str::trim).filter(|l| !l.is_empty()).take(5).collect();
+    tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+}
+
+/// The host end of a guest agent's line (see `agent` and
+/// `images/clonet-agent.sh`).
+pub struct AgentLine {
+    node: String,
+    reader: BufReader<UnixStream>,
+    writer: UnixStream,
+    next_request: u64,
+    said_hello: bool,
+}
+
+impl AgentLine {
+    pub fn new(node: &str, stream: UnixStream) -> std::io::Result<AgentLine> {
+        let writer = stream.try_clone()?;
+        Ok(AgentLine {
+            node: node.to_string(),
+            reader: BufReader::new(stream),
+            writer,
+            next_request: 1,
+            said_hello: false,
+        })
+    }
+
+    /// Waits until `deadline` for the agent's hello (the guest has booted).
+    pub fn wait_hello(&mut self, deadline: Instant) -> bool {
+        if self.said_hello {
+            return true;
+        }
+        let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
+        let _ = self.reader.get_ref().set_read_timeout(Some(left));
+        let mut hello = String::new();
+        self.said_hello = matches!(self.reader.read_line(&mut hello), Ok(n) if n > 0)
+            && matches!(parse_line(hello.trim_end()), Ok(AgentMsg::Hello { .. }));
+        self.said_hello
+    }
+
+    /// Runs a script in the guest and waits for its result.
+    pub fn run(&mut self, script: &str, stdin: &[u8], timeout: Duration) -> Result<ExecOutput, HostError> {
+        let id = self.next_request;
+        self.next_request += 1;
+        let line = encode_exec(id, timeout.as_secs().max(1), script, stdin);
+        let what = format!("talking to the agent of {}", self.node);
+        self.writer.write_all(line.as_bytes()).map_err(HostError::io(what.clone()))?;
+        // The guest kills the command at its timeout; give the answer a margin.
+        let _ = self.reader.get_ref().set_read_timeout(Some(timeout + Duration::from_secs(10)));
+        loop {
+            let mut reply = String::new();
+            match self.reader.read_line(&mut reply) {
+                Ok(0) => return Err(HostError::Gone(self.node.clone())),
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => {
+                    return Err(HostError::Timeout(timeout))
+                }
+                Err(e) => return Err(HostError::io(what)(e)),
+            }
+            match parse_line(reply.trim_end()) {
+                Ok(AgentMsg::Result { id: got, output }) if got == id => return Ok(output),
+                // An answer to an earlier, abandoned request: skip it.
+                Ok(_) => continue,
+                Err(e) => return Err(HostError::Start(self.node.clone(), e.to_string())),
+            }
+        }
+    }
+
+    /// Runs a script that must succeed.
+    pub fn must(&mut self, script: &str, what: &str) -> Result<(), HostError> {
+        let out = self.run(script, b"", Duration::from_secs(20))?;
+        if out.status != 0 {
+            return Err(HostError::Io {
+                what: format!("{what} on {}", self.node),
+                source: std::io::Error::other(String::from_utf8_lossy(&out.stderr).trim().to_string()),
+            });
+        }
+        Ok(())
+    }
+
+    /// Runs `argv` as `exec` does.
+    pub fn exec(&mut self, argv: &[String], stdin: &[u8], timeout: Duration) -> Result<ExecOutput, HostError> {
+        self.run(&script_for(argv), stdin, timeout)
+    }
+
+    /// One ICMP echo from the guest; the RTT if answered.
+    pub fn ping(&mut self, target: std::net::IpAddr, timeout: Duration) -> Result<Option<Duration>, HostError> {
+        let secs = timeout.as_secs().max(1);
+        let flag = if target.is_ipv6() { "-6 " } else { "" };
+        let start = Instant::now();
+        let out = self.run(&format!("ping {flag}-c 1 -W {secs} {target}"), b"", timeout + Duration::from_secs(2))?;
+        if out.status != 0 {
+            return Ok(None);
+        }
+        // busybox prints "time=0.512 ms"; fall back to the round trip we saw.
+        let text = String::from_utf8_lossy(&out.stdout);
+        let rtt = text
+            .split("time=")
+            .nth(1)
+            .and_then(|t| t.split_whitespace().next())
+            .and_then(|ms| ms.parse::<f64>().ok())
+            .map(|ms| Duration::from_secs_f64(ms / 1000.0))
+            .unwrap_or_else(|| start.elapsed());
+        Ok(Some(rtt))
+    }
+}
+
+/// The guest command that names the NIC `found` (a shell expression giving
+/// the kernel's name for it) `ifname`, with `mac` and `mtu`, up; it waits
+/// up to 5 s for the NIC to appear.
+pub fn bring_up_nic(find: &str, ifname: &str, mac: MacAddr, mtu: u32) -> String {
+    format!(
+        "i=0; while [ -z \"$({find})\" ] && [ $i -lt 50 ]; do busybox usleep 100000; i=$((i+1)); done; \
+         dev=$({find}); [ -n \"$dev\" ] || {{ echo 'no such NIC in the guest' >&2; exit 1; }}; \
+         ip link set \"$dev\" name {ifname} && ip link set {ifname} address {mac} mtu {mtu} && ip link set {ifname} up"
+    )
+}
+
+/// The guest command that adds `route`.
+pub fn route_command(route: &Route) -> String {
+    let mut cmd =
+        format!("ip route add {}", if route.dst.len == 0 { "default".to_string() } else { route.dst.to_string() });
+    if let Some(via) = route.via {
+        cmd.push_str(&format!(" via {via}"));
+    }
+    if let Some(dev) = &route.dev {
+        cmd.push_str(&format!(" dev {dev}"));
+    }
+    cmd
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guest_commands_name_everything() {
+        let mac: MacAddr = "02:00:00:00:00:01".parse().unwrap();
+        let c = bring_up_nic("echo vec0", "eth1", mac, 9000);
+        assert!(c.contains("name eth1") && c.contains("address 02:00:00:00:00:01 mtu 9000"), "{c}");
+        let r = Route { dst: "default".parse().unwrap(), via: Some("10.0.0.1".parse().unwrap()), dev: None };
+        assert_eq!(route_command(&r), "ip route add default via 10.0.0.1");
+    }
+
+    #[test]
+    fn an_agent_line_waits_for_hello_then_runs_requests() {
+        let (host, guest) = UnixStream::pair().unwrap();
+        let mut line = AgentLine::new("g", host).unwrap();
+        assert!(!line.wait_hello(Instant::now() + Duration::from_millis(20)), "no hello yet");
+        let mut g = guest;
+        g.write_all(b"H clonet-agent 1\n").unwrap();
+        assert!(line.wait_hello(Instant::now() + Duration::from_secs(5)));
+        let guest_side = std::thread::spawn(move || {
+            let mut r = BufReader::new(g.try_clone().unwrap());
+            let mut req = String::new();
+            r.read_line(&mut req).unwrap();
+            assert!(req.starts_with("X 1 "), "{req}");
+            g.write_all(b"R 0 0 - -\nR 1 3 aGk= -\n").unwrap();
+        });
+        let out = line.run("echo hi", b"", Duration::from_secs(5)).unwrap();
+        assert_eq!((out.status, out.stdout.as_slice()), (3, &b"hi"[..]));
+        guest_side.join().unwrap();
+    }
+}

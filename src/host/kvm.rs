@@ -1,0 +1,526 @@
+//! `kvm` nodes: a `qemu-system-x86_64` machine (KVM where a real probe
+//! boot shows it works, TCG otherwise) booting the host's kernel with
+//! clonet's initramfs on a qcow2 overlay of the busybox disk. NICs are
+//! virtio-net devices on `-netdev stream` sockets the switch pumps,
+//! hot-plugged through the QMP connection the node keeps; commands run
+//! through the guest agent on a virtio-serial port; the serial console
+//! goes through a console relay like uml's. No privilege is needed.
+use std::collections::HashMap;
+use std::os::fd::OwnedFd;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use serde_json::json;
+
+use super::guest::{bring_up_nic, console_log, console_socket, console_tail, route_command, AgentLine};
+use super::qmp::Qmp;
+use super::{proc_start_time, ExecOutput, ExecRequest, HostError, NodeSpec, ProcRecord, RunningNode};
+use crate::lab::addr::{Cidr, Route};
+use crate::switch::frame::MacAddr;
+use crate::switch::port::{PortIo, StreamPort};
+use crate::sys::proc::node_process;
+
+/// How long a guest may take to boot until its agent answers (TCG is slow).
+const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long QEMU may take to connect its sockets after it starts.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
+/// Guest memory when the script does not say.
+pub const DEFAULT_MEM_MB: u32 = 128;
+/// The name of the agent's virtio-serial port.
+const AGENT_PORT: &str = "clonet.agent";
+
+/// How guest code runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Accel {
+    Kvm,
+    Tcg,
+}
+
+impl std::fmt::Display for Accel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Accel::Kvm => "kvm",
+            Accel::Tcg => "tcg",
+        })
+    }
+}
+
+/// What boots: clonet's kernel and initramfs with a disk, or the user's
+/// own disk image booting by itself.
+#[derive(Clone, Debug)]
+pub enum Boot {
+    Clonet { kernel: PathBuf, initrd: PathBuf },
+    Disk,
+}
+
+/// Everything the QEMU command line depends on.
+#[derive(Clone, Debug)]
+pub struct MachineArgs {
+    pub name: String,
+    pub accel: Accel,
+    pub mem_mb: u32,
+    pub cpus: u32,
+    pub boot: Boot,
+    pub disk: PathBuf,
+    pub agent_socket: PathBuf,
+    pub qmp_socket: PathBuf,
+}
+
+/// The QEMU command line (sans-IO). Console on stdin/stdout; QEMU connects
+/// to clonet's agent and QMP sockets, which must listen already.
+pub fn qemu_args(m: &MachineArgs) -> Vec<String> {
+    let mut a: Vec<String> = vec!["-nodefaults".into(), "-no-user-config".into(), "-display".into(), "none".into()];
+    a.extend(["-name".into(), m.name.clone()]);
+    a.extend(["-machine".into(), format!("pc,accel={}", m.accel)]);
+    a.extend(["-cpu".into(), if m.accel == Accel::Kvm { "host".into() } else { "max".into() }]);
+    a.extend(["-m".into(), m.mem_mb.to_string(), "-smp".into(), m.cpus.to_string(), "-no-reboot".into()]);
+    if let Boot::Clonet { kernel, initrd } = &m.boot {
+        a.extend(["-kernel".into(), kernel.display().to_string(), "-initrd".into(), initrd.display().to_string()]);
+        a.extend([
+            "-append".into(),
+            format!("console=ttyS0 quiet panic=-1 clonet.hostname={} clonet.agent=virtio:{AGENT_PORT}", m.name),
+        ]);
+    }
+    a.extend(["-drive".into(), format!("file={},if=virtio,format=qcow2", m.disk.display())]);
+    a.extend(["-chardev".into(), "stdio,id=con,signal=off".into(), "-serial".into(), "chardev:con".into()]);
+    a.extend(["-chardev".into(), format!("socket,id=agent,path={},server=off", m.agent_socket.display())]);
+    a.extend(["-device".into(), "virtio-serial-pci,id=vser".into()]);
+    a.extend(["-device".into(), format!("virtserialport,chardev=agent,name={AGENT_PORT}")]);
+    a.extend(["-chardev".into(), format!("socket,id=qmp,path={},server=off", m.qmp_socket.display())]);
+    a.extend(["-mon".into(), "chardev=qmp,mode=control".into()]);
+    a
+}
+
+/// `CLONET_ACCEL` if set, else the cached verdict of a probe boot, else a
+/// new probe: a tiny real boot under KVM that must report within a time
+/// limit (on some hosts `/dev/kvm` opens but guests hang).
+pub fn choose_accel(kernel: &Path, initrd: &Path, cache: &Path) -> Accel {
+    match std::env::var("CLONET_ACCEL").as_deref() {
+        Ok("kvm") => return Accel::Kvm,
+        Ok("tcg") => return Accel::Tcg,
+        _ => {}
+    }
+    if std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_err() {
+        return Accel::Tcg;
+    }
+    let key = format!("{}:{}", kernel.display(), std::fs::metadata(kernel).map(|m| m.len()).unwrap_or(0));
+    if let Ok(text) = std::fs::read_to_string(cache) {
+        if let Some((k, v)) = text.trim().rsplit_once(' ') {
+            if k == key {
+                return if v == "kvm" { Accel::Kvm } else { Accel::Tcg };
+            }
+        }
+    }
+    let verdict = if probe_kvm(kernel, initrd) { Accel::Kvm } else { Accel::Tcg };
+    let _ = std::fs::write(cache, format!("{key} {verdict}\n"));
+    verdict
+}
+
+fn probe_kvm(kernel: &Path, initrd: &Path) -> bool {
+    let mut cmd = Command::new("qemu-system-x86_64");
+    cmd.args(["-nodefaults", "-no-user-config", "-display", "none", "-machine", "pc,accel=kvm", "-cpu", "host"])
+        .args(["-m", "128", "-no-reboot", "-serial", "stdio", "-kernel"])
+        .arg(kernel)
+        .arg("-initrd")
+        .arg(initrd)
+        .args(["-append", "console=ttyS0 quiet panic=-1 clonet.probe=1"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    node_process(&mut cmd);
+    let Ok(mut child) = cmd.spawn() else { return false };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => break,
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+            _ => {
+                let _ = killpg(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
+                let _ = child.wait();
+                return false;
+            }
+        }
+    }
+    let mut out = String::new();
+    let _ = std::io::Read::read_to_string(&mut child.stdout.take().expect("piped"), &mut out);
+    out.contains("clonet-kvm-probe-ok")
+}
+
+/// Makes the node's overlay on `base` (never written): qcow2 with `base`
+/// as its backing file, in the format `qemu-img` finds it in.
+fn create_overlay(base: &Path, overlay: &Path) -> Result<(), String> {
+    let info = Command::new("qemu-img")
+        .args(["info", "--output=json"])
+        .arg(base)
+        .output()
+        .map_err(|e| format!("qemu-img (install qemu-utils): {e}"))?;
+    if !info.status.success() {
+        return Err(format!("{}: {}", base.display(), String::from_utf8_lossy(&info.stderr).trim()));
+    }
+    let format = serde_json::from_slice::<serde_json::Value>(&info.stdout)
+        .ok()
+        .and_then(|v| v["format"].as_str().map(str::to_string))
+        .unwrap_or_else(|| "raw".into());
+    let base_abs = std::fs::canonicalize(base).map_err(|e| format!("{}: {e}", base.display()))?;
+    let out = Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2", "-F", &format, "-b"])
+        .arg(&base_abs)
+        .arg(overlay)
+        .output()
+        .map_err(|e| format!("qemu-img: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("qemu-img create: {}", String::from_utf8_lossy(&out.stderr).trim()));
+    }
+    Ok(())
+}
+
+/// Waits for one connection on `listener`, up to `timeout`, while `child` runs.
+fn accept_from(listener: &UnixListener, child: &mut Child, timeout: Duration) -> Result<UnixStream, String> {
+    listener.set_nonblocking(true).map_err(|e| e.to_string())?;
+    let deadline = Instant::now() + timeout;
+    loop {
+        match listener.accept() {
+            Ok((s, _)) => {
+                s.set_nonblocking(false).map_err(|e| e.to_string())?;
+                return Ok(s);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e.to_string()),
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!("qemu-system-x86_64 exited ({status})"));
+        }
+        if Instant::now() > deadline {
+            return Err("QEMU did not connect its sockets".into());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+pub struct KvmNode {
+    name: String,
+    child: Child,
+    record: ProcRecord,
+    agent: AgentLine,
+    /// False for a user's disk image, which has no clonet agent.
+    has_agent: bool,
+    booted: bool,
+    boot_deadline: Instant,
+    qmp: Qmp,
+    console: super::console::ConsoleRelay,
+    run_dir: PathBuf,
+    accel: Accel,
+    /// Interface name -> the NIC's QMP ids.
+    nics: HashMap<String, u32>,
+    next_nic: u32,
+}
+
+/// The clonet kernel, initramfs and base disk for kvm nodes.
+pub struct KvmImages {
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+    pub disk: PathBuf,
+}
+
+/// Starts a kvm node booting and returns once QEMU is connected; the
+/// first request to the node waits for the boot to end. With `user_disk`
+/// the machine boots that image (never written) by itself.
+pub fn start(
+    spec: &NodeSpec,
+    images: &KvmImages,
+    user_disk: Option<&Path>,
+    accel: Accel,
+    mem_mb: u32,
+    cpus: u32,
+) -> Result<Box<dyn RunningNode>, HostError> {
+    let err = |why: String| HostError::Start(spec.name.clone(), why);
+    let run_dir = spec.run_dir.clone();
+    let overlay = run_dir.join(format!("{}.qcow2", spec.name));
+    create_overlay(user_disk.unwrap_or(&images.disk), &overlay).map_err(err)?;
+    let agent_socket = run_dir.join(format!("{}.agent.sock", spec.name));
+    let qmp_socket = run_dir.join(format!("{}.qmp.sock", spec.name));
+    let listen = |p: &Path| {
+        let _ = std::fs::remove_file(p);
+        UnixListener::bind(p).map_err(|e| HostError::Start(spec.name.clone(), format!("{}: {e}", p.display())))
+    };
+    let agent_listener = listen(&agent_socket)?;
+    let qmp_listener = listen(&qmp_socket)?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(console_log(&run_dir, &spec.name))
+        .map_err(HostError::io("creating the console log"))?;
+    let (console_host, console_guest) = UnixStream::pair().map_err(HostError::io("creating the console line"))?;
+    let boot = match user_disk {
+        Some(_) => Boot::Disk,
+        None => Boot::Clonet { kernel: images.kernel.clone(), initrd: images.initrd.clone() },
+    };
+    let machine = MachineArgs {
+        name: spec.name.clone(),
+        accel,
+        mem_mb,
+        cpus,
+        boot,
+        disk: overlay.clone(),
+        agent_socket: agent_socket.clone(),
+        qmp_socket: qmp_socket.clone(),
+    };
+    let console_in = console_guest.try_clone().map_err(HostError::io("console line"))?;
+    let mut cmd = Command::new("qemu-system-x86_64");
+    cmd.args(qemu_args(&machine))
+        .stdin(Stdio::from(OwnedFd::from(console_in)))
+        .stdout(Stdio::from(OwnedFd::from(console_guest)))
+        .stderr(Stdio::from(log.try_clone().map_err(HostError::io("console log"))?));
+    node_process(&mut cmd);
+    let mut child =
+        cmd.spawn().map_err(|e| err(format!("cannot run qemu-system-x86_64 (install qemu-system-x86): {e}")))?;
+    let pid = child.id() as i32;
+    let cleanup = |child: &mut Child| {
+        let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+        let _ = child.wait();
+        for p in [&agent_socket, &qmp_socket, &overlay] {
+            let _ = std::fs::remove_file(p);
+        }
+    };
+    let connected = (|| {
+        let record = ProcRecord { pid, start_time: proc_start_time(pid).ok_or("qemu-system-x86_64 exited at once")? };
+        let agent_stream = accept_from(&agent_listener, &mut child, CONNECT_TIMEOUT)?;
+        let qmp_stream = accept_from(&qmp_listener, &mut child, CONNECT_TIMEOUT)?;
+        let qmp = Qmp::handshake(qmp_stream, Duration::from_secs(10)).map_err(|e| e.to_string())?;
+        let agent = AgentLine::new(&spec.name, agent_stream).map_err(|e| e.to_string())?;
+        let console =
+            super::console::ConsoleRelay::spawn(console_host.into(), log, &console_socket(&run_dir, &spec.name))
+                .map_err(|e| format!("console relay: {e}"))?;
+        Ok::<_, String>((record, agent, qmp, console))
+    })();
+    let (record, agent, qmp, console) = match connected {
+        Ok(c) => c,
+        Err(why) => {
+            cleanup(&mut child);
+            let tail = console_tail(&run_dir, &spec.name);
+            return Err(err(format!("{why}; console ends with: {tail}")));
+        }
+    };
+    let _ = std::fs::remove_file(&agent_socket);
+    let _ = std::fs::remove_file(&qmp_socket);
+    Ok(Box::new(KvmNode {
+        name: spec.name.clone(),
+        child,
+        record,
+        agent,
+        has_agent: user_disk.is_none(),
+        booted: false,
+        boot_deadline: Instant::now() + super::guest::boot_timeout(BOOT_TIMEOUT),
+        qmp,
+        console,
+        run_dir,
+        accel,
+        nics: HashMap::new(),
+        next_nic: 0,
+    }))
+}
+
+impl KvmNode {
+    /// Waits until the guest's agent said hello. A guest that does not
+    /// boot in time is killed and the error quotes its console.
+    fn booted(&mut self) -> Result<(), HostError> {
+        if !self.has_agent {
+            return Err(HostError::Start(
+                self.name.clone(),
+                "this machine boots the user's own disk image, which has no clonet agent".into(),
+            ));
+        }
+        if !self.booted {
+            if !self.agent.wait_hello(self.boot_deadline) {
+                self.kill();
+                let tail = console_tail(&self.run_dir, &self.name);
+                return Err(HostError::Start(
+                    self.name.clone(),
+                    format!(
+                        "the guest agent did not answer within {:?} ({}); console ends with: {tail}",
+                        super::guest::boot_timeout(BOOT_TIMEOUT),
+                        self.accel
+                    ),
+                ));
+            }
+            self.booted = true;
+        }
+        Ok(())
+    }
+
+    fn kill(&mut self) {
+        let _ = killpg(Pid::from_raw(self.record.pid), Signal::SIGKILL);
+        let _ = self.child.wait();
+        self.console.join();
+    }
+
+    fn socket_path(&self, ifname: &str) -> PathBuf {
+        self.run_dir.join(format!("{}-{ifname}.sock", self.name))
+    }
+
+    fn qmp_err(&self, e: super::qmp::QmpError) -> HostError {
+        HostError::Start(self.name.clone(), e.to_string())
+    }
+
+    /// How this machine runs guest code.
+    pub fn accel(&self) -> Accel {
+        self.accel
+    }
+}
+
+impl RunningNode for KvmNode {
+    fn processes(&self) -> Vec<ProcRecord> {
+        vec![self.record.clone()]
+    }
+
+    fn pid(&self) -> i32 {
+        self.record.pid
+    }
+
+    fn console(&self) -> super::console::ConsoleTarget {
+        super::console::ConsoleTarget::Socket(console_socket(&self.run_dir, &self.name))
+    }
+
+    fn detail(&self) -> Option<String> {
+        Some(format!("accel={}", self.accel))
+    }
+
+    fn add_iface(&mut self, ifname: &str, mac: MacAddr, mtu: u32) -> Result<Box<dyn PortIo>, HostError> {
+        self.booted()?;
+        let n = self.next_nic;
+        self.next_nic += 1;
+        let sock = self.socket_path(ifname);
+        let _ = std::fs::remove_file(&sock);
+        let listener = UnixListener::bind(&sock).map_err(HostError::io(format!("creating {}:{ifname}", self.name)))?;
+        let path = sock.display().to_string();
+        self.qmp
+            .execute(
+                "netdev_add",
+                json!({ "type": "stream", "id": format!("net{n}"), "server": false,
+                        "addr": { "type": "unix", "path": path } }),
+            )
+            .map_err(|e| self.qmp_err(e))?;
+        let stream = match accept_from(&listener, &mut self.child, CONNECT_TIMEOUT) {
+            Ok(s) => s,
+            Err(why) => return Err(HostError::Start(self.name.clone(), why)),
+        };
+        drop(listener);
+        let _ = std::fs::remove_file(&sock);
+        self.qmp
+            .execute(
+                "device_add",
+                json!({ "driver": "virtio-net-pci", "id": format!("nic{n}"), "netdev": format!("net{n}"),
+                        "mac": mac.to_string(), "host_mtu": mtu.max(68) }),
+            )
+            .map_err(|e| self.qmp_err(e))?;
+        let find = format!("for d in /sys/class/net/*; do [ \"$(cat $d/address)\" = {mac} ] && echo ${{d##*/}}; done");
+        self.agent.must(&bring_up_nic(&find, ifname, mac, mtu), "bringing up a NIC")?;
+        self.nics.insert(ifname.to_string(), n);
+        stream.set_nonblocking(true).map_err(HostError::io("socket"))?;
+        Ok(Box::new(StreamPort::new(OwnedFd::from(stream))))
+    }
+
+    fn add_addr(&mut self, ifname: &str, cidr: Cidr) -> Result<(), HostError> {
+        self.booted()?;
+        self.agent.must(&format!("ip addr add {cidr} dev {ifname}"), &format!("adding {cidr} to {ifname}"))
+    }
+
+    fn add_route(&mut self, route: &Route) -> Result<(), HostError> {
+        self.booted()?;
+        self.agent.must(&route_command(route), &format!("adding a route to {}", route.dst))
+    }
+
+    fn forget_iface(&mut self, ifname: &str) {
+        if let Some(n) = self.nics.remove(ifname).filter(|_| super::is_alive(&self.record)) {
+            let id = format!("nic{n}");
+            let unplugged = self.qmp.execute("device_del", json!({ "id": id })).and_then(|_| {
+                self.qmp.wait_event("DEVICE_DELETED", Duration::from_secs(10), |d| d["device"] == id.as_str())
+            });
+            if let Err(e) = unplugged {
+                eprintln!("clonet: unplugging {}:{ifname}: {e}", self.name);
+            }
+            let _ = self.qmp.execute("netdev_del", json!({ "id": format!("net{n}") }));
+        }
+    }
+
+    fn exec(&mut self, req: &ExecRequest) -> Result<ExecOutput, HostError> {
+        if !super::is_alive(&self.record) {
+            return Err(HostError::Gone(self.name.clone()));
+        }
+        self.booted()?;
+        self.agent.exec(&req.argv, &req.stdin, req.timeout)
+    }
+
+    fn ping(&mut self, target: std::net::IpAddr, timeout: Duration) -> Result<Option<Duration>, HostError> {
+        self.booted()?;
+        self.agent.ping(target, timeout)
+    }
+
+    fn stop(&mut self) -> Result<(), HostError> {
+        if super::is_alive(&self.record) {
+            let _ = self.qmp.execute("quit", json!({}));
+            let deadline = Instant::now() + Duration::from_secs(3);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        self.kill();
+        let _ = std::fs::remove_file(self.run_dir.join(format!("{}.qcow2", self.name)));
+        Ok(())
+    }
+}
+
+impl Drop for KvmNode {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.stop();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn machine(accel: Accel, boot: Boot) -> MachineArgs {
+        MachineArgs {
+            name: "vm1".into(),
+            accel,
+            mem_mb: 256,
+            cpus: 2,
+            boot,
+            disk: "/run/lab/vm1.qcow2".into(),
+            agent_socket: "/run/lab/vm1.agent.sock".into(),
+            qmp_socket: "/run/lab/vm1.qmp.sock".into(),
+        }
+    }
+
+    #[test]
+    fn the_command_line_names_every_channel() {
+        let a = qemu_args(&machine(Accel::Tcg, Boot::Clonet { kernel: "/k".into(), initrd: "/i".into() })).join(" ");
+        for want in [
+            "-machine pc,accel=tcg",
+            "-cpu max",
+            "-m 256 -smp 2",
+            "-kernel /k -initrd /i",
+            "clonet.hostname=vm1 clonet.agent=virtio:clonet.agent",
+            "-drive file=/run/lab/vm1.qcow2,if=virtio,format=qcow2",
+            "socket,id=agent,path=/run/lab/vm1.agent.sock,server=off",
+            "virtserialport,chardev=agent,name=clonet.agent",
+            "-mon chardev=qmp,mode=control",
+            "-chardev stdio,id=con,signal=off -serial chardev:con",
+        ] {
+            assert!(a.contains(want), "missing {want:?} in {a}");
+        }
+        let d = qemu_args(&machine(Accel::Kvm, Boot::Disk)).join(" ");
+        assert!(d.contains("accel=kvm") && d.contains("-cpu host") && !d.contains("-kernel"), "{d}");
+    }
+}
