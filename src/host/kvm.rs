@@ -50,14 +50,6 @@ impl std::fmt::Display for Accel {
     }
 }
 
-/// What boots: clonet's kernel and initramfs with a disk, or the user's
-/// own disk image booting by itself.
-#[derive(Clone, Debug)]
-pub enum Boot {
-    Clonet { kernel: PathBuf, initrd: PathBuf },
-    Disk,
-}
-
 /// Everything the QEMU command line depends on.
 #[derive(Clone, Debug)]
 pub struct MachineArgs {
@@ -65,7 +57,8 @@ pub struct MachineArgs {
     pub accel: Accel,
     pub mem_mb: u32,
     pub cpus: u32,
-    pub boot: Boot,
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
     pub disk: PathBuf,
     pub agent_socket: PathBuf,
     pub qmp_socket: PathBuf,
@@ -79,13 +72,11 @@ pub fn qemu_args(m: &MachineArgs) -> Vec<String> {
     a.extend(["-machine".into(), format!("pc,accel={}", m.accel)]);
     a.extend(["-cpu".into(), if m.accel == Accel::Kvm { "host".into() } else { "max".into() }]);
     a.extend(["-m".into(), m.mem_mb.to_string(), "-smp".into(), m.cpus.to_string(), "-no-reboot".into()]);
-    if let Boot::Clonet { kernel, initrd } = &m.boot {
-        a.extend(["-kernel".into(), kernel.display().to_string(), "-initrd".into(), initrd.display().to_string()]);
-        a.extend([
-            "-append".into(),
-            format!("console=ttyS0 quiet panic=-1 clonet.hostname={} clonet.agent=virtio:{AGENT_PORT}", m.name),
-        ]);
-    }
+    a.extend(["-kernel".into(), m.kernel.display().to_string(), "-initrd".into(), m.initrd.display().to_string()]);
+    a.extend([
+        "-append".into(),
+        format!("console=ttyS0 quiet panic=-1 clonet.hostname={} clonet.agent=virtio:{AGENT_PORT}", m.name),
+    ]);
     a.extend(["-drive".into(), format!("file={},if=virtio,format=qcow2", m.disk.display())]);
     a.extend(["-chardev".into(), "stdio,id=con,signal=off".into(), "-serial".into(), "chardev:con".into()]);
     a.extend(["-chardev".into(), format!("socket,id=agent,path={},server=off", m.agent_socket.display())]);
@@ -207,8 +198,6 @@ pub struct KvmNode {
     child: Child,
     record: ProcRecord,
     agent: AgentLine,
-    /// False for a user's disk image, which has no clonet agent.
-    has_agent: bool,
     booted: bool,
     boot_deadline: Instant,
     qmp: Qmp,
@@ -228,8 +217,10 @@ pub struct KvmImages {
 }
 
 /// Starts a kvm node booting and returns once QEMU is connected; the
-/// first request to the node waits for the boot to end. With `user_disk`
-/// the machine boots that image (never written) by itself.
+/// first request to the node waits for the boot to end. `user_disk`, if
+/// given, replaces clonet's base disk (never written either): an ext4
+/// root file system with an `/init`, such as a customised copy of
+/// clonet's own disk.
 pub fn start(
     spec: &NodeSpec,
     images: &KvmImages,
@@ -256,16 +247,13 @@ pub fn start(
         .open(console_log(&run_dir, &spec.name))
         .map_err(HostError::io("creating the console log"))?;
     let (console_host, console_guest) = UnixStream::pair().map_err(HostError::io("creating the console line"))?;
-    let boot = match user_disk {
-        Some(_) => Boot::Disk,
-        None => Boot::Clonet { kernel: images.kernel.clone(), initrd: images.initrd.clone() },
-    };
     let machine = MachineArgs {
         name: spec.name.clone(),
         accel,
         mem_mb,
         cpus,
-        boot,
+        kernel: images.kernel.clone(),
+        initrd: images.initrd.clone(),
         disk: overlay.clone(),
         agent_socket: agent_socket.clone(),
         qmp_socket: qmp_socket.clone(),
@@ -313,7 +301,6 @@ pub fn start(
         child,
         record,
         agent,
-        has_agent: user_disk.is_none(),
         booted: false,
         boot_deadline: Instant::now() + super::guest::boot_timeout(BOOT_TIMEOUT),
         qmp,
@@ -329,12 +316,6 @@ impl KvmNode {
     /// Waits until the guest's agent said hello. A guest that does not
     /// boot in time is killed and the error quotes its console.
     fn booted(&mut self) -> Result<(), HostError> {
-        if !self.has_agent {
-            return Err(HostError::Start(
-                self.name.clone(),
-                "this machine boots the user's own disk image, which has no clonet agent".into(),
-            ));
-        }
         if !self.booted {
             if !self.agent.wait_hello(self.boot_deadline) {
                 self.kill();
@@ -490,13 +471,14 @@ impl Drop for KvmNode {
 mod tests {
     use super::*;
 
-    fn machine(accel: Accel, boot: Boot) -> MachineArgs {
+    fn machine(accel: Accel) -> MachineArgs {
         MachineArgs {
             name: "vm1".into(),
             accel,
             mem_mb: 256,
             cpus: 2,
-            boot,
+            kernel: "/k".into(),
+            initrd: "/i".into(),
             disk: "/run/lab/vm1.qcow2".into(),
             agent_socket: "/run/lab/vm1.agent.sock".into(),
             qmp_socket: "/run/lab/vm1.qmp.sock".into(),
@@ -505,7 +487,7 @@ mod tests {
 
     #[test]
     fn the_command_line_names_every_channel() {
-        let a = qemu_args(&machine(Accel::Tcg, Boot::Clonet { kernel: "/k".into(), initrd: "/i".into() })).join(" ");
+        let a = qemu_args(&machine(Accel::Tcg)).join(" ");
         for want in [
             "-machine pc,accel=tcg",
             "-cpu max",
@@ -520,7 +502,7 @@ mod tests {
         ] {
             assert!(a.contains(want), "missing {want:?} in {a}");
         }
-        let d = qemu_args(&machine(Accel::Kvm, Boot::Disk)).join(" ");
-        assert!(d.contains("accel=kvm") && d.contains("-cpu host") && !d.contains("-kernel"), "{d}");
+        let k = qemu_args(&machine(Accel::Kvm)).join(" ");
+        assert!(k.contains("accel=kvm") && k.contains("-cpu host"), "{k}");
     }
 }

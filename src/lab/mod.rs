@@ -117,6 +117,11 @@ impl Lab {
         self.nodes.get(node).map_or(0, |n| n.pid())
     }
 
+    /// Kind-specific facts of a running node (kvm: `accel=…`).
+    pub fn node_detail(&self, node: &str) -> Option<String> {
+        self.nodes.get(node).and_then(|n| n.detail())
+    }
+
     pub fn run_dir(&self) -> Option<&Path> {
         self.run_dir.as_ref().map(RunDir::path)
     }

@@ -16,10 +16,10 @@ pub const COMMANDS: &[(&str, &str)] = &[
     (":quit", "tear the lab down and leave (also Ctrl-D)"),
 ];
 
-/// `:nodes`.
-pub fn nodes(t: &Topology, pids: &dyn Fn(&str) -> i32) -> String {
+/// `:nodes`; `facts` gives a node's pid and kind-specific detail.
+pub fn nodes(t: &Topology, facts: &dyn Fn(&str) -> (i32, Option<String>)) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "{:<16} {:<5} {:<8} {:>8}  interfaces", "node", "kind", "state", "pid");
+    let _ = writeln!(out, "{:<16} {:<9} {:<8} {:>8}  interfaces", "node", "kind", "state", "pid");
     for name in &t.order {
         let n = &t.nodes[name];
         let ifaces: Vec<String> = n
@@ -35,7 +35,13 @@ pub fn nodes(t: &Topology, pids: &dyn Fn(&str) -> i32) -> String {
             })
             .collect();
         let state = if n.running { "running" } else { "stopped" };
-        let _ = writeln!(out, "{:<16} {:<5} {:<8} {:>8}  {}", name, n.kind, state, pids(name), ifaces.join(", "));
+        let (pid, detail) = facts(name);
+        // kvm nodes show how they run: "kvm/tcg" or "kvm/kvm".
+        let kind = match detail.as_deref().and_then(|d| d.strip_prefix("accel=")) {
+            Some(accel) => format!("{}/{accel}", n.kind),
+            None => n.kind.to_string(),
+        };
+        let _ = writeln!(out, "{:<16} {:<9} {:<8} {:>8}  {}", name, kind, state, pid, ifaces.join(", "));
     }
     out
 }
@@ -149,7 +155,8 @@ mod tests {
     #[test]
     fn nodes_and_links_are_tabulated() {
         let t = sample();
-        let text = nodes(&t, &|_| 42);
+        let text = nodes(&t, &|n| (42, (n == "b").then(|| "accel=tcg".to_string())));
+        assert!(text.contains("b                kvm/tcg") || text.contains("/tcg"), "{text}");
         assert!(text.lines().nth(1).unwrap().starts_with("a "), "{text}");
         assert!(text.contains("eth0 10.0.0.1/24"), "{text}");
         assert!(links(&t).contains("a:eth0 <-> b:eth0  DOWN"), "{}", links(&t));

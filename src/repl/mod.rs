@@ -192,11 +192,8 @@ impl Repl {
             "help" | "h" => Outcome::Output(self.help(arg)),
             "nodes" => {
                 let lab = self.lab.borrow();
-                let pids = |n: &str| match lab.topology().nodes.get(n) {
-                    Some(_) => lab.node_pid(n),
-                    None => 0,
-                };
-                Outcome::Output(meta::nodes(lab.topology(), &pids))
+                let facts = |n: &str| (lab.node_pid(n), lab.node_detail(n));
+                Outcome::Output(meta::nodes(lab.topology(), &facts))
             }
             "links" => Outcome::Output(meta::links(&self.topology())),
             "net" => Outcome::Output(meta::net(&self.topology())),

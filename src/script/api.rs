@@ -386,6 +386,29 @@ pub mod node_api {
             .map_err(|e| script_error(format!("console of {}: {e}", node.name)))
     }
 
+    /// Everything about the node as a map: `name`, `kind`, `pid`,
+    /// `running`, `ifaces`, and `detail` (for kvm nodes `accel=kvm` or
+    /// `accel=tcg`; empty otherwise).
+    ///
+    /// ```rhai
+    /// let a = node("a");
+    /// assert(a.info().kind == "ns");
+    /// ```
+    #[rhai_fn(return_raw)]
+    pub fn info(ctx: NativeCallContext, node: &mut Node) -> RhaiResult<Map> {
+        let Reply::Node(info) = call(&ctx, Command::NodeInfo { node: node.name.clone() })? else {
+            return Err(script_error("unexpected reply"));
+        };
+        let mut m = Map::new();
+        m.insert("name".into(), info.name.clone().into());
+        m.insert("kind".into(), info.kind.to_string().into());
+        m.insert("pid".into(), (info.pid as i64).into());
+        m.insert("running".into(), info.running.into());
+        m.insert("detail".into(), info.detail.clone().unwrap_or_default().into());
+        m.insert("ifaces".into(), ifaces(ctx, node)?.into());
+        Ok(m)
+    }
+
     /// The host pid of the node's init process (for `nsenter -t PID`).
     ///
     /// ```rhai
