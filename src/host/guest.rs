@@ -22,6 +22,17 @@ pub fn boot_timeout(default: Duration) -> Duration {
         .unwrap_or(default)
 }
 
+/// Gives a machine asked to power off up to `within` to exit.
+pub fn wait_exit(child: &mut std::process::Child, within: Duration) {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// The console log of a node in `run_dir`.
 pub fn console_log(run_dir: &Path, node: &str) -> PathBuf {
     run_dir.join(format!("{node}.console.log"))

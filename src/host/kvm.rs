@@ -445,13 +445,7 @@ impl RunningNode for KvmNode {
     fn stop(&mut self) -> Result<(), HostError> {
         if super::is_alive(&self.record) {
             let _ = self.qmp.execute("quit", json!({}));
-            let deadline = Instant::now() + Duration::from_secs(3);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = self.child.try_wait() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
+            super::guest::wait_exit(&mut self.child, Duration::from_secs(3));
         }
         self.kill();
         let _ = std::fs::remove_file(self.run_dir.join(format!("{}.qcow2", self.name)));

@@ -249,13 +249,7 @@ impl RunningNode for UmlNode {
         // A booted machine halts cleanly; one still booting has nothing to save.
         if let Some(m) = self.mconsole.as_ref().filter(|_| super::is_alive(&self.record)) {
             let _ = m.command("halt");
-            let deadline = Instant::now() + Duration::from_secs(3);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = self.child.try_wait() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
+            super::guest::wait_exit(&mut self.child, Duration::from_secs(3));
         }
         self.kill();
         let _ = std::fs::remove_file(self.run_dir.join(format!("{}.cow", self.name)));
