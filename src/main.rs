@@ -101,6 +101,12 @@ fn image(cmd: ImageCmd) -> ExitCode {
             for i in images {
                 println!("{:<16} {:>6} MiB  {}  {}", i.name, i.bytes >> 20, i.fingerprint, i.path.display());
             }
+            if let Some(k) = clonet::image::kvm::find(&dir) {
+                let mib = |p: &Path| std::fs::metadata(p).map_or(0, |m| m.len() >> 20);
+                let parts = [&k.kernel, &k.initrd, &k.disk].map(|p| mib(p)).iter().sum::<u64>();
+                println!("{:<16} {:>6} MiB  {}  {}", "kvm-busybox", parts, k.fingerprint, k.disk.display());
+                println!("{:<16} {:>6}      kernel {}, initramfs {}", "", "", k.kernel.display(), k.initrd.display());
+            }
             ExitCode::SUCCESS
         }
         ImageCmd::Build { force } => {
@@ -118,11 +124,27 @@ fn image(cmd: ImageCmd) -> ExitCode {
             spinner.finish_and_clear();
             match result {
                 Ok((info, built)) => {
-                    let what = match built {
+                    let what = |b| match b {
                         clonet::image::Built::Fresh => "built",
                         clonet::image::Built::UpToDate => "up to date",
                     };
-                    println!("{} {what}: {} ({} MiB)", info.name, info.path.display(), info.bytes >> 20);
+                    println!("{} {}: {} ({} MiB)", info.name, what(built), info.path.display(), info.bytes >> 20);
+                    // The kvm image is made from it; a host without a kernel
+                    // package still gets its uml image.
+                    let spinner = indicatif::ProgressBar::new_spinner();
+                    spinner.enable_steady_tick(std::time::Duration::from_millis(100));
+                    let mut step = |s: &str| spinner.set_message(format!("kvm-busybox: {s}"));
+                    let kvm = clonet::image::kvm::build(&dir, &info, force, &mut step);
+                    spinner.finish_and_clear();
+                    match kvm {
+                        Ok((k, built)) => println!(
+                            "kvm-busybox {}: {} (kernel {})",
+                            what(built),
+                            k.disk.display(),
+                            k.kernel.display()
+                        ),
+                        Err(e) => eprintln!("{}: no kvm image: {e}", "warning".yellow().bold()),
+                    }
                     ExitCode::SUCCESS
                 }
                 Err(e) => {

@@ -53,15 +53,36 @@ print("kvm ok");
     assert_nothing_left(&sb);
 }
 
+/// A user's own root image, as a distribution's would be: an ext4 file
+/// system with its own /sbin/init and no clonet agent.
+fn foreign_root(sb: &Sandbox) -> std::path::PathBuf {
+    let tree = sb.run_base().with_file_name("userroot");
+    for d in ["bin", "sbin", "proc", "sys", "dev", "tmp", "etc", "root"] {
+        std::fs::create_dir_all(tree.join(d)).unwrap();
+    }
+    std::fs::copy("/bin/busybox", tree.join("bin/busybox")).unwrap();
+    std::os::unix::fs::symlink("busybox", tree.join("bin/sh")).unwrap();
+    let init = tree.join("sbin/init");
+    std::fs::write(&init, "#!/bin/busybox sh\necho user-init > /etc/ran-by\nexec /bin/busybox sleep 2147483647\n")
+        .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&init, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let img = sb.run_base().with_file_name("user.img");
+    let mkfs = std::process::Command::new("/usr/sbin/mkfs.ext4")
+        .args(["-q", "-F", "-d"])
+        .arg(&tree)
+        .arg(&img)
+        .arg("32M")
+        .output()
+        .unwrap();
+    assert!(mkfs.status.success(), "{}", text(&mkfs.stderr));
+    img
+}
+
 #[test]
 fn a_user_image_is_never_written_and_a_killed_qemu_is_reported() {
     let sb = Sandbox::new();
-    // The user's image: a copy of clonet's own kvm disk (built on first use).
-    let prep = sb.run_ok("prep.rhai", "let v = node(\"v\", #{ kind: \"kvm\" });\nv.exec(\"true\");\n");
-    assert!(prep.is_empty(), "{prep}");
-    let disk = sb.data_dir().join("images/kvm-busybox.qcow2");
-    let mine = sb.run_base().with_file_name("mine.qcow2");
-    std::fs::copy(&disk, &mine).unwrap();
+    let mine = foreign_root(&sb);
     let before = std::fs::read(&mine).unwrap();
     let path = sb.write(
         "user.rhai",
@@ -71,8 +92,19 @@ let k = node("k", #{{ kind: "kvm", image: "{}" }});
 let a = node("a"); let b = node("b");
 link(a, b, #{{ ip_a: "10.0.0.1/24", ip_b: "10.0.0.2/24" }});
 link(k, a, #{{ ip_a: "10.0.1.2/24", ip_b: "10.0.1.1/24" }});
+assert(k.exec("cat /etc/ran-by").stdout == "user-init\n", "the image's own init ran");
 assert(k.exec("echo data > /root/file && sync && cat /root/file").stdout == "data\n", "the disk takes writes");
 assert(ping(a, "10.0.1.2"));
+// The link's state reaches the machine's NIC.
+get_link("k", "a").down();
+assert(k.exec("cat /sys/class/net/eth0/carrier").stdout.trimmed() == "0", "no carrier while down");
+get_link("k", "a").up();
+assert(k.exec("cat /sys/class/net/eth0/carrier").stdout.trimmed() == "1", "carrier again");
+// Paused, the machine does not answer; resumed, it does.
+k.pause();
+assert(!ping(a, "10.0.1.2"), "a paused machine does not answer");
+k.resume();
+assert(wait_until(|| ping(a, "10.0.1.2"), 10000), "it answers again");
 host_exec(`kill -9 ${{k.pid}}`);
 sleep(300);
 assert(ping(a, b), "the switch and the other nodes go on");
@@ -88,6 +120,36 @@ print("fault ok");
     assert!(stdout.contains("fault ok"));
     assert!(stderr.contains("clonet: node k died"), "the event is printed: {stderr}");
     assert!(std::fs::read(&mine).unwrap() == before, "the user's image changed");
-    let _ = std::fs::remove_file(&mine);
     assert_nothing_left(&sb);
+}
+
+#[test]
+fn bad_images_and_boot_timeouts_are_clear_errors_that_leave_nothing() {
+    let sb = Sandbox::new();
+    let corrupt = sb.run_base().with_file_name("corrupt.qcow2");
+    let mut bytes = b"QFI\xfb".to_vec();
+    bytes.extend([0xffu8; 600]);
+    std::fs::write(&corrupt, bytes).unwrap();
+    let not_ext4 = sb.run_base().with_file_name("zeros.img");
+    std::fs::write(&not_ext4, vec![0u8; 4 << 20]).unwrap();
+    for (image, env, message) in [
+        ("/nonexistent.qcow2", None, "no image at /nonexistent.qcow2".to_string()),
+        (corrupt.to_str().unwrap(), None, format!("{}", corrupt.display())),
+        (not_ext4.to_str().unwrap(), None, "cannot mount the root disk".to_string()),
+        ("", Some("0.05"), "the guest agent did not answer within 50ms".to_string()),
+    ] {
+        let options = if image.is_empty() { String::new() } else { format!(", image: \"{image}\"") };
+        let script =
+            sb.write("bad.rhai", &format!("let k = node(\"k\", #{{ kind: \"kvm\"{options} }});\nk.exec(\"true\");\n"));
+        let mut cmd = sb.clonet();
+        if let Some(t) = env {
+            cmd.env("CLONET_BOOT_TIMEOUT", t);
+        }
+        let out = cmd.arg("run").arg(&script).output().unwrap();
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{image}: {stderr}");
+        assert!(stderr.contains("bad.rhai:") && stderr.contains("node \"k\" did not start"), "{image}: {stderr}");
+        assert!(stderr.contains(&message), "{image}: expected {message:?} in {stderr}");
+        assert_nothing_left(&sb);
+    }
 }

@@ -124,6 +124,11 @@ impl RunningNode for FakeNode {
         Ok(None)
     }
 
+    fn pause(&mut self, paused: bool) -> Result<(), HostError> {
+        self.host.record(format!("pause {} {paused}", self.name));
+        Ok(())
+    }
+
     fn stop(&mut self) -> Result<(), HostError> {
         self.host.record(format!("stop {}", self.name));
         Ok(())

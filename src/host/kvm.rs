@@ -62,6 +62,8 @@ pub struct MachineArgs {
     pub disk: PathBuf,
     pub agent_socket: PathBuf,
     pub qmp_socket: PathBuf,
+    /// More QEMU arguments, given by the script.
+    pub extra: Vec<String>,
 }
 
 /// The QEMU command line (sans-IO). Console on stdin/stdout; QEMU connects
@@ -84,6 +86,7 @@ pub fn qemu_args(m: &MachineArgs) -> Vec<String> {
     a.extend(["-device".into(), format!("virtserialport,chardev=agent,name={AGENT_PORT}")]);
     a.extend(["-chardev".into(), format!("socket,id=qmp,path={},server=off", m.qmp_socket.display())]);
     a.extend(["-mon".into(), "chardev=qmp,mode=control".into()]);
+    a.extend(m.extra.iter().cloned());
     a
 }
 
@@ -257,6 +260,7 @@ pub fn start(
         disk: overlay.clone(),
         agent_socket: agent_socket.clone(),
         qmp_socket: qmp_socket.clone(),
+        extra: spec.options.args.clone(),
     };
     let console_in = console_guest.try_clone().map_err(HostError::io("console line"))?;
     let mut cmd = Command::new("qemu-system-x86_64");
@@ -365,6 +369,17 @@ impl RunningNode for KvmNode {
 
     fn console(&self) -> super::console::ConsoleTarget {
         super::console::ConsoleTarget::Socket(console_socket(&self.run_dir, &self.name))
+    }
+
+    fn pause(&mut self, paused: bool) -> Result<(), HostError> {
+        let verb = if paused { "stop" } else { "cont" };
+        self.qmp.execute(verb, json!({})).map(|_| ()).map_err(|e| self.qmp_err(e))
+    }
+
+    fn set_link(&mut self, ifname: &str, up: bool) -> Result<(), HostError> {
+        let Some(n) = self.nics.get(ifname) else { return Ok(()) };
+        let name = format!("nic{n}");
+        self.qmp.execute("set_link", json!({ "name": name, "up": up })).map(|_| ()).map_err(|e| self.qmp_err(e))
     }
 
     fn detail(&self) -> Option<String> {
@@ -476,6 +491,7 @@ mod tests {
             disk: "/run/lab/vm1.qcow2".into(),
             agent_socket: "/run/lab/vm1.agent.sock".into(),
             qmp_socket: "/run/lab/vm1.qmp.sock".into(),
+            extra: vec!["-device".into(), "x".into()],
         }
     }
 
@@ -498,5 +514,6 @@ mod tests {
         }
         let k = qemu_args(&machine(Accel::Kvm)).join(" ");
         assert!(k.contains("accel=kvm") && k.contains("-cpu host"), "{k}");
+        assert!(k.ends_with("-device x"), "script arguments come last: {k}");
     }
 }

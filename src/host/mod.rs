@@ -113,6 +113,13 @@ pub trait RunningNode {
     fn console(&self) -> console::ConsoleTarget {
         console::ConsoleTarget::Namespace(self.pid())
     }
+    /// Freezes the node or lets it go on.
+    fn pause(&mut self, paused: bool) -> Result<(), HostError>;
+    /// Tells the node its cable on `ifname` is plugged or not, where a
+    /// switch port's carrier does not reach it (kvm). Nothing by default.
+    fn set_link(&mut self, _ifname: &str, _up: bool) -> Result<(), HostError> {
+        Ok(())
+    }
     /// Kind-specific facts worth showing (kvm: `accel=kvm|tcg`).
     fn detail(&self) -> Option<String> {
         None

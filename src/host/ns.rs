@@ -123,7 +123,7 @@ fn kvm_images() -> Result<super::kvm::KvmImages, crate::image::ImageError> {
     let dir = crate::image::cache_dir();
     let recipe = crate::image::default_recipe()?;
     let (rootfs, _) = crate::image::build(&recipe, &dir, false, &mut |_| {})?;
-    let k = crate::image::kvm::build(&dir, &rootfs, false, &mut |_| {})?;
+    let (k, _) = crate::image::kvm::build(&dir, &rootfs, false, &mut |_| {})?;
     Ok(super::kvm::KvmImages { kernel: k.kernel, initrd: k.initrd, disk: k.disk })
 }
 
@@ -289,6 +289,22 @@ impl RunningNode for NsNode {
                 HostError::io(format!("pinging {target} from {}", self.name))(e)
             }
         })
+    }
+
+    fn pause(&mut self, paused: bool) -> Result<(), HostError> {
+        // Every process of the node shares its PID namespace.
+        let ns = |pid: &str| std::fs::read_link(format!("/proc/{pid}/ns/pid")).ok();
+        let ours = ns(&self.init.pid.to_string()).ok_or_else(|| HostError::Gone(self.name.clone()))?;
+        let signal = if paused { Signal::SIGSTOP } else { Signal::SIGCONT };
+        for entry in std::fs::read_dir("/proc").map_err(HostError::io("reading /proc"))?.flatten() {
+            let name = entry.file_name().to_string_lossy().to_string();
+            if let Ok(pid) = name.parse::<i32>() {
+                if ns(&name).as_ref() == Some(&ours) {
+                    let _ = kill(Pid::from_raw(pid), signal);
+                }
+            }
+        }
+        Ok(())
     }
 
     fn stop(&mut self) -> Result<(), HostError> {

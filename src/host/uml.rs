@@ -192,6 +192,12 @@ impl RunningNode for UmlNode {
         self.record.pid
     }
 
+    fn pause(&mut self, paused: bool) -> Result<(), HostError> {
+        let verb = if paused { "stop" } else { "go" };
+        let m = self.booted()?;
+        m.command(verb).map(|_| ()).map_err(|e| err(&self.name, e))
+    }
+
     fn console(&self) -> super::console::ConsoleTarget {
         super::console::ConsoleTarget::Socket(console_socket(&self.run_dir, &self.name))
     }

@@ -12,6 +12,8 @@ use super::{io_at, ImageError};
 
 /// The first-stage init of the initramfs.
 pub const STAGE1_INIT: &str = include_str!("../../images/kvm-stage1.sh");
+/// The init that brings the agent into a user's own root file system.
+pub const USER_INIT: &str = include_str!("../../images/kvm-user-init.sh");
 
 /// Modules a guest needs for its PCI bus, disk, NICs, agent channel and
 /// root file system (their dependencies come from `modules.dep`).
@@ -139,7 +141,7 @@ pub fn build(
     rootfs: &super::ImageInfo,
     force: bool,
     step: &mut dyn FnMut(&str),
-) -> Result<KvmImage, ImageError> {
+) -> Result<(KvmImage, super::Built), ImageError> {
     let (kernel_src, release) = host_kernel()?;
     let moddir = PathBuf::from("/lib/modules").join(&release);
     let dep_path = moddir.join("modules.dep");
@@ -156,17 +158,20 @@ pub fn build(
         module_bytes.push(std::fs::read(&p).map_err(io_at(&p))?);
     }
     let order: String = modules.iter().map(|m| format!("/lib/modules/{m}\n")).collect();
-    let mut parts: Vec<&[u8]> =
-        vec![&kernel_bytes, &busybox, STAGE1_INIT.as_bytes(), order.as_bytes(), rootfs.fingerprint.as_bytes()];
+    let mut parts: Vec<&[u8]> = vec![
+        &kernel_bytes,
+        &busybox,
+        STAGE1_INIT.as_bytes(),
+        USER_INIT.as_bytes(),
+        super::AGENT_SCRIPT.as_bytes(),
+        order.as_bytes(),
+        rootfs.fingerprint.as_bytes(),
+    ];
     parts.extend(module_bytes.iter().map(Vec::as_slice));
     let fingerprint = format!("{:016x}", crate::lab::topology::fnv1a(&parts));
-    let meta = dir.join("kvm-busybox.json");
-    if !force {
-        if let Some(img) = std::fs::read(&meta).ok().and_then(|b| serde_json::from_slice::<KvmImage>(&b).ok()) {
-            if img.fingerprint == fingerprint && img.kernel.is_file() && img.initrd.is_file() && img.disk.is_file() {
-                return Ok(img);
-            }
-        }
+    let meta = dir.join(META);
+    if let Some(img) = find(dir).filter(|i| i.fingerprint == fingerprint && !force) {
+        return Ok((img, super::Built::UpToDate));
     }
     step("making the kvm initramfs");
     let mut dirs: Vec<String> = vec!["bin".into(), "dev".into(), "proc".into(), "sys".into(), "newroot".into()];
@@ -185,6 +190,8 @@ pub fn build(
     entries.push(CpioEntry::File("bin/busybox", &busybox, 0o755));
     entries.push(CpioEntry::Symlink("bin/sh", "busybox"));
     entries.push(CpioEntry::File("init", STAGE1_INIT.as_bytes(), 0o755));
+    entries.push(CpioEntry::File("clonet-agent", super::AGENT_SCRIPT.as_bytes(), 0o755));
+    entries.push(CpioEntry::File("clonet-user-init", USER_INIT.as_bytes(), 0o755));
     entries.push(CpioEntry::File("modules.order", order.as_bytes(), 0o644));
     for (p, b) in module_paths.iter().zip(&module_bytes) {
         entries.push(CpioEntry::File(p, b, 0o644));
@@ -214,7 +221,16 @@ pub fn build(
     std::fs::rename(&tmp, &disk).map_err(io_at(&disk))?;
     let img = KvmImage { kernel, initrd, disk, fingerprint };
     std::fs::write(&meta, serde_json::to_vec_pretty(&img).expect("serializes")).map_err(io_at(&meta))?;
-    Ok(img)
+    Ok((img, super::Built::Fresh))
+}
+
+/// Where the kvm image's parts are recorded.
+const META: &str = "kvm-busybox.json";
+
+/// The cached kvm image, if every part of it is there.
+pub fn find(dir: &Path) -> Option<KvmImage> {
+    let img: KvmImage = serde_json::from_slice(&std::fs::read(dir.join(META)).ok()?).ok()?;
+    (img.kernel.is_file() && img.initrd.is_file() && img.disk.is_file()).then_some(img)
 }
 
 #[cfg(test)]

@@ -124,6 +124,12 @@ pub enum Command {
     NodeInfo {
         node: String,
     },
+    /// Freezes a running node (every process, or the whole machine) or
+    /// lets it go on; its interfaces stay as they are.
+    PauseNode {
+        node: String,
+        paused: bool,
+    },
     /// Where the node's console is reached (the client attaches itself).
     Console {
         node: String,

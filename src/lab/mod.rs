@@ -183,6 +183,9 @@ impl Lab {
             }
             Command::NodeInfo { node } => Ok(Reply::Node(self.node_info(&node)?)),
             Command::Console { node } => Ok(Reply::Console(self.running(&node)?.console())),
+            Command::PauseNode { node, paused } => {
+                self.running_mut(&node)?.pause(paused).map(|()| Reply::Done).map_err(Into::into)
+            }
             Command::Counters => Ok(Reply::Counters(self.counters())),
             Command::Fdb { lan } => self.fdb(&lan),
             Command::Topology => Ok(Reply::Topology(self.topo.clone())),
@@ -486,6 +489,11 @@ impl Lab {
         for end in [&link.a, &link.b] {
             if let Some(id) = self.ports.get(&key(end)).map(|p| p.id) {
                 self.switch().set_port_up(id, up)?;
+            }
+            // Machines whose NIC is not a TAP learn of the cable through
+            // their own means (kvm: QMP set_link).
+            if let Some(n) = self.nodes.get_mut(&end.node) {
+                n.set_link(&end.iface, up)?;
             }
         }
         Ok(())

@@ -336,9 +336,6 @@ pub mod node_api {
         if kind != NodeKind::Kvm && cpus.is_some() {
             return Err(script_error("node(): cpus applies to kvm nodes"));
         }
-        if kind == NodeKind::Kvm && !args.is_empty() {
-            return Err(script_error("node(): args applies to uml nodes"));
-        }
         let options = crate::lab::command::NodeOptions { mem_mb, cpus, image, args };
         call(&ctx, Command::AddNode { name: name.to_string(), kind, options })?;
         Ok(NodeRef { name: name.to_string() })
@@ -407,6 +404,33 @@ pub mod node_api {
         m.insert("detail".into(), info.detail.clone().unwrap_or_default().into());
         m.insert("ifaces".into(), ifaces(ctx, node)?.into());
         Ok(m)
+    }
+
+    /// Freezes the node: a kvm machine's vCPUs stop (QMP `stop`), a uml
+    /// machine waits (mconsole `stop`), an ns node's processes get SIGSTOP.
+    /// Its interfaces stay plugged; frames sent to it wait or are dropped.
+    ///
+    /// ```rhai
+    /// let a = node("a");
+    /// a.pause();
+    /// a.resume();
+    /// ```
+    #[rhai_fn(return_raw)]
+    pub fn pause(ctx: NativeCallContext, node: &mut Node) -> RhaiResult<()> {
+        call(&ctx, Command::PauseNode { node: node.name.clone(), paused: true }).map(|_| ())
+    }
+
+    /// Lets a paused node go on.
+    ///
+    /// ```rhai
+    /// let a = node("a");
+    /// a.pause();
+    /// a.resume();
+    /// assert(a.exec("true").ok);
+    /// ```
+    #[rhai_fn(return_raw)]
+    pub fn resume(ctx: NativeCallContext, node: &mut Node) -> RhaiResult<()> {
+        call(&ctx, Command::PauseNode { node: node.name.clone(), paused: false }).map(|_| ())
     }
 
     /// The host pid of the node's init process (for `nsenter -t PID`).
