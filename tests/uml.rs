@@ -1,9 +1,6 @@
 //! `uml` nodes: User-Mode Linux machines on the clonet switch.
 mod common;
 use common::*;
-use std::io::{BufRead, BufReader, Write};
-use std::process::Stdio;
-use std::time::Duration;
 
 fn assert_no_uml_left(sb: &Sandbox) {
     assert!(sb.run_dirs().is_empty(), "run directory (sockets, COW files) left: {:?}", sb.run_dirs());
@@ -233,72 +230,6 @@ fn a_boot_timeout_or_a_bad_option_is_a_clear_error_that_leaves_nothing() {
         assert!(stderr.contains("bad.rhai:1:1: error: ") && stderr.contains(message), "{option}: {stderr}");
         assert_no_uml_left(&sb);
     }
-}
-
-#[test]
-fn the_console_attaches_and_detaching_leaves_the_node_running() {
-    let sb = Sandbox::new();
-    let go = sb.run_base().with_file_name("go");
-    let script = sb.write(
-        "console.rhai",
-        &format!(
-            r#"
-let u = node("u", #{{ kind: "uml" }});
-let n = node("n");
-u.exec("true");
-print("ready");
-assert(wait_until(|| host_exec("test -e {go}").ok, 60000), "the test never said go");
-print(u.exec("cat /tmp/typed").stdout);
-"#,
-            go = go.display()
-        ),
-    );
-    let mut lab = sb.clonet().arg("run").arg(&script).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    let mut lines = BufReader::new(lab.stdout.take().unwrap());
-    let mut line = String::new();
-    lines.read_line(&mut line).unwrap();
-    assert_eq!(line, "ready\n");
-    // Type into the uml console, then detach with Ctrl-].
-    let attach = |node: &str, input: &'static [u8]| {
-        let mut c = sb
-            .clonet()
-            .args(["console", node])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut stdin = c.stdin.take().unwrap();
-        std::thread::spawn(move || {
-            for chunk in input.split(|b| *b == b'\n') {
-                std::thread::sleep(Duration::from_millis(700));
-                let _ = stdin.write_all(chunk);
-                let _ = stdin.write_all(b"\n");
-            }
-            std::thread::sleep(Duration::from_millis(700));
-            let _ = stdin.write_all(&[0x1d]);
-            std::thread::sleep(Duration::from_millis(5000));
-        });
-        let out = c.wait_with_output().unwrap();
-        assert!(out.status.success(), "console {node}: {}", text(&out.stderr));
-        text(&out.stdout)
-    };
-    let screen = attach("u", b"echo typed-$((40+2)) > /tmp/typed; hostname; echo sum-$((1+2))");
-    assert!(screen.contains("sum-3") && screen.contains("\nu\r"), "uml console: {screen:?}");
-    // An ns node has no console: a shell inside it.
-    let screen = attach("n", b"hostname; exit");
-    assert!(screen.contains("n\n"), "ns console: {screen:?}");
-    let missing = sb.clonet().args(["console", "nobody"]).output().unwrap();
-    assert_eq!(missing.status.code(), Some(1));
-    assert!(text(&missing.stderr).contains("no running lab has a node called \"nobody\""));
-    std::fs::write(&go, "").unwrap();
-    let out = lab.wait_with_output().unwrap();
-    let mut rest = String::new();
-    std::io::Read::read_to_string(&mut lines, &mut rest).unwrap();
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(rest.contains("typed-42"), "what was typed ran in the node, which kept running: {rest}");
-    let _ = std::fs::remove_file(&go);
-    assert_no_uml_left(&sb);
 }
 
 #[test]
