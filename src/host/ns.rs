@@ -104,7 +104,11 @@ impl NodeHost for LinuxHost {
                 }
                 let images = kvm_images().map_err(|e| fail(e.to_string()))?;
                 let cache = crate::image::cache_dir().join("accel");
-                let accel = super::kvm::choose_accel(&images.kernel, &images.initrd, &cache);
+                let accel = match spec.options.accel.as_deref() {
+                    Some("kvm") => super::kvm::Accel::Kvm,
+                    Some("tcg") => super::kvm::Accel::Tcg,
+                    _ => super::kvm::choose_accel(&images.kernel, &images.initrd, &cache),
+                };
                 super::kvm::start(
                     spec,
                     &images,

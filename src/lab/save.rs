@@ -57,6 +57,9 @@ pub fn to_script(topo: &Topology) -> String {
                 if let Some(cpus) = n.options.cpus {
                     o.push(format!("cpus: {cpus}"));
                 }
+                if let Some(accel) = &n.options.accel {
+                    o.push(format!("accel: {accel:?}"));
+                }
                 if let Some(image) = &n.options.image {
                     o.push(format!("image: {:?}", image.display().to_string()));
                 }
@@ -147,6 +150,7 @@ mod tests {
         let options = crate::lab::topology::NodeOptions {
             mem_mb: Some(128),
             cpus: None,
+            accel: None,
             image: Some("/img/disk.img".into()),
             args: vec!["eth0=daemon,,unix,/tmp/ctl".into()],
         };

@@ -142,6 +142,9 @@ pub struct NodeOptions {
     /// Virtual CPUs (kvm).
     #[serde(default)]
     pub cpus: Option<u32>,
+    /// `kvm` or `tcg`, instead of the probed choice (kvm).
+    #[serde(default)]
+    pub accel: Option<String>,
     /// Base disk image (uml): never written; the node runs on a COW layer.
     #[serde(default)]
     pub image: Option<std::path::PathBuf>,

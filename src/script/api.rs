@@ -284,20 +284,25 @@ pub mod node_api {
         node_with(ctx, name, Map::new())
     }
 
-    /// Creates a node with options: `kind` (`"ns"` or `"uml"`), and for
-    /// uml nodes `mem` (MiB, default 64), `image` (a base disk image,
-    /// never written; default: the busybox image of `clonet image build`)
-    /// and `args` (extra kernel command-line arguments, an array of
-    /// strings). A uml node boots in the background: `node()` returns at
-    /// once and the first use of the node waits for the boot, so nodes
-    /// made one after another boot together.
+    /// Creates a node with options: `kind` (`"ns"`, `"uml"` or `"kvm"`);
+    /// for uml and kvm nodes `mem` (MiB; default 64 for uml, 128 for kvm),
+    /// `image` (a base disk image, never written: the node runs on a
+    /// copy-on-write layer; default: the busybox image of `clonet image
+    /// build`; for kvm any ext4 root file system, whole-disk or in a
+    /// partition, which gets clonet's agent on its overlay) and `args`
+    /// (an array of extra words: kernel command-line arguments for uml,
+    /// QEMU arguments for kvm); for kvm nodes `cpus` (default 1) and
+    /// `accel` (`"kvm"` or `"tcg"`, instead of the probed choice).
+    /// Machines boot in the background: `node()` returns at once and the
+    /// first use of the node waits for the boot, so nodes made one after
+    /// another boot together.
     ///
     /// ```rhai
     /// let r1 = node("r1", #{ kind: "ns" });
     /// ```
     #[rhai_fn(name = "node", return_raw)]
     pub fn node_with(ctx: NativeCallContext, name: &str, options: Map) -> RhaiResult<Node> {
-        check_keys("node", &options, &["kind", "mem", "image", "args", "cpus"])?;
+        check_keys("node", &options, &["kind", "mem", "image", "args", "cpus", "accel"])?;
         let kind = match opt_str("node", &options, "kind")? {
             None => NodeKind::Ns,
             Some(k) => NodeKind::parse(&k).map_err(|e| lab_error(e.into()))?,
@@ -333,10 +338,14 @@ pub mod node_api {
         if kind == NodeKind::Ns && (mem_mb.is_some() || image.is_some() || !args.is_empty()) {
             return Err(script_error("node(): mem, image and args apply to uml and kvm nodes, not ns"));
         }
-        if kind != NodeKind::Kvm && cpus.is_some() {
-            return Err(script_error("node(): cpus applies to kvm nodes"));
+        let accel = opt_str("node", &options, "accel")?;
+        if let Some(a) = accel.as_deref().filter(|a| !matches!(*a, "kvm" | "tcg")) {
+            return Err(script_error(format!("node(): accel is \"kvm\" or \"tcg\", not {a:?}")));
         }
-        let options = crate::lab::command::NodeOptions { mem_mb, cpus, image, args };
+        if kind != NodeKind::Kvm && (cpus.is_some() || accel.is_some()) {
+            return Err(script_error("node(): cpus and accel apply to kvm nodes"));
+        }
+        let options = crate::lab::command::NodeOptions { mem_mb, cpus, accel, image, args };
         call(&ctx, Command::AddNode { name: name.to_string(), kind, options })?;
         Ok(NodeRef { name: name.to_string() })
     }
