@@ -140,7 +140,7 @@ print("segmentation ok");
 }
 
 #[test]
-fn a_uml_lab_runs_as_an_unprivileged_user() {
+fn a_uml_and_kvm_lab_runs_as_an_unprivileged_user() {
     use std::os::unix::fs::PermissionsExt;
     let sb = Sandbox::new();
     // Everything the unprivileged user needs lives in a directory it may use.
@@ -153,7 +153,10 @@ fn a_uml_lab_runs_as_an_unprivileged_user() {
     let script = home.join("lab.rhai");
     std::fs::write(
         &script,
-        "let a = node(\"a\", #{ kind: \"uml\" });\nlet b = node(\"b\", #{ kind: \"uml\" });\nlink(a, b, #{ ip_a: \"10.0.0.1/24\", ip_b: \"10.0.0.2/24\" });\nassert(ping(a, b));\nprint(`uid ${a.exec(\"id -u\").stdout.trimmed()} ran ${host_exec(\"id -u\").stdout.trimmed()}`);\n",
+        "let a = node(\"a\", #{ kind: \"uml\" });\nlet b = node(\"b\", #{ kind: \"uml\" });\nlet k = node(\"k\", #{ kind: \"kvm\" });\n\
+         link(a, b, #{ ip_a: \"10.0.0.1/24\", ip_b: \"10.0.0.2/24\" });\nlink(a, k, #{ ip_a: \"10.0.1.1/24\", ip_b: \"10.0.1.2/24\" });\n\
+         assert(ping(a, b));\nassert(ping(k, \"10.0.1.1\"));\n\
+         print(`uid ${a.exec(\"id -u\").stdout.trimmed()} ${k.exec(\"id -u\").stdout.trimmed()} ran ${host_exec(\"id -u\").stdout.trimmed()}`);\n",
     )
     .unwrap();
     let out = std::process::Command::new("setpriv")
@@ -168,7 +171,7 @@ fn a_uml_lab_runs_as_an_unprivileged_user() {
         .unwrap();
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
-    assert!(stdout.contains("uid 0 ran 65534"), "root inside the guest, nobody outside: {stdout}");
+    assert!(stdout.contains("uid 0 0 ran 65534"), "root inside the guests, nobody outside: {stdout}");
     let left: Vec<_> = std::fs::read_dir(home.join("run")).map(|d| d.flatten().collect()).unwrap_or_default();
     assert!(left.is_empty(), "run directory left");
     let home_s = home.to_string_lossy().to_string();
