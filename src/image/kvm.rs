@@ -70,7 +70,7 @@ pub enum CpioEntry<'a> {
 /// A cpio archive in the `newc` format the kernel unpacks as initramfs.
 pub fn cpio_newc(entries: &[CpioEntry<'_>]) -> Vec<u8> {
     fn pad4(out: &mut Vec<u8>) {
-        while out.len() % 4 != 0 {
+        while !out.len().is_multiple_of(4) {
             out.push(0);
         }
     }

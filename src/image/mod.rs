@@ -169,7 +169,10 @@ const EXTRA_PROGRAMS: &[&str] = &["/usr/bin/iperf3"];
 
 /// `path` and the libraries it needs, read from the host; `None` when the
 /// host does not have it or `ldd` cannot tell.
-fn host_program(path: &str) -> Option<(Vec<u8>, Vec<(String, Vec<u8>)>)> {
+/// A program's bytes and its libraries (path, bytes).
+type HostProgram = (Vec<u8>, Vec<(String, Vec<u8>)>);
+
+fn host_program(path: &str) -> Option<HostProgram> {
     let bytes = std::fs::read(path).ok()?;
     let out = Command::new("ldd").arg(path).output().ok().filter(|o| o.status.success())?;
     let text = String::from_utf8_lossy(&out.stdout);

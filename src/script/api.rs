@@ -870,7 +870,7 @@ pub mod link_api {
     #[rhai_fn(return_raw)]
     pub fn fdb(ctx: NativeCallContext, lan: &mut Lan) -> RhaiResult<Array> {
         match call(&ctx, Command::Fdb { lan: lan.name.clone() })? {
-            Reply::Fdb(rows) => Ok(rows.into_iter().map(|r| rhai::serde::to_dynamic(r)).collect::<Result<_, _>>()?),
+            Reply::Fdb(rows) => Ok(rows.into_iter().map(rhai::serde::to_dynamic).collect::<Result<_, _>>()?),
             _ => Err(script_error("unexpected reply")),
         }
     }

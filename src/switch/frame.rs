@@ -211,7 +211,7 @@ mod tests {
         b.extend_from_slice(&dst);
         b.extend_from_slice(&src);
         b.extend_from_slice(&[0x08, 0x00]);
-        b.extend(std::iter::repeat(0xab).take(payload));
+        b.extend(std::iter::repeat_n(0xab, payload));
         b
     }
 
@@ -267,7 +267,7 @@ mod tests {
         b[VNET_HDR_LEN + 12] = 0x81;
         b[VNET_HDR_LEN + 13] = 0x00;
         b.extend_from_slice(&[0, 10, 0x08, 0x00]);
-        b.extend(std::iter::repeat(0).take(1500));
+        b.extend(std::iter::repeat_n(0, 1500));
         assert_eq!(Frame::parse(&b).unwrap().l3_len(), 1500);
     }
 

@@ -181,7 +181,7 @@ impl Deframer {
     }
 
     /// The next record in the buffer. `Frame` consumes it.
-    pub fn next(&mut self) -> Record {
+    pub fn next_record(&mut self) -> Record {
         let have = self.end - self.start;
         if have < 4 {
             return Record::Incomplete;
@@ -242,7 +242,7 @@ impl PortIo for StreamPort {
     fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         const HDR: usize = super::frame::VNET_HDR_LEN;
         loop {
-            match self.rx.next() {
+            match self.rx.next_record() {
                 Record::Frame(r) => {
                     let n = r.len().min(buf.len() - HDR);
                     buf[..HDR].fill(0);
@@ -349,20 +349,20 @@ mod tests {
         let first = 30;
         d.space()[..first].copy_from_slice(&stream[..first]);
         d.filled(first);
-        let Record::Frame(r) = d.next() else { panic!("a whole frame") };
+        let Record::Frame(r) = d.next_record() else { panic!("a whole frame") };
         assert!(d.bytes()[r].iter().all(|b| *b == 1));
-        assert_eq!(d.next(), Record::Incomplete);
+        assert_eq!(d.next_record(), Record::Incomplete);
         let rest = &stream[first..];
         d.space()[..rest.len()].copy_from_slice(rest);
         d.filled(rest.len());
-        let Record::Frame(r) = d.next() else { panic!("the second frame") };
+        let Record::Frame(r) = d.next_record() else { panic!("the second frame") };
         assert_eq!(r.len(), 60);
         assert!(d.bytes()[r].iter().all(|b| *b == 2));
-        assert_eq!(d.next(), Record::Incomplete);
+        assert_eq!(d.next_record(), Record::Incomplete);
         // A length that cannot be a frame.
         d.space()[..4].copy_from_slice(&5000u32.to_be_bytes());
         d.filled(4);
-        assert_eq!(d.next(), Record::Bad(5000));
+        assert_eq!(d.next_record(), Record::Bad(5000));
     }
 
     #[test]
