@@ -22,6 +22,25 @@ pub fn boot_timeout(default: Duration) -> Duration {
         .unwrap_or(default)
 }
 
+/// Copies a disk layer, keeping holes (`cp --sparse=always`): a COW file
+/// is mostly holes, so this copies only what the node wrote.
+pub fn sparse_copy(src: &Path, dst: &Path) -> Result<(), HostError> {
+    let _ = std::fs::remove_file(dst);
+    let out = std::process::Command::new("cp")
+        .arg("--sparse=always")
+        .arg(src)
+        .arg(dst)
+        .output()
+        .map_err(HostError::io("running cp"))?;
+    if !out.status.success() {
+        return Err(HostError::Io {
+            what: format!("copying {}", src.display()),
+            source: std::io::Error::other(String::from_utf8_lossy(&out.stderr).trim().to_string()),
+        });
+    }
+    Ok(())
+}
+
 /// Gives a machine asked to power off up to `within` to exit.
 pub fn wait_exit(child: &mut std::process::Child, within: Duration) {
     let deadline = Instant::now() + within;

@@ -30,6 +30,8 @@ const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 /// Guest memory when the script does not say.
 pub const DEFAULT_MEM_MB: u32 = 128;
+/// The QEMU id of a node's disk (for live snapshots).
+const DISK_ID: &str = "disk0";
 /// The name of the agent's virtio-serial port.
 const AGENT_PORT: &str = "clonet.agent";
 
@@ -79,7 +81,7 @@ pub fn qemu_args(m: &MachineArgs) -> Vec<String> {
         "-append".into(),
         format!("console=ttyS0 quiet panic=-1 clonet.hostname={} clonet.agent=virtio:{AGENT_PORT}", m.name),
     ]);
-    a.extend(["-drive".into(), format!("file={},if=virtio,format=qcow2", m.disk.display())]);
+    a.extend(["-drive".into(), format!("file={},if=virtio,format=qcow2,id={DISK_ID}", m.disk.display())]);
     a.extend(["-chardev".into(), "stdio,id=con,signal=off".into(), "-serial".into(), "chardev:con".into()]);
     a.extend(["-chardev".into(), format!("socket,id=agent,path={},server=off", m.agent_socket.display())]);
     a.extend(["-device".into(), "virtio-serial-pci,id=vser".into()]);
@@ -173,6 +175,20 @@ fn create_overlay(base: &Path, overlay: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// The virtual size of a disk image in bytes, read even while a running
+/// QEMU holds it (`-U`).
+fn virtual_size(image: &Path) -> Result<u64, String> {
+    let out = Command::new("qemu-img")
+        .args(["info", "-U", "--output=json"])
+        .arg(image)
+        .output()
+        .map_err(|e| format!("qemu-img: {e}"))?;
+    serde_json::from_slice::<serde_json::Value>(&out.stdout)
+        .ok()
+        .and_then(|v| v["virtual-size"].as_u64())
+        .ok_or_else(|| format!("qemu-img info {}: {}", image.display(), String::from_utf8_lossy(&out.stderr).trim()))
+}
+
 /// Waits for one connection on `listener`, up to `timeout`, while `child` runs.
 fn accept_from(listener: &UnixListener, child: &mut Child, timeout: Duration) -> Result<UnixStream, String> {
     listener.set_nonblocking(true).map_err(|e| e.to_string())?;
@@ -235,7 +251,12 @@ pub fn start(
     let err = |why: String| HostError::Start(spec.name.clone(), why);
     let run_dir = spec.run_dir.clone();
     let overlay = run_dir.join(format!("{}.qcow2", spec.name));
-    create_overlay(user_disk.unwrap_or(&images.disk), &overlay).map_err(err)?;
+    let base = user_disk.unwrap_or(&images.disk);
+    match &spec.disk {
+        super::DiskStart::Keep if overlay.is_file() => {}
+        super::DiskStart::Fresh | super::DiskStart::Keep => create_overlay(base, &overlay).map_err(err)?,
+        super::DiskStart::From(layer) => create_overlay(layer, &overlay).map_err(err)?,
+    }
     let agent_socket = run_dir.join(format!("{}.agent.sock", spec.name));
     let qmp_socket = run_dir.join(format!("{}.qmp.sock", spec.name));
     let listen = |p: &Path| {
@@ -275,7 +296,7 @@ pub fn start(
     let cleanup = |child: &mut Child| {
         let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
         let _ = child.wait();
-        for p in [&agent_socket, &qmp_socket, &overlay] {
+        for p in [&agent_socket, &qmp_socket] {
             let _ = std::fs::remove_file(p);
         }
     };
@@ -371,6 +392,41 @@ impl RunningNode for KvmNode {
         super::console::ConsoleTarget::Socket(console_socket(&self.run_dir, &self.name))
     }
 
+    fn snapshot(&mut self, dir: &Path, name: &str) -> Result<PathBuf, HostError> {
+        // A live external snapshot: the current overlay becomes the
+        // read-only snapshot (moved into `dir`; QEMU keeps its open file),
+        // and the machine goes on, on a new overlay over it at the usual
+        // place, made here so that its backing path names the moved file.
+        let active = self.run_dir.join(format!("{}.qcow2", self.name));
+        let layer = dir.join(format!("{name}.qcow2"));
+        let size = virtual_size(&active).map_err(|e| HostError::Start(self.name.clone(), e))?;
+        std::fs::rename(&active, &layer).map_err(HostError::io(format!("moving {}", active.display())))?;
+        let made = Command::new("qemu-img")
+            .args(["create", "-q", "-u", "-f", "qcow2", "-F", "qcow2", "-b"])
+            .arg(&layer)
+            .arg(&active)
+            .arg(size.to_string())
+            .output()
+            .map_err(HostError::io("running qemu-img"))?;
+        let switched = if made.status.success() {
+            self.qmp
+                .execute(
+                    "blockdev-snapshot-sync",
+                    json!({ "device": DISK_ID, "snapshot-file": active.display().to_string(),
+                            "format": "qcow2", "mode": "existing" }),
+                )
+                .map_err(|e| self.qmp_err(e))
+        } else {
+            Err(HostError::Start(self.name.clone(), String::from_utf8_lossy(&made.stderr).trim().to_string()))
+        };
+        if let Err(e) = switched {
+            // Put the disk back where it was: the machine never left it.
+            let _ = std::fs::rename(&layer, &active);
+            return Err(e);
+        }
+        Ok(layer)
+    }
+
     fn pause(&mut self, paused: bool) -> Result<(), HostError> {
         let verb = if paused { "stop" } else { "cont" };
         self.qmp.execute(verb, json!({})).map(|_| ()).map_err(|e| self.qmp_err(e))
@@ -462,8 +518,8 @@ impl RunningNode for KvmNode {
             let _ = self.qmp.execute("quit", json!({}));
             super::guest::wait_exit(&mut self.child, Duration::from_secs(3));
         }
+        // The overlay stays for a restart; the run directory goes with the lab.
         self.kill();
-        let _ = std::fs::remove_file(self.run_dir.join(format!("{}.qcow2", self.name)));
         Ok(())
     }
 }
@@ -504,7 +560,7 @@ mod tests {
             "-m 256 -smp 2",
             "-kernel /k -initrd /i",
             "clonet.hostname=vm1 clonet.agent=virtio:clonet.agent",
-            "-drive file=/run/lab/vm1.qcow2,if=virtio,format=qcow2",
+            "-drive file=/run/lab/vm1.qcow2,if=virtio,format=qcow2,id=disk0",
             "socket,id=agent,path=/run/lab/vm1.agent.sock,server=off",
             "virtserialport,chardev=agent,name=clonet.agent",
             "-mon chardev=qmp,mode=control",

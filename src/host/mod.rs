@@ -45,6 +45,8 @@ pub enum HostError {
     Interrupted,
     #[error("node {0:?} is no longer running (its init process died)")]
     Gone(String),
+    #[error("{0}")]
+    Unsupported(&'static str),
 }
 
 impl HostError {
@@ -65,6 +67,20 @@ pub struct NodeSpec {
     /// The lab's run directory (sockets, COW files, console logs).
     pub run_dir: PathBuf,
     pub options: crate::lab::command::NodeOptions,
+    /// Where a machine's disk starts from.
+    pub disk: DiskStart,
+}
+
+/// Where a machine's disk starts from when it boots.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DiskStart {
+    /// A new disk over the base image (a disk left by an earlier node of
+    /// the same name is dropped).
+    Fresh,
+    /// The disk the node had when it stopped, if any (a restart).
+    Keep,
+    /// A new disk over a snapshot's layer (a clone, or a restore).
+    From(PathBuf),
 }
 
 /// A command to run inside a node.
@@ -112,6 +128,11 @@ pub trait RunningNode {
     /// nodes, which have none) a shell entered through the init.
     fn console(&self) -> console::ConsoleTarget {
         console::ConsoleTarget::Namespace(self.pid())
+    }
+    /// Freezes the node's disk as it is now into a read-only layer named
+    /// `name` in `dir`, and returns the layer's path; the node carries on.
+    fn snapshot(&mut self, _dir: &std::path::Path, _name: &str) -> Result<PathBuf, HostError> {
+        Err(HostError::Unsupported("snapshots of this node kind are not available yet"))
     }
     /// Freezes the node or lets it go on.
     fn pause(&mut self, paused: bool) -> Result<(), HostError>;

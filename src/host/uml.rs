@@ -54,6 +54,15 @@ pub struct UmlNode {
 pub fn start(spec: &NodeSpec, image: &Path, mem_mb: u32) -> Result<Box<dyn RunningNode>, HostError> {
     let run_dir = spec.run_dir.clone();
     let cow = run_dir.join(format!("{}.cow", spec.name));
+    match &spec.disk {
+        super::DiskStart::Fresh => {
+            let _ = std::fs::remove_file(&cow);
+        }
+        super::DiskStart::Keep => {}
+        // UML cannot stack COW files: a clone starts on a copy of the
+        // snapshot's COW file, which holds only what the node had written.
+        super::DiskStart::From(layer) => super::guest::sparse_copy(layer, &cow)?,
+    }
     let uml_dir = run_dir.join("uml");
     std::fs::create_dir_all(&uml_dir).map_err(HostError::io("creating the UML directory"))?;
     let log = std::fs::OpenOptions::new()
@@ -192,6 +201,19 @@ impl RunningNode for UmlNode {
         self.record.pid
     }
 
+    fn snapshot(&mut self, dir: &Path, name: &str) -> Result<PathBuf, HostError> {
+        // Flush the guest's caches, then hold the machine still while its
+        // COW file is copied.
+        self.must("sync", "flushing the disk")?;
+        let layer = dir.join(format!("{name}.cow"));
+        self.booted()?.command("stop").map_err(|e| err(&self.name, e))?;
+        let copied = super::guest::sparse_copy(&self.run_dir.join(format!("{}.cow", self.name)), &layer);
+        let resumed = self.booted()?.command("go").map_err(|e| err(&self.name, e));
+        copied?;
+        resumed?;
+        Ok(layer)
+    }
+
     fn pause(&mut self, paused: bool) -> Result<(), HostError> {
         let verb = if paused { "stop" } else { "go" };
         let m = self.booted()?;
@@ -257,8 +279,8 @@ impl RunningNode for UmlNode {
             let _ = m.command("halt");
             super::guest::wait_exit(&mut self.child, Duration::from_secs(3));
         }
+        // The COW file stays for a restart; the run directory goes with the lab.
         self.kill();
-        let _ = std::fs::remove_file(self.run_dir.join(format!("{}.cow", self.name)));
         Ok(())
     }
 }

@@ -31,6 +31,26 @@ pub struct LinkOptions {
 
 pub use super::topology::NodeOptions;
 
+/// What a clone is made from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CloneSource {
+    Node(String),
+    Snapshot(String),
+}
+
+/// One snapshot as reported to clients.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotInfo {
+    pub name: String,
+    pub node: String,
+    pub kind: NodeKind,
+    /// Bytes the snapshot's own layer takes on disk.
+    pub bytes: u64,
+    /// Nodes built on it.
+    pub users: Vec<String>,
+}
+
 /// Who a ping goes to.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -130,6 +150,30 @@ pub enum Command {
         node: String,
         paused: bool,
     },
+    /// Freezes a node's disk as a named, read-only snapshot.
+    Snapshot {
+        node: String,
+        name: String,
+    },
+    /// A new node of the same kind whose disk is a copy-on-write layer
+    /// over a snapshot (a running node is snapshotted first).
+    Clone {
+        source: CloneSource,
+        name: String,
+        #[serde(default)]
+        mem_mb: Option<u32>,
+        #[serde(default)]
+        cpus: Option<u32>,
+    },
+    /// Brings a node's disk back to a snapshot (the node restarts).
+    Restore {
+        node: String,
+        snapshot: String,
+    },
+    Snapshots,
+    DeleteSnapshot {
+        name: String,
+    },
     /// Where the node's console is reached (the client attaches itself).
     Console {
         node: String,
@@ -196,6 +240,8 @@ pub enum Reply {
     Fdb(Vec<FdbRow>),
     Topology(Topology),
     Console(crate::host::console::ConsoleTarget),
+    Snapshot(SnapshotInfo),
+    Snapshots(Vec<SnapshotInfo>),
 }
 
 #[cfg(test)]

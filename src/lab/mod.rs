@@ -13,6 +13,7 @@ pub mod command;
 pub mod names;
 pub mod rundir;
 pub mod save;
+pub mod snapshot;
 pub mod topology;
 
 use std::collections::HashMap;
@@ -21,8 +22,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use command::{CloneSource, FdbRow, LinkOptions, NodeInfo, NodeOptions, PingTarget, PortReport, SnapshotInfo};
 pub use command::{Command, Reply};
-use command::{FdbRow, LinkOptions, NodeInfo, NodeOptions, PingTarget, PortReport};
 
 use crate::host::{HostError, NodeHost, NodeSpec, RunningNode};
 use crate::switch::counters::PortCounters;
@@ -55,6 +56,12 @@ pub enum LabError {
     BadMtu(u32),
     #[error("VLAN options apply to LAN ports, not to point-to-point links")]
     VlanOnLink,
+    #[error(transparent)]
+    Snapshot(#[from] snapshot::SnapshotError),
+    #[error("node {node:?} is a {kind} node, snapshot {snapshot:?} is of a {other} node")]
+    KindMismatch { node: String, kind: NodeKind, snapshot: String, other: NodeKind },
+    #[error("node {0:?} is stopped: start it, or clone one of its snapshots")]
+    CloneStopped(String),
 }
 
 /// A switch port and what it is plugged into.
@@ -73,11 +80,11 @@ pub struct Lab {
     ports: HashMap<(String, String), PortHandle>,
     /// Switch segments by link or LAN name.
     segments: HashMap<String, SegmentId>,
-    /// Kind-specific options each node was created with (for restarts).
     /// The two switch ports of each link between LANs, by its name.
     uplink_ports: HashMap<String, [PortHandle; 2]>,
     switch: Option<Switch>,
     run_dir: Option<RunDir>,
+    snapshots: snapshot::Snapshots,
 }
 
 fn key(r: &IfaceRef) -> (String, String) {
@@ -98,6 +105,7 @@ impl Lab {
             uplink_ports: HashMap::new(),
             switch: None,
             run_dir: Some(run_dir),
+            snapshots: Default::default(),
         };
         lab.write_hosts()?;
         lab.switch = Some(Switch::start()?);
@@ -183,6 +191,14 @@ impl Lab {
             }
             Command::NodeInfo { node } => Ok(Reply::Node(self.node_info(&node)?)),
             Command::Console { node } => Ok(Reply::Console(self.running(&node)?.console())),
+            Command::Snapshot { node, name } => self.take_snapshot(&node, &name),
+            Command::Clone { source, name, mem_mb, cpus } => self.clone_node(source, &name, mem_mb, cpus),
+            Command::Restore { node, snapshot } => self.restore(&node, &snapshot).map(|()| Reply::Done),
+            Command::Snapshots => {
+                let names: Vec<String> = self.snapshots.all().map(|r| r.name.clone()).collect();
+                Ok(Reply::Snapshots(names.iter().map(|n| self.snapshot_info(n)).collect::<Result<_, _>>()?))
+            }
+            Command::DeleteSnapshot { name } => self.delete_snapshot(&name).map(|()| Reply::Done),
             Command::PauseNode { node, paused } => {
                 self.running_mut(&node)?.pause(paused).map(|()| Reply::Done).map_err(Into::into)
             }
@@ -209,15 +225,31 @@ impl Lab {
         self.topo.node(node)?.first_addr().ok_or_else(|| LabError::NoAddress(node.to_string()))
     }
 
-    fn spec(&mut self, name: &str, kind: NodeKind, options: NodeOptions) -> Result<NodeSpec, LabError> {
+    fn spec(
+        &mut self,
+        name: &str,
+        kind: NodeKind,
+        options: NodeOptions,
+        disk: crate::host::DiskStart,
+    ) -> Result<NodeSpec, LabError> {
         let hosts_file = self.write_hosts()?;
         let run_dir = self.run_dir_mut().path().to_path_buf();
-        Ok(NodeSpec { lab: self.topo.lab.clone(), name: name.to_string(), kind, hosts_file, run_dir, options })
+        Ok(NodeSpec { lab: self.topo.lab.clone(), name: name.to_string(), kind, hosts_file, run_dir, options, disk })
     }
 
     fn add_node(&mut self, name: &str, kind: NodeKind, options: NodeOptions) -> Result<Reply, LabError> {
+        self.add_node_on(name, kind, options, crate::host::DiskStart::Fresh)
+    }
+
+    fn add_node_on(
+        &mut self,
+        name: &str,
+        kind: NodeKind,
+        options: NodeOptions,
+        disk: crate::host::DiskStart,
+    ) -> Result<Reply, LabError> {
         self.topo.check_new_node(name)?;
-        let spec = self.spec(name, kind, options.clone())?;
+        let spec = self.spec(name, kind, options.clone(), disk)?;
         let running = self.host.start_node(&spec)?;
         let procs = running.processes();
         self.nodes.insert(name.to_string(), running);
@@ -462,8 +494,104 @@ impl Lab {
             }
         }
         self.topo.remove_node(name);
+        self.snapshots.forget_user(name);
         self.run_dir_mut().forget_node(name)?;
         self.write_hosts()?;
+        Ok(())
+    }
+
+    /// Where snapshot layers live: `<run dir>/snapshots`.
+    fn snapshot_dir(&mut self) -> Result<std::path::PathBuf, LabError> {
+        let dir = self.run_dir_mut().path().join("snapshots");
+        std::fs::create_dir_all(&dir).map_err(|e| HostError::io("creating the snapshot directory")(e))?;
+        Ok(dir)
+    }
+
+    fn snapshot_info(&self, name: &str) -> Result<SnapshotInfo, LabError> {
+        let r = self.snapshots.get(name)?;
+        use std::os::unix::fs::MetadataExt;
+        let bytes = std::fs::metadata(&r.layer).map_or(0, |m| m.blocks() * 512);
+        Ok(SnapshotInfo {
+            name: r.name.clone(),
+            node: r.node.clone(),
+            kind: r.kind,
+            bytes,
+            users: r.users.iter().cloned().collect(),
+        })
+    }
+
+    fn take_snapshot(&mut self, node: &str, name: &str) -> Result<Reply, LabError> {
+        self.snapshots.check_new(name)?;
+        let model = self.topo.node(node)?.clone();
+        let dir = self.snapshot_dir()?;
+        let layer = self.running_mut(node)?.snapshot(&dir, name)?;
+        let record = snapshot::SnapshotRecord {
+            name: name.to_string(),
+            node: node.to_string(),
+            kind: model.kind,
+            options: model.options.clone(),
+            layer,
+            users: Default::default(),
+        };
+        self.snapshots.add(record)?;
+        // A kvm node goes on, on an overlay over its own snapshot.
+        if model.kind == NodeKind::Kvm {
+            self.snapshots.add_user(name, node)?;
+        }
+        Ok(Reply::Snapshot(self.snapshot_info(name)?))
+    }
+
+    fn clone_node(
+        &mut self,
+        source: CloneSource,
+        name: &str,
+        mem_mb: Option<u32>,
+        cpus: Option<u32>,
+    ) -> Result<Reply, LabError> {
+        self.topo.check_new_node(name)?;
+        let snap = match source {
+            CloneSource::Snapshot(s) => s,
+            CloneSource::Node(n) => {
+                if !self.topo.node(&n)?.running {
+                    return Err(LabError::CloneStopped(n));
+                }
+                // Snapshot the running node implicitly, under a free name.
+                let base = format!("{n}-for-{name}");
+                let auto = (1..)
+                    .map(|i| if i == 1 { base.clone() } else { format!("{base}-{i}") })
+                    .find(|s| self.snapshots.check_new(s).is_ok())
+                    .ok_or_else(|| snapshot::SnapshotError::Exists(base.clone()))?;
+                self.take_snapshot(&n, &auto)?;
+                auto
+            }
+        };
+        let r = self.snapshots.get(&snap)?.clone();
+        let mut options = r.options.clone();
+        options.mem_mb = mem_mb.or(options.mem_mb);
+        options.cpus = cpus.or(options.cpus);
+        let reply = self.add_node_on(name, r.kind, options, crate::host::DiskStart::From(r.layer.clone()))?;
+        self.snapshots.add_user(&snap, name)?;
+        Ok(reply)
+    }
+
+    fn restore(&mut self, node: &str, snap: &str) -> Result<(), LabError> {
+        let r = self.snapshots.get(snap)?.clone();
+        let kind = self.topo.node(node)?.kind;
+        if kind != r.kind {
+            return Err(LabError::KindMismatch { node: node.into(), kind, snapshot: snap.into(), other: r.kind });
+        }
+        if self.topo.node(node)?.running {
+            self.stop_node(node)?;
+        }
+        self.start_node_on(node, crate::host::DiskStart::From(r.layer.clone()))?;
+        self.snapshots.forget_user(node);
+        self.snapshots.add_user(snap, node)?;
+        Ok(())
+    }
+
+    fn delete_snapshot(&mut self, name: &str) -> Result<(), LabError> {
+        let r = self.snapshots.remove(name)?;
+        let _ = if r.layer.is_dir() { std::fs::remove_dir_all(&r.layer) } else { std::fs::remove_file(&r.layer) };
         Ok(())
     }
 
@@ -546,11 +674,15 @@ impl Lab {
     }
 
     fn start_node(&mut self, name: &str) -> Result<(), LabError> {
+        self.start_node_on(name, crate::host::DiskStart::Keep)
+    }
+
+    fn start_node_on(&mut self, name: &str, disk: crate::host::DiskStart) -> Result<(), LabError> {
         let model = self.topo.node(name)?.clone();
         if model.running {
             return Ok(());
         }
-        let spec = self.spec(name, model.kind, model.options.clone())?;
+        let spec = self.spec(name, model.kind, model.options.clone(), disk)?;
         let running = self.host.start_node(&spec)?;
         let procs = running.processes();
         self.nodes.insert(name.to_string(), running);

@@ -1367,3 +1367,222 @@ pub mod lab_api {
         }
     }
 }
+
+/// A snapshot: a named, read-only disk state of a node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotRef {
+    pub name: String,
+}
+
+fn snapshot_map(info: &crate::lab::command::SnapshotInfo) -> Map {
+    let mut m = Map::new();
+    m.insert("name".into(), info.name.clone().into());
+    m.insert("node".into(), info.node.clone().into());
+    m.insert("kind".into(), info.kind.to_string().into());
+    m.insert("bytes".into(), (info.bytes as i64).into());
+    let users: Array = info.users.iter().map(|u| Dynamic::from(u.clone())).collect();
+    m.insert("users".into(), users.into());
+    m
+}
+
+fn clone_with(
+    ctx: &NativeCallContext,
+    source: crate::lab::command::CloneSource,
+    name: &str,
+    options: &Map,
+) -> RhaiResult<NodeRef> {
+    check_keys("clone", options, &["mem", "cpus"])?;
+    let range = |key: &str, lo: i64, hi: i64| -> RhaiResult<Option<u32>> {
+        opt_int("clone", options, key)?
+            .map(|v| {
+                if (lo..=hi).contains(&v) {
+                    Ok(v as u32)
+                } else {
+                    Err(script_error(format!("clone(): {key} {v} is out of range ({lo}..={hi})")))
+                }
+            })
+            .transpose()
+    };
+    let (mem_mb, cpus) = (range("mem", 16, 65536)?, range("cpus", 1, 64)?);
+    call(ctx, Command::Clone { source, name: name.to_string(), mem_mb, cpus })?;
+    Ok(NodeRef { name: name.to_string() })
+}
+
+/// Snapshots and clones: freezing disk states, and new nodes built on them
+/// without copying the base.
+#[export_module]
+pub mod snapshot_api {
+    use super::*;
+    use crate::lab::command::CloneSource;
+
+    pub type Snapshot = SnapshotRef;
+
+    /// Freezes the node's disk as it is now into a read-only snapshot
+    /// called `name`; the node carries on. uml: the COW file is copied
+    /// while the machine holds still; kvm: a live external qcow2 snapshot.
+    ///
+    /// ```rhai
+    /// let u = node("u", #{ kind: "uml" });
+    /// u.exec("echo hello > /root/note");
+    /// let s = snapshot(u, "u-note");
+    /// print(s.bytes);
+    /// ```
+    #[rhai_fn(return_raw)]
+    pub fn snapshot(ctx: NativeCallContext, node: NodeRef, name: &str) -> RhaiResult<Snapshot> {
+        call(&ctx, Command::Snapshot { node: node.name.clone(), name: name.to_string() })?;
+        Ok(SnapshotRef { name: name.to_string() })
+    }
+
+    /// A new node called `name`, of the same kind and options, whose disk
+    /// is a copy-on-write layer over the snapshot: it has the snapshot's
+    /// files, its own hostname and MACs.
+    ///
+    /// ```rhai
+    /// let u = node("u", #{ kind: "uml" });
+    /// let s = snapshot(u, "base");
+    /// let c = clone(s, "c1");
+    /// assert(c.kind == "uml");
+    /// ```
+    #[rhai_fn(name = "clone", return_raw)]
+    pub fn clone_snapshot(ctx: NativeCallContext, snapshot: Snapshot, name: &str) -> RhaiResult<NodeRef> {
+        clone_with(&ctx, CloneSource::Snapshot(snapshot.name), name, &Map::new())
+    }
+
+    /// A clone of a snapshot with options: `mem` (MiB), `cpus` (kvm).
+    ///
+    /// ```rhai
+    /// let u = node("u", #{ kind: "uml" });
+    /// let c = clone(snapshot(u, "base"), "c1", #{ mem: 96 });
+    /// ```
+    #[rhai_fn(name = "clone", return_raw)]
+    pub fn clone_snapshot_with(
+        ctx: NativeCallContext,
+        snapshot: Snapshot,
+        name: &str,
+        options: Map,
+    ) -> RhaiResult<NodeRef> {
+        clone_with(&ctx, CloneSource::Snapshot(snapshot.name), name, &options)
+    }
+
+    /// A clone of a running node: it is snapshotted first (the snapshot is
+    /// called `<node>-for-<name>`).
+    ///
+    /// ```rhai
+    /// let u = node("u", #{ kind: "uml" });
+    /// let c = clone(u, "u2");
+    /// print(snapshots());
+    /// ```
+    #[rhai_fn(name = "clone", return_raw)]
+    pub fn clone_node(ctx: NativeCallContext, node: NodeRef, name: &str) -> RhaiResult<NodeRef> {
+        clone_with(&ctx, CloneSource::Node(node.name), name, &Map::new())
+    }
+
+    /// A clone of a running node with options: `mem` (MiB), `cpus` (kvm).
+    ///
+    /// ```rhai
+    /// let u = node("u", #{ kind: "uml" });
+    /// let c = clone(u, "u2", #{ mem: 96 });
+    /// ```
+    #[rhai_fn(name = "clone", return_raw)]
+    pub fn clone_node_with(ctx: NativeCallContext, node: NodeRef, name: &str, options: Map) -> RhaiResult<NodeRef> {
+        clone_with(&ctx, CloneSource::Node(node.name), name, &options)
+    }
+
+    /// Brings the node's disk back to the snapshot (of a node of the same
+    /// kind); the node restarts with the same interfaces and addresses.
+    ///
+    /// ```rhai
+    /// let u = node("u", #{ kind: "uml" });
+    /// let s = snapshot(u, "clean");
+    /// u.exec("touch /root/mess");
+    /// restore(u, s);
+    /// assert(!u.exec("test -e /root/mess").ok);
+    /// ```
+    #[rhai_fn(return_raw)]
+    pub fn restore(ctx: NativeCallContext, node: NodeRef, snapshot: Snapshot) -> RhaiResult<()> {
+        call(&ctx, Command::Restore { node: node.name, snapshot: snapshot.name }).map(|_| ())
+    }
+
+    /// Every snapshot of the lab: maps of `name`, `node`, `kind`, `bytes`
+    /// (what its own layer takes on disk) and `users` (nodes built on it).
+    ///
+    /// ```rhai
+    /// let u = node("u", #{ kind: "uml" });
+    /// snapshot(u, "s1");
+    /// assert(snapshots()[0].name == "s1");
+    /// ```
+    #[rhai_fn(return_raw)]
+    pub fn snapshots(ctx: NativeCallContext) -> RhaiResult<Array> {
+        match call(&ctx, Command::Snapshots)? {
+            Reply::Snapshots(list) => Ok(list.iter().map(|i| snapshot_map(i).into()).collect()),
+            _ => Err(script_error("unexpected reply")),
+        }
+    }
+
+    /// Deletes a snapshot; refused while a node is built on it.
+    ///
+    /// ```rhai
+    /// let u = node("u", #{ kind: "uml" });
+    /// snapshot(u, "s1");
+    /// delete_snapshot("s1");
+    /// assert(snapshots().len() == 0);
+    /// ```
+    #[rhai_fn(return_raw)]
+    pub fn delete_snapshot(ctx: NativeCallContext, name: &str) -> RhaiResult<()> {
+        call(&ctx, Command::DeleteSnapshot { name: name.to_string() }).map(|_| ())
+    }
+
+    /// A snapshot by name (to clone or restore from it).
+    ///
+    /// ```rhai
+    /// let u = node("u", #{ kind: "uml" });
+    /// snapshot(u, "s1");
+    /// let c = clone(get_snapshot("s1"), "c1");
+    /// ```
+    #[rhai_fn(return_raw)]
+    pub fn get_snapshot(ctx: NativeCallContext, name: &str) -> RhaiResult<Snapshot> {
+        match call(&ctx, Command::Snapshots)? {
+            Reply::Snapshots(list) if list.iter().any(|i| i.name == name) => Ok(SnapshotRef { name: name.to_string() }),
+            _ => Err(script_error(format!("no snapshot called {name:?}"))),
+        }
+    }
+
+    /// The snapshot's name.
+    ///
+    /// ```rhai
+    /// let s = snapshot(node("u", #{ kind: "uml" }), "s1");
+    /// assert(s.name == "s1");
+    /// ```
+    #[rhai_fn(get = "name", pure)]
+    pub fn name(s: &mut Snapshot) -> String {
+        s.name.clone()
+    }
+
+    /// Bytes the snapshot's own layer takes on disk.
+    ///
+    /// ```rhai
+    /// let s = snapshot(node("u", #{ kind: "uml" }), "s1");
+    /// print(s.bytes);
+    /// ```
+    #[rhai_fn(get = "bytes", pure, return_raw)]
+    pub fn bytes(ctx: NativeCallContext, s: &mut Snapshot) -> RhaiResult<i64> {
+        match call(&ctx, Command::Snapshots)? {
+            Reply::Snapshots(list) => list
+                .iter()
+                .find(|i| i.name == s.name)
+                .map(|i| i.bytes as i64)
+                .ok_or_else(|| script_error(format!("no snapshot called {:?}", s.name))),
+            _ => Err(script_error("unexpected reply")),
+        }
+    }
+
+    /// `Snapshot(name)`.
+    ///
+    /// ```rhai
+    /// print(snapshot(node("u", #{ kind: "uml" }), "s1"));   // Snapshot(s1)
+    /// ```
+    #[rhai_fn(global, name = "to_string", pure)]
+    pub fn to_string(s: &mut Snapshot) -> String {
+        format!("Snapshot({})", s.name)
+    }
+}
