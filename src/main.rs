@@ -66,7 +66,13 @@ enum Cmd {
         output: Option<PathBuf>,
     },
     #[command(name = "__ns-init", hide = true)]
-    NsInit { hostname: String, hosts: PathBuf },
+    NsInit {
+        hostname: String,
+        hosts: PathBuf,
+        /// The copy-on-write root: LOWER UPPER WORK MERGED.
+        #[arg(num_args = 4)]
+        root: Vec<String>,
+    },
     #[command(name = "__tap-forward", hide = true)]
     TapForward { pid_a: i32, pid_b: i32, owner: i32 },
     #[command(name = "__ns-enter", hide = true)]
@@ -320,7 +326,18 @@ fn main() -> ExitCode {
         Cmd::Console { node, lab } => console(&node, lab.as_deref()),
         Cmd::Image(cmd) => image(cmd),
         Cmd::Doc { name, json, output } => doc(name.as_deref(), json, output.as_deref()),
-        Cmd::NsInit { hostname, hosts } => ns_init_main(&hostname, &hosts),
+        Cmd::NsInit { hostname, hosts, root } => {
+            let layers = match root.as_slice() {
+                [lower, upper, work, merged] => Some(clonet::host::helpers::RootLayers {
+                    lower: lower.clone(),
+                    upper: upper.into(),
+                    work: work.into(),
+                    merged: merged.into(),
+                }),
+                _ => None,
+            };
+            ns_init_main(&hostname, &hosts, layers)
+        }
         Cmd::NsEnter { pid, argv } => ns_enter_main(pid, &argv),
         Cmd::TapForward { pid_a, pid_b, owner } => clonet::host::tapfwd::tap_forward_main(pid_a, pid_b, owner),
     }

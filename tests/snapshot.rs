@@ -54,6 +54,48 @@ fn scenario(kind: &str) {
 }
 
 #[test]
+fn ns_snapshots_clone_and_restore() {
+    scenario("ns");
+}
+
+#[test]
+fn ns_roots_are_copy_on_write_over_the_host_or_a_rootfs() {
+    let sb = Sandbox::new();
+    // A tiny rootfs directory: busybox and its shell.
+    let rootfs = sb.run_base().with_file_name("rootfs");
+    for d in ["bin", "etc", "proc", "sys", "dev", "tmp", "run", "root"] {
+        std::fs::create_dir_all(rootfs.join(d)).unwrap();
+    }
+    std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
+    for applet in ["sh", "cat", "ls", "echo", "hostname"] {
+        std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
+    }
+    std::fs::write(rootfs.join("etc/hosts"), "").unwrap();
+    std::fs::write(rootfs.join("etc/marker"), "from the rootfs\n").unwrap();
+    let before: Vec<_> = std::fs::read_dir(rootfs.join("etc")).unwrap().flatten().map(|e| e.file_name()).collect();
+    let stdout = sb.run_ok(
+        "cow.rhai",
+        &format!(
+            r#"
+let a = node("a");
+assert(a.exec("echo inside > /etc/clonet-test && cat /etc/clonet-test").stdout == "inside\n", "the node writes");
+assert(!host_exec("test -e /etc/clonet-test").ok, "the host's / is untouched");
+let r = node("r", #{{ rootfs: "{}" }});
+assert(r.exec(["/bin/cat", "/etc/marker"]).stdout == "from the rootfs\n", "the rootfs is the node's /");
+assert(r.exec(["/bin/sh", "-c", "echo x > /etc/new && rm /etc/marker && ls /etc"]).stdout == "hosts\nnew\n");
+print("cow ok");
+"#,
+            rootfs.display()
+        ),
+    );
+    assert!(stdout.contains("cow ok"), "{stdout}");
+    assert!(!std::path::Path::new("/etc/clonet-test").exists());
+    let after: Vec<_> = std::fs::read_dir(rootfs.join("etc")).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert_eq!(before, after, "the rootfs directory is untouched");
+    assert_nothing_left(&sb);
+}
+
+#[test]
 fn uml_snapshots_clone_and_restore() {
     scenario("uml");
 }

@@ -69,9 +69,55 @@ fn private_mounts(hosts: &Path) -> nix::Result<()> {
     Ok(())
 }
 
-/// `clonet __ns-init HOSTNAME HOSTS_FILE`: prints `pid N` (the host pid of
-/// the node's init) and then `ready`, or `error: …`.
-pub fn ns_init_main(hostname: &str, hosts: &Path) -> ! {
+/// The layers of a node's copy-on-write root: overlayfs `lowerdir` (one
+/// directory, or several separated by `:`, topmost first), and the node's
+/// own `upperdir`, `workdir` and mount point.
+#[derive(Clone, Debug)]
+pub struct RootLayers {
+    pub lower: String,
+    pub upper: std::path::PathBuf,
+    pub work: std::path::PathBuf,
+    pub merged: std::path::PathBuf,
+}
+
+/// Makes the node's `/` an overlay of `layers`, with the same private
+/// mounts as `private_mounts`, then pivots into it: writes land in the
+/// upper directory and never reach the lower layers (the host's `/`).
+fn overlay_root(layers: &RootLayers, hosts: &Path) -> nix::Result<()> {
+    let none: Option<&str> = None;
+    mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_PRIVATE, none)?;
+    let options =
+        format!("lowerdir={},upperdir={},workdir={}", layers.lower, layers.upper.display(), layers.work.display());
+    let m = &layers.merged;
+    mount(Some("overlay"), m, Some("overlay"), MsFlags::empty(), Some(options.as_str()))?;
+    if m.join("etc/hosts").exists() {
+        mount(Some(hosts), &m.join("etc/hosts"), none, MsFlags::MS_BIND, none)?;
+    }
+    let nodev = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+    if m.join("dev").is_dir() {
+        mount(Some("/dev"), &m.join("dev"), none, MsFlags::MS_BIND | MsFlags::MS_REC, none)?;
+    }
+    for (dir, fstype, flags, data) in [
+        ("tmp", "tmpfs", nodev, Some("mode=1777")),
+        ("run", "tmpfs", nodev, Some("mode=0755")),
+        ("proc", "proc", nodev | MsFlags::MS_NOEXEC, None),
+        ("sys", "sysfs", nodev | MsFlags::MS_NOEXEC, None),
+    ] {
+        if m.join(dir).is_dir() {
+            mount(Some(fstype), &m.join(dir), Some(fstype), flags, data)?;
+        }
+    }
+    // pivot_root(".", ".") stacks the old root under the new one; detach it.
+    chdir(m)?;
+    nix::unistd::pivot_root(".", ".")?;
+    nix::mount::umount2(".", nix::mount::MntFlags::MNT_DETACH)?;
+    chdir("/")
+}
+
+/// `clonet __ns-init HOSTNAME HOSTS_FILE [LOWER UPPER WORK MERGED]`: prints
+/// `pid N` (the host pid of the node's init) and then `ready`, or
+/// `error: …`. With layers, the node's `/` is a copy-on-write overlay.
+pub fn ns_init_main(hostname: &str, hosts: &Path, root: Option<RootLayers>) -> ! {
     let flags = CloneFlags::CLONE_NEWNET
         | CloneFlags::CLONE_NEWNS
         | CloneFlags::CLONE_NEWUTS
@@ -102,7 +148,11 @@ pub fn ns_init_main(hostname: &str, hosts: &Path) -> ! {
             if let Err(e) = sethostname(hostname) {
                 die("sethostname", e);
             }
-            if let Err(e) = private_mounts(hosts) {
+            let mounted = match &root {
+                Some(layers) => overlay_root(layers, hosts),
+                None => private_mounts(hosts),
+            };
+            if let Err(e) = mounted {
                 die("mount", e);
             }
             let signals = blocked_signals();

@@ -139,9 +139,83 @@ fn default_image() -> Result<std::path::PathBuf, crate::image::ImageError> {
     Ok(info.path)
 }
 
+/// Where an ns node's root layers live: `<run dir>/ns/<node>/`.
+fn root_dir(spec: &NodeSpec) -> std::path::PathBuf {
+    spec.run_dir.join("ns").join(&spec.name)
+}
+
+/// The lab's storage for ns layers, `<run dir>/ns`: a tmpfs of the lab's
+/// own. Overlayfs refuses layers nested inside one another, and the
+/// host's `/` (the usual lower layer) holds the run directory; on a file
+/// system of their own the upper and snapshot layers are not inside it.
+fn layer_storage(run_dir: &std::path::Path) -> Result<std::path::PathBuf, HostError> {
+    use std::os::unix::fs::MetadataExt;
+    let dir = run_dir.join("ns");
+    std::fs::create_dir_all(&dir).map_err(HostError::io("creating the layer storage"))?;
+    let dev = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.dev()).ok();
+    if dev(&dir) == dev(run_dir) {
+        let flags = nix::mount::MsFlags::MS_NOSUID;
+        nix::mount::mount(Some("clonet-layers"), &dir, Some("tmpfs"), flags, Some("mode=0700"))
+            .map_err(|e| HostError::io("mounting the layer storage")(e.into()))?;
+    }
+    Ok(dir)
+}
+
+/// Where snapshots of ns nodes go: beside the layers they stack on.
+fn snapshot_storage(upper: &std::path::Path) -> std::path::PathBuf {
+    upper.parent().and_then(|n| n.parent()).map(|s| s.join(".snapshots")).unwrap_or_default()
+}
+
+/// Prepares the node's copy-on-write root: its upper and work directories
+/// (kept across a restart, new otherwise) and the lower layers, recorded
+/// in `lower` beside them: the base (`rootfs` or the host's `/`), under
+/// the layers of the snapshot the node was cloned or restored from.
+fn prepare_root(spec: &NodeSpec) -> Result<super::helpers::RootLayers, HostError> {
+    layer_storage(&spec.run_dir)?;
+    let dir = root_dir(spec);
+    let lower_file = dir.join("lower");
+    let base = match &spec.options.rootfs {
+        Some(r) => {
+            let r = std::fs::canonicalize(r).map_err(HostError::io(format!("rootfs {}", r.display())))?;
+            let text = r.display().to_string();
+            if !r.is_dir() || text.contains([':', ',', '\n']) {
+                return Err(HostError::Start(spec.name.clone(), format!("rootfs {text} is not a usable directory")));
+            }
+            text
+        }
+        None => "/".to_string(),
+    };
+    let lower = match &spec.disk {
+        super::DiskStart::Keep if lower_file.is_file() => {
+            std::fs::read_to_string(&lower_file).map_err(HostError::io("reading the root's layers"))?
+        }
+        super::DiskStart::From(layer) => {
+            let parents = std::fs::read_to_string(layer.join("lower")).map_err(HostError::io("reading a snapshot"))?;
+            format!("{}:{parents}", layer.join("upper").display())
+        }
+        _ => base,
+    };
+    if spec.disk != super::DiskStart::Keep {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    let layers = super::helpers::RootLayers {
+        lower: lower.trim().to_string(),
+        upper: dir.join("upper"),
+        work: dir.join("work"),
+        merged: dir.join("merged"),
+    };
+    for d in [&layers.upper, &layers.work, &layers.merged] {
+        std::fs::create_dir_all(d).map_err(HostError::io(format!("creating {}", d.display())))?;
+    }
+    std::fs::write(&lower_file, &layers.lower).map_err(HostError::io("recording the root's layers"))?;
+    Ok(layers)
+}
+
 fn start_ns(spec: &NodeSpec) -> Result<Box<dyn RunningNode>, HostError> {
+    let layers = prepare_root(spec)?;
     let mut cmd = self_exe();
     cmd.arg("__ns-init").arg(&spec.name).arg(&spec.hosts_file);
+    cmd.arg(&layers.lower).arg(&layers.upper).arg(&layers.work).arg(&layers.merged);
     cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::inherit());
     node_process(&mut cmd);
     let mut holder = cmd.spawn().map_err(HostError::io("spawning the node's init"))?;
@@ -197,7 +271,16 @@ fn start_ns(spec: &NodeSpec) -> Result<Box<dyn RunningNode>, HostError> {
     let (Some(holder_rec), Some(init)) = (record(holder.id() as i32), record(init_pid)) else {
         return Err(fail(&mut holder, "its init exited during start-up".into()));
     };
-    Ok(Box::new(NsNode { name: spec.name.clone(), holder, init, holder_rec, netns, rtnl, ifindex: HashMap::new() }))
+    Ok(Box::new(NsNode {
+        name: spec.name.clone(),
+        holder,
+        init,
+        holder_rec,
+        netns,
+        rtnl,
+        ifindex: HashMap::new(),
+        root: layers,
+    }))
 }
 
 pub struct NsNode {
@@ -210,6 +293,8 @@ pub struct NsNode {
     netns: OwnedFd,
     rtnl: Rtnl,
     ifindex: HashMap<String, u32>,
+    /// The layers of its copy-on-write root.
+    root: super::helpers::RootLayers,
 }
 
 impl RunningNode for NsNode {
@@ -293,6 +378,30 @@ impl RunningNode for NsNode {
                 HostError::io(format!("pinging {target} from {}", self.name))(e)
             }
         })
+    }
+
+    fn snapshot(&mut self, _dir: &std::path::Path, name: &str) -> Result<std::path::PathBuf, HostError> {
+        // The node's own layer is its upper directory: copy it (with the
+        // overlay's whiteouts and xattrs) while the node holds still, and
+        // note the layers it sits on. Clones stack on it without copying.
+        // It stays in the layer storage, where overlayfs accepts it.
+        let layer = snapshot_storage(&self.root.upper).join(name);
+        std::fs::create_dir_all(&layer).map_err(HostError::io("creating a snapshot"))?;
+        self.pause(true)?;
+        let copied =
+            Command::new("cp").args(["-a", "--reflink=auto"]).arg(&self.root.upper).arg(layer.join("upper")).output();
+        let resumed = self.pause(false);
+        let out = copied.map_err(HostError::io("running cp"))?;
+        resumed?;
+        if !out.status.success() {
+            let _ = std::fs::remove_dir_all(&layer);
+            return Err(HostError::Io {
+                what: format!("copying the root of {}", self.name),
+                source: std::io::Error::other(String::from_utf8_lossy(&out.stderr).trim().to_string()),
+            });
+        }
+        std::fs::write(layer.join("lower"), &self.root.lower).map_err(HostError::io("writing a snapshot"))?;
+        Ok(layer)
     }
 
     fn pause(&mut self, paused: bool) -> Result<(), HostError> {

@@ -64,6 +64,18 @@ pub enum LabError {
     CloneStopped(String),
 }
 
+/// Bytes a snapshot layer takes on disk: a file's allocated blocks, or
+/// everything under a directory.
+fn layer_bytes(path: &std::path::Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = std::fs::symlink_metadata(path) else { return 0 };
+    let own = meta.blocks() * 512;
+    if !meta.is_dir() {
+        return own;
+    }
+    own + std::fs::read_dir(path).into_iter().flatten().flatten().map(|e| layer_bytes(&e.path())).sum::<u64>()
+}
+
 /// A switch port and what it is plugged into.
 struct PortHandle {
     id: PortId,
@@ -509,8 +521,7 @@ impl Lab {
 
     fn snapshot_info(&self, name: &str) -> Result<SnapshotInfo, LabError> {
         let r = self.snapshots.get(name)?;
-        use std::os::unix::fs::MetadataExt;
-        let bytes = std::fs::metadata(&r.layer).map_or(0, |m| m.blocks() * 512);
+        let bytes = layer_bytes(&r.layer);
         Ok(SnapshotInfo {
             name: r.name.clone(),
             node: r.node.clone(),

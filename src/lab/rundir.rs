@@ -162,6 +162,10 @@ impl RunDir {
 
     pub fn remove(self) -> Result<(), RunDirError> {
         LIVE.lock().unwrap_or_else(|p| p.into_inner()).retain(|p| *p != self.path);
+        // The lab's own mounts (the ns nodes' layer storage) go first.
+        for m in mounts_under(&self.path) {
+            let _ = nix::mount::umount2(m.as_str(), nix::mount::MntFlags::MNT_DETACH);
+        }
         fs::remove_dir_all(&self.path).map_err(io_at(&self.path))
     }
 }

@@ -48,7 +48,10 @@ pub fn to_script(topo: &Topology) -> String {
     for name in &topo.order {
         let n = &topo.nodes[name];
         let kind = match n.kind {
-            NodeKind::Ns => String::new(),
+            NodeKind::Ns => match &n.options.rootfs {
+                Some(r) => format!(", #{{ rootfs: {:?} }}", r.display().to_string()),
+                None => String::new(),
+            },
             NodeKind::Uml | NodeKind::Kvm => {
                 let mut o = vec![format!("kind: \"{}\"", n.kind)];
                 if let Some(mem) = n.options.mem_mb {
@@ -151,6 +154,7 @@ mod tests {
             mem_mb: Some(128),
             cpus: None,
             accel: None,
+            rootfs: None,
             image: Some("/img/disk.img".into()),
             args: vec!["eth0=daemon,,unix,/tmp/ctl".into()],
         };

@@ -142,6 +142,9 @@ pub struct NodeOptions {
     /// Virtual CPUs (kvm).
     #[serde(default)]
     pub cpus: Option<u32>,
+    /// The lower layer of an ns node's root instead of the host's `/`.
+    #[serde(default)]
+    pub rootfs: Option<std::path::PathBuf>,
     /// `kvm` or `tcg`, instead of the probed choice (kvm).
     #[serde(default)]
     pub accel: Option<String>,

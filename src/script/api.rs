@@ -285,6 +285,9 @@ pub mod node_api {
     }
 
     /// Creates a node with options: `kind` (`"ns"`, `"uml"` or `"kvm"`);
+    /// for ns nodes `rootfs` (a directory to use as the root's lower layer
+    /// instead of the host's `/`: every ns node runs on a copy-on-write
+    /// overlay, so it never changes the files under it);
     /// for uml and kvm nodes `mem` (MiB; default 64 for uml, 128 for kvm),
     /// `image` (a base disk image, never written: the node runs on a
     /// copy-on-write layer; default: the busybox image of `clonet image
@@ -302,7 +305,7 @@ pub mod node_api {
     /// ```
     #[rhai_fn(name = "node", return_raw)]
     pub fn node_with(ctx: NativeCallContext, name: &str, options: Map) -> RhaiResult<Node> {
-        check_keys("node", &options, &["kind", "mem", "image", "args", "cpus", "accel"])?;
+        check_keys("node", &options, &["kind", "mem", "image", "args", "cpus", "accel", "rootfs"])?;
         let kind = match opt_str("node", &options, "kind")? {
             None => NodeKind::Ns,
             Some(k) => NodeKind::parse(&k).map_err(|e| lab_error(e.into()))?,
@@ -345,7 +348,11 @@ pub mod node_api {
         if kind != NodeKind::Kvm && (cpus.is_some() || accel.is_some()) {
             return Err(script_error("node(): cpus and accel apply to kvm nodes"));
         }
-        let options = crate::lab::command::NodeOptions { mem_mb, cpus, accel, image, args };
+        let rootfs = opt_str("node", &options, "rootfs")?.map(std::path::PathBuf::from);
+        if kind != NodeKind::Ns && rootfs.is_some() {
+            return Err(script_error("node(): rootfs applies to ns nodes (uml and kvm take an image)"));
+        }
+        let options = crate::lab::command::NodeOptions { mem_mb, cpus, accel, image, args, rootfs };
         call(&ctx, Command::AddNode { name: name.to_string(), kind, options })?;
         Ok(NodeRef { name: name.to_string() })
     }
