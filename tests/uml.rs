@@ -260,3 +260,18 @@ print("oversize ok");
     assert!(stdout.contains("oversize ok"), "{stdout}");
     assert_no_uml_left(&sb);
 }
+
+#[test]
+fn a_uml_machine_that_dies_while_booting_is_started_again() {
+    let sb = Sandbox::new();
+    let path = sb.write(
+        "crash.rhai",
+        "let u = node(\"u\", #{ kind: \"uml\" });\nhost_exec(`kill -9 ${u.pid}`);\nprint(u.exec(\"hostname\").stdout);\n",
+    );
+    let out = sb.clonet().arg("run").arg(&path).output().unwrap();
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert_eq!(stdout, "u\n\n");
+    assert!(stderr.contains("clonet: u: linux.uml died while booting; starting it again"), "{stderr}");
+    assert_no_uml_left(&sb);
+}

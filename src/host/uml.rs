@@ -47,13 +47,19 @@ pub struct UmlNode {
     /// Interface name -> UML device number (vecN).
     nics: HashMap<String, u32>,
     next_nic: u32,
+    /// What it takes to start the machine again while it boots.
+    respawn: Option<(NodeSpec, PathBuf, u32)>,
+    /// Boots left to try if `linux.uml` dies while booting.
+    boot_retries: u32,
 }
+
+/// How often a machine that dies while booting is started again.
+const BOOT_RETRIES: u32 = 2;
 
 /// Starts a uml node booting and returns at once; the first request to the
 /// node waits for the boot to end. `image` is the base image, never written.
 pub fn start(spec: &NodeSpec, image: &Path, mem_mb: u32) -> Result<Box<dyn RunningNode>, HostError> {
-    let run_dir = spec.run_dir.clone();
-    let cow = run_dir.join(format!("{}.cow", spec.name));
+    let cow = spec.run_dir.join(format!("{}.cow", spec.name));
     match &spec.disk {
         super::DiskStart::Fresh => {
             let _ = std::fs::remove_file(&cow);
@@ -63,6 +69,35 @@ pub fn start(spec: &NodeSpec, image: &Path, mem_mb: u32) -> Result<Box<dyn Runni
         // snapshot's COW file, which holds only what the node had written.
         super::DiskStart::From(layer) => super::guest::sparse_copy(layer, &cow)?,
     }
+    let machine = spawn(spec, image, mem_mb)?;
+    Ok(Box::new(UmlNode {
+        name: spec.name.clone(),
+        child: machine.child,
+        record: machine.record,
+        agent: machine.agent,
+        mconsole: None,
+        boot_deadline: Instant::now() + super::guest::boot_timeout(BOOT_TIMEOUT),
+        console: machine.console,
+        run_dir: spec.run_dir.clone(),
+        nics: HashMap::new(),
+        next_nic: 0,
+        respawn: Some((spec.clone(), image.to_path_buf(), mem_mb)),
+        boot_retries: BOOT_RETRIES,
+    }))
+}
+
+/// A started `linux.uml` and the host ends of its lines.
+struct Machine {
+    child: Child,
+    record: ProcRecord,
+    agent: AgentLine,
+    console: super::console::ConsoleRelay,
+}
+
+/// Starts `linux.uml` on the node's COW file as it is.
+fn spawn(spec: &NodeSpec, image: &Path, mem_mb: u32) -> Result<Machine, HostError> {
+    let run_dir = spec.run_dir.clone();
+    let cow = run_dir.join(format!("{}.cow", spec.name));
     let uml_dir = run_dir.join("uml");
     std::fs::create_dir_all(&uml_dir).map_err(HostError::io("creating the UML directory"))?;
     let log = std::fs::OpenOptions::new()
@@ -108,18 +143,7 @@ pub fn start(spec: &NodeSpec, image: &Path, mem_mb: u32) -> Result<Box<dyn Runni
             Ok(c) => c,
             Err(e) => return Err(fail(&mut child, format!("console relay: {e}"))),
         };
-    Ok(Box::new(UmlNode {
-        name: spec.name.clone(),
-        child,
-        record,
-        agent,
-        mconsole: None,
-        boot_deadline: Instant::now() + super::guest::boot_timeout(BOOT_TIMEOUT),
-        console,
-        run_dir,
-        nics: HashMap::new(),
-        next_nic: 0,
-    }))
+    Ok(Machine { child, record, agent, console })
 }
 
 impl UmlNode {
@@ -127,15 +151,31 @@ impl UmlNode {
     /// the mconsole. A guest that does not boot in time is killed and the
     /// error quotes the end of its console.
     fn booted(&mut self) -> Result<&Mconsole, HostError> {
-        if self.mconsole.is_none() {
-            let mconsole = if self.agent.wait_hello(self.boot_deadline) {
+        while self.mconsole.is_none() {
+            let said_hello = self.agent.wait_hello(self.boot_deadline);
+            if !said_hello && self.boot_retries > 0 && !super::is_alive(&self.record) {
+                // linux.uml sometimes crashes while booting on busy hosts
+                // (the host kernel reports "overflowed sigaltstack"): boot
+                // it again on the same disk.
+                self.boot_retries -= 1;
+                self.kill();
+                let (spec, image, mem) = self.respawn.clone().expect("kept until booted");
+                eprintln!("clonet: {}: linux.uml died while booting; starting it again", self.name);
+                let m = spawn(&spec, &image, mem)?;
+                (self.child, self.record, self.agent, self.console) = (m.child, m.record, m.agent, m.console);
+                continue;
+            }
+            let mconsole = if said_hello {
                 Mconsole::new(&self.run_dir.join("uml").join(&self.name).join("mconsole"), Duration::from_secs(10))
                     .map_err(|e| e.to_string())
             } else {
                 Err(format!("the guest agent did not answer within {:?}", super::guest::boot_timeout(BOOT_TIMEOUT)))
             };
             match mconsole {
-                Ok(m) => self.mconsole = Some(m),
+                Ok(m) => {
+                    self.mconsole = Some(m);
+                    self.respawn = None;
+                }
                 Err(why) => {
                     self.kill();
                     let tail = console_tail(&self.run_dir, &self.name);
@@ -195,6 +235,11 @@ fn accept_within(listener: &OwnedFd, timeout: Duration) -> Result<OwnedFd, std::
 impl RunningNode for UmlNode {
     fn processes(&self) -> Vec<ProcRecord> {
         vec![self.record.clone()]
+    }
+
+    fn alive(&self) -> bool {
+        // A machine that died while booting is started again on first use.
+        (self.respawn.is_some() && self.boot_retries > 0) || super::is_alive(&self.record)
     }
 
     fn pid(&self) -> i32 {
@@ -261,10 +306,10 @@ impl RunningNode for UmlNode {
     }
 
     fn exec(&mut self, req: &ExecRequest) -> Result<ExecOutput, HostError> {
+        self.booted()?;
         if !super::is_alive(&self.record) {
             return Err(HostError::Gone(self.name.clone()));
         }
-        self.booted()?;
         self.agent.exec(&req.argv, &req.stdin, req.timeout)
     }
 
