@@ -24,8 +24,12 @@ struct Cli {
 enum Cmd {
     /// Run a lab script; the lab lives while the script runs.
     Run {
-        /// The .rhai script.
-        file: PathBuf,
+        /// The .rhai script (optional with --restore).
+        #[arg(required_unless_present = "restore")]
+        file: Option<PathBuf>,
+        /// First rebuild the lab saved in this directory by `save_lab`.
+        #[arg(long, value_name = "DIR")]
+        restore: Option<PathBuf>,
         /// Lab name (default: the script's file stem).
         #[arg(long)]
         name: Option<String>,
@@ -171,8 +175,9 @@ fn lab_name(file: &Path, name: Option<String>) -> String {
     name.unwrap_or_else(|| file.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_else(|| "lab".into()))
 }
 
-/// Runs a script, a REPL, or a script then a REPL, on one lab.
-fn session(file: Option<&Path>, name: String, interactive: bool) -> ExitCode {
+/// Runs a script, a REPL, or a script then a REPL, on one lab, first
+/// rebuilt from a saved lab if asked.
+fn session(file: Option<&Path>, restore: Option<&Path>, name: String, interactive: bool) -> ExitCode {
     colored::control::set_override(color());
     if let Some(f) = file.filter(|f| !f.is_file()) {
         eprintln!("{}: cannot read {}: no such file", "error".red().bold(), f.display());
@@ -189,6 +194,15 @@ fn session(file: Option<&Path>, name: String, interactive: bool) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some(saved) = restore {
+        let loaded = lab.borrow_mut().execute(clonet::lab::command::Command::LoadLab { dir: saved.to_path_buf() });
+        if let Err(e) = loaded {
+            eprintln!("{}: restoring {}: {e}", "error".red().bold(), saved.display());
+            lab.borrow_mut().teardown();
+            return ExitCode::FAILURE;
+        }
+        eprintln!("clonet: lab {name} restored from {}", saved.display());
+    }
     let dir = file.and_then(Path::parent).filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let engine = script::engine(lab.clone(), dir);
     let mut scope = rhai::Scope::new();
@@ -317,11 +331,17 @@ fn doc(name: Option<&str>, json: bool, output: Option<&Path>) -> ExitCode {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Cmd::Run { file, name, interactive } => {
-            let name = lab_name(&file, name);
-            session(Some(&file), name, interactive)
+        Cmd::Run { file, restore, name, interactive } => {
+            // A restored lab keeps its name (and so its MACs) unless told.
+            let saved_name = restore.as_deref().and_then(|d| {
+                let text = std::fs::read(d.join(clonet::lab::rebuild::SAVED_LAB_FILE)).ok()?;
+                serde_json::from_slice::<clonet::lab::rebuild::SavedLab>(&text).ok().map(|s| s.topology.lab)
+            });
+            let from = file.as_deref().or(restore.as_deref()).expect("clap requires one");
+            let name = name.or(saved_name).unwrap_or_else(|| lab_name(from, None));
+            session(file.as_deref(), restore.as_deref(), name, interactive)
         }
-        Cmd::Repl { name } => session(None, name, true),
+        Cmd::Repl { name } => session(None, None, name, true),
         Cmd::Clean => clean(),
         Cmd::Console { node, lab } => console(&node, lab.as_deref()),
         Cmd::Image(cmd) => image(cmd),

@@ -104,3 +104,57 @@ fn uml_snapshots_clone_and_restore() {
 fn kvm_snapshots_clone_and_restore() {
     scenario("kvm");
 }
+
+#[test]
+fn a_saved_lab_comes_back_with_the_same_topology_and_files() {
+    let sb = Sandbox::new();
+    let saved = sb.run_base().with_file_name("saved");
+    let stdout = sb.run_ok(
+        "mixed.rhai",
+        &format!(
+            r#"
+let a = node("a");
+let u = node("u", #{{ kind: "uml" }});
+let k = node("k", #{{ kind: "kvm" }});
+let sw = lan("sw");
+link(a, u, #{{ ip_a: "10.0.0.1/24", ip_b: "10.0.0.2/24", mtu: 9000, iface_a: "up0" }});
+link(a, sw, #{{ ip: "10.1.0.1/24", vlan: 7 }});
+link(k, sw, #{{ ip: "10.1.0.3/24", vlan: 7 }});
+a.set_ip("up0", "fd00::1/64");
+a.add_route("10.9.0.0/24", #{{ via: "10.0.0.2" }});
+for n in [a, u, k] {{ n.exec(`echo file-of-${{n.name}} > /root/saved && sync`); }}
+let c = clone(a, "c");
+c.exec("echo the-clone > /root/saved");
+c.stop();
+save_lab("{saved}");
+print(topology());
+"#,
+            saved = saved.display()
+        ),
+    );
+    let before = stdout.lines().last().unwrap().to_string();
+    let check = sb.write(
+        "check.rhai",
+        r#"
+for n in ["a", "u", "k"] { assert(get_node(n).exec("cat /root/saved").stdout.trimmed() == `file-of-${n}`, `files of ${n}`); }
+assert(!get_node("c").running, "the stopped node is stopped");
+get_node("c").start();
+assert(get_node("c").exec("cat /root/saved").stdout == "the-clone\n", "the stopped clone's disk");
+get_node("c").stop();
+assert(ping(get_node("a"), get_node("u")), "the link works");
+assert(ping(get_node("a"), "10.1.0.3"), "the LAN works");
+print(topology());
+"#,
+    );
+    let out = sb.clonet().args(["run", "--restore"]).arg(&saved).arg(&check).output().unwrap();
+    let (after, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{after}{stderr}");
+    assert!(stderr.contains("restored from"), "{stderr}");
+    assert_eq!(after.lines().last().unwrap(), before, "the same topology, MACs included");
+    // A directory that is not a saved lab is a clear error.
+    let out = sb.clonet().args(["run", "--restore"]).arg(sb.run_base()).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("not a saved lab"), "{}", text(&out.stderr));
+    std::fs::remove_dir_all(&saved).unwrap();
+    assert_nothing_left(&sb);
+}

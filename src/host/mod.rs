@@ -10,6 +10,7 @@
 //! the switch's internals, Rhai.
 pub mod agent;
 pub mod console;
+pub mod disks;
 pub mod fake;
 pub mod guest;
 pub mod helpers;
@@ -109,10 +110,36 @@ pub struct ProcRecord {
     pub start_time: u64,
 }
 
-/// Starts nodes.
+/// Starts nodes, and moves their disks in and out of saved labs.
 pub trait NodeHost {
     fn start_node(&self, spec: &NodeSpec) -> Result<Box<dyn RunningNode>, HostError>;
+    /// Where a stopped node's disk rests (see `disks`).
+    fn disk_at_rest(&self, _kind: NodeKind, _run_dir: &std::path::Path, _node: &str) -> Option<PathBuf> {
+        None
+    }
+    /// Copies a disk layer into a saved lab; returns its name there.
+    fn export_disk(
+        &self,
+        _kind: NodeKind,
+        _layer: &std::path::Path,
+        _dest: &std::path::Path,
+        _node: &str,
+    ) -> Result<String, HostError> {
+        Err(HostError::Unsupported("saving disks is not available on this host"))
+    }
+    /// Makes a saved disk a node's starting layer in this lab.
+    fn import_disk(
+        &self,
+        _kind: NodeKind,
+        _saved: &std::path::Path,
+        _run_dir: &std::path::Path,
+        _node: &str,
+    ) -> Result<PathBuf, HostError> {
+        Err(HostError::Unsupported("loading disks is not available on this host"))
+    }
 }
+
+use crate::lab::topology::NodeKind;
 
 /// A started node.
 pub trait RunningNode {

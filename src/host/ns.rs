@@ -84,6 +84,35 @@ fn self_exe() -> Command {
 }
 
 impl NodeHost for LinuxHost {
+    fn disk_at_rest(
+        &self,
+        kind: crate::lab::topology::NodeKind,
+        run_dir: &std::path::Path,
+        node: &str,
+    ) -> Option<std::path::PathBuf> {
+        Some(super::disks::at_rest(kind, run_dir, node)).filter(|p| p.exists())
+    }
+
+    fn export_disk(
+        &self,
+        kind: crate::lab::topology::NodeKind,
+        layer: &std::path::Path,
+        dest: &std::path::Path,
+        node: &str,
+    ) -> Result<String, HostError> {
+        super::disks::export(kind, layer, dest, node)
+    }
+
+    fn import_disk(
+        &self,
+        kind: crate::lab::topology::NodeKind,
+        saved: &std::path::Path,
+        run_dir: &std::path::Path,
+        node: &str,
+    ) -> Result<std::path::PathBuf, HostError> {
+        super::disks::import(kind, saved, run_dir, node)
+    }
+
     fn start_node(&self, spec: &NodeSpec) -> Result<Box<dyn RunningNode>, HostError> {
         match spec.kind {
             crate::lab::topology::NodeKind::Ns => start_ns(spec),
@@ -148,7 +177,7 @@ fn root_dir(spec: &NodeSpec) -> std::path::PathBuf {
 /// own. Overlayfs refuses layers nested inside one another, and the
 /// host's `/` (the usual lower layer) holds the run directory; on a file
 /// system of their own the upper and snapshot layers are not inside it.
-fn layer_storage(run_dir: &std::path::Path) -> Result<std::path::PathBuf, HostError> {
+pub(crate) fn layer_storage(run_dir: &std::path::Path) -> Result<std::path::PathBuf, HostError> {
     use std::os::unix::fs::MetadataExt;
     let dir = run_dir.join("ns");
     std::fs::create_dir_all(&dir).map_err(HostError::io("creating the layer storage"))?;

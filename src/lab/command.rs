@@ -174,6 +174,14 @@ pub enum Command {
     DeleteSnapshot {
         name: String,
     },
+    /// Writes the topology and every node's disk state to a directory.
+    SaveLab {
+        dir: std::path::PathBuf,
+    },
+    /// Rebuilds a saved lab into this one.
+    LoadLab {
+        dir: std::path::PathBuf,
+    },
     /// Where the node's console is reached (the client attaches itself).
     Console {
         node: String,

@@ -11,6 +11,7 @@
 pub mod addr;
 pub mod command;
 pub mod names;
+pub mod rebuild;
 pub mod rundir;
 pub mod save;
 pub mod snapshot;
@@ -62,6 +63,8 @@ pub enum LabError {
     KindMismatch { node: String, kind: NodeKind, snapshot: String, other: NodeKind },
     #[error("node {0:?} is stopped: start it, or clone one of its snapshots")]
     CloneStopped(String),
+    #[error("{path}: {why}")]
+    Saved { path: std::path::PathBuf, why: String },
 }
 
 /// Bytes a snapshot layer takes on disk: a file's allocated blocks, or
@@ -211,6 +214,8 @@ impl Lab {
                 Ok(Reply::Snapshots(names.iter().map(|n| self.snapshot_info(n)).collect::<Result<_, _>>()?))
             }
             Command::DeleteSnapshot { name } => self.delete_snapshot(&name).map(|()| Reply::Done),
+            Command::SaveLab { dir } => self.save_lab(&dir).map(|()| Reply::Done),
+            Command::LoadLab { dir } => self.load_lab(&dir).map(|()| Reply::Done),
             Command::PauseNode { node, paused } => {
                 self.running_mut(&node)?.pause(paused).map(|()| Reply::Done).map_err(Into::into)
             }
@@ -597,6 +602,68 @@ impl Lab {
         self.start_node_on(node, crate::host::DiskStart::From(r.layer.clone()))?;
         self.snapshots.forget_user(node);
         self.snapshots.add_user(snap, node)?;
+        Ok(())
+    }
+
+    /// Writes the topology and every node's disk state to `dir` (which
+    /// must not exist, or be empty): running nodes through a snapshot,
+    /// stopped ones from their disk at rest.
+    fn save_lab(&mut self, dir: &std::path::Path) -> Result<(), LabError> {
+        let bad = |why: String| LabError::Saved { path: dir.to_path_buf(), why };
+        if std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_some()) {
+            return Err(bad("already exists and is not empty".into()));
+        }
+        let disks_dir = dir.join("disks");
+        std::fs::create_dir_all(&disks_dir).map_err(|e| bad(e.to_string()))?;
+        let run_dir = self.run_dir_mut().path().to_path_buf();
+        let scratch = self.snapshot_dir()?.join(".save");
+        std::fs::create_dir_all(&scratch).map_err(|e| bad(e.to_string()))?;
+        let mut disks = std::collections::BTreeMap::new();
+        for name in self.topo.order.clone() {
+            let kind = self.topo.node(&name)?.kind;
+            let (layer, temporary) = match self.nodes.get_mut(&name) {
+                Some(n) => (n.snapshot(&scratch, &format!(".save-{name}"))?, kind != NodeKind::Kvm),
+                None => match self.host.disk_at_rest(kind, &run_dir, &name) {
+                    Some(p) => (p, false),
+                    None => continue,
+                },
+            };
+            let saved = self.host.export_disk(kind, &layer, &disks_dir, &name);
+            // A kvm node goes on over its snapshot: that one stays.
+            if temporary {
+                let _ = if layer.is_dir() { std::fs::remove_dir_all(&layer) } else { std::fs::remove_file(&layer) };
+            }
+            disks.insert(name.clone(), format!("disks/{}", saved?));
+        }
+        let saved = rebuild::SavedLab { topology: self.topo.clone(), disks };
+        let json = serde_json::to_vec_pretty(&saved).expect("serializes");
+        std::fs::write(dir.join(rebuild::SAVED_LAB_FILE), json).map_err(|e| bad(e.to_string()))?;
+        Ok(())
+    }
+
+    /// Rebuilds a saved lab into this one: its nodes on their saved disks,
+    /// then every LAN, link, address, route and state.
+    fn load_lab(&mut self, dir: &std::path::Path) -> Result<(), LabError> {
+        let bad = |why: String| LabError::Saved { path: dir.to_path_buf(), why };
+        let text =
+            std::fs::read(dir.join(rebuild::SAVED_LAB_FILE)).map_err(|e| bad(format!("not a saved lab ({e})")))?;
+        let saved: rebuild::SavedLab = serde_json::from_slice(&text).map_err(|e| bad(format!("bad lab.json: {e}")))?;
+        let run_dir = self.run_dir_mut().path().to_path_buf();
+        for name in &saved.topology.order {
+            let model = &saved.topology.nodes[name];
+            let disk = match saved.disks.get(name) {
+                Some(rel) if !rel.contains("..") => {
+                    let layer = self.host.import_disk(model.kind, &dir.join(rel), &run_dir, name)?;
+                    crate::host::DiskStart::From(layer)
+                }
+                Some(rel) => return Err(bad(format!("bad disk path {rel:?}"))),
+                None => crate::host::DiskStart::Fresh,
+            };
+            self.add_node_on(name, model.kind, model.options.clone(), disk)?;
+        }
+        for cmd in rebuild::wiring(&saved.topology) {
+            self.execute(cmd)?;
+        }
         Ok(())
     }
 

@@ -1539,6 +1539,41 @@ pub mod snapshot_api {
         call(&ctx, Command::DeleteSnapshot { name: name.to_string() }).map(|_| ())
     }
 
+    /// Writes the whole lab to directory `dir` (new, or empty): the
+    /// topology with every link option, and every node's disk state.
+    /// `load_lab(dir)` or `clonet run --restore DIR` rebuild it.
+    ///
+    /// ```rhai
+    /// let a = node("a"); let b = node("b");
+    /// link(a, b, #{ ip_a: "10.0.0.1/24", ip_b: "10.0.0.2/24" });
+    /// a.exec("echo kept > /root/note");
+    /// let dir = host_exec("mktemp -d").stdout.trimmed();
+    /// save_lab(`${dir}/saved`);
+    /// host_exec(`rm -rf ${dir}`);
+    /// ```
+    #[rhai_fn(return_raw)]
+    pub fn save_lab(ctx: NativeCallContext, dir: &str) -> RhaiResult<()> {
+        call(&ctx, Command::SaveLab { dir: dir.into() }).map(|_| ())
+    }
+
+    /// Rebuilds a lab written by `save_lab` into this one: same nodes on
+    /// their saved disks, same links, addresses, routes and states.
+    ///
+    /// ```rhai
+    /// let a = node("a");
+    /// a.exec("echo kept > /root/note");
+    /// let dir = host_exec("mktemp -d").stdout.trimmed();
+    /// save_lab(`${dir}/saved`);
+    /// a.delete();
+    /// load_lab(`${dir}/saved`);
+    /// assert(get_node("a").exec("cat /root/note").stdout == "kept\n");
+    /// host_exec(`rm -rf ${dir}`);
+    /// ```
+    #[rhai_fn(return_raw)]
+    pub fn load_lab(ctx: NativeCallContext, dir: &str) -> RhaiResult<()> {
+        call(&ctx, Command::LoadLab { dir: dir.into() }).map(|_| ())
+    }
+
     /// A snapshot by name (to clone or restore from it).
     ///
     /// ```rhai

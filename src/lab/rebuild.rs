@@ -1,0 +1,139 @@
+//! Rebuilding a saved lab (sans-IO): the commands that wire saved nodes
+//! together again exactly as they were: LANs, links with their names,
+//! interface names, MTUs and addresses, LAN ports with their VLANs, links
+//! between LANs, extra addresses, routes, link states and stopped nodes.
+//! The nodes themselves are made first, from their saved disks.
+use serde::{Deserialize, Serialize};
+
+use super::command::{Command, LinkOptions};
+use super::topology::{Topology, UplinkModel};
+use super::DEFAULT_MTU;
+
+/// What `save_lab` writes next to the disks: the topology and, per node,
+/// the file or directory (relative to the save) holding its disk state.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SavedLab {
+    pub topology: Topology,
+    pub disks: std::collections::BTreeMap<String, String>,
+}
+
+pub const SAVED_LAB_FILE: &str = "lab.json";
+
+/// The commands that re-create everything but the nodes, in order.
+pub fn wiring(topo: &Topology) -> Vec<Command> {
+    let mut cmds = Vec::new();
+    let mtu = |m: u32| (m != DEFAULT_MTU).then_some(m);
+    for name in topo.lans.keys() {
+        cmds.push(Command::AddLan { name: name.clone() });
+    }
+    let mut extra_addrs = Vec::new();
+    let iface = |node: &str, name: &str| topo.nodes[node].iface(name).expect("the model references its interfaces");
+    for l in topo.links.values() {
+        let (ia, ib) = (iface(&l.a.node, &l.a.iface), iface(&l.b.node, &l.b.iface));
+        for (r, i) in [(&l.a, ia), (&l.b, ib)] {
+            extra_addrs.extend(i.addrs.iter().skip(1).map(|a| (r.node.clone(), i.name.clone(), *a)));
+        }
+        cmds.push(Command::AddLink {
+            a: l.a.node.clone(),
+            b: l.b.node.clone(),
+            ip_a: ia.addrs.first().copied(),
+            ip_b: ib.addrs.first().copied(),
+            options: LinkOptions {
+                mtu: mtu(ia.mtu),
+                vlan: None,
+                name_a: Some(ia.name.clone()),
+                name_b: Some(ib.name.clone()),
+                link_name: Some(l.name.clone()),
+            },
+        });
+        if !l.up {
+            cmds.push(Command::SetLinkUp { link: l.name.clone(), up: false });
+        }
+    }
+    for lan in topo.lans.values() {
+        for m in &lan.members {
+            let i = iface(&m.node, &m.iface);
+            extra_addrs.extend(i.addrs.iter().skip(1).map(|a| (m.node.clone(), i.name.clone(), *a)));
+            cmds.push(Command::JoinLan {
+                node: m.node.clone(),
+                lan: lan.name.clone(),
+                ip: i.addrs.first().copied(),
+                options: LinkOptions {
+                    mtu: mtu(i.mtu),
+                    vlan: i.vlan.clone(),
+                    name_a: Some(i.name.clone()),
+                    name_b: None,
+                    link_name: None,
+                },
+            });
+        }
+    }
+    for UplinkModel { a, b, vlan, up, .. } in topo.uplinks.values() {
+        cmds.push(Command::LinkLans { a: a.clone(), b: b.clone(), vlan: Some(vlan.clone()) });
+        if !up {
+            // LAN links are named after their ends when re-created.
+            let (x, y) = if a <= b { (a, b) } else { (b, a) };
+            cmds.push(Command::SetLinkUp { link: format!("{x}=={y}"), up: false });
+        }
+    }
+    for (node, iface, cidr) in extra_addrs {
+        cmds.push(Command::SetIp { node, iface, cidr });
+    }
+    for name in &topo.order {
+        for r in &topo.nodes[name].routes {
+            cmds.push(Command::AddRoute { node: name.clone(), route: r.clone() });
+        }
+    }
+    for name in &topo.order {
+        if !topo.nodes[name].running {
+            cmds.push(Command::StopNode { node: name.clone() });
+        }
+    }
+    cmds
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lab::addr::Route;
+    use crate::lab::topology::NodeKind;
+    use crate::switch::vlan::VlanMode;
+
+    #[test]
+    fn every_detail_comes_back_in_order() {
+        let mut t = Topology::new("lab");
+        for n in ["a", "b", "c"] {
+            t.add_node(n, NodeKind::Ns).unwrap();
+        }
+        t.add_lan("sw").unwrap();
+        t.add_lan("sw2").unwrap();
+        let ia = t.plan_iface("a", Some("eth3"), 9000).unwrap();
+        let ib = t.next_iface("b", 9000).unwrap();
+        t.add_link("ab", ("a", ia), ("b", ib)).unwrap();
+        t.add_addr("a", "eth3", "10.0.0.1/24".parse().unwrap()).unwrap();
+        t.add_addr("a", "eth3", "fd00::1/64".parse().unwrap()).unwrap();
+        t.set_link_up("ab", false).unwrap();
+        let ic = t.next_iface("c", 1500).unwrap();
+        t.add_lan_member("sw", "c", ic, VlanMode::Trunk(vec![10, 20])).unwrap();
+        t.add_uplink("sw", "sw2", VlanMode::Access(30)).unwrap();
+        t.add_route("a", Route { dst: "default".parse().unwrap(), via: Some("10.0.0.2".parse().unwrap()), dev: None })
+            .unwrap();
+        t.set_running("c", false).unwrap();
+        let cmds: Vec<String> = wiring(&t).iter().map(|c| serde_json::to_string(c).unwrap()).collect();
+        let find = |needle: &str| {
+            cmds.iter().position(|c| c.contains(needle)).unwrap_or_else(|| panic!("{needle} in {cmds:#?}"))
+        };
+        let link = find(r#""op":"add_link""#);
+        assert!(cmds[link].contains(r#""name_a":"eth3""#) && cmds[link].contains(r#""mtu":9000"#), "{}", cmds[link]);
+        assert!(cmds[link].contains(r#""link_name":"ab""#) && cmds[link].contains("10.0.0.1/24"), "{}", cmds[link]);
+        assert!(find(r#""op":"add_lan","name":"sw""#) < link, "LANs first");
+        assert!(find(r#""op":"set_link_up","link":"ab","up":false"#) > link);
+        assert!(
+            cmds[find(r#""op":"join_lan""#)].contains("Trunk") || cmds[find(r#""op":"join_lan""#)].contains("trunk")
+        );
+        assert!(find(r#""op":"set_ip""#) > find(r#""op":"join_lan""#), "extra addresses after the interfaces");
+        assert!(cmds[find(r#""op":"set_ip""#)].contains("fd00::1/64"));
+        assert!(find(r#""op":"add_route""#) > find(r#""op":"set_ip""#));
+        assert_eq!(find(r#""op":"stop_node","node":"c""#), cmds.len() - 1, "stopped nodes last");
+    }
+}
