@@ -199,6 +199,8 @@ fn every_shipped_script_runs() {
             .env("BENCH_UML_COUNTS", "1,2")
             .env("BENCH_KVM_COUNTS", "1")
             .env("BENCH_KVM_MTUS", "1500")
+            .env("BENCH_CLONES", "2")
+            .env("BENCH_CLONES_KVM", "1")
             .output()
             .unwrap();
         assert!(out.status.success(), "{}:\n{}{}", s.display(), text(&out.stdout), text(&out.stderr));

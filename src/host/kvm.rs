@@ -30,6 +30,10 @@ const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 /// Guest memory when the script does not say.
 pub const DEFAULT_MEM_MB: u32 = 128;
+/// Overlays hold a node's writes only: small clusters keep a clone's
+/// disk small (a fresh overlay takes 16 KiB instead of 196 KiB, and a
+/// small write allocates 4 KiB, not 64).
+const OVERLAY_OPTIONS: &str = "cluster_size=4096";
 /// The QEMU id of a node's disk (for live snapshots).
 const DISK_ID: &str = "disk0";
 /// The name of the agent's virtio-serial port.
@@ -164,7 +168,7 @@ fn create_overlay(base: &Path, overlay: &Path) -> Result<(), String> {
         .unwrap_or_else(|| "raw".into());
     let base_abs = std::fs::canonicalize(base).map_err(|e| format!("{}: {e}", base.display()))?;
     let out = Command::new("qemu-img")
-        .args(["create", "-q", "-f", "qcow2", "-F", &format, "-b"])
+        .args(["create", "-q", "-f", "qcow2", "-o", OVERLAY_OPTIONS, "-F", &format, "-b"])
         .arg(&base_abs)
         .arg(overlay)
         .output()
@@ -402,7 +406,7 @@ impl RunningNode for KvmNode {
         let size = virtual_size(&active).map_err(|e| HostError::Start(self.name.clone(), e))?;
         std::fs::rename(&active, &layer).map_err(HostError::io(format!("moving {}", active.display())))?;
         let made = Command::new("qemu-img")
-            .args(["create", "-q", "-u", "-f", "qcow2", "-F", "qcow2", "-b"])
+            .args(["create", "-q", "-u", "-f", "qcow2", "-o", OVERLAY_OPTIONS, "-F", "qcow2", "-b"])
             .arg(&layer)
             .arg(&active)
             .arg(size.to_string())

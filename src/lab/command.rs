@@ -205,6 +205,10 @@ pub struct NodeInfo {
     /// Kind-specific facts, e.g. `accel=tcg` for kvm nodes.
     #[serde(default)]
     pub detail: Option<String>,
+    /// Bytes the node's own disk layer takes (COW file, overlay, upper
+    /// directory), not counting the base it sits on.
+    #[serde(default)]
+    pub disk_bytes: u64,
 }
 
 /// The counters of one switch port, named by what it connects.

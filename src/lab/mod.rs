@@ -233,6 +233,11 @@ impl Lab {
             ifaces: model.ifaces.clone(),
             pid: self.nodes.get(node).map(|n| n.pid()).unwrap_or(0),
             detail: self.nodes.get(node).and_then(|n| n.detail()),
+            disk_bytes: self
+                .run_dir
+                .as_ref()
+                .and_then(|r| self.host.disk_at_rest(model.kind, r.path(), node))
+                .map_or(0, |p| layer_bytes(&p)),
             running: model.running,
         })
     }

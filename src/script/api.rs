@@ -400,8 +400,9 @@ pub mod node_api {
     }
 
     /// Everything about the node as a map: `name`, `kind`, `pid`,
-    /// `running`, `ifaces`, and `detail` (for kvm nodes `accel=kvm` or
-    /// `accel=tcg`; empty otherwise).
+    /// `running`, `ifaces`, `detail` (for kvm nodes `accel=kvm` or
+    /// `accel=tcg`; empty otherwise) and `disk_bytes` (what the node's own
+    /// copy-on-write layer takes on disk, not counting its base).
     ///
     /// ```rhai
     /// let a = node("a");
@@ -418,6 +419,7 @@ pub mod node_api {
         m.insert("pid".into(), (info.pid as i64).into());
         m.insert("running".into(), info.running.into());
         m.insert("detail".into(), info.detail.clone().unwrap_or_default().into());
+        m.insert("disk_bytes".into(), (info.disk_bytes as i64).into());
         m.insert("ifaces".into(), ifaces(ctx, node)?.into());
         Ok(m)
     }
