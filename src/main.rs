@@ -96,8 +96,11 @@ enum ImageCmd {
         #[arg(long)]
         force: bool,
     },
-    /// List cached images.
+    /// List cached images, and files of the cache no image uses.
     Ls,
+    /// Remove the files of the cache no image uses (left by interrupted
+    /// builds).
+    Gc,
 }
 
 fn image(cmd: ImageCmd) -> ExitCode {
@@ -117,8 +120,30 @@ fn image(cmd: ImageCmd) -> ExitCode {
                 println!("{:<16} {:>6} MiB  {}  {}", "kvm-busybox", parts, k.fingerprint, k.disk.display());
                 println!("{:<16} {:>6}      kernel {}, initramfs {}", "", "", k.kernel.display(), k.initrd.display());
             }
+            let unused = clonet::image::unused(&dir);
+            if !unused.is_empty() {
+                let total: u64 = unused.iter().map(|(_, b)| b).sum();
+                println!("unused ({} KiB; `clonet image gc` removes them):", total >> 10);
+                for (p, b) in unused {
+                    println!("  {:>8} KiB  {}", b >> 10, p.display());
+                }
+            }
             ExitCode::SUCCESS
         }
+        ImageCmd::Gc => match clonet::image::gc(&dir) {
+            Ok(removed) => {
+                let total: u64 = removed.iter().map(|(_, b)| b).sum();
+                for (p, _) in &removed {
+                    println!("removed {}", p.display());
+                }
+                println!("{} unused file(s), {} KiB freed", removed.len(), total >> 10);
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{}: {e}", "error".red().bold());
+                ExitCode::FAILURE
+            }
+        },
         ImageCmd::Build { force } => {
             let recipe = match clonet::image::default_recipe() {
                 Ok(r) => r,

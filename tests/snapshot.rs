@@ -158,3 +158,83 @@ print(topology());
     std::fs::remove_dir_all(&saved).unwrap();
     assert_nothing_left(&sb);
 }
+
+/// A btrfs file system in a loop-mounted image file, removed on drop.
+struct LoopBtrfs {
+    image: std::path::PathBuf,
+    mount: std::path::PathBuf,
+}
+
+impl LoopBtrfs {
+    fn new(sb: &Sandbox) -> LoopBtrfs {
+        let image = sb.run_base().with_file_name("btrfs.img");
+        let mount = sb.run_base().with_file_name("btrfs");
+        std::fs::create_dir_all(&mount).unwrap();
+        let f = std::fs::File::create(&image).unwrap();
+        f.set_len(256 << 20).unwrap();
+        let mkfs = std::process::Command::new("mkfs.btrfs").arg("-q").arg(&image).output().unwrap();
+        assert!(mkfs.status.success(), "mkfs.btrfs: {}", text(&mkfs.stderr));
+        let m = std::process::Command::new("mount").args(["-o", "loop"]).arg(&image).arg(&mount).output().unwrap();
+        assert!(m.status.success(), "mount: {}", text(&m.stderr));
+        LoopBtrfs { image, mount }
+    }
+
+    fn subvolumes(&self) -> String {
+        let out = std::process::Command::new("btrfs").args(["subvolume", "list"]).arg(&self.mount).output().unwrap();
+        text(&out.stdout)
+    }
+}
+
+impl Drop for LoopBtrfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.mount).status();
+        let _ = std::fs::remove_file(&self.image);
+    }
+}
+
+#[test]
+fn on_btrfs_ns_roots_and_snapshots_are_subvolumes() {
+    let sb = Sandbox::new();
+    let fs = LoopBtrfs::new(&sb);
+    let rootfs = sb.run_base().with_file_name("rootfs");
+    for d in ["bin", "etc", "proc", "sys", "dev", "tmp", "run", "root"] {
+        std::fs::create_dir_all(rootfs.join(d)).unwrap();
+    }
+    std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
+    std::os::unix::fs::symlink("busybox", rootfs.join("bin/sh")).unwrap();
+    std::fs::write(rootfs.join("etc/hosts"), "").unwrap();
+    let sh = |cmd: &str| format!("[\"/bin/busybox\", \"sh\", \"-c\", {cmd:?}]");
+    let script = format!(
+        r#"
+let a = node("a", #{{ rootfs: "{rootfs}" }});
+assert(a.exec({fstype}).stdout.contains(" on / type btrfs"), "the root is on btrfs");
+a.exec({write1});
+let s = snapshot(a, "s1");
+print(host_exec("btrfs subvolume list {mount}").stdout);
+let c = clone(s, "c");
+assert(c.exec({read}).stdout == "v1\n", "the clone has the file");
+c.exec({write2});
+assert(a.exec({read}).stdout == "v1\n", "the original does not see the clone's change");
+a.exec({write3});
+restore(a, s);
+assert(a.exec({read}).stdout == "v1\n", "restore reverts");
+print("btrfs ok");
+"#,
+        rootfs = rootfs.display(),
+        mount = fs.mount.display(),
+        fstype = sh("busybox mount"),
+        write1 = sh("echo v1 > /root/f"),
+        write2 = sh("echo c > /root/f"),
+        write3 = sh("echo changed > /root/f"),
+        read = sh("busybox cat /root/f"),
+    );
+    let path = sb.write("btrfs.rhai", &script);
+    let out = sb.clonet().env("CLONET_STORAGE_DIR", &fs.mount).arg("run").arg(&path).output().unwrap();
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("btrfs ok"));
+    assert!(stdout.contains("clonet-btrfs/.snapshots/s1") && stdout.contains("clonet-btrfs/a/upper"), "{stdout}");
+    assert_eq!(fs.subvolumes(), "", "no subvolume is left");
+    assert!(std::fs::read_dir(&fs.mount).unwrap().next().is_none(), "the storage is empty again");
+    assert_nothing_left(&sb);
+}

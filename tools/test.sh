@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PACKAGES=(iproute2 iperf3 iputils-ping e2fsprogs busybox-static user-mode-linux vde-switch qemu-system-x86 qemu-utils linux-image-amd64)
+PACKAGES=(iproute2 iperf3 iputils-ping e2fsprogs busybox-static user-mode-linux vde-switch qemu-system-x86 qemu-utils linux-image-amd64 btrfs-progs)
 
 if [ "$(id -u)" -ne 0 ]; then
     echo "tools/test.sh: the integration tests create namespaces and TAPs: run as root" >&2

@@ -27,7 +27,10 @@ pub fn at_rest(kind: NodeKind, run_dir: &Path, node: &str) -> PathBuf {
     match kind {
         NodeKind::Uml => run_dir.join(format!("{node}.cow")),
         NodeKind::Kvm => run_dir.join(format!("{node}.qcow2")),
-        NodeKind::Ns => run_dir.join("ns").join(node),
+        NodeKind::Ns => match std::fs::read_link(run_dir.join("ns-btrfs")) {
+            Ok(storage) if storage.join(node).is_dir() => storage.join(node),
+            _ => run_dir.join("ns").join(node),
+        },
     }
 }
 
@@ -51,7 +54,10 @@ pub fn export(kind: NodeKind, layer: &Path, dest: &Path, node: &str) -> Result<S
         }
         NodeKind::Ns => {
             // Every layer but the base: the node's own, then those under it.
-            let lower = std::fs::read_to_string(layer.join("lower")).map_err(HostError::io(what.clone()))?;
+            let lower = std::fs::read_to_string(layer.join("lower")).unwrap_or_default();
+            if lower.is_empty() || lower.trim() == super::helpers::WHOLE_ROOT {
+                return Err(HostError::Unsupported("save_lab cannot save ns nodes on btrfs roots yet"));
+            }
             let mut chain: Vec<String> = lower.trim().split(':').map(str::to_string).collect();
             let base = chain.pop().unwrap_or_else(|| "/".into());
             let dir = dest.join(node);

@@ -80,16 +80,25 @@ pub struct RootLayers {
     pub merged: std::path::PathBuf,
 }
 
-/// Makes the node's `/` an overlay of `layers`, with the same private
-/// mounts as `private_mounts`, then pivots into it: writes land in the
-/// upper directory and never reach the lower layers (the host's `/`).
+/// `RootLayers::lower` when the upper directory is the whole root (a
+/// btrfs subvolume made from a snapshot of the base): no overlay.
+pub const WHOLE_ROOT: &str = "-";
+
+/// Makes the node's `/` an overlay of `layers` (or the upper directory
+/// alone, see `WHOLE_ROOT`), with the same private mounts as
+/// `private_mounts`, then pivots into it: writes land in the upper
+/// directory and never reach the lower layers (the host's `/`).
 fn overlay_root(layers: &RootLayers, hosts: &Path) -> nix::Result<()> {
     let none: Option<&str> = None;
     mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_PRIVATE, none)?;
-    let options =
-        format!("lowerdir={},upperdir={},workdir={}", layers.lower, layers.upper.display(), layers.work.display());
     let m = &layers.merged;
-    mount(Some("overlay"), m, Some("overlay"), MsFlags::empty(), Some(options.as_str()))?;
+    if layers.lower == WHOLE_ROOT {
+        mount(Some(&layers.upper), m, none, MsFlags::MS_BIND, none)?;
+    } else {
+        let options =
+            format!("lowerdir={},upperdir={},workdir={}", layers.lower, layers.upper.display(), layers.work.display());
+        mount(Some("overlay"), m, Some("overlay"), MsFlags::empty(), Some(options.as_str()))?;
+    }
     if m.join("etc/hosts").exists() {
         mount(Some(hosts), &m.join("etc/hosts"), none, MsFlags::MS_BIND, none)?;
     }

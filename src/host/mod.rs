@@ -113,6 +113,9 @@ pub struct ProcRecord {
 /// Starts nodes, and moves their disks in and out of saved labs.
 pub trait NodeHost {
     fn start_node(&self, spec: &NodeSpec) -> Result<Box<dyn RunningNode>, HostError>;
+    /// Frees what the lab's nodes kept outside the run directory (btrfs
+    /// subvolumes), once they are all stopped.
+    fn release(&self, _run_dir: &std::path::Path) {}
     /// Where a stopped node's disk rests (see `disks`).
     fn disk_at_rest(&self, _kind: NodeKind, _run_dir: &std::path::Path, _node: &str) -> Option<PathBuf> {
         None

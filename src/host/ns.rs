@@ -84,6 +84,10 @@ fn self_exe() -> Command {
 }
 
 impl NodeHost for LinuxHost {
+    fn release(&self, run_dir: &std::path::Path) {
+        release_storage(run_dir);
+    }
+
     fn disk_at_rest(
         &self,
         kind: crate::lab::topology::NodeKind,
@@ -132,7 +136,7 @@ impl NodeHost for LinuxHost {
                     return Err(fail(format!("no image at {}", path.display())));
                 }
                 let images = kvm_images().map_err(|e| fail(e.to_string()))?;
-                let cache = crate::image::cache_dir().join("accel");
+                let cache = crate::image::cache_dir().join(crate::image::ACCEL_CACHE);
                 let accel = match spec.options.accel.as_deref() {
                     Some("kvm") => super::kvm::Accel::Kvm,
                     Some("tcg") => super::kvm::Accel::Tcg,
@@ -168,9 +172,90 @@ fn default_image() -> Result<std::path::PathBuf, crate::image::ImageError> {
     Ok(info.path)
 }
 
-/// Where an ns node's root layers live: `<run dir>/ns/<node>/`.
-fn root_dir(spec: &NodeSpec) -> std::path::PathBuf {
-    spec.run_dir.join("ns").join(&spec.name)
+/// Where an ns node's root layers live: `<storage>/<node>/`.
+fn root_dir(storage: &std::path::Path, spec: &NodeSpec) -> std::path::PathBuf {
+    storage.join(&spec.name)
+}
+
+/// The link in a run directory to the lab's btrfs layer storage, so that
+/// teardown and `clonet clean` find its subvolumes.
+const BTRFS_LINK: &str = "ns-btrfs";
+const BTRFS_SUPER_MAGIC: i64 = 0x9123_683e;
+
+/// The lab's btrfs storage for ns nodes made from a `rootfs`, when
+/// `CLONET_STORAGE_DIR` is on btrfs: `<storage dir>/clonet-<lab>`. There,
+/// as in the original Cloonix, a node's root is a writable snapshot of a
+/// subvolume holding the rootfs, and a snapshot is a read-only one.
+fn btrfs_storage(spec: &NodeSpec) -> Option<std::path::PathBuf> {
+    spec.options.rootfs.as_ref()?;
+    let dir = std::path::PathBuf::from(std::env::var_os("CLONET_STORAGE_DIR")?);
+    let fs = nix::sys::statfs::statfs(&dir).ok()?;
+    (fs.filesystem_type().0 as i64 == BTRFS_SUPER_MAGIC).then(|| dir.join(format!("clonet-{}", spec.lab)))
+}
+
+fn btrfs(args: &[&std::ffi::OsStr], what: &str) -> Result<(), HostError> {
+    let out = Command::new("btrfs")
+        .args(args)
+        .output()
+        .map_err(|e| HostError::io(format!("{what}: running btrfs (install btrfs-progs)"))(e))?;
+    if !out.status.success() {
+        return Err(HostError::Io {
+            what: what.to_string(),
+            source: std::io::Error::other(String::from_utf8_lossy(&out.stderr).trim().to_string()),
+        });
+    }
+    Ok(())
+}
+
+/// Deletes the btrfs layer storage a run directory links to (teardown,
+/// `clonet clean`): every subvolume, read-only snapshots included.
+pub fn release_storage(run_dir: &std::path::Path) {
+    let Ok(storage) = std::fs::read_link(run_dir.join(BTRFS_LINK)) else { return };
+    let mut subvolumes = Vec::new();
+    for e in std::fs::read_dir(&storage).into_iter().flatten().flatten() {
+        let p = e.path();
+        let name = e.file_name().to_string_lossy().to_string();
+        if name == ".snapshots" {
+            subvolumes.extend(std::fs::read_dir(&p).into_iter().flatten().flatten().map(|s| s.path()));
+        } else if name.starts_with(".base-") {
+            subvolumes.push(p);
+        } else {
+            subvolumes.push(p.join("upper"));
+        }
+    }
+    // Clones first: a subvolume goes before the one it was snapshotted from
+    // only by chance, and btrfs does not mind the order.
+    for s in subvolumes.iter().filter(|s| s.exists()) {
+        let _ = btrfs(&["subvolume".as_ref(), "delete".as_ref(), s.as_os_str()], "deleting a subvolume");
+    }
+    let _ = std::fs::remove_dir_all(&storage);
+    let _ = std::fs::remove_file(run_dir.join(BTRFS_LINK));
+}
+
+/// The read-only base subvolume of `rootfs` in `storage`, made on first use.
+fn btrfs_base(storage: &std::path::Path, rootfs: &std::path::Path) -> Result<std::path::PathBuf, HostError> {
+    let text = rootfs.display().to_string();
+    let base = storage.join(format!(".base-{:016x}", crate::lab::topology::fnv1a(&[text.as_bytes()])));
+    if base.is_dir() {
+        return Ok(base);
+    }
+    btrfs(&["subvolume".as_ref(), "create".as_ref(), base.as_os_str()], "making the base subvolume")?;
+    let mut src = rootfs.as_os_str().to_os_string();
+    src.push("/.");
+    let out = Command::new("cp").args(["-a", "--reflink=auto"]).arg(&src).arg(&base).output();
+    match out {
+        Ok(o) if o.status.success() => {}
+        other => {
+            let why = other.map(|o| String::from_utf8_lossy(&o.stderr).to_string()).unwrap_or_else(|e| e.to_string());
+            let _ = btrfs(&["subvolume".as_ref(), "delete".as_ref(), base.as_os_str()], "cleaning up");
+            return Err(HostError::Io { what: format!("copying {text}"), source: std::io::Error::other(why) });
+        }
+    }
+    btrfs(
+        &["property".as_ref(), "set".as_ref(), base.as_os_str(), "ro".as_ref(), "true".as_ref()],
+        "freezing the base subvolume",
+    )?;
+    Ok(base)
 }
 
 /// The lab's storage for ns layers, `<run dir>/ns`: a tmpfs of the lab's
@@ -200,8 +285,10 @@ fn snapshot_storage(upper: &std::path::Path) -> std::path::PathBuf {
 /// in `lower` beside them: the base (`rootfs` or the host's `/`), under
 /// the layers of the snapshot the node was cloned or restored from.
 fn prepare_root(spec: &NodeSpec) -> Result<super::helpers::RootLayers, HostError> {
-    layer_storage(&spec.run_dir)?;
-    let dir = root_dir(spec);
+    if let Some(storage) = btrfs_storage(spec) {
+        return prepare_btrfs_root(spec, &storage);
+    }
+    let dir = root_dir(&layer_storage(&spec.run_dir)?, spec);
     let lower_file = dir.join("lower");
     let base = match &spec.options.rootfs {
         Some(r) => {
@@ -237,6 +324,45 @@ fn prepare_root(spec: &NodeSpec) -> Result<super::helpers::RootLayers, HostError
         std::fs::create_dir_all(d).map_err(HostError::io(format!("creating {}", d.display())))?;
     }
     std::fs::write(&lower_file, &layers.lower).map_err(HostError::io("recording the root's layers"))?;
+    Ok(layers)
+}
+
+/// A node's root as a btrfs subvolume: a writable snapshot of the base
+/// (new), of a snapshot (clone, restore), or the one it had (restart).
+fn prepare_btrfs_root(spec: &NodeSpec, storage: &std::path::Path) -> Result<super::helpers::RootLayers, HostError> {
+    std::fs::create_dir_all(storage).map_err(HostError::io("creating the btrfs layer storage"))?;
+    let link = spec.run_dir.join(BTRFS_LINK);
+    if std::fs::read_link(&link).is_err() {
+        std::os::unix::fs::symlink(storage, &link).map_err(HostError::io("recording the btrfs layer storage"))?;
+    }
+    let rootfs = spec.options.rootfs.as_ref().expect("btrfs storage is for rootfs nodes");
+    let rootfs = std::fs::canonicalize(rootfs).map_err(HostError::io(format!("rootfs {}", rootfs.display())))?;
+    let dir = root_dir(storage, spec);
+    let layers = super::helpers::RootLayers {
+        lower: super::helpers::WHOLE_ROOT.to_string(),
+        upper: dir.join("upper"),
+        work: dir.join("work"),
+        merged: dir.join("merged"),
+    };
+    let source = match &spec.disk {
+        super::DiskStart::Keep if layers.upper.is_dir() => None,
+        super::DiskStart::From(layer) => Some(layer.clone()),
+        _ => Some(btrfs_base(storage, &rootfs)?),
+    };
+    if let Some(source) = source {
+        if layers.upper.is_dir() {
+            btrfs(&["subvolume".as_ref(), "delete".as_ref(), layers.upper.as_os_str()], "dropping an old root")?;
+        }
+        std::fs::create_dir_all(&dir).map_err(HostError::io("creating a node's root"))?;
+        btrfs(
+            &["subvolume".as_ref(), "snapshot".as_ref(), source.as_os_str(), layers.upper.as_os_str()],
+            "snapshotting the node's root",
+        )?;
+    }
+    for d in [&layers.work, &layers.merged] {
+        std::fs::create_dir_all(d).map_err(HostError::io(format!("creating {}", d.display())))?;
+    }
+    std::fs::write(dir.join("lower"), &layers.lower).map_err(HostError::io("recording the root's layers"))?;
     Ok(layers)
 }
 
@@ -415,6 +541,25 @@ impl RunningNode for NsNode {
         // note the layers it sits on. Clones stack on it without copying.
         // It stays in the layer storage, where overlayfs accepts it.
         let layer = snapshot_storage(&self.root.upper).join(name);
+        if self.root.lower == super::helpers::WHOLE_ROOT {
+            // A btrfs root: an atomic, read-only snapshot of its subvolume.
+            std::fs::create_dir_all(snapshot_storage(&self.root.upper))
+                .map_err(HostError::io("creating a snapshot"))?;
+            self.pause(true)?;
+            let made = btrfs(
+                &[
+                    "subvolume".as_ref(),
+                    "snapshot".as_ref(),
+                    "-r".as_ref(),
+                    self.root.upper.as_os_str(),
+                    layer.as_os_str(),
+                ],
+                "snapshotting a btrfs root",
+            );
+            self.pause(false)?;
+            made?;
+            return Ok(layer);
+        }
         std::fs::create_dir_all(&layer).map_err(HostError::io("creating a snapshot"))?;
         self.pause(true)?;
         let copied =

@@ -225,7 +225,7 @@ pub fn build(
 }
 
 /// Where the kvm image's parts are recorded.
-const META: &str = "kvm-busybox.json";
+pub const META: &str = "kvm-busybox.json";
 
 /// The cached kvm image, if every part of it is there.
 pub fn find(dir: &Path) -> Option<KvmImage> {

@@ -93,7 +93,7 @@ impl Recipe {
     pub fn fingerprint(&self) -> String {
         let size = self.size_mb.to_le_bytes();
         let modes: Vec<[u8; 4]> = self.files.iter().map(|(_, _, m)| m.to_le_bytes()).collect();
-        let mut parts: Vec<&[u8]> = vec![self.name.as_bytes(), &size];
+        let mut parts: Vec<&[u8]> = vec![self.name.as_bytes(), &size, MKFS_OPTIONS.as_bytes()];
         parts.extend(self.dirs.iter().map(|d| d.as_bytes()));
         for ((p, c, _), m) in self.files.iter().zip(&modes) {
             parts.extend([p.as_bytes(), c.as_slice(), m.as_slice()]);
@@ -186,6 +186,11 @@ fn host_program(path: &str) -> Option<HostProgram> {
     Some((bytes, libs))
 }
 
+/// Inode tables and journal are written at build time: otherwise every
+/// node's kernel zeroes them in the background after its first mount,
+/// writing megabytes into each node's copy-on-write layer.
+const MKFS_OPTIONS: &str = "lazy_itable_init=0,lazy_journal_init=0";
+
 /// `mkfs.ext4`, also where an ordinary user's PATH does not look (/sbin).
 fn mkfs_ext4() -> PathBuf {
     ["/usr/sbin/mkfs.ext4", "/sbin/mkfs.ext4"]
@@ -216,6 +221,54 @@ pub fn list(dir: &Path) -> Vec<ImageInfo> {
         .collect();
     v.sort_by(|a, b| a.name.cmp(&b.name));
     v
+}
+
+/// Files of the image cache that no current image uses: what interrupted
+/// builds left (staging trees, half-written files) and anything else not
+/// named by an image's record. With their sizes in bytes.
+pub fn unused(dir: &Path) -> Vec<(PathBuf, u64)> {
+    let mut keep: Vec<PathBuf> =
+        list(dir).into_iter().flat_map(|i| [i.path.clone(), meta_path(dir, &i.name)]).collect();
+    if let Some(k) = kvm::find(dir) {
+        keep.extend([k.kernel, k.initrd, k.disk, dir.join(kvm::META)]);
+    }
+    keep.push(dir.join(ACCEL_CACHE));
+    let mut out: Vec<(PathBuf, u64)> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| !keep.contains(p))
+        .map(|p| {
+            let bytes = tree_bytes(&p);
+            (p, bytes)
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// The file where the KVM probe's verdict is kept.
+pub const ACCEL_CACHE: &str = "accel";
+
+fn tree_bytes(p: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(m) = std::fs::symlink_metadata(p) else { return 0 };
+    let own = m.blocks() * 512;
+    if !m.is_dir() {
+        return own;
+    }
+    own + std::fs::read_dir(p).into_iter().flatten().flatten().map(|e| tree_bytes(&e.path())).sum::<u64>()
+}
+
+/// Removes what `unused` finds; returns it.
+pub fn gc(dir: &Path) -> Result<Vec<(PathBuf, u64)>, ImageError> {
+    let found = unused(dir);
+    for (p, _) in &found {
+        let removed = if p.is_dir() { std::fs::remove_dir_all(p) } else { std::fs::remove_file(p) };
+        removed.map_err(io_at(p))?;
+    }
+    Ok(found)
 }
 
 /// Whether `build` had work to do.
@@ -275,7 +328,7 @@ fn stage_and_mkfs(
     step("making the ext4 file system");
     let tmp = dir.join(format!(".{}.img.{}", recipe.name, std::process::id()));
     let out = Command::new(mkfs_ext4())
-        .args(["-q", "-F", "-L", "clonet", "-d"])
+        .args(["-q", "-F", "-L", "clonet", "-E", MKFS_OPTIONS, "-d"])
         .arg(stage)
         .arg(&tmp)
         .arg(format!("{}M", recipe.size_mb))
@@ -331,6 +384,26 @@ mod tests {
         assert!(r.files.iter().any(|(p, _, _)| p == "usr/bin/iperf3"));
         assert!(r.files.iter().any(|(p, _, _)| p == "lib64/ld.so"));
         assert_ne!(before, r.fingerprint(), "a new program rebuilds the image");
+    }
+
+    #[test]
+    fn only_files_no_image_uses_are_collected() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let img = d.join("uml-busybox.img");
+        std::fs::write(&img, b"image").unwrap();
+        let info = ImageInfo { name: "uml-busybox".into(), fingerprint: "f".into(), path: img.clone(), bytes: 5 };
+        std::fs::write(meta_path(d, "uml-busybox"), serde_json::to_vec(&info).unwrap()).unwrap();
+        std::fs::write(d.join(ACCEL_CACHE), b"x tcg").unwrap();
+        std::fs::create_dir(d.join(".uml-busybox.stage.42")).unwrap();
+        std::fs::write(d.join(".uml-busybox.stage.42/init"), b"#!").unwrap();
+        std::fs::write(d.join("kvm-busybox.qcow2.tmp"), b"half").unwrap();
+        let names: Vec<String> =
+            unused(d).iter().map(|(p, _)| p.file_name().unwrap().to_string_lossy().to_string()).collect();
+        assert_eq!(names, [".uml-busybox.stage.42", "kvm-busybox.qcow2.tmp"]);
+        assert_eq!(gc(d).unwrap().len(), 2);
+        assert!(unused(d).is_empty());
+        assert!(img.exists() && d.join(ACCEL_CACHE).exists(), "images in use stay");
     }
 
     #[test]

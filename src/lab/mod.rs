@@ -898,6 +898,7 @@ impl Lab {
             }
         }
         if let Some(rd) = self.run_dir.take() {
+            self.host.release(rd.path());
             if let Err(e) = rd.remove() {
                 eprintln!("clonet: removing run directory: {e}");
             }

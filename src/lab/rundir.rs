@@ -228,6 +228,8 @@ fn clean_one(dir: &Path) -> Result<CleanReport, RunDirError> {
             }
         }
     }
+    // btrfs subvolumes of its ns nodes live outside the run directory.
+    crate::host::ns::release_storage(dir);
     for m in mounts_under(dir) {
         if nix::mount::umount2(m.as_str(), nix::mount::MntFlags::MNT_DETACH).is_ok() {
             report.unmounted.push(m);
