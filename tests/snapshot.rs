@@ -238,3 +238,32 @@ print("btrfs ok");
     assert!(std::fs::read_dir(&fs.mount).unwrap().next().is_none(), "the storage is empty again");
     assert_nothing_left(&sb);
 }
+
+#[test]
+fn kvm_memory_snapshots_resume_where_they_were() {
+    let sb = Sandbox::new();
+    let stdout = sb.run_ok(
+        "mem.rhai",
+        r#"
+let k = node("k", #{ kind: "kvm" });
+let n = node("n");
+link(n, k, #{ ip_a: "10.0.0.1/24", ip_b: "10.0.0.2/24" });
+k.exec("echo before > /tmp/in-ram; sleep 1000 >/dev/null 2>&1 & echo $! > /tmp/pid");
+let s = snapshot(k, "live", #{ memory: true });
+k.exec("echo after > /tmp/in-ram; kill $(cat /tmp/pid)");
+restore(k, s);
+assert(k.exec("cat /tmp/in-ram").stdout == "before\n", "RAM (a tmpfs) is back");
+assert(k.exec("kill -0 $(cat /tmp/pid)").ok, "the killed process runs again");
+assert(ping(n, k), "the network goes on");
+// The machine's devices must be the same as then.
+let sw = lan("sw");
+link(k, sw);
+let refused = false;
+try { restore(k, s); } catch (e) { refused = `${e}`.contains("with the interfaces it had then"); }
+assert(refused, "a different set of NICs is refused clearly");
+print("memory ok");
+"#,
+    );
+    assert!(stdout.contains("memory ok"), "{stdout}");
+    assert_nothing_left(&sb);
+}

@@ -373,6 +373,20 @@ impl KvmNode {
         self.run_dir.join(format!("{}-{ifname}.sock", self.name))
     }
 
+    /// Runs a human-monitor command (savevm and loadvm have no QMP form in
+    /// QEMU 7.2); HMP reports failure as text.
+    fn hmp(&mut self, command: &str) -> Result<(), HostError> {
+        let out = self
+            .qmp
+            .execute("human-monitor-command", json!({ "command-line": command }))
+            .map_err(|e| self.qmp_err(e))?;
+        let text = out.as_str().unwrap_or_default().trim().to_string();
+        if text.to_lowercase().contains("error") || text.contains("not found") || text.contains("could not") {
+            return Err(HostError::Start(self.name.clone(), format!("{command}: {text}")));
+        }
+        Ok(())
+    }
+
     fn qmp_err(&self, e: super::qmp::QmpError) -> HostError {
         HostError::Start(self.name.clone(), e.to_string())
     }
@@ -429,6 +443,25 @@ impl RunningNode for KvmNode {
             return Err(e);
         }
         Ok(layer)
+    }
+
+    fn snapshot_memory(&mut self, dir: &Path, name: &str) -> Result<(PathBuf, PathBuf), HostError> {
+        // The disk as an external layer (for clones), then, on the new
+        // overlay, an internal qcow2 snapshot of RAM, devices and disk
+        // (`savevm`), which `restore_memory` loads back in place.
+        self.booted()?;
+        let layer = self.snapshot(dir, name)?;
+        self.hmp(&format!("savevm {name}"))?;
+        Ok((layer, self.run_dir.join(format!("{}.qcow2", self.name))))
+    }
+
+    fn forget_memory(&mut self, name: &str) -> Result<(), HostError> {
+        self.hmp(&format!("delvm {name}"))
+    }
+
+    fn restore_memory(&mut self, name: &str) -> Result<(), HostError> {
+        self.booted()?;
+        self.hmp(&format!("loadvm {name}"))
     }
 
     fn pause(&mut self, paused: bool) -> Result<(), HostError> {

@@ -164,6 +164,21 @@ pub trait RunningNode {
     fn snapshot(&mut self, _dir: &std::path::Path, _name: &str) -> Result<PathBuf, HostError> {
         Err(HostError::Unsupported("snapshots of this node kind are not available yet"))
     }
+    /// Like `snapshot`, and also saves the machine's RAM and device state
+    /// under `name`, for `restore_memory`; returns the disk layer and the
+    /// file holding the state.
+    fn snapshot_memory(&mut self, _dir: &std::path::Path, _name: &str) -> Result<(PathBuf, PathBuf), HostError> {
+        Err(HostError::Unsupported("memory snapshots are for kvm nodes"))
+    }
+    /// Drops the state `snapshot_memory(…, name)` saved.
+    fn forget_memory(&mut self, _name: &str) -> Result<(), HostError> {
+        Ok(())
+    }
+    /// Brings the running machine back to the RAM, device and disk state
+    /// saved by `snapshot_memory(…, name)`: it resumes where it was.
+    fn restore_memory(&mut self, _name: &str) -> Result<(), HostError> {
+        Err(HostError::Unsupported("memory snapshots are for kvm nodes"))
+    }
     /// Freezes the node or lets it go on.
     fn pause(&mut self, paused: bool) -> Result<(), HostError>;
     /// Tells the node its cable on `ifname` is plugged or not, where a

@@ -154,6 +154,9 @@ pub enum Command {
     Snapshot {
         node: String,
         name: String,
+        /// Also the RAM and device state (kvm), for a restore that resumes.
+        #[serde(default)]
+        memory: bool,
     },
     /// A new node of the same kind whose disk is a copy-on-write layer
     /// over a snapshot (a running node is snapshotted first).

@@ -67,6 +67,11 @@ pub enum LabError {
     Saved { path: std::path::PathBuf, why: String },
 }
 
+/// A node's interfaces as `name mac` words, in order.
+fn iface_signature(model: &topology::NodeModel) -> Vec<String> {
+    model.ifaces.iter().map(|i| format!("{} {}", i.name, i.mac)).collect()
+}
+
 /// Bytes a snapshot layer takes on disk: a file's allocated blocks, or
 /// everything under a directory.
 fn layer_bytes(path: &std::path::Path) -> u64 {
@@ -206,7 +211,7 @@ impl Lab {
             }
             Command::NodeInfo { node } => Ok(Reply::Node(self.node_info(&node)?)),
             Command::Console { node } => Ok(Reply::Console(self.running(&node)?.console())),
-            Command::Snapshot { node, name } => self.take_snapshot(&node, &name),
+            Command::Snapshot { node, name, memory } => self.take_snapshot(&node, &name, memory),
             Command::Clone { source, name, mem_mb, cpus } => self.clone_node(source, &name, mem_mb, cpus),
             Command::Restore { node, snapshot } => self.restore(&node, &snapshot).map(|()| Reply::Done),
             Command::Snapshots => {
@@ -541,11 +546,16 @@ impl Lab {
         })
     }
 
-    fn take_snapshot(&mut self, node: &str, name: &str) -> Result<Reply, LabError> {
+    fn take_snapshot(&mut self, node: &str, name: &str, memory: bool) -> Result<Reply, LabError> {
         self.snapshots.check_new(name)?;
         let model = self.topo.node(node)?.clone();
         let dir = self.snapshot_dir()?;
-        let layer = self.running_mut(node)?.snapshot(&dir, name)?;
+        let (layer, memory) = if memory {
+            let (layer, state) = self.running_mut(node)?.snapshot_memory(&dir, name)?;
+            (layer, Some(state))
+        } else {
+            (self.running_mut(node)?.snapshot(&dir, name)?, None)
+        };
         let record = snapshot::SnapshotRecord {
             name: name.to_string(),
             node: node.to_string(),
@@ -553,6 +563,8 @@ impl Lab {
             options: model.options.clone(),
             layer,
             users: Default::default(),
+            memory,
+            ifaces: iface_signature(&model),
         };
         self.snapshots.add(record)?;
         // A kvm node goes on, on an overlay over its own snapshot.
@@ -582,7 +594,7 @@ impl Lab {
                     .map(|i| if i == 1 { base.clone() } else { format!("{base}-{i}") })
                     .find(|s| self.snapshots.check_new(s).is_ok())
                     .ok_or_else(|| snapshot::SnapshotError::Exists(base.clone()))?;
-                self.take_snapshot(&n, &auto)?;
+                self.take_snapshot(&n, &auto, false)?;
                 auto
             }
         };
@@ -600,6 +612,17 @@ impl Lab {
         let kind = self.topo.node(node)?.kind;
         if kind != r.kind {
             return Err(LabError::KindMismatch { node: node.into(), kind, snapshot: snap.into(), other: r.kind });
+        }
+        if r.memory.is_some() {
+            // Resume in place: the same machine, with the NICs it had then.
+            if r.node != node || iface_signature(self.topo.node(node)?) != r.ifaces {
+                return Err(LabError::Saved {
+                    path: r.layer.clone(),
+                    why: format!("resuming snapshot {snap:?} needs node {:?} with the interfaces it had then", r.node),
+                });
+            }
+            self.running_mut(node)?.restore_memory(snap)?;
+            return Ok(());
         }
         if self.topo.node(node)?.running {
             self.stop_node(node)?;
@@ -675,6 +698,13 @@ impl Lab {
     fn delete_snapshot(&mut self, name: &str) -> Result<(), LabError> {
         let r = self.snapshots.remove(name)?;
         let _ = if r.layer.is_dir() { std::fs::remove_dir_all(&r.layer) } else { std::fs::remove_file(&r.layer) };
+        if r.memory.is_some() {
+            // The state lives inside the node's overlay (a qcow2 internal
+            // snapshot): drop it there, if the node still runs on it.
+            if let Some(n) = self.nodes.get_mut(&r.node) {
+                let _ = n.forget_memory(name);
+            }
+        }
         Ok(())
     }
 

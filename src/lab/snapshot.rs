@@ -34,6 +34,13 @@ pub struct SnapshotRecord {
     pub layer: PathBuf,
     /// Nodes whose disk is built on this snapshot.
     pub users: BTreeSet<String>,
+    /// The saved RAM and device state, for snapshots that have one.
+    #[serde(default)]
+    pub memory: Option<PathBuf>,
+    /// The node's interfaces (name and MAC) when it was taken: a restore
+    /// that resumes the RAM state needs the same ones.
+    #[serde(default)]
+    pub ifaces: Vec<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -103,6 +110,8 @@ mod tests {
             options: NodeOptions::default(),
             layer: format!("/run/lab/snapshots/{name}.cow").into(),
             users: BTreeSet::new(),
+            memory: None,
+            ifaces: vec![],
         }
     }
 

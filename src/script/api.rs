@@ -1438,7 +1438,32 @@ pub mod snapshot_api {
     /// ```
     #[rhai_fn(return_raw)]
     pub fn snapshot(ctx: NativeCallContext, node: NodeRef, name: &str) -> RhaiResult<Snapshot> {
-        call(&ctx, Command::Snapshot { node: node.name.clone(), name: name.to_string() })?;
+        call(&ctx, Command::Snapshot { node: node.name.clone(), name: name.to_string(), memory: false })?;
+        Ok(SnapshotRef { name: name.to_string() })
+    }
+
+    /// A snapshot with options: `memory: true` (kvm) also saves the
+    /// machine's RAM and device state, and `restore` then resumes it where
+    /// it was, running programs included, instead of booting.
+    ///
+    /// ```rhai
+    /// let k = node("k", #{ kind: "kvm" });
+    /// k.exec("echo before > /tmp/in-ram");
+    /// let s = snapshot(k, "live", #{ memory: true });
+    /// k.exec("echo after > /tmp/in-ram");
+    /// restore(k, s);
+    /// assert(k.exec("cat /tmp/in-ram").stdout == "before\n");
+    /// ```
+    #[rhai_fn(name = "snapshot", return_raw)]
+    pub fn snapshot_with(ctx: NativeCallContext, node: NodeRef, name: &str, options: Map) -> RhaiResult<Snapshot> {
+        check_keys("snapshot", &options, &["memory"])?;
+        let memory = match options.get("memory") {
+            None => false,
+            Some(v) => {
+                v.as_bool().map_err(|t| script_error(format!("snapshot(): memory is true or false, not {t}")))?
+            }
+        };
+        call(&ctx, Command::Snapshot { node: node.name.clone(), name: name.to_string(), memory })?;
         Ok(SnapshotRef { name: name.to_string() })
     }
 
