@@ -6,12 +6,6 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::Stdio;
 use std::time::Duration;
 
-fn assert_nothing_left(sb: &Sandbox) {
-    assert!(sb.run_dirs().is_empty(), "run directory left: {:?}", sb.run_dirs());
-    let base = sb.run_base().to_string_lossy().to_string();
-    assert!(eventually(5, || processes_matching(&base).is_empty()), "left: {:?}", processes_matching(&base));
-}
-
 #[test]
 fn the_console_attaches_and_detaching_leaves_the_node_running() {
     let sb = Sandbox::new();

@@ -3,16 +3,6 @@
 mod common;
 use common::*;
 
-fn assert_nothing_left(sb: &Sandbox) {
-    assert!(sb.run_dirs().is_empty(), "run directory (sockets, overlays) left: {:?}", sb.run_dirs());
-    let base = sb.run_base().to_string_lossy().to_string();
-    assert!(
-        eventually(5, || processes_matching(&base).is_empty()),
-        "QEMU or UML processes left: {:?}",
-        processes_matching(&base)
-    );
-}
-
 #[test]
 fn kvm_nodes_ping_share_a_lan_with_every_kind_take_new_nics_and_return_large_output() {
     let sb = Sandbox::new();

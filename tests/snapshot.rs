@@ -2,13 +2,6 @@
 mod common;
 use common::*;
 
-fn assert_nothing_left(sb: &Sandbox) {
-    assert!(sb.run_dirs().is_empty(), "run directory (layers, COW files) left: {:?}", sb.run_dirs());
-    let base = sb.run_base().to_string_lossy().to_string();
-    assert!(eventually(5, || processes_matching(&base).is_empty()), "left: {:?}", processes_matching(&base));
-    assert!(mounts_matching(&base).is_empty(), "mounts left: {:?}", mounts_matching(&base));
-}
-
 /// The snapshot scenario every kind must pass.
 const SCENARIO: &str = r#"
 let kind = KIND;

@@ -2,16 +2,6 @@
 mod common;
 use common::*;
 
-fn assert_no_uml_left(sb: &Sandbox) {
-    assert!(sb.run_dirs().is_empty(), "run directory (sockets, COW files) left: {:?}", sb.run_dirs());
-    let base = sb.run_base().to_string_lossy().to_string();
-    assert!(
-        eventually(5, || processes_matching(&base).is_empty()),
-        "UML processes left: {:?}",
-        processes_matching(&base)
-    );
-}
-
 #[test]
 fn two_uml_nodes_ping_each_other_and_run_commands() {
     let sb = Sandbox::new();
@@ -41,7 +31,7 @@ print("uml ok");
     let macs: Vec<&str> = mac_line.split_whitespace().filter(|w| w.contains(':') && w.len() == 17).collect();
     assert_eq!(macs.len(), 2);
     assert_eq!(macs[0], macs[1], "the guest uses the MAC clonet assigned");
-    assert_no_uml_left(&sb);
+    assert_nothing_left(&sb);
 }
 
 #[test]
@@ -63,7 +53,7 @@ print("mixed ok");
 "#,
     );
     assert!(stdout.contains("mixed ok"), "{stdout}");
-    assert_no_uml_left(&sb);
+    assert_nothing_left(&sb);
 }
 
 #[test]
@@ -85,7 +75,7 @@ print("wrote");
     );
     assert!(stdout.contains("wrote"));
     assert!(std::fs::read(&img).unwrap() == before, "the base image changed");
-    assert_no_uml_left(&sb);
+    assert_nothing_left(&sb);
 }
 
 #[test]
@@ -99,7 +89,7 @@ fn a_missing_image_is_a_clear_error_that_leaves_nothing() {
         stderr.contains("noimg.rhai:1:9: error: node \"u\" did not start: no image at /nonexistent.img"),
         "{stderr}"
     );
-    assert_no_uml_left(&sb);
+    assert_nothing_left(&sb);
 }
 
 #[test]
@@ -136,7 +126,7 @@ print("segmentation ok");
 "#,
     );
     assert!(stdout.contains("segmentation ok"), "{stdout}");
-    assert_no_uml_left(&sb);
+    assert_nothing_left(&sb);
 }
 
 #[test]
@@ -204,7 +194,7 @@ print("fault ok");
     assert!(out.status.success(), "{stdout}{stderr}");
     assert!(stdout.contains("fault ok"));
     assert!(stderr.contains("clonet: node u died"), "the event is printed: {stderr}");
-    assert_no_uml_left(&sb);
+    assert_nothing_left(&sb);
 }
 
 #[test]
@@ -219,7 +209,7 @@ fn a_boot_timeout_or_a_bad_option_is_a_clear_error_that_leaves_nothing() {
         stderr.contains("slow.rhai:2:3: error: node \"u\" did not start: the guest agent did not answer within 50ms"),
         "{stderr}"
     );
-    assert_no_uml_left(&sb);
+    assert_nothing_left(&sb);
     for (option, message) in [
         ("args: [\"two words\"]", "bad kernel argument"),
         ("args: \"ubd1=x\"", "args must be an array of strings"),
@@ -231,7 +221,7 @@ fn a_boot_timeout_or_a_bad_option_is_a_clear_error_that_leaves_nothing() {
         let stderr = text(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{option}: {stderr}");
         assert!(stderr.contains("bad.rhai:1:1: error: ") && stderr.contains(message), "{option}: {stderr}");
-        assert_no_uml_left(&sb);
+        assert_nothing_left(&sb);
     }
 }
 
@@ -258,7 +248,7 @@ print("oversize ok");
 "#,
     );
     assert!(stdout.contains("oversize ok"), "{stdout}");
-    assert_no_uml_left(&sb);
+    assert_nothing_left(&sb);
 }
 
 #[test]
@@ -273,5 +263,5 @@ fn a_uml_machine_that_dies_while_booting_is_started_again() {
     assert!(out.status.success(), "{stdout}{stderr}");
     assert_eq!(stdout, "u\n\n");
     assert!(stderr.contains("clonet: u: linux.uml died while booting; starting it again"), "{stderr}");
-    assert_no_uml_left(&sb);
+    assert_nothing_left(&sb);
 }

@@ -154,3 +154,12 @@ pub fn eventually(secs: u64, mut cond: impl FnMut() -> bool) -> bool {
     }
     cond()
 }
+
+/// Asserts that a sandbox's labs left nothing: no run directory (sockets,
+/// COW files, layers), no process (ns inits, linux.uml, QEMU) and no mount.
+pub fn assert_nothing_left(sb: &Sandbox) {
+    assert!(sb.run_dirs().is_empty(), "run directory left: {:?}", sb.run_dirs());
+    let base = sb.run_base().to_string_lossy().to_string();
+    assert!(eventually(5, || processes_matching(&base).is_empty()), "processes left: {:?}", processes_matching(&base));
+    assert!(mounts_matching(&base).is_empty(), "mounts left: {:?}", mounts_matching(&base));
+}
