@@ -16,6 +16,7 @@ pub mod fabric;
 pub mod fdb;
 pub mod frame;
 pub mod gso;
+pub mod impair;
 pub mod port;
 pub mod vlan;
 
