@@ -749,9 +749,15 @@ impl Lab {
             self.topo.uplinks.get_mut(name).expect("checked").up = up;
             return Ok(());
         }
-        self.topo.link(name)?;
+        let was_up = self.topo.link(name)?.up;
         self.topo.set_link_up(name, up)?;
-        self.apply_link_state(name)
+        if let Err(e) = self.apply_link_state(name) {
+            // Leave the model and the ports as they were.
+            self.topo.set_link_up(name, was_up)?;
+            let _ = self.apply_link_state(name);
+            return Err(e);
+        }
+        Ok(())
     }
 
     fn links_of(&self, node: &str) -> Vec<String> {
