@@ -77,6 +77,8 @@ pub struct AgentLine {
     writer: UnixStream,
     next_request: u64,
     said_hello: bool,
+    /// The start of a line not complete yet (while waiting for hello).
+    pending: String,
 }
 
 impl AgentLine {
@@ -88,6 +90,7 @@ impl AgentLine {
             writer,
             next_request: 1,
             said_hello: false,
+            pending: String::new(),
         })
     }
 
@@ -96,12 +99,22 @@ impl AgentLine {
         if self.said_hello {
             return true;
         }
-        let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
-        let _ = self.reader.get_ref().set_read_timeout(Some(left));
-        let mut hello = String::new();
-        self.said_hello = matches!(self.reader.read_line(&mut hello), Ok(n) if n > 0)
-            && matches!(parse_line(hello.trim_end()), Ok(AgentMsg::Hello { .. }));
-        self.said_hello
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
+            let _ = self.reader.get_ref().set_read_timeout(Some(left));
+            // A line cut by the timeout stays in `pending` for the next call.
+            match self.reader.read_line(&mut self.pending) {
+                Ok(n) if n > 0 && self.pending.ends_with('\n') => {
+                    let line = std::mem::take(&mut self.pending);
+                    if matches!(parse_line(line.trim_end()), Ok(AgentMsg::Hello { .. })) {
+                        self.said_hello = true;
+                        return true;
+                    }
+                }
+                Ok(n) if n > 0 => {}
+                _ => return false,
+            }
+        }
     }
 
     /// Runs a script in the guest and waits for its result.

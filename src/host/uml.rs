@@ -152,7 +152,17 @@ impl UmlNode {
     /// error quotes the end of its console.
     fn booted(&mut self) -> Result<&Mconsole, HostError> {
         while self.mconsole.is_none() {
-            let said_hello = self.agent.wait_hello(self.boot_deadline);
+            // Wait in slices: a crashed linux.uml may leave a stopped helper
+            // holding the agent line open, so its end never comes.
+            let said_hello = loop {
+                let slice = self.boot_deadline.min(Instant::now() + Duration::from_millis(200));
+                if self.agent.wait_hello(slice) {
+                    break true;
+                }
+                if !super::is_alive(&self.record) || Instant::now() >= self.boot_deadline {
+                    break false;
+                }
+            };
             if !said_hello && self.boot_retries > 0 && !super::is_alive(&self.record) {
                 // linux.uml sometimes crashes while booting on busy hosts
                 // (the host kernel reports "overflowed sigaltstack"): boot
@@ -163,6 +173,7 @@ impl UmlNode {
                 eprintln!("clonet: {}: linux.uml died while booting; starting it again", self.name);
                 let m = spawn(&spec, &image, mem)?;
                 (self.child, self.record, self.agent, self.console) = (m.child, m.record, m.agent, m.console);
+                self.boot_deadline = Instant::now() + super::guest::boot_timeout(BOOT_TIMEOUT);
                 continue;
             }
             let mconsole = if said_hello {
