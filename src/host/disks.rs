@@ -8,18 +8,19 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use super::HostError;
+use super::{run_command as run, HostError};
 use crate::lab::topology::NodeKind;
 
-fn run(cmd: &mut Command, what: &str) -> Result<(), HostError> {
-    let out = cmd.output().map_err(HostError::io(format!("{what}: running {:?}", cmd.get_program())))?;
-    if !out.status.success() {
-        return Err(HostError::Io {
-            what: what.to_string(),
-            source: std::io::Error::other(String::from_utf8_lossy(&out.stderr).trim().to_string()),
-        });
+/// Bytes a file, or everything under a directory, takes on disk
+/// (allocated blocks: holes in COW files do not count).
+pub fn bytes_on_disk(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = std::fs::symlink_metadata(path) else { return 0 };
+    let own = meta.blocks() * 512;
+    if !meta.is_dir() {
+        return own;
     }
-    Ok(())
+    own + std::fs::read_dir(path).into_iter().flatten().flatten().map(|e| bytes_on_disk(&e.path())).sum::<u64>()
 }
 
 /// Where a node's disk rests while it is stopped, in the lab's run dir.

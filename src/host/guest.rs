@@ -26,19 +26,8 @@ pub fn boot_timeout(default: Duration) -> Duration {
 /// is mostly holes, so this copies only what the node wrote.
 pub fn sparse_copy(src: &Path, dst: &Path) -> Result<(), HostError> {
     let _ = std::fs::remove_file(dst);
-    let out = std::process::Command::new("cp")
-        .arg("--sparse=always")
-        .arg(src)
-        .arg(dst)
-        .output()
-        .map_err(HostError::io("running cp"))?;
-    if !out.status.success() {
-        return Err(HostError::Io {
-            what: format!("copying {}", src.display()),
-            source: std::io::Error::other(String::from_utf8_lossy(&out.stderr).trim().to_string()),
-        });
-    }
-    Ok(())
+    let mut cp = std::process::Command::new("cp");
+    super::run_command(cp.arg("--sparse=always").arg(src).arg(dst), &format!("copying {}", src.display()))
 }
 
 /// Gives a machine asked to power off up to `within` to exit.

@@ -57,6 +57,19 @@ impl HostError {
     }
 }
 
+/// Runs a host program to completion; a failure carries `what` and the
+/// program's own complaint (its stderr).
+pub fn run_command(cmd: &mut std::process::Command, what: &str) -> Result<(), HostError> {
+    let out = cmd.output().map_err(HostError::io(format!("{what}: running {:?}", cmd.get_program())))?;
+    if !out.status.success() {
+        return Err(HostError::Io {
+            what: what.to_string(),
+            source: io::Error::other(String::from_utf8_lossy(&out.stderr).trim().to_string()),
+        });
+    }
+    Ok(())
+}
+
 /// What a node needs to start.
 #[derive(Clone, Debug)]
 pub struct NodeSpec {

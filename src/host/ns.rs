@@ -123,7 +123,9 @@ impl NodeHost for LinuxHost {
             crate::lab::topology::NodeKind::Uml => {
                 let image = match &spec.options.image {
                     Some(path) => path.clone(),
-                    None => default_image().map_err(|e| HostError::Start(spec.name.clone(), e.to_string()))?,
+                    None => busybox_image()
+                        .map(|i| i.path)
+                        .map_err(|e| HostError::Start(spec.name.clone(), e.to_string()))?,
                 };
                 if !image.is_file() {
                     return Err(HostError::Start(spec.name.clone(), format!("no image at {}", image.display())));
@@ -157,19 +159,27 @@ impl NodeHost for LinuxHost {
 
 /// The cached kvm kernel, initramfs and disk, built on first use.
 fn kvm_images() -> Result<super::kvm::KvmImages, crate::image::ImageError> {
-    let dir = crate::image::cache_dir();
-    let recipe = crate::image::default_recipe()?;
-    let (rootfs, _) = crate::image::build(&recipe, &dir, false, &mut |_| {})?;
-    let (k, _) = crate::image::kvm::build(&dir, &rootfs, false, &mut |_| {})?;
+    static FOUND: std::sync::Mutex<Option<crate::image::kvm::KvmImage>> = std::sync::Mutex::new(None);
+    let mut found = FOUND.lock().unwrap_or_else(|p| p.into_inner());
+    if found.is_none() {
+        let rootfs = busybox_image()?;
+        *found = Some(crate::image::kvm::build(&crate::image::cache_dir(), &rootfs, false, &mut |_| {})?.0);
+    }
+    let k = found.clone().expect("set above");
     Ok(super::kvm::KvmImages { kernel: k.kernel, initrd: k.initrd, disk: k.disk })
 }
 
-/// The cached busybox image, built on first use.
-fn default_image() -> Result<std::path::PathBuf, crate::image::ImageError> {
-    let dir = crate::image::cache_dir();
-    let recipe = crate::image::default_recipe()?;
-    let (info, _) = crate::image::build(&recipe, &dir, false, &mut |_| {})?;
-    Ok(info.path)
+/// The cached busybox image, built on first use. Checking the recipe
+/// reads and hashes megabytes (busybox, iperf3 and its libraries) and
+/// runs `ldd`: done once per process, not for every node.
+fn busybox_image() -> Result<crate::image::ImageInfo, crate::image::ImageError> {
+    static FOUND: std::sync::Mutex<Option<crate::image::ImageInfo>> = std::sync::Mutex::new(None);
+    let mut found = FOUND.lock().unwrap_or_else(|p| p.into_inner());
+    if found.is_none() {
+        let recipe = crate::image::default_recipe()?;
+        *found = Some(crate::image::build(&recipe, &crate::image::cache_dir(), false, &mut |_| {})?.0);
+    }
+    Ok(found.clone().expect("set above"))
 }
 
 /// Where an ns node's root layers live: `<storage>/<node>/`.
@@ -194,17 +204,12 @@ fn btrfs_storage(spec: &NodeSpec) -> Option<std::path::PathBuf> {
 }
 
 fn btrfs(args: &[&std::ffi::OsStr], what: &str) -> Result<(), HostError> {
-    let out = Command::new("btrfs")
-        .args(args)
-        .output()
-        .map_err(|e| HostError::io(format!("{what}: running btrfs (install btrfs-progs)"))(e))?;
-    if !out.status.success() {
-        return Err(HostError::Io {
-            what: what.to_string(),
-            source: std::io::Error::other(String::from_utf8_lossy(&out.stderr).trim().to_string()),
-        });
-    }
-    Ok(())
+    super::run_command(Command::new("btrfs").args(args), what).map_err(|e| match e {
+        HostError::Io { what, source } if source.kind() == std::io::ErrorKind::NotFound => {
+            HostError::Io { what: format!("{what} (install btrfs-progs)"), source }
+        }
+        e => e,
+    })
 }
 
 /// Deletes the btrfs layer storage a run directory links to (teardown,
@@ -242,14 +247,13 @@ fn btrfs_base(storage: &std::path::Path, rootfs: &std::path::Path) -> Result<std
     btrfs(&["subvolume".as_ref(), "create".as_ref(), base.as_os_str()], "making the base subvolume")?;
     let mut src = rootfs.as_os_str().to_os_string();
     src.push("/.");
-    let out = Command::new("cp").args(["-a", "--reflink=auto"]).arg(&src).arg(&base).output();
-    match out {
-        Ok(o) if o.status.success() => {}
-        other => {
-            let why = other.map(|o| String::from_utf8_lossy(&o.stderr).to_string()).unwrap_or_else(|e| e.to_string());
-            let _ = btrfs(&["subvolume".as_ref(), "delete".as_ref(), base.as_os_str()], "cleaning up");
-            return Err(HostError::Io { what: format!("copying {text}"), source: std::io::Error::other(why) });
-        }
+    let copied = super::run_command(
+        Command::new("cp").args(["-a", "--reflink=auto"]).arg(&src).arg(&base),
+        &format!("copying {text}"),
+    );
+    if let Err(e) = copied {
+        let _ = btrfs(&["subvolume".as_ref(), "delete".as_ref(), base.as_os_str()], "cleaning up");
+        return Err(e);
     }
     btrfs(
         &["property".as_ref(), "set".as_ref(), base.as_os_str(), "ro".as_ref(), "true".as_ref()],
@@ -562,18 +566,16 @@ impl RunningNode for NsNode {
         }
         std::fs::create_dir_all(&layer).map_err(HostError::io("creating a snapshot"))?;
         self.pause(true)?;
-        let copied =
-            Command::new("cp").args(["-a", "--reflink=auto"]).arg(&self.root.upper).arg(layer.join("upper")).output();
+        let copied = super::run_command(
+            Command::new("cp").args(["-a", "--reflink=auto"]).arg(&self.root.upper).arg(layer.join("upper")),
+            &format!("copying the root of {}", self.name),
+        );
         let resumed = self.pause(false);
-        let out = copied.map_err(HostError::io("running cp"))?;
-        resumed?;
-        if !out.status.success() {
+        if let Err(e) = copied {
             let _ = std::fs::remove_dir_all(&layer);
-            return Err(HostError::Io {
-                what: format!("copying the root of {}", self.name),
-                source: std::io::Error::other(String::from_utf8_lossy(&out.stderr).trim().to_string()),
-            });
+            return Err(e);
         }
+        resumed?;
         std::fs::write(layer.join("lower"), &self.root.lower).map_err(HostError::io("writing a snapshot"))?;
         Ok(layer)
     }

@@ -240,7 +240,7 @@ pub fn unused(dir: &Path) -> Vec<(PathBuf, u64)> {
         .map(|e| e.path())
         .filter(|p| !keep.contains(p))
         .map(|p| {
-            let bytes = tree_bytes(&p);
+            let bytes = crate::host::disks::bytes_on_disk(&p);
             (p, bytes)
         })
         .collect();
@@ -250,16 +250,6 @@ pub fn unused(dir: &Path) -> Vec<(PathBuf, u64)> {
 
 /// The file where the KVM probe's verdict is kept.
 pub const ACCEL_CACHE: &str = "accel";
-
-fn tree_bytes(p: &Path) -> u64 {
-    use std::os::unix::fs::MetadataExt;
-    let Ok(m) = std::fs::symlink_metadata(p) else { return 0 };
-    let own = m.blocks() * 512;
-    if !m.is_dir() {
-        return own;
-    }
-    own + std::fs::read_dir(p).into_iter().flatten().flatten().map(|e| tree_bytes(&e.path())).sum::<u64>()
-}
 
 /// Removes what `unused` finds; returns it.
 pub fn gc(dir: &Path) -> Result<Vec<(PathBuf, u64)>, ImageError> {

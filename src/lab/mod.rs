@@ -72,18 +72,6 @@ fn iface_signature(model: &topology::NodeModel) -> Vec<String> {
     model.ifaces.iter().map(|i| format!("{} {}", i.name, i.mac)).collect()
 }
 
-/// Bytes a snapshot layer takes on disk: a file's allocated blocks, or
-/// everything under a directory.
-fn layer_bytes(path: &std::path::Path) -> u64 {
-    use std::os::unix::fs::MetadataExt;
-    let Ok(meta) = std::fs::symlink_metadata(path) else { return 0 };
-    let own = meta.blocks() * 512;
-    if !meta.is_dir() {
-        return own;
-    }
-    own + std::fs::read_dir(path).into_iter().flatten().flatten().map(|e| layer_bytes(&e.path())).sum::<u64>()
-}
-
 /// A switch port and what it is plugged into.
 struct PortHandle {
     id: PortId,
@@ -242,7 +230,7 @@ impl Lab {
                 .run_dir
                 .as_ref()
                 .and_then(|r| self.host.disk_at_rest(model.kind, r.path(), node))
-                .map_or(0, |p| layer_bytes(&p)),
+                .map_or(0, |p| crate::host::disks::bytes_on_disk(&p)),
             running: model.running,
         })
     }
@@ -536,7 +524,7 @@ impl Lab {
 
     fn snapshot_info(&self, name: &str) -> Result<SnapshotInfo, LabError> {
         let r = self.snapshots.get(name)?;
-        let bytes = layer_bytes(&r.layer);
+        let bytes = crate::host::disks::bytes_on_disk(&r.layer);
         Ok(SnapshotInfo {
             name: r.name.clone(),
             node: r.node.clone(),
