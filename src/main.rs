@@ -53,6 +53,18 @@ enum Cmd {
         #[arg(long)]
         lab: Option<String>,
     },
+    /// Follow the frames of a link, LAN or `node:iface` port of a running
+    /// lab from another terminal, as pcap on stdout:
+    /// `clonet capture lab a--b | tshark -r -`.
+    Capture {
+        /// The running lab's name.
+        lab: String,
+        /// A link (`a--b`), a LAN, or a port (`node:iface`).
+        target: String,
+        /// Stop after this many frames.
+        #[arg(short = 'c', long)]
+        count: Option<u64>,
+    },
     /// Guest images for uml (and later kvm) nodes.
     #[command(subcommand)]
     Image(ImageCmd),
@@ -294,6 +306,20 @@ fn console(node: &str, lab: Option<&str>) -> ExitCode {
     }
 }
 
+fn capture(lab: &str, target: &str, count: Option<u64>) -> ExitCode {
+    let Some(dir) = rundir::running_lab(&rundir::base_dir(), lab) else {
+        eprintln!("clonet: no running lab is called {lab:?}");
+        return ExitCode::FAILURE;
+    };
+    match clonet::lab::capture::follow(&dir, target, count, std::io::stdout().lock()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("clonet: capture {target}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn clean() -> ExitCode {
     match rundir::clean(&rundir::base_dir()) {
         Ok(r) => {
@@ -369,6 +395,7 @@ fn main() -> ExitCode {
         Cmd::Repl { name } => session(None, None, name, true),
         Cmd::Clean => clean(),
         Cmd::Console { node, lab } => console(&node, lab.as_deref()),
+        Cmd::Capture { lab, target, count } => capture(&lab, &target, count),
         Cmd::Image(cmd) => image(cmd),
         Cmd::Doc { name, json, output } => doc(name.as_deref(), json, output.as_deref()),
         Cmd::NsInit { hostname, hosts, root } => {

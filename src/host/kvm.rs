@@ -469,7 +469,7 @@ impl RunningNode for KvmNode {
         self.qmp.execute(verb, json!({})).map(|_| ()).map_err(|e| self.qmp_err(e))
     }
 
-    fn set_link(&mut self, ifname: &str, up: bool) -> Result<(), HostError> {
+    fn set_link(&mut self, ifname: &str, up: bool, _routes: &[Route]) -> Result<(), HostError> {
         let Some(n) = self.nics.get(ifname) else { return Ok(()) };
         let name = format!("nic{n}");
         self.qmp.execute("set_link", json!({ "name": name, "up": up })).map(|_| ()).map_err(|e| self.qmp_err(e))

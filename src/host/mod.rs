@@ -195,8 +195,10 @@ pub trait RunningNode {
     /// Freezes the node or lets it go on.
     fn pause(&mut self, paused: bool) -> Result<(), HostError>;
     /// Tells the node its cable on `ifname` is plugged or not, where a
-    /// switch port's carrier does not reach it (kvm). Nothing by default.
-    fn set_link(&mut self, _ifname: &str, _up: bool) -> Result<(), HostError> {
+    /// switch port's carrier does not reach it (kvm, uml). `routes` are the
+    /// node's static routes, for kinds that lose them on the way. Nothing
+    /// by default.
+    fn set_link(&mut self, _ifname: &str, _up: bool, _routes: &[Route]) -> Result<(), HostError> {
         Ok(())
     }
     /// Kind-specific facts worth showing (kvm: `accel=kvm|tcg`).

@@ -305,6 +305,25 @@ impl RunningNode for UmlNode {
         self.must(&route_command(route), &format!("adding a route to {}", route.dst))
     }
 
+    /// UML's vector NIC has no carrier of its own to take away, so the
+    /// closest equivalent is used: the interface goes down inside the
+    /// guest (operstate DOWN) while the switch stops its frames, and comes
+    /// back up with the static routes the kernel dropped meanwhile.
+    fn set_link(&mut self, ifname: &str, up: bool, routes: &[Route]) -> Result<(), HostError> {
+        if !self.nics.contains_key(ifname) {
+            return Ok(());
+        }
+        let state = if up { "up" } else { "down" };
+        self.must(&format!("ip link set {ifname} {state}"), &format!("setting {ifname} {state}"))?;
+        if up {
+            for r in routes {
+                let replace = route_command(r).replacen("ip route add", "ip route replace", 1);
+                self.must(&replace, &format!("restoring the route to {}", r.dst))?;
+            }
+        }
+        Ok(())
+    }
+
     fn forget_iface(&mut self, ifname: &str) {
         if let Some(n) = self.nics.remove(ifname).filter(|_| super::is_alive(&self.record)) {
             // UML only unplugs a NIC that is down.

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 
 use super::addr::{Cidr, Route};
-use super::topology::{Iface, LinkModel, NodeKind, Topology};
+use super::topology::{Iface, LinkImpairment, LinkModel, NodeKind, Topology};
 use crate::host::{ExecOutput, ExecRequest};
 use crate::switch::counters::CounterSnapshot;
 use crate::switch::vlan::VlanMode;
@@ -27,6 +27,17 @@ pub struct LinkOptions {
     /// The link's own name (default: `a--b`, then `a--b#2`, …).
     #[serde(default)]
     pub link_name: Option<String>,
+    /// Impairments of the new link or LAN port.
+    #[serde(default)]
+    pub impair: Option<LinkImpairment>,
+}
+
+/// A capture started into a file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaptureInfo {
+    pub id: u64,
+    pub target: String,
+    pub file: std::path::PathBuf,
 }
 
 pub use super::topology::NodeOptions;
@@ -122,6 +133,25 @@ pub enum Command {
     SetLinkUp {
         link: String,
         up: bool,
+    },
+    /// Replaces the impairments of a link, a link between LANs, or a LAN
+    /// port (`node:iface`); on a bad value the link keeps its settings.
+    SetImpairment {
+        link: String,
+        impair: LinkImpairment,
+    },
+    /// Seeds every impaired direction that has no seed of its own (and
+    /// re-seeds those already impaired), for reproducible runs.
+    Seed {
+        seed: u64,
+    },
+    /// Writes the frames of a link, LAN or port to a pcap file.
+    StartCapture {
+        target: String,
+        file: std::path::PathBuf,
+    },
+    StopCapture {
+        id: u64,
     },
     SetIp {
         node: String,
@@ -257,6 +287,12 @@ pub enum Reply {
     Console(crate::host::console::ConsoleTarget),
     Snapshot(SnapshotInfo),
     Snapshots(Vec<SnapshotInfo>),
+    Capture(CaptureInfo),
+    /// A capture ended: frames written, copies lost to a slow writer.
+    CaptureStopped {
+        frames: u64,
+        lost: u64,
+    },
 }
 
 #[cfg(test)]

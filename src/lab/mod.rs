@@ -9,7 +9,9 @@
 //! Owns: the topology, running nodes, switch ports and segments, the run
 //! directory. Must not touch: Rhai, terminal output other than warnings.
 pub mod addr;
+pub mod capture;
 pub mod command;
+pub mod impairment;
 pub mod names;
 pub mod rebuild;
 pub mod rundir;
@@ -65,6 +67,18 @@ pub enum LabError {
     CloneStopped(String),
     #[error("{path}: {why}")]
     Saved { path: std::path::PathBuf, why: String },
+    #[error("{0}")]
+    Capture(String),
+    #[error("{0:?} is a port of link {1:?}: set the link's impairments (a_to_b / b_to_a)")]
+    PortOfLink(String, String),
+}
+
+/// What impairments apply to: a link, a link between LANs, or a LAN port.
+#[derive(Clone, Debug)]
+enum Wire {
+    Link(String),
+    Uplink(String),
+    LanPort(IfaceRef),
 }
 
 /// A node's interfaces as `name mac` words, in order.
@@ -93,6 +107,13 @@ pub struct Lab {
     switch: Option<Switch>,
     run_dir: Option<RunDir>,
     snapshots: snapshot::Snapshots,
+    /// The lab-wide seed of impaired directions without their own.
+    seed: Option<u64>,
+    /// Every switch port, shared with the capture server.
+    directory: capture::PortDirectory,
+    capture_server: Option<capture::CaptureServer>,
+    file_captures: HashMap<u64, capture::FileCapture>,
+    next_capture: u64,
 }
 
 fn key(r: &IfaceRef) -> (String, String) {
@@ -114,9 +135,21 @@ impl Lab {
             switch: None,
             run_dir: Some(run_dir),
             snapshots: Default::default(),
+            seed: None,
+            directory: Default::default(),
+            capture_server: None,
+            file_captures: HashMap::new(),
+            next_capture: 1,
         };
         lab.write_hosts()?;
-        lab.switch = Some(Switch::start()?);
+        let switch = Switch::start()?;
+        let control = switch.capture_control();
+        lab.switch = Some(switch);
+        let dir = lab.run_dir_mut().path().to_path_buf();
+        lab.capture_server = Some(
+            capture::CaptureServer::start(&dir, lab.directory.clone(), control)
+                .map_err(|e| HostError::io("starting the capture server")(e))?,
+        );
         Ok(lab)
     }
 
@@ -186,6 +219,10 @@ impl Lab {
             Command::DeleteLink { link } => self.delete_link(&link).map(|()| Reply::Done),
             Command::Unlink { a, b } => self.unlink(&a, &b).map(|()| Reply::Done),
             Command::SetLinkUp { link, up } => self.set_link_up(&link, up).map(|()| Reply::Done),
+            Command::SetImpairment { link, impair } => self.set_impairment(&link, impair).map(|()| Reply::Done),
+            Command::Seed { seed } => self.set_seed(seed).map(|()| Reply::Done),
+            Command::StartCapture { target, file } => self.start_capture(&target, &file),
+            Command::StopCapture { id } => self.stop_capture(id),
             Command::SetIp { node, iface, cidr } => self.set_ip(&node, &iface, cidr).map(|()| Reply::Done),
             Command::AddRoute { node, route } => self.add_route(&node, route).map(|()| Reply::Done),
             Command::Exec { node, request } => Ok(Reply::Exec(self.running_mut(&node)?.exec(&request)?)),
@@ -301,6 +338,8 @@ impl Lab {
         let io = self.running_mut(node)?.add_iface(&new.name, new.mac, new.mtu)?;
         let gso = io.gso();
         let (id, counters) = self.switch().add_port(seg, io, new.mtu as usize, gso, vlan)?;
+        let lan = self.topo.lans.contains_key(segment_name);
+        self.publish_port((node.to_string(), new.name.clone()), id, segment_name, lan);
         self.ports.insert(
             (node.to_string(), new.name.clone()),
             PortHandle { id, counters, segment: segment_name.to_string() },
@@ -310,7 +349,9 @@ impl Lab {
 
     /// Undoes `plug`: the switch closes the fd, so the TAP disappears.
     fn unplug(&mut self, node: &str, ifname: &str) {
-        if let Some(p) = self.ports.remove(&(node.to_string(), ifname.to_string())) {
+        let key = (node.to_string(), ifname.to_string());
+        self.withdraw_port(&key);
+        if let Some(p) = self.ports.remove(&key) {
             let _ = self.switch().remove_port(p.id);
         }
         if let Some(n) = self.nodes.get_mut(node) {
@@ -357,7 +398,11 @@ impl Lab {
         self.topo.add_link(&name, (a, ia), (b, ib))?;
         let addressed = ip_a
             .map_or(Ok(()), |c| self.set_ip(a, &ifa, c))
-            .and_then(|()| ip_b.map_or(Ok(()), |c| self.set_ip(b, &ifb, c)));
+            .and_then(|()| ip_b.map_or(Ok(()), |c| self.set_ip(b, &ifb, c)))
+            .and_then(|()| match &options.impair {
+                Some(imp) => self.set_impairment(&name, imp.clone()),
+                None => Ok(()),
+            });
         if let Err(e) = addressed {
             // A failed command changes nothing: take the new link away again.
             let _ = self.delete_link(&name);
@@ -376,7 +421,11 @@ impl Lab {
         self.plug(node, &new, seg, lan, vlan.clone())?;
         let ifname = new.name.clone();
         let member = self.topo.add_lan_member(lan, node, new, vlan)?;
-        if let Some(Err(e)) = ip.map(|c| self.set_ip(node, &ifname, c)) {
+        let configured = ip.map_or(Ok(()), |c| self.set_ip(node, &ifname, c)).and_then(|()| match &options.impair {
+            Some(imp) => self.set_impairment(&member.to_string(), imp.clone()),
+            None => Ok(()),
+        });
+        if let Err(e) = configured {
             let _ = self.leave_lan(&member, lan);
             return Err(e);
         }
@@ -403,6 +452,8 @@ impl Lab {
                 return Err(e.into());
             }
         };
+        self.publish_port((a.to_string(), name.clone()), id_a, &name, false);
+        self.publish_port((b.to_string(), name.clone()), id_b, &name, false);
         self.uplink_ports.insert(
             name.clone(),
             [
@@ -414,6 +465,10 @@ impl Lab {
     }
 
     fn delete_uplink(&mut self, name: &str) -> Result<(), LabError> {
+        if let Some(u) = self.topo.uplinks.get(name).cloned() {
+            self.withdraw_port(&(u.a.clone(), name.to_string()));
+            self.withdraw_port(&(u.b.clone(), name.to_string()));
+        }
         if let Some(ports) = self.uplink_ports.remove(name) {
             for p in ports {
                 self.switch().remove_port(p.id)?;
@@ -721,8 +776,9 @@ impl Lab {
             }
             // Machines whose NIC is not a TAP learn of the cable through
             // their own means (kvm: QMP set_link).
+            let routes = self.topo.nodes.get(&end.node).map(|m| m.routes.clone()).unwrap_or_default();
             if let Some(n) = self.nodes.get_mut(&end.node) {
-                n.set_link(&end.iface, up)?;
+                n.set_link(&end.iface, up, &routes)?;
             }
         }
         Ok(())
@@ -811,6 +867,16 @@ impl Lab {
         for l in self.links_of(name) {
             self.apply_link_state(&l)?;
         }
+        // Its new ports start plain: give them their impairments again.
+        for i in &model.ifaces {
+            let wire = match &i.attachment {
+                Attachment::Link(l) => Wire::Link(l.clone()),
+                Attachment::Lan(_) => Wire::LanPort(IfaceRef { node: name.to_string(), iface: i.name.clone() }),
+            };
+            if !self.impairment_of(&wire).is_noop() {
+                self.apply_impairment(&wire)?;
+            }
+        }
         Ok(())
     }
 
@@ -854,6 +920,195 @@ impl Lab {
         self.running_mut(node)?.add_route(&route)?;
         self.topo.add_route(node, route)?;
         Ok(())
+    }
+
+    fn publish_port(&self, key: (String, String), id: PortId, segment: &str, lan: bool) {
+        if let Ok(mut d) = self.directory.lock() {
+            d.insert(key, capture::PortEntry { id, segment: segment.to_string(), lan });
+        }
+    }
+
+    fn withdraw_port(&self, key: &(String, String)) {
+        if let Ok(mut d) = self.directory.lock() {
+            d.remove(key);
+        }
+    }
+
+    /// What a name given to `set`/`SetImpairment` is.
+    fn wire(&self, name: &str) -> Result<Wire, LabError> {
+        if self.topo.links.contains_key(name) {
+            return Ok(Wire::Link(name.to_string()));
+        }
+        if self.topo.uplinks.contains_key(name) {
+            return Ok(Wire::Uplink(name.to_string()));
+        }
+        if let Some((node, iface)) = name.split_once(':') {
+            let model = self.topo.node(node)?;
+            let i = model.iface(iface).ok_or_else(|| TopologyError::NoSuchIface(node.into(), iface.into()))?;
+            return match &i.attachment {
+                Attachment::Lan(_) => Ok(Wire::LanPort(IfaceRef { node: node.into(), iface: iface.into() })),
+                Attachment::Link(l) => Err(LabError::PortOfLink(name.to_string(), l.clone())),
+            };
+        }
+        Err(TopologyError::NoSuchLink(name.to_string()).into())
+    }
+
+    fn impairment_of(&self, wire: &Wire) -> topology::LinkImpairment {
+        match wire {
+            Wire::Link(l) => self.topo.links.get(l).map(|m| m.impair.clone()),
+            Wire::Uplink(u) => self.topo.uplinks.get(u).map(|m| m.impair.clone()),
+            Wire::LanPort(r) => self.topo.nodes.get(&r.node).and_then(|n| n.iface(&r.iface)).map(|i| i.impair.clone()),
+        }
+        .unwrap_or_default()
+    }
+
+    fn store_impairment(&mut self, wire: &Wire, imp: topology::LinkImpairment) {
+        match wire {
+            Wire::Link(l) => {
+                if let Some(m) = self.topo.links.get_mut(l) {
+                    m.impair = imp;
+                }
+            }
+            Wire::Uplink(u) => {
+                if let Some(m) = self.topo.uplinks.get_mut(u) {
+                    m.impair = imp;
+                }
+            }
+            Wire::LanPort(r) => {
+                if let Some(i) =
+                    self.topo.nodes.get_mut(&r.node).and_then(|n| n.ifaces.iter_mut().find(|i| i.name == r.iface))
+                {
+                    i.impair = imp;
+                }
+            }
+        }
+    }
+
+    fn wire_name(wire: &Wire) -> String {
+        match wire {
+            Wire::Link(n) | Wire::Uplink(n) => n.clone(),
+            Wire::LanPort(r) => r.to_string(),
+        }
+    }
+
+    /// Where each direction (a→b, b→a) of a wire is impaired: a link's
+    /// direction towards b leaves the switch through b's port; a LAN
+    /// port's node-to-LAN direction enters through it.
+    fn impair_points(&self, wire: &Wire) -> [Option<(PortId, crate::switch::delay::Stage)>; 2] {
+        use crate::switch::delay::Stage;
+        let port = |r: &IfaceRef| self.ports.get(&key(r)).map(|p| p.id);
+        match wire {
+            Wire::Link(l) => match self.topo.links.get(l) {
+                Some(m) => [port(&m.b).map(|p| (p, Stage::Egress)), port(&m.a).map(|p| (p, Stage::Egress))],
+                None => [None, None],
+            },
+            Wire::Uplink(u) => match self.uplink_ports.get(u) {
+                // Port 0 sits in LAN a: frames for b leave through it.
+                Some([pa, pb]) => [Some((pa.id, Stage::Egress)), Some((pb.id, Stage::Egress))],
+                None => [None, None],
+            },
+            Wire::LanPort(r) => [port(r).map(|p| (p, Stage::Ingress)), port(r).map(|p| (p, Stage::Egress))],
+        }
+    }
+
+    /// The seed of one direction: the wire's own, else the lab's (mixed
+    /// with the wire's name), else a fresh random one.
+    fn direction_seed(&self, imp: &topology::LinkImpairment, name: &str, direction: u8) -> u64 {
+        match imp.seed.map(|s| (s, "")).or(self.seed.map(|s| (s, name))) {
+            Some((seed, name)) => topology::fnv1a(&[&seed.to_le_bytes(), name.as_bytes(), &[direction]]),
+            None => {
+                use std::hash::{BuildHasher, Hasher};
+                let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+                h.write_u8(direction);
+                h.finish()
+            }
+        }
+    }
+
+    /// Hands a wire's impairments (from the model) to the switch.
+    fn apply_impairment(&mut self, wire: &Wire) -> Result<(), LabError> {
+        let imp = self.impairment_of(wire);
+        let name = Self::wire_name(wire);
+        let points = self.impair_points(wire);
+        for (dir, point) in points.into_iter().enumerate() {
+            let Some((port, stage)) = point else { continue };
+            let params = if dir == 0 { &imp.a_to_b } else { &imp.b_to_a };
+            let seed = self.direction_seed(&imp, &name, dir as u8);
+            self.switch().set_impairment(port, stage, Some((params.clone(), seed)))?;
+        }
+        Ok(())
+    }
+
+    fn set_impairment(&mut self, name: &str, imp: topology::LinkImpairment) -> Result<(), LabError> {
+        let wire = self.wire(name)?;
+        let old = self.impairment_of(&wire);
+        self.store_impairment(&wire, imp);
+        if let Err(e) = self.apply_impairment(&wire) {
+            self.store_impairment(&wire, old);
+            let _ = self.apply_impairment(&wire);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    fn set_seed(&mut self, seed: u64) -> Result<(), LabError> {
+        self.seed = Some(seed);
+        let mut wires: Vec<Wire> = self.topo.links.keys().map(|l| Wire::Link(l.clone())).collect();
+        wires.extend(self.topo.uplinks.keys().map(|u| Wire::Uplink(u.clone())));
+        for n in self.topo.nodes.values() {
+            for i in n.ifaces.iter().filter(|i| matches!(i.attachment, Attachment::Lan(_))) {
+                wires.push(Wire::LanPort(IfaceRef { node: n.name.clone(), iface: i.name.clone() }));
+            }
+        }
+        for w in wires {
+            if !self.impairment_of(&w).is_noop() {
+                self.apply_impairment(&w)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Opens a feed of the frames a target names, with each frame's label.
+    pub fn open_capture(&mut self, target: &str) -> Result<(crate::switch::CaptureFeed, capture::Labels), LabError> {
+        let taps = {
+            let d = self.directory.lock().map_err(|_| LabError::Capture("lab state poisoned".into()))?;
+            capture::resolve(&d, target).map_err(LabError::Capture)?
+        };
+        let feed = self.switch().start_capture(taps.iter().map(|t| t.point).collect())?;
+        Ok((feed, capture::labels(&taps)))
+    }
+
+    pub fn close_capture(&mut self, id: crate::switch::CaptureId) -> Result<(), LabError> {
+        Ok(self.switch().stop_capture(id)?)
+    }
+
+    fn start_capture(&mut self, target: &str, file: &Path) -> Result<Reply, LabError> {
+        let (feed, _) = self.open_capture(target)?;
+        let feed_id = feed.id;
+        let cap = match capture::FileCapture::start(target, file, feed) {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = self.close_capture(feed_id);
+                return Err(LabError::Capture(format!("cannot write {}: {e}", file.display())));
+            }
+        };
+        let id = self.next_capture;
+        self.next_capture += 1;
+        let info = command::CaptureInfo { id, target: target.to_string(), file: cap.file.clone() };
+        self.file_captures.insert(id, cap);
+        Ok(Reply::Capture(info))
+    }
+
+    fn stop_capture(&mut self, id: u64) -> Result<Reply, LabError> {
+        let cap =
+            self.file_captures.remove(&id).ok_or_else(|| LabError::Capture(format!("no capture {id} is running")))?;
+        self.close_capture(cap.feed_id)?;
+        let frames = cap
+            .writer
+            .join()
+            .map_err(|_| LabError::Capture("the capture writer failed".into()))?
+            .map_err(|e| LabError::Capture(format!("writing {}: {e}", cap.file.display())))?;
+        Ok(Reply::CaptureStopped { frames, lost: cap.lost.load(std::sync::atomic::Ordering::Relaxed) })
     }
 
     /// Counters of every port, in node creation and interface order.
@@ -904,8 +1159,19 @@ impl Lab {
 
     /// Stops everything the lab created. Safe to call more than once.
     pub fn teardown(&mut self) {
+        if let Some(mut server) = self.capture_server.take() {
+            server.shutdown();
+        }
         if let Some(mut sw) = self.switch.take() {
             sw.shutdown();
+        }
+        // The switch is gone, so every capture feed has ended: let the
+        // writers finish their files.
+        for (_, c) in self.file_captures.drain() {
+            let _ = c.writer.join();
+        }
+        if let Ok(mut d) = self.directory.lock() {
+            d.clear();
         }
         self.ports.clear();
         self.uplink_ports.clear();

@@ -44,6 +44,7 @@ pub fn wiring(topo: &Topology) -> Vec<Command> {
                 name_a: Some(ia.name.clone()),
                 name_b: Some(ib.name.clone()),
                 link_name: Some(l.name.clone()),
+                impair: (!l.impair.is_noop()).then(|| l.impair.clone()),
             },
         });
         if !l.up {
@@ -64,12 +65,17 @@ pub fn wiring(topo: &Topology) -> Vec<Command> {
                     name_a: Some(i.name.clone()),
                     name_b: None,
                     link_name: None,
+                    impair: (!i.impair.is_noop()).then(|| i.impair.clone()),
                 },
             });
         }
     }
-    for UplinkModel { a, b, vlan, up, .. } in topo.uplinks.values() {
+    for UplinkModel { a, b, vlan, up, impair, .. } in topo.uplinks.values() {
         cmds.push(Command::LinkLans { a: a.clone(), b: b.clone(), vlan: Some(vlan.clone()) });
+        if !impair.is_noop() {
+            let (x, y) = if a <= b { (a, b) } else { (b, a) };
+            cmds.push(Command::SetImpairment { link: format!("{x}=={y}"), impair: impair.clone() });
+        }
         if !up {
             // LAN links are named after their ends when re-created.
             let (x, y) = if a <= b { (a, b) } else { (b, a) };

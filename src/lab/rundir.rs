@@ -190,6 +190,18 @@ pub fn labs_with_node(base: &Path, node: &str, lab: Option<&str>) -> Vec<(PathBu
     found
 }
 
+/// The run directory of the live lab called `lab` under `base`.
+pub fn running_lab(base: &Path, lab: &str) -> Option<PathBuf> {
+    fs::read_dir(base)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter_map(|dir| read_state(&dir).map(|s| (dir, s)))
+        .find(|(_, s)| s.lab == lab && s.owner.as_ref().is_some_and(is_alive))
+        .map(|(dir, _)| dir)
+}
+
 /// What `clean` did.
 #[derive(Debug, Default, PartialEq, Eq, Serialize)]
 pub struct CleanReport {

@@ -35,6 +35,11 @@ fn vlan_option(mode: &VlanMode) -> Option<String> {
     }
 }
 
+/// `key: value` words of a wire's impairments, as the API takes them.
+fn impairment_options(imp: &super::topology::LinkImpairment) -> Vec<String> {
+    super::impairment::render(imp).iter().map(|(k, v)| format!("{k}: {}", super::impairment::to_rhai(v))).collect()
+}
+
 fn iface<'a>(topo: &'a Topology, node: &str, name: &str) -> &'a Iface {
     topo.nodes[node].iface(name).expect("the model references existing interfaces")
 }
@@ -96,6 +101,7 @@ pub fn to_script(topo: &Topology) -> String {
         if ia.mtu != DEFAULT_MTU {
             o.push(format!("mtu: {}", ia.mtu));
         }
+        o.extend(impairment_options(&l.impair));
         let down = if l.up { "" } else { ".down()" };
         let _ = writeln!(out, "link({}, {}, #{{ {} }}){down};", vars[&l.a.node], vars[&l.b.node], o.join(", "));
     }
@@ -107,13 +113,19 @@ pub fn to_script(topo: &Topology) -> String {
                 o.push(format!("mtu: {}", i.mtu));
             }
             o.extend(i.vlan.as_ref().and_then(vlan_option));
+            o.extend(impairment_options(&i.impair));
             let _ = writeln!(out, "link({}, {}, #{{ {} }});", vars[&m.node], vars[&lan.name], o.join(", "));
         }
     }
     for u in topo.uplinks.values() {
         let o = vlan_option(&u.vlan).map(|v| format!(", #{{ {v} }}")).unwrap_or_default();
         let down = if u.up { "" } else { ".down()" };
-        let _ = writeln!(out, "link({}, {}{o}){down};", vars[&u.a], vars[&u.b]);
+        let set = if u.impair.is_noop() {
+            String::new()
+        } else {
+            format!(".set(#{{ {} }})", impairment_options(&u.impair).join(", "))
+        };
+        let _ = writeln!(out, "link({}, {}{o}){set}{down};", vars[&u.a], vars[&u.b]);
     }
     for line in extra_addrs {
         let _ = writeln!(out, "{line}");

@@ -123,6 +123,9 @@ pub struct Iface {
     /// 802.1Q mode of a LAN port (None on point-to-point links).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vlan: Option<VlanMode>,
+    /// Impairments of a LAN port (a link keeps its own in `LinkModel`).
+    #[serde(default, skip_serializing_if = "LinkImpairment::is_noop")]
+    pub impair: LinkImpairment,
 }
 
 /// An interface about to be created: planned by `next_iface`.
@@ -131,6 +134,25 @@ pub struct NewIface {
     pub name: String,
     pub mac: MacAddr,
     pub mtu: u32,
+}
+
+/// The impairments of a link's two directions. On a LAN port, `a` is
+/// the node and `b` the LAN; on a link between LANs, the two LANs.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkImpairment {
+    #[serde(default)]
+    pub a_to_b: crate::switch::impair::Params,
+    #[serde(default)]
+    pub b_to_a: crate::switch::impair::Params,
+    /// Fixes every random draw of both directions (reproducible runs).
+    #[serde(default)]
+    pub seed: Option<u64>,
+}
+
+impl LinkImpairment {
+    pub fn is_noop(&self) -> bool {
+        self.a_to_b.is_noop() && self.b_to_a.is_noop() && self.seed.is_none()
+    }
 }
 
 /// Options of a new node that only some kinds use.
@@ -190,6 +212,8 @@ pub struct LinkModel {
     pub b: IfaceRef,
     /// Administrative state: `down()` takes carrier away on both ends.
     pub up: bool,
+    #[serde(default, skip_serializing_if = "LinkImpairment::is_noop")]
+    pub impair: LinkImpairment,
 }
 
 impl LinkModel {
@@ -209,6 +233,8 @@ pub struct UplinkModel {
     pub b: String,
     pub vlan: VlanMode,
     pub up: bool,
+    #[serde(default, skip_serializing_if = "LinkImpairment::is_noop")]
+    pub impair: LinkImpairment,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -385,8 +411,18 @@ impl Topology {
         self.macs.insert(new.mac);
         let n = self.nodes.get_mut(node).expect("checked by next_iface");
         let at = n.ifaces.partition_point(|i| natural_key(&i.name) < natural_key(&new.name));
-        n.ifaces
-            .insert(at, Iface { name: new.name.clone(), mac: new.mac, mtu: new.mtu, addrs: vec![], attachment, vlan });
+        n.ifaces.insert(
+            at,
+            Iface {
+                name: new.name.clone(),
+                mac: new.mac,
+                mtu: new.mtu,
+                addrs: vec![],
+                attachment,
+                vlan,
+                impair: Default::default(),
+            },
+        );
         IfaceRef { node: node.to_string(), iface: new.name }
     }
 
@@ -439,7 +475,13 @@ impl Topology {
         self.node(b.0)?;
         let ra = self.push_iface(a.0, a.1, Attachment::Link(name.to_string()), None);
         let rb = self.push_iface(b.0, b.1, Attachment::Link(name.to_string()), None);
-        Ok(self.links.entry(name.to_string()).or_insert(LinkModel { name: name.to_string(), a: ra, b: rb, up: true }))
+        Ok(self.links.entry(name.to_string()).or_insert(LinkModel {
+            name: name.to_string(),
+            a: ra,
+            b: rb,
+            up: true,
+            impair: Default::default(),
+        }))
     }
 
     pub fn link(&self, name: &str) -> Result<&LinkModel, TopologyError> {
@@ -532,7 +574,14 @@ impl Topology {
     pub fn add_uplink(&mut self, a: &str, b: &str, vlan: VlanMode) -> Result<&UplinkModel, TopologyError> {
         self.check_new_uplink(a, b)?;
         let name = self.uplink_name(a, b);
-        Ok(self.uplinks.entry(name.clone()).or_insert(UplinkModel { name, a: a.into(), b: b.into(), vlan, up: true }))
+        Ok(self.uplinks.entry(name.clone()).or_insert(UplinkModel {
+            name,
+            a: a.into(),
+            b: b.into(),
+            vlan,
+            up: true,
+            impair: Default::default(),
+        }))
     }
 
     pub fn uplink_between(&self, a: &str, b: &str) -> Option<&UplinkModel> {

@@ -102,12 +102,17 @@ pub fn counters(ports: &[PortReport]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<20} {:<24} {:>10} {:>12} {:>10} {:>12}  drops",
+        "{:<20} {:<24} {:>10} {:>12} {:>10} {:>12}  drops (rx: from the node, tx: to it)",
         "port", "segment", "rx frames", "rx bytes", "tx frames", "tx bytes"
     );
     for p in ports {
         let c = &p.counters;
-        let drops: Vec<String> = c.drops.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let drops: Vec<String> = c
+            .rx_drops
+            .iter()
+            .map(|(k, v)| format!("rx:{k}={v}"))
+            .chain(c.tx_drops.iter().map(|(k, v)| format!("tx:{k}={v}")))
+            .collect();
         let _ = writeln!(
             out,
             "{:<20} {:<24} {:>10} {:>12} {:>10} {:>12}  {}",

@@ -124,6 +124,56 @@ fn link_options(fn_name: &str, opts: &Map) -> RhaiResult<LinkOptions> {
     Ok(LinkOptions { mtu, vlan, ..Default::default() })
 }
 
+/// A script value as an engine-neutral option value.
+fn opt_value(key: &str, v: &Dynamic) -> RhaiResult<crate::lab::impairment::OptValue> {
+    use crate::lab::impairment::OptValue;
+    if let Ok(i) = v.as_int() {
+        return Ok(OptValue::Int(i));
+    }
+    if let Ok(f) = v.as_float() {
+        return Ok(OptValue::Number(f));
+    }
+    if v.is_string() {
+        return Ok(OptValue::Text(v.clone().into_string().unwrap_or_default()));
+    }
+    if let Some(m) = v.clone().try_cast::<Map>() {
+        return m
+            .iter()
+            .map(|(k, v)| Ok((k.to_string(), opt_value(k, v)?)))
+            .collect::<RhaiResult<_>>()
+            .map(OptValue::Map);
+    }
+    Err(script_error(format!("option {key}: {} is not a number, string or map", v.type_name())))
+}
+
+fn to_dynamic(v: &crate::lab::impairment::OptValue) -> Dynamic {
+    use crate::lab::impairment::OptValue;
+    match v {
+        OptValue::Text(t) => t.clone().into(),
+        OptValue::Number(n) => (*n).into(),
+        OptValue::Int(i) => (*i).into(),
+        OptValue::Map(m) => m.iter().map(|(k, v)| (k.into(), to_dynamic(v))).collect::<Map>().into(),
+    }
+}
+
+/// The impairment options of a map (None when it has none).
+fn impairment(fn_name: &str, opts: &Map) -> RhaiResult<Option<crate::lab::topology::LinkImpairment>> {
+    let values: Vec<(String, crate::lab::impairment::OptValue)> = opts
+        .iter()
+        .filter(|(k, _)| crate::lab::impairment::is_impairment_key(k))
+        .map(|(k, v)| Ok((k.to_string(), opt_value(k, v)?)))
+        .collect::<RhaiResult<_>>()?;
+    crate::lab::impairment::parse(&values).map_err(|e| script_error(format!("{fn_name}(): {e}")))
+}
+
+/// Option keys of `link()` plus every impairment key.
+fn with_impairment_keys(keys: &[&'static str]) -> Vec<&'static str> {
+    let mut all = keys.to_vec();
+    all.extend(crate::lab::impairment::DIRECTION_KEYS);
+    all.extend(crate::lab::impairment::LINK_KEYS);
+    all
+}
+
 /// One port's counters as a script map.
 fn port_map(p: crate::lab::command::PortReport) -> Dynamic {
     let mut m = Map::new();
@@ -134,8 +184,12 @@ fn port_map(p: crate::lab::command::PortReport) -> Dynamic {
     m.insert("rx_bytes".into(), (p.counters.rx_bytes as i64).into());
     m.insert("tx_frames".into(), (p.counters.tx_frames as i64).into());
     m.insert("tx_bytes".into(), (p.counters.tx_bytes as i64).into());
-    let drops: Map = p.counters.drops.into_iter().map(|(k, v)| (k.into(), (v as i64).into())).collect();
-    m.insert("drops".into(), drops.into());
+    let by_reason = |d: std::collections::BTreeMap<String, u64>| -> Dynamic {
+        d.into_iter().map(|(k, v)| (k.into(), (v as i64).into())).collect::<Map>().into()
+    };
+    m.insert("drops".into(), by_reason(p.counters.drops));
+    m.insert("rx_drops".into(), by_reason(p.counters.rx_drops));
+    m.insert("tx_drops".into(), by_reason(p.counters.tx_drops));
     m.into()
 }
 
@@ -182,6 +236,14 @@ pub struct LanRef {
     pub name: String,
 }
 
+/// A running capture into a pcap file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CaptureRef {
+    pub id: u64,
+    pub target: String,
+    pub file: String,
+}
+
 // Helpers shared by the exported functions (kept outside the modules so
 // the plugin macro does not export them).
 
@@ -215,8 +277,9 @@ fn add_link(ctx: &NativeCallContext, a: &NodeRef, b: &NodeRef, options: &Map) ->
     if options.contains_key("vlan") || options.contains_key("trunk") {
         return Err(lab_error(LabError::VlanOnLink));
     }
-    check_keys("link", options, &["ip_a", "ip_b", "mtu", "iface_a", "iface_b", "name"])?;
+    check_keys("link", options, &with_impairment_keys(&["ip_a", "ip_b", "mtu", "iface_a", "iface_b", "name"]))?;
     let mut link_opts = link_options("link", options)?;
+    link_opts.impair = impairment("link", options)?;
     link_opts.link_name = opt_str("link", options, "name")?;
     link_opts.name_a = opt_str("link", options, "iface_a")?;
     link_opts.name_b = opt_str("link", options, "iface_b")?;
@@ -234,8 +297,9 @@ fn add_link(ctx: &NativeCallContext, a: &NodeRef, b: &NodeRef, options: &Map) ->
 }
 
 fn join(ctx: &NativeCallContext, node: &NodeRef, lan: &LanRef, options: &Map) -> RhaiResult<String> {
-    check_keys("link", options, &["ip", "mtu", "vlan", "trunk", "iface"])?;
+    check_keys("link", options, &with_impairment_keys(&["ip", "mtu", "vlan", "trunk", "iface"]))?;
     let mut link_opts = link_options("link", options)?;
+    link_opts.impair = impairment("link", options)?;
     link_opts.name_a = opt_str("link", options, "iface")?;
     let cmd = Command::JoinLan {
         node: node.name.clone(),
@@ -745,11 +809,21 @@ pub mod link_api {
 
     /// Links two nodes with options: `ip_a`, `ip_b` (CIDR), `mtu`,
     /// `iface_a`, `iface_b` to name the interfaces (default: next `ethN`),
-    /// and `name` for the link itself (default `a--b`).
+    /// `name` for the link itself (default `a--b`), and impairments,
+    /// applied in netem's order to both directions (or per direction with
+    /// `a_to_b: #{…}` / `b_to_a: #{…}`):
+    /// `delay` and `jitter` (`"20ms"`, or a number of ms), `distribution`
+    /// (`"uniform"`, `"normal"`, `"pareto"`), `loss` (%) with
+    /// `loss_correlation` (%), or `loss_model: #{ gilbert: #{ p, r, h, k } }`
+    /// (Gilbert-Elliott, in %: p good→bad, r bad→good, h/k the chance a
+    /// frame is delivered in the bad/good state, default 0/100),
+    /// `duplicate` (%), `reorder` (%) with `gap`, `corrupt` (%), `rate`
+    /// (`"10mbit"`), `limit` (frames held, default 1000), and `seed` to make
+    /// every random draw of the link reproducible.
     ///
     /// ```rhai
     /// let a = node("a"); let b = node("b");
-    /// link(a, b, #{ ip_a: "10.0.0.1/24", ip_b: "10.0.0.2/24" });
+    /// link(a, b, #{ ip_a: "10.0.0.1/24", ip_b: "10.0.0.2/24", delay: "5ms", seed: 1 });
     /// assert(ping(a, b));
     /// ```
     #[rhai_fn(name = "link", return_raw)]
@@ -805,7 +879,8 @@ pub mod link_api {
 
     /// Plugs a node into a LAN with options: `ip` (CIDR), `mtu`, `iface`
     /// (the interface name), and `vlan: 10` (an access port) or
-    /// `trunk: [10, 20]` (tagged frames of those VLANs).
+    /// `trunk: [10, 20]` (tagged frames of those VLANs), and the
+    /// impairments `link(a, b, #{…})` takes (a is the node, b the LAN).
     ///
     /// ```rhai
     /// let sw = lan("office");
@@ -826,6 +901,67 @@ pub mod link_api {
     pub fn lan(ctx: NativeCallContext, name: &str) -> RhaiResult<Lan> {
         call(&ctx, Command::AddLan { name: name.to_string() })?;
         Ok(LanRef { name: name.to_string() })
+    }
+
+    /// A node's port on a LAN, as a link whose `a` is the node and `b` the
+    /// LAN: for `set()`, `impairment` and `counters()`.
+    ///
+    /// ```rhai
+    /// let sw = lan("sw");
+    /// let h = node("h");
+    /// link(h, sw);
+    /// port(h, sw).set(#{ delay: "10ms" });
+    /// ```
+    #[rhai_fn(return_raw)]
+    pub fn port(ctx: NativeCallContext, node: NodeRef, lan: LanRef) -> RhaiResult<Link> {
+        let topo = lab_topology(&ctx)?;
+        topo.node(&node.name).map_err(|e| lab_error(e.into()))?;
+        let iface = topo.lan_port_of(&node.name, &lan.name).ok_or_else(|| {
+            lab_error(crate::lab::topology::TopologyError::NotLinked(node.name.clone(), lan.name.clone()).into())
+        })?;
+        Ok(LinkRef { name: iface.to_string(), a: (node.name, iface.iface), b: (lan.name, String::new()) })
+    }
+
+    /// Replaces the link's impairments (see `link(a, b, #{…})` for the
+    /// keys); `#{}` makes it plain again. A bad value is an error and the
+    /// link keeps what it had. Returns the link.
+    ///
+    /// ```rhai
+    /// let a = node("a"); let b = node("b");
+    /// let l = link(a, b, #{ ip_a: "10.0.0.1/24", ip_b: "10.0.0.2/24" });
+    /// l.set(#{ delay: "20ms", jitter: "2ms", loss: 1, rate: "100mbit" });
+    /// l.set(#{ a_to_b: #{ loss_model: #{ gilbert: #{ p: 5, r: 50 } } }, seed: 7 });
+    /// l.set(#{});
+    /// ```
+    #[rhai_fn(return_raw)]
+    pub fn set(ctx: NativeCallContext, link: &mut Link, options: Map) -> RhaiResult<Link> {
+        check_keys("set", &options, &with_impairment_keys(&[]))?;
+        let impair = impairment("set", &options)?.unwrap_or_default();
+        call(&ctx, Command::SetImpairment { link: link.name.clone(), impair })?;
+        Ok(link.clone())
+    }
+
+    /// The link's impairments, as the map `set()` takes.
+    ///
+    /// ```rhai
+    /// let l = link(node("a"), node("b"), #{ delay: "20ms" });
+    /// print(l.impairment);   // #{"delay": "20ms"}
+    /// ```
+    #[rhai_fn(get = "impairment", pure, return_raw)]
+    pub fn get_impairment(ctx: NativeCallContext, link: &mut Link) -> RhaiResult<Map> {
+        let topo = lab_topology(&ctx)?;
+        let imp =
+            if let Some(l) = topo.links.get(&link.name) {
+                l.impair.clone()
+            } else if let Some(u) = topo.uplinks.get(&link.name) {
+                u.impair.clone()
+            } else {
+                let (node, iface) = &link.a;
+                topo.node(node).ok().and_then(|n| n.iface(iface)).map(|i| i.impair.clone()).ok_or_else(|| {
+                    lab_error(crate::lab::topology::TopologyError::NoSuchLink(link.name.clone()).into())
+                })?
+            };
+        Ok(crate::lab::impairment::render(&imp).iter().map(|(k, v)| (k.into(), to_dynamic(v))).collect())
     }
 
     /// The link's name, `a--b` (then `a--b#2`, … for parallel links).
@@ -950,10 +1086,25 @@ pub mod link_api {
     #[rhai_fn(name = "counters", return_raw)]
     pub fn link_counters(ctx: NativeCallContext, link: &mut Link) -> RhaiResult<Array> {
         let topo = lab_topology(&ctx)?;
-        if !topo.uplinks.contains_key(&link.name) {
-            topo.link(&link.name).map_err(|e| lab_error(e.into()))?;
+        if topo.uplinks.contains_key(&link.name) || topo.links.contains_key(&link.name) {
+            return port_counters(&ctx, Some(&link.name));
         }
-        port_counters(&ctx, Some(&link.name))
+        // A LAN port: its own counters.
+        let (node, iface) = link.a.clone();
+        let all = port_counters(&ctx, None)?;
+        let mine: Array = all
+            .into_iter()
+            .filter(|p| {
+                p.clone().try_cast::<Map>().is_some_and(|m| {
+                    m.get("node").map(|v| v.to_string()) == Some(node.clone())
+                        && m.get("iface").map(|v| v.to_string()) == Some(iface.clone())
+                })
+            })
+            .collect();
+        if mine.is_empty() {
+            return Err(lab_error(crate::lab::topology::TopologyError::NoSuchLink(link.name.clone()).into()));
+        }
+        Ok(mine)
     }
 
     /// The LAN's ports, as `"node:iface"`.
@@ -1267,6 +1418,21 @@ pub mod lab_api {
     #[rhai_fn(return_raw)]
     pub fn counters(ctx: NativeCallContext) -> RhaiResult<Array> {
         port_counters(&ctx, None)
+    }
+
+    /// Seeds every impaired link direction that has no `seed` of its own:
+    /// two runs with the same seed drop, duplicate, corrupt and delay
+    /// exactly the same frames. Links impaired before the call are
+    /// re-seeded too.
+    ///
+    /// ```rhai
+    /// seed(42);
+    /// link(node("a"), node("b"), #{ loss: 10 });
+    /// ```
+    #[rhai_fn(return_raw)]
+    pub fn seed(ctx: NativeCallContext, seed: i64) -> RhaiResult<()> {
+        let seed = u64::try_from(seed).map_err(|_| script_error(format!("seed(): {seed} is negative")))?;
+        call(&ctx, Command::Seed { seed }).map(|_| ())
     }
 
     /// Pauses the script. Ctrl-C interrupts it.
@@ -1653,5 +1819,187 @@ pub mod snapshot_api {
     #[rhai_fn(global, name = "to_string", pure)]
     pub fn to_string(s: &mut Snapshot) -> String {
         format!("Snapshot({})", s.name)
+    }
+}
+
+fn start_capture(ctx: &NativeCallContext, target: String, file: &str) -> RhaiResult<CaptureRef> {
+    let path = std::path::absolute(file).map_err(|e| script_error(format!("capture(): {file:?}: {e}")))?;
+    match call(ctx, Command::StartCapture { target, file: path })? {
+        Reply::Capture(c) => Ok(CaptureRef { id: c.id, target: c.target, file: c.file.display().to_string() }),
+        _ => Err(script_error("unexpected reply")),
+    }
+}
+
+fn sniff_frames(ctx: &NativeCallContext, target: &str, count: i64, options: &Map) -> RhaiResult<i64> {
+    check_keys("sniff", options, &["timeout_ms"])?;
+    let count = u64::try_from(count).map_err(|_| script_error(format!("sniff(): {count} frames is negative")))?;
+    let timeout = positive_ms("sniff", opt_int("sniff", options, "timeout_ms")?.unwrap_or(10_000))?;
+    let lab = lab_of(ctx)?;
+    let (feed, labels) = lab.borrow_mut().open_capture(target).map_err(lab_error)?;
+    let start = std::time::SystemTime::now();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(timeout);
+    let mut seen = 0;
+    while seen < count && !crate::interrupt::requested() {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        match feed.frames.recv_timeout(left.min(std::time::Duration::from_millis(100))) {
+            Ok(f) => {
+                println!("{}", crate::lab::capture::sniff_line(&f, start, &labels));
+                seen += 1;
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    lab.borrow_mut().close_capture(feed.id).map_err(lab_error)?;
+    Ok(seen as i64)
+}
+
+/// Captures and live sniffing: what crosses links, LANs and ports.
+#[export_module]
+pub mod capture_api {
+    use super::*;
+
+    pub type Capture = CaptureRef;
+
+    /// Writes the frames a link carries (as each end receives them, after
+    /// impairments) to a pcap file that `tshark -r` and Wireshark read;
+    /// GSO super-frames are written as the frames a wire would carry.
+    /// Returns a handle; `stop()` ends it (the lab's end does too).
+    ///
+    /// ```rhai
+    /// let a = node("a"); let b = node("b");
+    /// let l = link(a, b, #{ ip_a: "10.0.0.1/24", ip_b: "10.0.0.2/24" });
+    /// let c = capture(l, "/tmp/a-b.pcap");
+    /// ping(a, b);
+    /// print(c.stop());   // #{"file": "/tmp/a-b.pcap", "frames": 4, "lost": 0}
+    /// ```
+    #[rhai_fn(return_raw)]
+    pub fn capture(ctx: NativeCallContext, link: LinkRef, file: &str) -> RhaiResult<Capture> {
+        start_capture(&ctx, link.name, file)
+    }
+
+    /// Captures every frame the LAN's ports send.
+    ///
+    /// ```rhai
+    /// let sw = lan("sw");
+    /// link(node("a"), sw);
+    /// let c = capture(sw, "/tmp/sw.pcap");
+    /// c.stop();
+    /// ```
+    #[rhai_fn(name = "capture", return_raw)]
+    pub fn capture_lan(ctx: NativeCallContext, lan: LanRef, file: &str) -> RhaiResult<Capture> {
+        start_capture(&ctx, lan.name, file)
+    }
+
+    /// Captures by name: a link (`"a--b"`), a LAN, or one port
+    /// (`"node:iface"`, both directions).
+    ///
+    /// ```rhai
+    /// link(node("a"), node("b"));
+    /// let c = capture("a:eth0", "/tmp/a.pcap");
+    /// c.stop();
+    /// ```
+    #[rhai_fn(name = "capture", return_raw)]
+    pub fn capture_named(ctx: NativeCallContext, target: &str, file: &str) -> RhaiResult<Capture> {
+        start_capture(&ctx, target.to_string(), file)
+    }
+
+    /// Stops the capture and closes its file: `#{ frames, lost, file }`
+    /// (`lost` counts copies dropped because the disk fell behind).
+    ///
+    /// ```rhai
+    /// link(node("a"), node("b"));
+    /// let c = capture("a--b", "/tmp/ab.pcap");
+    /// let r = c.stop();
+    /// assert(r.lost == 0);
+    /// ```
+    #[rhai_fn(return_raw)]
+    pub fn stop(ctx: NativeCallContext, capture: &mut Capture) -> RhaiResult<Map> {
+        match call(&ctx, Command::StopCapture { id: capture.id })? {
+            Reply::CaptureStopped { frames, lost } => {
+                let mut m = Map::new();
+                m.insert("frames".into(), (frames as i64).into());
+                m.insert("lost".into(), (lost as i64).into());
+                m.insert("file".into(), capture.file.clone().into());
+                Ok(m)
+            }
+            _ => Err(script_error("unexpected reply")),
+        }
+    }
+
+    /// The pcap file being written.
+    ///
+    /// ```rhai
+    /// link(node("a"), node("b"));
+    /// print(capture("a--b", "/tmp/ab.pcap").file);
+    /// ```
+    #[rhai_fn(get = "file", pure)]
+    pub fn file(capture: &mut Capture) -> String {
+        capture.file.clone()
+    }
+
+    /// Prints the next `n` frames crossing a link (or LAN, or `node:iface`
+    /// port), one line each: time, direction, MACs, VLAN tag, and the
+    /// decoded ARP / IPv4 / IPv6 / ICMP / TCP / UDP summary. Waits at most
+    /// 10 s; returns how many frames it printed.
+    ///
+    /// ```rhai
+    /// let a = node("a"); let b = node("b");
+    /// let l = link(a, b, #{ ip_a: "10.0.0.1/24", ip_b: "10.0.0.2/24" });
+    /// exec(a, "ping -c 3 -i 0.2 10.0.0.2 >/dev/null 2>&1 &");
+    /// sniff(l, 4);
+    /// ```
+    #[rhai_fn(return_raw)]
+    pub fn sniff(ctx: NativeCallContext, link: LinkRef, n: i64) -> RhaiResult<i64> {
+        sniff_frames(&ctx, &link.name, n, &Map::new())
+    }
+
+    /// `sniff` with options: `timeout_ms` (default 10000).
+    ///
+    /// ```rhai
+    /// let a = node("a"); let b = node("b");
+    /// let l = link(a, b);
+    /// assert(sniff(l, 1, #{ timeout_ms: 100 }) <= 1);
+    /// ```
+    #[rhai_fn(name = "sniff", return_raw)]
+    pub fn sniff_with(ctx: NativeCallContext, link: LinkRef, n: i64, options: Map) -> RhaiResult<i64> {
+        sniff_frames(&ctx, &link.name, n, &options)
+    }
+
+    /// Sniffs a LAN (every frame its ports send).
+    ///
+    /// ```rhai
+    /// let sw = lan("sw");
+    /// link(node("a"), sw);
+    /// sniff(sw, 1, #{ timeout_ms: 100 });
+    /// ```
+    #[rhai_fn(name = "sniff", return_raw)]
+    pub fn sniff_lan(ctx: NativeCallContext, lan: LanRef, n: i64, options: Map) -> RhaiResult<i64> {
+        sniff_frames(&ctx, &lan.name, n, &options)
+    }
+
+    /// Sniffs by name: a link, a LAN or a `node:iface` port.
+    ///
+    /// ```rhai
+    /// link(node("a"), node("b"));
+    /// sniff("a:eth0", 1, #{ timeout_ms: 100 });
+    /// ```
+    #[rhai_fn(name = "sniff", return_raw)]
+    pub fn sniff_named(ctx: NativeCallContext, target: &str, n: i64, options: Map) -> RhaiResult<i64> {
+        sniff_frames(&ctx, target, n, &options)
+    }
+
+    /// `Capture(target -> file)`, for printing.
+    ///
+    /// ```rhai
+    /// link(node("a"), node("b"));
+    /// print(capture("a--b", "/tmp/ab.pcap"));
+    /// ```
+    #[rhai_fn(global, name = "to_string", pure)]
+    pub fn capture_to_string(capture: &mut Capture) -> String {
+        format!("Capture({} -> {})", capture.target, capture.file)
     }
 }

@@ -26,10 +26,12 @@ pub enum DropReason {
     PortDown,
     /// Not allowed on the port's VLAN configuration.
     Vlan,
+    /// Lost on purpose by the link's impairment (loss, Gilbert-Elliott).
+    ImpairLoss,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 8] = [
+    pub const ALL: [DropReason; 9] = [
         DropReason::Runt,
         DropReason::BadHeader,
         DropReason::Oversize,
@@ -38,6 +40,7 @@ impl DropReason {
         DropReason::PortError,
         DropReason::PortDown,
         DropReason::Vlan,
+        DropReason::ImpairLoss,
     ];
 
     pub fn name(self) -> &'static str {
@@ -50,18 +53,31 @@ impl DropReason {
             DropReason::PortError => "port_error",
             DropReason::PortDown => "port_down",
             DropReason::Vlan => "vlan",
+            DropReason::ImpairLoss => "impair_loss",
         }
     }
 }
 
-/// Live counters of one port.
+/// Live counters of one port. `rx` is what the node sent into the
+/// switch, `tx` what the switch handed to the node; drops are kept per
+/// direction too (a frame from the node lost at ingress is an rx drop, a
+/// frame towards it lost at egress a tx drop).
 #[derive(Debug, Default)]
 pub struct PortCounters {
     rx_frames: AtomicU64,
     rx_bytes: AtomicU64,
     tx_frames: AtomicU64,
     tx_bytes: AtomicU64,
-    drops: [AtomicU64; DropReason::ALL.len()],
+    rx_drops: [AtomicU64; DropReason::ALL.len()],
+    tx_drops: [AtomicU64; DropReason::ALL.len()],
+}
+
+fn by_reason(counts: &[AtomicU64; DropReason::ALL.len()]) -> std::collections::BTreeMap<String, u64> {
+    DropReason::ALL
+        .iter()
+        .map(|r| (r.name().to_string(), counts[*r as usize].load(Relaxed)))
+        .filter(|(_, n)| *n > 0)
+        .collect()
 }
 
 impl PortCounters {
@@ -77,21 +93,31 @@ impl PortCounters {
         self.tx_bytes.fetch_add(bytes as u64, Relaxed);
     }
 
-    pub fn dropped(&self, reason: DropReason) {
-        self.drops[reason as usize].fetch_add(1, Relaxed);
+    /// A frame from the node was dropped on its way into the switch.
+    pub fn rx_dropped(&self, reason: DropReason) {
+        self.rx_drops[reason as usize].fetch_add(1, Relaxed);
+    }
+
+    /// A frame towards the node was dropped at this port.
+    pub fn tx_dropped(&self, reason: DropReason) {
+        self.tx_drops[reason as usize].fetch_add(1, Relaxed);
     }
 
     pub fn snapshot(&self) -> CounterSnapshot {
+        let rx_drops = by_reason(&self.rx_drops);
+        let tx_drops = by_reason(&self.tx_drops);
+        let mut drops = rx_drops.clone();
+        for (k, v) in &tx_drops {
+            *drops.entry(k.clone()).or_default() += v;
+        }
         CounterSnapshot {
             rx_frames: self.rx_frames.load(Relaxed),
             rx_bytes: self.rx_bytes.load(Relaxed),
             tx_frames: self.tx_frames.load(Relaxed),
             tx_bytes: self.tx_bytes.load(Relaxed),
-            drops: DropReason::ALL
-                .iter()
-                .map(|r| (r.name().to_string(), self.drops[*r as usize].load(Relaxed)))
-                .filter(|(_, n)| *n > 0)
-                .collect(),
+            drops,
+            rx_drops,
+            tx_drops,
         }
     }
 }
@@ -103,8 +129,14 @@ pub struct CounterSnapshot {
     pub rx_bytes: u64,
     pub tx_frames: u64,
     pub tx_bytes: u64,
-    /// Drops by reason; reasons with no drop are left out.
+    /// Drops by reason, both directions; reasons with no drop are left out.
     pub drops: std::collections::BTreeMap<String, u64>,
+    /// Drops of frames from the node, by reason.
+    #[serde(default)]
+    pub rx_drops: std::collections::BTreeMap<String, u64>,
+    /// Drops of frames towards the node, by reason.
+    #[serde(default)]
+    pub tx_drops: std::collections::BTreeMap<String, u64>,
 }
 
 impl CounterSnapshot {
@@ -123,14 +155,20 @@ mod tests {
         c.rx(60);
         c.rx(1514);
         c.tx(60);
-        c.dropped(DropReason::Runt);
-        c.dropped(DropReason::Runt);
-        c.dropped(DropReason::Oversize);
+        c.rx_dropped(DropReason::Runt);
+        c.rx_dropped(DropReason::Runt);
+        c.tx_dropped(DropReason::Oversize);
+        c.rx_dropped(DropReason::PortDown);
+        c.tx_dropped(DropReason::PortDown);
         let s = c.snapshot();
         assert_eq!((s.rx_frames, s.rx_bytes, s.tx_frames, s.tx_bytes), (2, 1574, 1, 60));
         assert_eq!(s.drops.get("runt"), Some(&2));
         assert_eq!(s.drops.get("oversize"), Some(&1));
         assert_eq!(s.drops.get("queue_full"), None);
-        assert_eq!(s.total_drops(), 3);
+        assert_eq!(s.drops.get("port_down"), Some(&2));
+        assert_eq!(s.rx_drops.get("oversize"), None);
+        assert_eq!(s.tx_drops.get("oversize"), Some(&1));
+        assert_eq!((s.rx_drops.get("port_down"), s.tx_drops.get("port_down")), (Some(&1), Some(&1)));
+        assert_eq!(s.total_drops(), 5);
     }
 }

@@ -26,6 +26,9 @@ pub struct PortInfo {
     pub up: bool,
     /// 802.1Q membership; only LAN segments look at it.
     pub vlan: VlanMode,
+    /// Its egress is impaired: frames must reach the impairment as the
+    /// wire frames they stand for, so GSO super-frames are cut first.
+    pub shaped: bool,
 }
 
 #[derive(Debug)]
@@ -156,6 +159,12 @@ impl Fabric {
         Ok(())
     }
 
+    pub fn set_port_shaped(&mut self, id: PortId, shaped: bool) -> Result<(), FabricError> {
+        let p = self.ports.get_mut(id).and_then(Option::as_mut).ok_or(FabricError::NoSuchPort(id))?;
+        p.shaped = shaped;
+        Ok(())
+    }
+
     pub fn segment(&self, id: SegmentId) -> Option<&Segment> {
         self.segments.get(id).and_then(Option::as_ref)
     }
@@ -216,7 +225,11 @@ impl Fabric {
             return Egress::Drop(DropReason::PortDown);
         }
         if frame.vnet.is_gso() {
-            return if info.gso { Egress::Send(tagging) } else { Egress::Soft { tagging, mtu: info.mtu } };
+            return if info.gso && !info.shaped {
+                Egress::Send(tagging)
+            } else {
+                Egress::Soft { tagging, mtu: info.mtu }
+            };
         }
         if frame.l3_len() > info.mtu {
             return Egress::Drop(DropReason::Oversize);
@@ -245,7 +258,7 @@ mod tests {
         MacAddr([2, 0, 0, 0, 0, n])
     }
     fn port(segment: SegmentId) -> PortInfo {
-        PortInfo { segment, mtu: 1500, gso: true, up: true, vlan: VlanMode::default() }
+        PortInfo { segment, mtu: 1500, gso: true, up: true, vlan: VlanMode::default(), shaped: false }
     }
     fn lan_with(ports: &[PortId]) -> Fabric {
         let mut f = Fabric::default();
@@ -310,7 +323,7 @@ mod tests {
     fn vlans_isolate_and_trunks_carry_tags() {
         let mut f = Fabric::default();
         f.add_segment(0, Segment::lan()).unwrap();
-        let with = |vlan| PortInfo { segment: 0, mtu: 1500, gso: true, up: true, vlan };
+        let with = |vlan| PortInfo { segment: 0, mtu: 1500, gso: true, up: true, vlan, shaped: false };
         f.add_port(1, with(VlanMode::Access(10))).unwrap();
         f.add_port(2, with(VlanMode::Access(20))).unwrap();
         f.add_port(3, with(VlanMode::Trunk(vec![10, 20]))).unwrap();
@@ -363,8 +376,16 @@ mod tests {
     fn admission_checks_mtu_and_gso_capability() {
         let mut f = Fabric::default();
         f.add_segment(0, Segment::point_to_point()).unwrap();
-        f.add_port(1, PortInfo { segment: 0, mtu: 1500, gso: true, up: true, vlan: VlanMode::default() }).unwrap();
-        f.add_port(2, PortInfo { segment: 0, mtu: 1500, gso: false, up: true, vlan: VlanMode::default() }).unwrap();
+        f.add_port(
+            1,
+            PortInfo { segment: 0, mtu: 1500, gso: true, up: true, vlan: VlanMode::default(), shaped: false },
+        )
+        .unwrap();
+        f.add_port(
+            2,
+            PortInfo { segment: 0, mtu: 1500, gso: false, up: true, vlan: VlanMode::default(), shaped: false },
+        )
+        .unwrap();
         let ok = buf(mac(2), mac(1), 1500);
         let big = buf(mac(2), mac(1), 1501);
         assert_eq!(f.admit(2, &Frame::parse(&ok).unwrap(), None), Egress::Send(Tagging::AsIs));
@@ -373,5 +394,9 @@ mod tests {
         VnetHdr { gso_type: 1, gso_size: 1448, ..Default::default() }.write(&mut gso);
         assert_eq!(f.admit(1, &Frame::parse(&gso).unwrap(), None), Egress::Send(Tagging::AsIs));
         assert_eq!(f.admit(2, &Frame::parse(&gso).unwrap(), None), Egress::Soft { tagging: Tagging::AsIs, mtu: 1500 });
+        // An impaired egress gets wire frames even if it could take GSO.
+        f.set_port_shaped(1, true).unwrap();
+        assert_eq!(f.admit(1, &Frame::parse(&gso).unwrap(), None), Egress::Soft { tagging: Tagging::AsIs, mtu: 1500 });
+        assert_eq!(f.admit(1, &Frame::parse(&ok).unwrap(), None), Egress::Send(Tagging::AsIs));
     }
 }

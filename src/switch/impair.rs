@@ -9,6 +9,8 @@
 //! Must not touch: fds, clocks, the data plane.
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
 /// A small, fast, seedable generator (SplitMix64): one per link direction.
 #[derive(Clone, Debug)]
 pub struct Rng(u64);
@@ -33,7 +35,8 @@ impl Rng {
 }
 
 /// How jitter is distributed around the delay.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Distribution {
     #[default]
     Uniform,
@@ -42,7 +45,8 @@ pub enum Distribution {
 }
 
 /// Which frames are lost.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum LossModel {
     #[default]
     None,
@@ -57,7 +61,8 @@ pub enum LossModel {
 }
 
 /// The impairments of one direction of a link. Probabilities are 0..=1.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Params {
     pub delay: Duration,
     pub jitter: Duration,
@@ -92,6 +97,10 @@ impl Default for Params {
         }
     }
 }
+
+// Values are checked finite when parsed, so equality is reflexive.
+impl Eq for Params {}
+impl Eq for LossModel {}
 
 impl Params {
     /// Whether frames go through untouched (the switch's fast path).

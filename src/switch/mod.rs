@@ -5,46 +5,65 @@
 //! The control plane talks to that thread through [`Switch`], a handle that
 //! sends [`Control`] messages and wakes the poller.
 //!
-//! Hot path rules: one reusable receive buffer, no allocation per frame
-//! (egress queues recycle their buffers), bounded queues, drops counted per
-//! port and reason, and a dead port never stalls the others.
+//! Impaired directions ([`impair`]) hand their frames to a [`delay`] line;
+//! a timerfd in the same poll set wakes the thread when the next one is
+//! due, so delays are kept to the microsecond, not to epoll's millisecond.
+//! Captures receive copies of the frames crossing chosen ports through
+//! bounded channels (a slow reader loses copies, counted, never stalls
+//! the switch).
 //!
-//! Owns: port fds once added, forwarding, counters. Must not touch:
-//! namespaces, processes, the topology model.
+//! Hot path rules: one reusable receive buffer, no allocation per frame
+//! on unimpaired, uncaptured ports (egress queues recycle their buffers),
+//! bounded queues, drops counted per port, direction and reason, and a
+//! dead port never stalls the others.
+//!
+//! Owns: port fds once added, forwarding, impairment state, captures,
+//! counters. Must not touch: namespaces, processes, the topology model.
 pub mod counters;
+pub mod delay;
 pub mod fabric;
 pub mod fdb;
 pub mod frame;
 pub mod gso;
 pub mod impair;
+pub mod pcap;
 pub mod port;
+pub mod sniff;
 pub mod vlan;
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::io;
-use std::os::fd::RawFd;
-use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
+use nix::sys::time::TimeSpec;
+use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
 
 use counters::{DropReason, PortCounters};
+use delay::{DelayLine, Stage};
 use fabric::{Decision, Egress, Fabric, PortInfo, Segment};
-use frame::{Frame, FrameError, MacAddr, ETH_HDR_LEN, MAX_BUFFER_LEN, VNET_HDR_LEN};
+use frame::{Frame, FrameError, MacAddr, VnetHdr, ETH_HDR_LEN, MAX_BUFFER_LEN, VNET_HDR_LEN};
 use port::PortIo;
 use vlan::{Tagging, VlanMode};
 
 pub type PortId = usize;
 pub type SegmentId = usize;
+pub type CaptureId = usize;
 
 /// Frames a port may hold while its fd is not writable.
 pub const TX_QUEUE_FRAMES: usize = 256;
+/// Copies a capture may hold before its reader falls behind and loses some.
+pub const CAPTURE_QUEUE_FRAMES: usize = 8192;
 /// Frames read from one port before the others get a turn.
 const RX_BUDGET: usize = 64;
 const WAKER: Token = Token(0);
+const TIMER: Token = Token(usize::MAX);
 
 #[derive(Debug, thiserror::Error)]
 pub enum SwitchError {
@@ -65,6 +84,35 @@ pub struct FdbEntry {
     pub age: Duration,
 }
 
+/// Which frames of a port a capture gets: those the node sent (`rx`)
+/// and/or those handed to it (`tx`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CapturePoint {
+    pub port: PortId,
+    pub rx: bool,
+    pub tx: bool,
+}
+
+/// One captured frame: Ethernet bytes as they cross a wire (GSO
+/// super-frames arrive segmented, offloaded checksums filled in).
+#[derive(Clone, Debug)]
+pub struct CapturedFrame {
+    pub port: PortId,
+    /// True for a frame handed to the node, false for one it sent.
+    pub outgoing: bool,
+    pub at: SystemTime,
+    pub data: Vec<u8>,
+}
+
+/// The reading end of a capture. Dropping the switch's side (stop, or
+/// shutdown) ends the stream.
+pub struct CaptureFeed {
+    pub id: CaptureId,
+    pub frames: Receiver<CapturedFrame>,
+    /// Copies lost because the reader fell behind.
+    pub lost: Arc<AtomicU64>,
+}
+
 type Ack = SyncSender<Result<(), String>>;
 
 /// Messages from the control plane to the data-plane thread.
@@ -74,6 +122,9 @@ enum Control {
     AddPort { id: PortId, info: PortInfo, io: Box<dyn PortIo>, counters: Arc<PortCounters>, ack: Ack },
     RemovePort { id: PortId, ack: Ack },
     SetPortUp { id: PortId, up: bool, ack: Ack },
+    SetImpairment { id: PortId, stage: Stage, model: Option<Box<impair::Direction>>, ack: Ack },
+    StartCapture { id: CaptureId, points: Vec<CapturePoint>, sink: CaptureSink, ack: Ack },
+    StopCapture { id: CaptureId, ack: Ack },
     Fdb { segment: SegmentId, reply: Sender<Vec<FdbEntry>> },
     Shutdown,
 }
@@ -86,17 +137,55 @@ pub struct Switch {
     thread: Option<JoinHandle<()>>,
     next_port: PortId,
     next_segment: SegmentId,
+    captures: CaptureControl,
+}
+
+/// A handle that only starts and stops captures; it can be cloned and
+/// sent to other threads (a capture server), unlike [`Switch`].
+#[derive(Clone)]
+pub struct CaptureControl {
+    ctl: Sender<Control>,
+    waker: Arc<Waker>,
+    next: Arc<AtomicUsize>,
+}
+
+impl CaptureControl {
+    fn call(&self, make: impl FnOnce(Ack) -> Control) -> Result<(), SwitchError> {
+        let (ack, done) = mpsc::sync_channel(1);
+        self.ctl.send(make(ack)).map_err(|_| SwitchError::Stopped)?;
+        self.waker.wake()?;
+        done.recv().map_err(|_| SwitchError::Stopped)?.map_err(SwitchError::Refused)
+    }
+
+    /// Starts copying the frames of `points` to a new feed.
+    pub fn start(&self, points: Vec<CapturePoint>) -> Result<CaptureFeed, SwitchError> {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let (tx, frames) = mpsc::sync_channel(CAPTURE_QUEUE_FRAMES);
+        let lost = Arc::new(AtomicU64::new(0));
+        let sink = CaptureSink { tx, lost: lost.clone() };
+        self.call(|ack| Control::StartCapture { id, points, sink, ack })?;
+        Ok(CaptureFeed { id, frames, lost })
+    }
+
+    /// Stops a capture: its feed ends once the copies in flight are read.
+    pub fn stop(&self, id: CaptureId) -> Result<(), SwitchError> {
+        self.call(|ack| Control::StopCapture { id, ack })
+    }
 }
 
 impl Switch {
     pub fn start() -> Result<Switch, SwitchError> {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let timer = TimerFd::new(ClockId::CLOCK_MONOTONIC, TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC)
+            .map_err(io::Error::from)?;
+        poll.registry().register(&mut SourceFd(&timer.as_fd().as_raw_fd()), TIMER, Interest::READABLE)?;
         let (ctl, ctl_rx) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("clonet-switch".into())
-            .spawn(move || DataPlane::new(poll, ctl_rx).run())?;
-        Ok(Switch { ctl, waker, thread: Some(thread), next_port: 1, next_segment: 1 })
+            .spawn(move || DataPlane::new(poll, timer, ctl_rx).run())?;
+        let captures = CaptureControl { ctl: ctl.clone(), waker: waker.clone(), next: Arc::new(AtomicUsize::new(1)) };
+        Ok(Switch { ctl, waker, thread: Some(thread), next_port: 1, next_segment: 1, captures })
     }
 
     fn send(&self, msg: Control) -> Result<(), SwitchError> {
@@ -134,7 +223,7 @@ impl Switch {
         let id = self.next_port;
         self.next_port += 1;
         let counters = Arc::new(PortCounters::default());
-        let info = PortInfo { segment, mtu, gso, up: true, vlan };
+        let info = PortInfo { segment, mtu, gso, up: true, vlan, shaped: false };
         let c = counters.clone();
         self.call(|ack| Control::AddPort { id, info, io, counters: c, ack })?;
         Ok((id, counters))
@@ -149,6 +238,35 @@ impl Switch {
     /// interface loses carrier.
     pub fn set_port_up(&mut self, id: PortId, up: bool) -> Result<(), SwitchError> {
         self.call(|ack| Control::SetPortUp { id, up, ack })
+    }
+
+    /// Impairs the frames entering the switch from port `id` (`Ingress`)
+    /// or leaving through it (`Egress`), with a generator seeded by
+    /// `seed`; `None` (or no-op parameters) makes the direction plain
+    /// again. Frames already held still leave at their time.
+    pub fn set_impairment(
+        &mut self,
+        id: PortId,
+        stage: Stage,
+        params: Option<(impair::Params, u64)>,
+    ) -> Result<(), SwitchError> {
+        let model = params.filter(|(p, _)| !p.is_noop()).map(|(p, seed)| Box::new(impair::Direction::new(p, seed)));
+        self.call(|ack| Control::SetImpairment { id, stage, model, ack })
+    }
+
+    /// Starts copying the frames of `points` to a new feed.
+    pub fn start_capture(&mut self, points: Vec<CapturePoint>) -> Result<CaptureFeed, SwitchError> {
+        self.captures.start(points)
+    }
+
+    /// Stops a capture: its feed ends once the copies in flight are read.
+    pub fn stop_capture(&mut self, id: CaptureId) -> Result<(), SwitchError> {
+        self.captures.stop(id)
+    }
+
+    /// A sendable handle for starting and stopping captures.
+    pub fn capture_control(&self) -> CaptureControl {
+        self.captures.clone()
     }
 
     /// The live MAC table of a LAN segment.
@@ -192,6 +310,19 @@ fn classify_write_error(e: &io::Error) -> WriteFailure {
     }
 }
 
+/// The switch's side of one capture.
+struct CaptureSink {
+    tx: SyncSender<CapturedFrame>,
+    lost: Arc<AtomicU64>,
+}
+
+/// One impaired direction of a port: the model and how many of its
+/// frames wait in the delay line (for the queue limit).
+struct Impaired {
+    model: Box<impair::Direction>,
+    held: usize,
+}
+
 /// The data plane's state of one port.
 struct PortRuntime {
     io: Box<dyn PortIo>,
@@ -202,6 +333,88 @@ struct PortRuntime {
     failed: bool,
     /// Already waiting in the backlog (it must appear there once).
     in_backlog: bool,
+    /// Impairment of the frames the node sends (LAN ports).
+    ingress: Option<Impaired>,
+    /// Impairment of the frames handed to the node.
+    egress: Option<Impaired>,
+    /// Captures that copy what the node sends / what it is handed.
+    captures_rx: Vec<CaptureId>,
+    captures_tx: Vec<CaptureId>,
+}
+
+impl PortRuntime {
+    fn impaired(&mut self, stage: Stage) -> &mut Option<Impaired> {
+        match stage {
+            Stage::Ingress => &mut self.ingress,
+            Stage::Egress => &mut self.egress,
+        }
+    }
+
+    fn count_drop(&self, stage: Stage, reason: DropReason) {
+        match stage {
+            Stage::Ingress => self.counters.rx_dropped(reason),
+            Stage::Egress => self.counters.tx_dropped(reason),
+        }
+    }
+}
+
+/// Reusable buffers for frames cut into wire-sized pieces.
+#[derive(Default)]
+struct WireBuffers {
+    out: Vec<u8>,
+    spans: Vec<(usize, usize)>,
+    scratch: Vec<u8>,
+}
+
+impl WireBuffers {
+    /// Fills `out` with `frame` as the frames a real wire of `mtu` would
+    /// carry, each with a zeroed virtio-net header: a GSO super-frame is
+    /// segmented; with `finish`, a seeded checksum is completed.
+    fn cut(&mut self, frame: &Frame<'_>, mtu: usize, finish: bool) -> Result<(), gso::GsoError> {
+        self.out.clear();
+        self.spans.clear();
+        if frame.vnet.is_gso() {
+            let (out, spans) = (&mut self.out, &mut self.spans);
+            gso::segment(frame, mtu, &mut self.scratch, |seg| {
+                spans.push((out.len(), out.len() + seg.len()));
+                out.extend_from_slice(seg);
+            })?;
+            return Ok(());
+        }
+        self.out.resize(VNET_HDR_LEN, 0);
+        self.out.extend_from_slice(frame.eth);
+        self.spans.push((0, self.out.len()));
+        if finish {
+            gso::complete_checksum(&frame.vnet, &mut self.out[VNET_HDR_LEN..])?;
+        } else {
+            frame.vnet.write(&mut self.out[..VNET_HDR_LEN]);
+        }
+        Ok(())
+    }
+}
+
+fn gso_drop_reason(e: gso::GsoError) -> DropReason {
+    match e {
+        gso::GsoError::MtuTooSmall => DropReason::Oversize,
+        gso::GsoError::Unsupported => DropReason::GsoUnsupported,
+        gso::GsoError::Malformed => DropReason::BadHeader,
+    }
+}
+
+/// Flips one bit of a held frame (virtio-net header first). A frame whose
+/// checksum the receiver would still compute gets it completed first, as
+/// netem does, so the damage is visible to the receiver's checks.
+fn corrupt(buf: &mut [u8], bit: usize) {
+    if let Some(hdr) = VnetHdr::parse(buf) {
+        if hdr.flags & VnetHdr::F_NEEDS_CSUM != 0 && !hdr.is_gso() {
+            let _ = gso::complete_checksum(&hdr, &mut buf[VNET_HDR_LEN..]);
+            VnetHdr { flags: 0, ..hdr }.write(&mut buf[..VNET_HDR_LEN]);
+        }
+    }
+    let eth = &mut buf[VNET_HDR_LEN..];
+    if let Some(byte) = eth.get_mut(bit / 8) {
+        *byte ^= 1 << (bit % 8);
+    }
 }
 
 struct DataPlane {
@@ -212,15 +425,22 @@ struct DataPlane {
     started: Instant,
     /// Ports that still had frames when their read budget ran out.
     backlog: VecDeque<PortId>,
-    /// Recycled egress-queue buffers.
+    /// Recycled egress-queue and delay-line buffers.
     pool: Vec<Vec<u8>>,
     /// Scratch list of egress ports for the frame being forwarded.
     egress: Vec<PortId>,
     rx_buf: Vec<u8>,
-    /// Software offload buffers: segments, their spans, and scratch.
-    soft_out: Vec<u8>,
-    soft_spans: Vec<(usize, usize)>,
-    soft_scratch: Vec<u8>,
+    /// Software offload buffers (egress), ingress impairment and capture
+    /// buffers: separate, since a capture happens while a frame is cut.
+    soft: WireBuffers,
+    held_in: WireBuffers,
+    cap: WireBuffers,
+    cap_whole: Vec<u8>,
+    /// Frames held back by impairments, and the timer that releases them.
+    delay: DelayLine,
+    timer: TimerFd,
+    armed_for: Option<Duration>,
+    captures: HashMap<CaptureId, CaptureSink>,
 }
 
 fn token(port: PortId) -> Token {
@@ -228,7 +448,7 @@ fn token(port: PortId) -> Token {
 }
 
 impl DataPlane {
-    fn new(poll: Poll, ctl: Receiver<Control>) -> DataPlane {
+    fn new(poll: Poll, timer: TimerFd, ctl: Receiver<Control>) -> DataPlane {
         DataPlane {
             poll,
             ctl,
@@ -239,9 +459,14 @@ impl DataPlane {
             pool: Vec::new(),
             egress: Vec::with_capacity(64),
             rx_buf: vec![0u8; MAX_BUFFER_LEN],
-            soft_out: Vec::new(),
-            soft_spans: Vec::new(),
-            soft_scratch: Vec::new(),
+            soft: WireBuffers::default(),
+            held_in: WireBuffers::default(),
+            cap: WireBuffers::default(),
+            cap_whole: Vec::new(),
+            delay: DelayLine::default(),
+            timer,
+            armed_for: None,
+            captures: HashMap::new(),
         }
     }
 
@@ -260,6 +485,11 @@ impl DataPlane {
                 if ev.token() == WAKER {
                     continue;
                 }
+                if ev.token() == TIMER {
+                    let _ = nix::unistd::read(self.timer.as_fd(), &mut [0u8; 8]);
+                    self.armed_for = None;
+                    continue;
+                }
                 let id = ev.token().0 - 1;
                 if ev.is_writable() {
                     self.flush(id);
@@ -276,9 +506,11 @@ impl DataPlane {
                     self.drain(id);
                 }
             }
+            self.release_due();
             if !self.control() {
                 return;
             }
+            self.arm_timer();
         }
     }
 
@@ -307,6 +539,32 @@ impl DataPlane {
                     }
                     let _ = ack.send(result);
                 }
+                Control::SetImpairment { id, stage, model, ack } => {
+                    let _ = ack.send(self.set_impairment(id, stage, model));
+                }
+                Control::StartCapture { id, points, sink, ack } => {
+                    for pt in &points {
+                        if let Some(p) = self.ports.get_mut(pt.port).and_then(Option::as_mut) {
+                            if pt.rx {
+                                p.captures_rx.push(id);
+                            }
+                            if pt.tx {
+                                p.captures_tx.push(id);
+                            }
+                        }
+                    }
+                    self.captures.insert(id, sink);
+                    let _ = ack.send(Ok(()));
+                }
+                Control::StopCapture { id, ack } => {
+                    for p in self.ports.iter_mut().flatten() {
+                        p.captures_rx.retain(|c| *c != id);
+                        p.captures_tx.retain(|c| *c != id);
+                    }
+                    // Dropping the sender ends the reader's stream.
+                    self.captures.remove(&id);
+                    let _ = ack.send(Ok(()));
+                }
                 Control::Fdb { segment, reply } => {
                     let now = self.started.elapsed();
                     let entries = match self.fabric.segment(segment) {
@@ -323,6 +581,25 @@ impl DataPlane {
             }
         }
         true
+    }
+
+    fn set_impairment(
+        &mut self,
+        id: PortId,
+        stage: Stage,
+        model: Option<Box<impair::Direction>>,
+    ) -> Result<(), String> {
+        let port = self.ports.get_mut(id).and_then(Option::as_mut).ok_or_else(|| format!("no port {id}"))?;
+        let slot = port.impaired(stage);
+        // Frames already held keep counting against the limit of the new model.
+        let held = slot.as_ref().map_or(0, |i| i.held);
+        *slot = model.map(|model| Impaired { model, held });
+        if stage == Stage::Egress {
+            // An impaired egress works on wire frames: GSO super-frames are cut first.
+            let shaped = port.egress.is_some();
+            self.fabric.set_port_shaped(id, shaped).map_err(|e| format!("{e:?}"))?;
+        }
+        Ok(())
     }
 
     fn add_port(
@@ -348,12 +625,18 @@ impl DataPlane {
             wants_write: false,
             failed: false,
             in_backlog: false,
+            ingress: None,
+            egress: None,
+            captures_rx: Vec::new(),
+            captures_tx: Vec::new(),
         });
         Ok(())
     }
 
     fn remove_port(&mut self, id: PortId) {
         self.fabric.remove_port(id);
+        let freed = self.delay.forget_port(id);
+        self.pool.extend(freed);
         if let Some(p) = self.ports.get_mut(id).and_then(Option::take) {
             let fd: RawFd = p.io.raw_fd();
             if !p.failed {
@@ -376,7 +659,7 @@ impl DataPlane {
         }
     }
 
-    /// Reads and forwards up to `RX_BUDGET` frames from one port.
+    /// Reads and handles up to `RX_BUDGET` frames from one port.
     fn drain(&mut self, id: PortId) {
         let mut buf = std::mem::take(&mut self.rx_buf);
         let now = self.started.elapsed();
@@ -387,18 +670,18 @@ impl DataPlane {
             }
             match port.io.recv(&mut buf) {
                 Ok(0) => {
-                    port.counters.dropped(DropReason::PortError);
+                    port.counters.rx_dropped(DropReason::PortError);
                     self.fail(id);
                     break;
                 }
-                Ok(n) => self.forward(id, &buf[..n], now),
+                Ok(n) => self.receive(id, &buf[..n], now),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.rx_buf = buf;
                     return;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(_) => {
-                    port.counters.dropped(DropReason::PortError);
+                    port.counters.rx_dropped(DropReason::PortError);
                     self.fail(id);
                     break;
                 }
@@ -413,23 +696,158 @@ impl DataPlane {
         self.rx_buf = buf;
     }
 
-    fn forward(&mut self, ingress: PortId, buf: &[u8], now: Duration) {
-        // Borrow only the `ports` field here, so `fabric` and `egress` stay usable.
-        let Some(counters) = self.ports.get(ingress).and_then(Option::as_ref).map(|p| &p.counters) else { return };
+    /// One frame the node of port `id` sent: counted, captured, then
+    /// impaired or forwarded.
+    fn receive(&mut self, id: PortId, buf: &[u8], now: Duration) {
+        let Some(port) = self.ports.get(id).and_then(Option::as_ref) else { return };
         let frame = match Frame::parse(buf) {
             Ok(f) => f,
             Err(e) => {
-                counters.rx(buf.len().saturating_sub(VNET_HDR_LEN));
-                counters.dropped(match e {
+                port.counters.rx(buf.len().saturating_sub(VNET_HDR_LEN));
+                port.counters.rx_dropped(match e {
                     FrameError::Runt => DropReason::Runt,
                     FrameError::BadVnetHdr => DropReason::BadHeader,
                 });
                 return;
             }
         };
-        counters.rx(frame.eth.len());
+        port.counters.rx(frame.eth.len());
+        let impaired = port.ingress.is_some();
+        if !port.captures_rx.is_empty() {
+            self.capture(id, false, &frame);
+        }
+        if impaired {
+            self.hold_ingress(id, &frame, now);
+        } else {
+            self.forward(id, buf, &frame, now);
+        }
+    }
+
+    /// Impairs a frame on its way into the switch, as wire-sized frames.
+    fn hold_ingress(&mut self, id: PortId, frame: &Frame<'_>, now: Duration) {
+        let mtu = self.fabric.port(id).map_or(frame.eth.len(), |p| p.mtu);
+        let mut wire = std::mem::take(&mut self.held_in);
+        match wire.cut(frame, mtu, false) {
+            Ok(()) => {
+                for &(start, end) in &wire.spans {
+                    self.impair(id, Stage::Ingress, &[&wire.out[start..end]], end - start - VNET_HDR_LEN, now);
+                }
+            }
+            Err(e) => {
+                if let Some(p) = self.ports.get(id).and_then(Option::as_ref) {
+                    p.counters.rx_dropped(gso_drop_reason(e));
+                }
+            }
+        }
+        self.held_in = wire;
+    }
+
+    /// Asks the direction's model what becomes of one frame (given as
+    /// `parts`, virtio-net header first) and holds each copy until it is due.
+    fn impair(&mut self, id: PortId, stage: Stage, parts: &[&[u8]], eth_len: usize, now: Duration) {
+        let Some(port) = self.ports.get_mut(id).and_then(Option::as_mut) else { return };
+        let Some(imp) = port.impaired(stage).as_mut() else { return };
+        let verdict = imp.model.on_frame(now, eth_len, imp.held);
+        imp.held += verdict.departures.len();
+        for d in &verdict.drops {
+            port.count_drop(
+                stage,
+                match d {
+                    impair::Drop::Loss => DropReason::ImpairLoss,
+                    impair::Drop::QueueFull => DropReason::QueueFull,
+                },
+            );
+        }
+        for dep in verdict.departures {
+            let mut copy = self.pool.pop().unwrap_or_default();
+            copy.clear();
+            for p in parts {
+                copy.extend_from_slice(p);
+            }
+            if let Some(bit) = dep.flip_bit {
+                corrupt(&mut copy, bit);
+            }
+            self.delay.hold(dep.at, id, stage, copy);
+        }
+    }
+
+    /// Lets every held frame that is due go on.
+    fn release_due(&mut self) {
+        let now = self.started.elapsed();
+        while let Some(h) = self.delay.release(now) {
+            if let Some(p) = self.ports.get_mut(h.port).and_then(Option::as_mut) {
+                if let Some(imp) = p.impaired(h.stage).as_mut() {
+                    imp.held = imp.held.saturating_sub(1);
+                }
+            }
+            match h.stage {
+                Stage::Egress => {
+                    let up = self.fabric.port(h.port).is_some_and(|p| p.up);
+                    if up {
+                        self.send_now(h.port, &[&h.frame], h.frame.len() - VNET_HDR_LEN);
+                    } else if let Some(p) = self.ports.get(h.port).and_then(Option::as_ref) {
+                        p.counters.tx_dropped(DropReason::PortDown);
+                    }
+                }
+                Stage::Ingress => {
+                    if let Ok(f) = Frame::parse(&h.frame) {
+                        self.forward(h.port, &h.frame, &f, now);
+                    }
+                }
+            }
+            self.pool.push(h.frame);
+        }
+    }
+
+    /// Sets the timer for the next held frame (never 0: that would disarm it).
+    fn arm_timer(&mut self) {
+        let Some(due) = self.delay.next_due() else {
+            self.armed_for = None;
+            return;
+        };
+        if self.armed_for == Some(due) {
+            return;
+        }
+        let wait = due.saturating_sub(self.started.elapsed()).max(Duration::from_nanos(1));
+        match self.timer.set(Expiration::OneShot(TimeSpec::from_duration(wait)), TimerSetTimeFlags::empty()) {
+            Ok(()) => self.armed_for = Some(due),
+            Err(e) => eprintln!("clonet: switch timer: {e}"),
+        }
+    }
+
+    /// Copies a frame to the captures of port `id` (what the node sent,
+    /// or, `outgoing`, what it is handed), cut as a wire carries it.
+    fn capture(&mut self, id: PortId, outgoing: bool, frame: &Frame<'_>) {
+        let mtu = self.fabric.port(id).map_or(frame.eth.len(), |p| p.mtu);
+        let Some(port) = self.ports.get(id).and_then(Option::as_ref) else { return };
+        let ids = if outgoing { &port.captures_tx } else { &port.captures_rx };
+        if self.cap.cut(frame, mtu, true).is_err() {
+            // Not segmentable (e.g. UDP GSO): keep the frame as it came.
+            self.cap.out.clear();
+            self.cap.out.resize(VNET_HDR_LEN, 0);
+            self.cap.out.extend_from_slice(frame.eth);
+            self.cap.spans.clear();
+            self.cap.spans.push((0, self.cap.out.len()));
+        }
+        let at = SystemTime::now();
+        for &(start, end) in &self.cap.spans {
+            let data = self.cap.out[start + VNET_HDR_LEN..end].to_vec();
+            for cid in ids {
+                if let Some(sink) = self.captures.get(cid) {
+                    let copy = CapturedFrame { port: id, outgoing, at, data: data.clone() };
+                    if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = sink.tx.try_send(copy) {
+                        sink.lost.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }
+    }
+
+    fn forward(&mut self, ingress: PortId, buf: &[u8], frame: &Frame<'_>, now: Duration) {
+        // Borrow only the `ports` field here, so `fabric` and `egress` stay usable.
+        let Some(counters) = self.ports.get(ingress).and_then(Option::as_ref).map(|p| &p.counters) else { return };
         self.egress.clear();
-        let cls = match self.fabric.decide(ingress, &frame, now) {
+        let cls = match self.fabric.decide(ingress, frame, now) {
             Decision::Unicast(p, cls) => {
                 self.egress.push(p);
                 cls
@@ -439,20 +857,20 @@ impl DataPlane {
                 cls
             }
             Decision::Drop(reason) => {
-                counters.dropped(reason);
+                counters.rx_dropped(reason);
                 return;
             }
             Decision::Nowhere => return,
         };
         for i in 0..self.egress.len() {
             let out = self.egress[i];
-            match self.fabric.admit(out, &frame, cls) {
-                Egress::Send(tagging) => self.transmit_tagged(out, buf, &frame, tagging),
-                Egress::Soft { tagging, mtu } => self.transmit_soft(out, &frame, tagging, mtu),
+            match self.fabric.admit(out, frame, cls) {
+                Egress::Send(tagging) => self.transmit_tagged(out, buf, frame, tagging),
+                Egress::Soft { tagging, mtu } => self.transmit_soft(out, frame, tagging, mtu),
                 Egress::NotMember => {}
                 Egress::Drop(reason) => {
                     if let Some(p) = self.ports.get(out).and_then(Option::as_ref) {
-                        p.counters.dropped(reason)
+                        p.counters.tx_dropped(reason)
                     }
                 }
             }
@@ -463,45 +881,22 @@ impl DataPlane {
     /// segments that fit `mtu`, a frame with a seeded checksum gets it
     /// finished. Buffers are reused, so nothing is allocated once warm.
     fn transmit_soft(&mut self, id: PortId, frame: &Frame<'_>, tagging: Tagging, mtu: usize) {
-        let mut out = std::mem::take(&mut self.soft_out);
-        let mut spans = std::mem::take(&mut self.soft_spans);
-        let mut scratch = std::mem::take(&mut self.soft_scratch);
-        out.clear();
-        spans.clear();
-        let result = if frame.vnet.is_gso() {
-            gso::segment(frame, mtu, &mut scratch, |seg| {
-                spans.push((out.len(), out.len() + seg.len()));
-                out.extend_from_slice(seg);
-            })
-            .map(|_| ())
-        } else {
-            out.resize(VNET_HDR_LEN, 0);
-            out.extend_from_slice(frame.eth);
-            spans.push((0, out.len()));
-            gso::complete_checksum(&frame.vnet, &mut out[VNET_HDR_LEN..])
-        };
-        match result {
+        let mut wire = std::mem::take(&mut self.soft);
+        match wire.cut(frame, mtu, true) {
             Ok(()) => {
-                for &(start, end) in &spans {
-                    if let Ok(seg) = Frame::parse(&out[start..end]) {
-                        self.transmit_tagged(id, &out[start..end], &seg, tagging);
+                for &(start, end) in &wire.spans {
+                    if let Ok(seg) = Frame::parse(&wire.out[start..end]) {
+                        self.transmit_tagged(id, &wire.out[start..end], &seg, tagging);
                     }
                 }
             }
             Err(e) => {
-                let reason = match e {
-                    gso::GsoError::MtuTooSmall => DropReason::Oversize,
-                    gso::GsoError::Unsupported => DropReason::GsoUnsupported,
-                    gso::GsoError::Malformed => DropReason::BadHeader,
-                };
                 if let Some(p) = self.ports.get(id).and_then(Option::as_ref) {
-                    p.counters.dropped(reason);
+                    p.counters.tx_dropped(gso_drop_reason(e));
                 }
             }
         }
-        self.soft_out = out;
-        self.soft_spans = spans;
-        self.soft_scratch = scratch;
+        self.soft = wire;
     }
 
     /// Sends `buf` with its 802.1Q tag pushed or stripped as asked, in
@@ -525,11 +920,34 @@ impl DataPlane {
         }
     }
 
-    /// Sends one frame given as `parts` (virtio-net header first).
+    /// Sends one frame given as `parts` (virtio-net header first), through
+    /// the port's egress impairment if it has one.
     fn transmit(&mut self, id: PortId, parts: &[&[u8]], eth_len: usize) {
+        let impaired = self.ports.get(id).and_then(Option::as_ref).is_some_and(|p| p.egress.is_some());
+        if impaired {
+            let now = self.started.elapsed();
+            self.impair(id, Stage::Egress, parts, eth_len, now);
+        } else {
+            self.send_now(id, parts, eth_len);
+        }
+    }
+
+    /// Writes one frame to the port now, or queues it while the fd is full.
+    fn send_now(&mut self, id: PortId, parts: &[&[u8]], eth_len: usize) {
+        if self.ports.get(id).and_then(Option::as_ref).is_some_and(|p| !p.captures_tx.is_empty()) {
+            let mut whole = std::mem::take(&mut self.cap_whole);
+            whole.clear();
+            for p in parts {
+                whole.extend_from_slice(p);
+            }
+            if let Ok(f) = Frame::parse(&whole) {
+                self.capture(id, true, &f);
+            }
+            self.cap_whole = whole;
+        }
         let Some(port) = self.ports.get_mut(id).and_then(Option::as_mut) else { return };
         if port.failed {
-            port.counters.dropped(DropReason::PortError);
+            port.counters.tx_dropped(DropReason::PortError);
             return;
         }
         if port.txq.is_empty() {
@@ -551,9 +969,9 @@ impl DataPlane {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => {
                     match classify_write_error(&e) {
-                        WriteFailure::Frame(reason) => port.counters.dropped(reason),
+                        WriteFailure::Frame(reason) => port.counters.tx_dropped(reason),
                         WriteFailure::Port => {
-                            port.counters.dropped(DropReason::PortError);
+                            port.counters.tx_dropped(DropReason::PortError);
                             self.fail(id);
                         }
                     }
@@ -562,7 +980,7 @@ impl DataPlane {
             }
         }
         if port.txq.len() >= TX_QUEUE_FRAMES {
-            port.counters.dropped(DropReason::QueueFull);
+            port.counters.tx_dropped(DropReason::QueueFull);
             return;
         }
         let mut copy = self.pool.pop().unwrap_or_default();
@@ -598,12 +1016,12 @@ impl DataPlane {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) => match classify_write_error(&e) {
                     WriteFailure::Frame(reason) => {
-                        port.counters.dropped(reason);
+                        port.counters.tx_dropped(reason);
                         let lost = port.txq.pop_front().expect("front exists");
                         self.pool.push(lost);
                     }
                     WriteFailure::Port => {
-                        port.counters.dropped(DropReason::PortError);
+                        port.counters.tx_dropped(DropReason::PortError);
                         broken = true;
                         break;
                     }
@@ -727,6 +1145,46 @@ mod tests {
         assert_eq!(segments, 20_000usize.div_ceil(1500 - 20 - 32));
         assert!(settled(|| cb.snapshot().tx_frames == segments as u64), "{:?}", cb.snapshot());
         assert!(cb.snapshot().drops.is_empty(), "{:?}", cb.snapshot());
+    }
+
+    #[test]
+    fn an_impaired_egress_delays_and_loses_and_a_capture_sees_what_left() {
+        let mut sw = Switch::start().unwrap();
+        let seg = sw.add_segment(Segment::point_to_point()).unwrap();
+        let (fa, pa) = wire();
+        let (fb, pb) = wire();
+        sw.add_port(seg, Box::new(FdPort::socket(fa)), 1500, true, VlanMode::default()).unwrap();
+        let (idb, cb) = sw.add_port(seg, Box::new(FdPort::socket(fb)), 1500, true, VlanMode::default()).unwrap();
+        let delay = impair::Params { delay: Duration::from_millis(30), ..Default::default() };
+        sw.set_impairment(idb, Stage::Egress, Some((delay, 1))).unwrap();
+        let feed = sw.start_capture(vec![CapturePoint { port: idb, rx: false, tx: true }]).unwrap();
+        let sent = frame([2; 6], [4; 6], 60);
+        let t0 = Instant::now();
+        pa.send(&sent).unwrap();
+        assert_eq!(recv(&pb).unwrap(), sent);
+        let took = t0.elapsed();
+        assert!(took >= Duration::from_millis(30) && took < Duration::from_millis(200), "delayed {took:?}");
+        let copy = feed.frames.recv_timeout(Duration::from_secs(1)).unwrap();
+        assert!(copy.outgoing && copy.port == idb);
+        assert_eq!(copy.data, sent[VNET_HDR_LEN..]);
+        // Everything lost: counted as impairment loss towards b.
+        let lossy =
+            impair::Params { loss: impair::LossModel::Random { p: 1.0, correlation: 0.0 }, ..Default::default() };
+        sw.set_impairment(idb, Stage::Egress, Some((lossy, 1))).unwrap();
+        for _ in 0..3 {
+            pa.send(&sent).unwrap();
+        }
+        pb.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+        assert!(recv(&pb).is_none(), "lost frames never arrive");
+        assert!(settled(|| cb.snapshot().tx_drops.get("impair_loss") == Some(&3)), "{:?}", cb.snapshot());
+        // Plain again: frames cross at once; the capture ends when stopped.
+        sw.set_impairment(idb, Stage::Egress, None).unwrap();
+        pa.send(&sent).unwrap();
+        assert_eq!(recv(&pb).unwrap(), sent);
+        sw.stop_capture(feed.id).unwrap();
+        let rest: Vec<_> = feed.frames.iter().collect();
+        assert_eq!(rest.len(), 1, "only the last frame was delivered while capturing");
+        assert_eq!(feed.lost.load(Ordering::Relaxed), 0);
     }
 
     #[test]

@@ -1,0 +1,396 @@
+//! Link impairment options as scripts write them (sans-IO): parsing an
+//! option map into a [`LinkImpairment`], with a clear message for every
+//! bad value, and rendering one back (for `:save` and `link.impairment`).
+//!
+//! Times are `"20ms"`-style strings (or plain numbers of milliseconds),
+//! probabilities are percentages, rates are `"10mbit"`-style strings.
+//! Top-level keys apply to both directions; `a_to_b` / `b_to_a` maps
+//! override them for one direction.
+//!
+//! Owns: the option vocabulary. Must not touch: Rhai, the switch.
+use std::time::Duration;
+
+use super::topology::LinkImpairment;
+use crate::switch::impair::{self, Distribution, LossModel, Params};
+
+/// One option value, independent of the script engine.
+#[derive(Clone, Debug, PartialEq)]
+pub enum OptValue {
+    Text(String),
+    Number(f64),
+    Int(i64),
+    Map(Vec<(String, OptValue)>),
+}
+
+/// Keys that set one direction's impairments.
+pub const DIRECTION_KEYS: &[&str] = &[
+    "delay",
+    "jitter",
+    "distribution",
+    "loss",
+    "loss_correlation",
+    "loss_model",
+    "duplicate",
+    "reorder",
+    "gap",
+    "corrupt",
+    "rate",
+    "limit",
+];
+/// Keys of the whole link on top of those.
+pub const LINK_KEYS: &[&str] = &["seed", "a_to_b", "b_to_a"];
+
+pub fn is_impairment_key(key: &str) -> bool {
+    DIRECTION_KEYS.contains(&key) || LINK_KEYS.contains(&key)
+}
+
+fn number(key: &str, v: &OptValue) -> Result<f64, String> {
+    match v {
+        OptValue::Number(n) if n.is_finite() => Ok(*n),
+        OptValue::Int(i) => Ok(*i as f64),
+        other => Err(format!("{key} must be a number, not {other:?}")),
+    }
+}
+
+fn time(key: &str, v: &OptValue) -> Result<Duration, String> {
+    match v {
+        OptValue::Text(t) => impair::parse_time(t).map_err(|e| format!("{key}: {e}")),
+        _ => {
+            let ms = number(key, v)?;
+            if ms < 0.0 {
+                return Err(format!("{key}: {ms} ms is negative"));
+            }
+            Ok(Duration::from_secs_f64(ms / 1e3))
+        }
+    }
+}
+
+fn percent(key: &'static str, v: &OptValue) -> Result<f64, String> {
+    impair::percent(key, number(key, v)?).map_err(|e| format!("{key}: {e}"))
+}
+
+fn count(key: &str, v: &OptValue, min: i64) -> Result<i64, String> {
+    match v {
+        OptValue::Int(i) if *i >= min => Ok(*i),
+        OptValue::Int(i) => Err(format!("{key}: {i} is out of range (at least {min})")),
+        other => Err(format!("{key} must be an integer, not {other:?}")),
+    }
+}
+
+fn gilbert(v: &OptValue) -> Result<LossModel, String> {
+    let OptValue::Map(model) = v else { return Err("loss_model must be a map like #{gilbert: #{p: 5, r: 50}}".into()) };
+    let [(kind, OptValue::Map(g))] = model.as_slice() else {
+        return Err("loss_model must be a map like #{gilbert: #{p: 5, r: 50}}".into());
+    };
+    if kind != "gilbert" {
+        return Err(format!("unknown loss_model {kind:?} (known: gilbert)"));
+    }
+    let (mut p, mut r, mut h, mut k) = (None, None, 0.0, 1.0);
+    for (key, value) in g {
+        match key.as_str() {
+            "p" => p = Some(percent("gilbert p", value)?),
+            "r" => r = Some(percent("gilbert r", value)?),
+            "h" => h = percent("gilbert h", value)?,
+            "k" => k = percent("gilbert k", value)?,
+            other => return Err(format!("unknown gilbert parameter {other:?} (known: p, r, h, k)")),
+        }
+    }
+    let p = p.ok_or("gilbert needs p, the chance (%) of going from the good state to the bad one")?;
+    let r = r.ok_or("gilbert needs r, the chance (%) of going from the bad state back to the good one")?;
+    Ok(LossModel::Gilbert { p, r, h, k })
+}
+
+/// Applies direction keys of `opts` over `base`.
+fn direction(base: &Params, opts: &[(String, OptValue)]) -> Result<Params, String> {
+    let mut p = base.clone();
+    let mut loss = None;
+    let mut correlation = None;
+    for (key, v) in opts {
+        match key.as_str() {
+            "delay" => p.delay = time(key, v)?,
+            "jitter" => p.jitter = time(key, v)?,
+            "distribution" => match v {
+                OptValue::Text(t) => p.distribution = impair::parse_distribution(t).map_err(|e| e.to_string())?,
+                other => return Err(format!("distribution must be a string, not {other:?}")),
+            },
+            "loss" => loss = Some(percent("loss", v)?),
+            "loss_correlation" => correlation = Some(percent("loss_correlation", v)?),
+            "loss_model" => p.loss = gilbert(v)?,
+            "duplicate" => p.duplicate = percent("duplicate", v)?,
+            "reorder" => p.reorder = percent("reorder", v)?,
+            "gap" => p.gap = count(key, v, 0)? as u32,
+            "corrupt" => p.corrupt = percent("corrupt", v)?,
+            "rate" => match v {
+                OptValue::Text(t) => p.rate = Some(impair::parse_rate(t).map_err(|e| e.to_string())?),
+                other => return Err(format!("rate must be a string like \"10mbit\", not {other:?}")),
+            },
+            "limit" => p.limit = count(key, v, 1)? as usize,
+            _ => {}
+        }
+    }
+    match (loss, correlation, p.loss) {
+        (Some(_), _, LossModel::Gilbert { .. }) if opts.iter().any(|(k, _)| k == "loss_model") => {
+            return Err("give either loss or loss_model, not both".into())
+        }
+        (Some(l), c, _) => {
+            p.loss = if l == 0.0 { LossModel::None } else { LossModel::Random { p: l, correlation: c.unwrap_or(0.0) } }
+        }
+        (None, Some(c), LossModel::Random { p: l, .. }) => p.loss = LossModel::Random { p: l, correlation: c },
+        (None, Some(_), _) => return Err("loss_correlation needs a loss".into()),
+        (None, None, _) => {}
+    }
+    if p.reorder > 0.0 && p.delay.is_zero() {
+        return Err("reorder needs a delay (reordered frames skip it to overtake the others)".into());
+    }
+    if p.gap > 0 && p.reorder == 0.0 {
+        return Err("gap needs a reorder percentage".into());
+    }
+    Ok(p)
+}
+
+/// Parses the impairment keys of an option map (other keys are left to
+/// the caller). None when no impairment key is present.
+pub fn parse(opts: &[(String, OptValue)]) -> Result<Option<LinkImpairment>, String> {
+    if !opts.iter().any(|(k, _)| is_impairment_key(k)) {
+        return Ok(None);
+    }
+    let both = direction(&Params::default(), opts)?;
+    let mut imp = LinkImpairment { a_to_b: both.clone(), b_to_a: both.clone(), seed: None };
+    let base = Params::default();
+    for (key, v) in opts {
+        match key.as_str() {
+            "seed" => imp.seed = Some(count(key, v, 0)? as u64),
+            "a_to_b" | "b_to_a" => {
+                let OptValue::Map(m) = v else { return Err(format!("{key} must be a map of impairments")) };
+                if let Some((bad, _)) = m.iter().find(|(k, _)| !DIRECTION_KEYS.contains(&k.as_str())) {
+                    return Err(format!("{key}: unknown option {bad:?} (known: {})", DIRECTION_KEYS.join(", ")));
+                }
+                // Top-level keys first, then the direction's own.
+                let mut merged: Vec<(String, OptValue)> =
+                    opts.iter().filter(|(k, _)| DIRECTION_KEYS.contains(&k.as_str())).cloned().collect();
+                merged.extend(m.iter().cloned());
+                let d = direction(&base, &merged)?;
+                if key == "a_to_b" {
+                    imp.a_to_b = d;
+                } else {
+                    imp.b_to_a = d;
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(Some(imp))
+}
+
+/// `20ms`, `250us`, `1500ns`: the shortest exact spelling.
+pub fn format_time(d: Duration) -> String {
+    let ns = d.as_nanos();
+    if ns.is_multiple_of(1_000_000) {
+        format!("{}ms", ns / 1_000_000)
+    } else if ns.is_multiple_of(1_000) {
+        format!("{}us", ns / 1_000)
+    } else {
+        format!("{ns}ns")
+    }
+}
+
+pub fn format_rate(bits: u64) -> String {
+    for (unit, f) in [("gbit", 1_000_000_000), ("mbit", 1_000_000), ("kbit", 1_000)] {
+        if bits.is_multiple_of(f) {
+            return format!("{}{unit}", bits / f);
+        }
+    }
+    format!("{bits}bit")
+}
+
+fn pct(p: f64) -> OptValue {
+    let v = p * 100.0;
+    // Keep integers integers; strip float noise from the percentage.
+    let rounded = (v * 1e9).round() / 1e9;
+    if rounded.fract() == 0.0 {
+        OptValue::Int(rounded as i64)
+    } else {
+        OptValue::Number(rounded)
+    }
+}
+
+fn render_direction(p: &Params) -> Vec<(String, OptValue)> {
+    let d = Params::default();
+    let mut out = Vec::new();
+    let mut put = |k: &str, v: OptValue| out.push((k.to_string(), v));
+    if p.delay != d.delay {
+        put("delay", OptValue::Text(format_time(p.delay)));
+    }
+    if p.jitter != d.jitter {
+        put("jitter", OptValue::Text(format_time(p.jitter)));
+    }
+    if p.distribution != d.distribution {
+        let name = match p.distribution {
+            Distribution::Uniform => "uniform",
+            Distribution::Normal => "normal",
+            Distribution::Pareto => "pareto",
+        };
+        put("distribution", OptValue::Text(name.into()));
+    }
+    match p.loss {
+        LossModel::None => {}
+        LossModel::Random { p, correlation } => {
+            put("loss", pct(p));
+            if correlation > 0.0 {
+                put("loss_correlation", pct(correlation));
+            }
+        }
+        LossModel::Gilbert { p, r, h, k } => {
+            let g = vec![("p".into(), pct(p)), ("r".into(), pct(r)), ("h".into(), pct(h)), ("k".into(), pct(k))];
+            put("loss_model", OptValue::Map(vec![("gilbert".into(), OptValue::Map(g))]));
+        }
+    }
+    if p.duplicate > 0.0 {
+        put("duplicate", pct(p.duplicate));
+    }
+    if p.reorder > 0.0 {
+        put("reorder", pct(p.reorder));
+    }
+    if p.gap > 0 {
+        put("gap", OptValue::Int(p.gap as i64));
+    }
+    if p.corrupt > 0.0 {
+        put("corrupt", pct(p.corrupt));
+    }
+    if let Some(r) = p.rate {
+        put("rate", OptValue::Text(format_rate(r)));
+    }
+    if p.limit != d.limit {
+        put("limit", OptValue::Int(p.limit as i64));
+    }
+    out
+}
+
+/// The options that [`parse`] turns back into `imp`.
+pub fn render(imp: &LinkImpairment) -> Vec<(String, OptValue)> {
+    let mut out = if imp.a_to_b == imp.b_to_a {
+        render_direction(&imp.a_to_b)
+    } else {
+        vec![
+            ("a_to_b".to_string(), OptValue::Map(render_direction(&imp.a_to_b))),
+            ("b_to_a".to_string(), OptValue::Map(render_direction(&imp.b_to_a))),
+        ]
+    };
+    if let Some(s) = imp.seed {
+        out.push(("seed".into(), OptValue::Int(s as i64)));
+    }
+    out
+}
+
+/// Rhai source text of an option value (for `:save`).
+pub fn to_rhai(v: &OptValue) -> String {
+    match v {
+        OptValue::Text(t) => format!("{t:?}"),
+        OptValue::Number(n) => format!("{n}"),
+        OptValue::Int(i) => i.to_string(),
+        OptValue::Map(m) => {
+            let inner: Vec<String> = m.iter().map(|(k, v)| format!("{k}: {}", to_rhai(v))).collect();
+            format!("#{{ {} }}", inner.join(", "))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: &str) -> OptValue {
+        OptValue::Text(s.into())
+    }
+    fn opts(v: Vec<(&str, OptValue)>) -> Vec<(String, OptValue)> {
+        v.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+    }
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn both_directions_by_default_and_each_its_own_on_request() {
+        let imp = parse(&opts(vec![("delay", t("20ms")), ("loss", OptValue::Number(1.5)), ("seed", OptValue::Int(7))]))
+            .unwrap()
+            .unwrap();
+        assert_eq!(imp.a_to_b, imp.b_to_a);
+        assert_eq!(imp.a_to_b.delay, 20 * MS);
+        assert_eq!(imp.a_to_b.loss, LossModel::Random { p: 0.015, correlation: 0.0 });
+        assert_eq!(imp.seed, Some(7));
+        let imp = parse(&opts(vec![
+            ("delay", OptValue::Int(5)),
+            ("a_to_b", OptValue::Map(opts(vec![("rate", t("10mbit"))]))),
+            ("b_to_a", OptValue::Map(opts(vec![("delay", t("50ms"))]))),
+        ]))
+        .unwrap()
+        .unwrap();
+        assert_eq!((imp.a_to_b.delay, imp.a_to_b.rate), (5 * MS, Some(10_000_000)));
+        assert_eq!((imp.b_to_a.delay, imp.b_to_a.rate), (50 * MS, None));
+        assert_eq!(parse(&opts(vec![("mtu", OptValue::Int(9000))])).unwrap(), None);
+    }
+
+    #[test]
+    fn gilbert_and_correlation_parse() {
+        let g = OptValue::Map(opts(vec![(
+            "gilbert",
+            OptValue::Map(opts(vec![("p", OptValue::Int(5)), ("r", OptValue::Int(50))])),
+        )]));
+        let imp = parse(&opts(vec![("loss_model", g)])).unwrap().unwrap();
+        assert_eq!(imp.a_to_b.loss, LossModel::Gilbert { p: 0.05, r: 0.5, h: 0.0, k: 1.0 });
+        let imp =
+            parse(&opts(vec![("loss", OptValue::Int(10)), ("loss_correlation", OptValue::Int(25))])).unwrap().unwrap();
+        assert_eq!(imp.b_to_a.loss, LossModel::Random { p: 0.1, correlation: 0.25 });
+    }
+
+    #[test]
+    fn bad_values_say_what_is_wrong() {
+        let err = |v: Vec<(&str, OptValue)>| parse(&opts(v)).unwrap_err();
+        assert!(err(vec![("delay", t("-5ms"))]).contains("out of range"));
+        assert!(err(vec![("delay", OptValue::Int(-5))]).contains("negative"));
+        assert!(err(vec![("loss", OptValue::Int(101))]).contains("0..=100 %"));
+        assert!(err(vec![("rate", t("10 parsecs"))]).contains("not a rate"));
+        assert!(err(vec![("delay", t("5 fortnights"))]).contains("not a time"));
+        assert!(err(vec![("distribution", t("gauss"))]).contains("unknown distribution"));
+        assert!(err(vec![("limit", OptValue::Int(0))]).contains("at least 1"));
+        assert!(err(vec![("loss_correlation", OptValue::Int(5))]).contains("needs a loss"));
+        assert!(err(vec![("reorder", OptValue::Int(5))]).contains("needs a delay"));
+        assert!(err(vec![("a_to_b", OptValue::Map(opts(vec![("mtu", OptValue::Int(1))])))]).contains("unknown option"));
+        let g = OptValue::Map(opts(vec![("gilbert", OptValue::Map(opts(vec![("p", OptValue::Int(5))])))]));
+        assert!(err(vec![("loss_model", g)]).contains("needs r"));
+    }
+
+    #[test]
+    fn rendering_parses_back_to_the_same_impairment() {
+        let g = OptValue::Map(opts(vec![(
+            "gilbert",
+            OptValue::Map(opts(vec![("p", OptValue::Number(2.5)), ("r", OptValue::Int(40)), ("k", OptValue::Int(99))])),
+        )]));
+        for o in [
+            opts(vec![
+                ("delay", t("20ms")),
+                ("jitter", t("250us")),
+                ("distribution", t("pareto")),
+                ("seed", OptValue::Int(3)),
+            ]),
+            opts(vec![
+                ("loss", OptValue::Number(0.3)),
+                ("loss_correlation", OptValue::Int(25)),
+                ("rate", t("1500kbit")),
+            ]),
+            opts(vec![
+                ("delay", t("10ms")),
+                ("reorder", OptValue::Int(25)),
+                ("gap", OptValue::Int(5)),
+                ("duplicate", OptValue::Int(1)),
+                ("corrupt", OptValue::Number(0.1)),
+                ("limit", OptValue::Int(50)),
+            ]),
+            opts(vec![("a_to_b", OptValue::Map(opts(vec![("loss_model", g)]))), ("b_to_a", OptValue::Map(vec![]))]),
+        ] {
+            let imp = parse(&o).unwrap().unwrap();
+            assert_eq!(parse(&render(&imp)).unwrap().unwrap(), imp, "{o:?}");
+        }
+        assert_eq!(format_time(Duration::from_micros(1500)), "1500us");
+        assert_eq!(format_rate(2_000_000_000), "2gbit");
+        assert_eq!(to_rhai(&OptValue::Map(opts(vec![("delay", t("2ms"))]))), r#"#{ delay: "2ms" }"#);
+    }
+}
