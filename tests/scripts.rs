@@ -201,6 +201,7 @@ fn every_shipped_script_runs() {
             .env("BENCH_KVM_MTUS", "1500")
             .env("BENCH_CLONES", "2")
             .env("BENCH_CLONES_KVM", "1")
+            .env("BENCH_LOSS_FRAMES", "1000")
             .output()
             .unwrap();
         assert!(out.status.success(), "{}:\n{}{}", s.display(), text(&out.stdout), text(&out.stderr));

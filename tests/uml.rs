@@ -265,3 +265,34 @@ fn a_uml_machine_that_dies_while_booting_is_started_again() {
     assert!(stderr.contains("clonet: u: linux.uml died while booting; starting it again"), "{stderr}");
     assert_nothing_left(&sb);
 }
+
+#[test]
+fn a_uml_node_sees_its_link_go_down_and_come_back_with_its_routes() {
+    let sb = Sandbox::new();
+    let stdout = sb.run_ok(
+        "umldown.rhai",
+        r#"
+let u = node("u", #{ kind: "uml" });
+let n = node("n");
+let l = link(u, n, #{ ip_a: "10.0.0.1/24", ip_b: "10.0.0.2/24", delay: "5ms" });
+n.exec("ip addr add 10.5.0.1/32 dev lo");
+u.add_route("10.5.0.0/24", "10.0.0.2");
+assert(ping(u, "10.5.0.1"), "routed before");
+fn state(u) { u.exec("cat /sys/class/net/eth0/operstate").stdout.trimmed() }
+l.down();
+print(`down: ${state(u)} carrier ${n.exec("cat /sys/class/net/eth0/carrier").stdout.trimmed()}`);
+assert(!ping(n, u, #{ timeout_ms: 300 }), "no frames while down");
+l.up();
+print(`up: ${state(u)}`);
+assert(ping(u, "10.5.0.1"), "the static route came back");
+let rtt = rtt_us(n, u);
+print(`rtt_us ${rtt}`);
+"#,
+    );
+    assert!(stdout.contains("down: down carrier 0"), "{stdout}");
+    // The vector NIC reports no carrier at all, so "unknown" is its up.
+    assert!(stdout.contains("up: up") || stdout.contains("up: unknown"), "{stdout}");
+    let rtt: f64 = printed(&stdout, "rtt_us")[0].parse().unwrap();
+    assert!(rtt >= 10_000.0, "the impairment survives down/up: {rtt} us");
+    assert_nothing_left(&sb);
+}

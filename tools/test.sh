@@ -2,13 +2,14 @@
 # The whole test suite, on a fresh Debian machine, as root:
 #   1. installs the Debian packages the tests use (iperf3, ping, iproute2,
 #      e2fsprogs, busybox-static, user-mode-linux, vde-switch for the uml
-#      benchmark's baseline);
+#      benchmark's baseline, qemu and a kernel for kvm nodes, btrfs-progs,
+#      tshark to read captures back);
 #   2. builds clonet and runs the unit and integration tests.
 # CI runs exactly this (see .ci/run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PACKAGES=(iproute2 iperf3 iputils-ping e2fsprogs busybox-static user-mode-linux vde-switch qemu-system-x86 qemu-utils linux-image-amd64 btrfs-progs)
+PACKAGES=(iproute2 iperf3 iputils-ping e2fsprogs busybox-static user-mode-linux vde-switch qemu-system-x86 qemu-utils linux-image-amd64 btrfs-progs tshark)
 
 if [ "$(id -u)" -ne 0 ]; then
     echo "tools/test.sh: the integration tests create namespaces and TAPs: run as root" >&2
@@ -21,6 +22,8 @@ done
 if [ ${#missing[@]} -gt 0 ]; then
     echo "tools/test.sh: installing ${missing[*]}"
     apt-get update -qq
+    # tshark asks whether non-root users may capture: answer no, unasked.
+    echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 

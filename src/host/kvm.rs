@@ -469,10 +469,10 @@ impl RunningNode for KvmNode {
         self.qmp.execute(verb, json!({})).map(|_| ()).map_err(|e| self.qmp_err(e))
     }
 
-    fn set_link(&mut self, ifname: &str, up: bool, _routes: &[Route]) -> Result<(), HostError> {
-        let Some(n) = self.nics.get(ifname) else { return Ok(()) };
+    fn set_link(&mut self, ifname: &str, up: bool, _routes: &[Route]) -> Result<Option<Box<dyn PortIo>>, HostError> {
+        let Some(n) = self.nics.get(ifname) else { return Ok(None) };
         let name = format!("nic{n}");
-        self.qmp.execute("set_link", json!({ "name": name, "up": up })).map(|_| ()).map_err(|e| self.qmp_err(e))
+        self.qmp.execute("set_link", json!({ "name": name, "up": up })).map(|_| None).map_err(|e| self.qmp_err(e))
     }
 
     fn detail(&self) -> Option<String> {

@@ -196,10 +196,11 @@ pub trait RunningNode {
     fn pause(&mut self, paused: bool) -> Result<(), HostError>;
     /// Tells the node its cable on `ifname` is plugged or not, where a
     /// switch port's carrier does not reach it (kvm, uml). `routes` are the
-    /// node's static routes, for kinds that lose them on the way. Nothing
-    /// by default.
-    fn set_link(&mut self, _ifname: &str, _up: bool, _routes: &[Route]) -> Result<(), HostError> {
-        Ok(())
+    /// node's static routes, for kinds that lose them on the way. A kind
+    /// whose NIC reconnects on the way back up returns the new port, which
+    /// replaces the old one in the switch. Nothing by default.
+    fn set_link(&mut self, _ifname: &str, _up: bool, _routes: &[Route]) -> Result<Option<Box<dyn PortIo>>, HostError> {
+        Ok(None)
     }
     /// Kind-specific facts worth showing (kvm: `accel=kvm|tcg`).
     fn detail(&self) -> Option<String> {

@@ -46,6 +46,8 @@ pub struct UmlNode {
     run_dir: PathBuf,
     /// Interface name -> UML device number (vecN).
     nics: HashMap<String, u32>,
+    /// NICs taken down by `set_link` (their connection to the switch is closed).
+    cut: std::collections::HashSet<String>,
     next_nic: u32,
     /// What it takes to start the machine again while it boots.
     respawn: Option<(NodeSpec, PathBuf, u32)>,
@@ -80,6 +82,7 @@ pub fn start(spec: &NodeSpec, image: &Path, mem_mb: u32) -> Result<Box<dyn Runni
         console: machine.console,
         run_dir: spec.run_dir.clone(),
         nics: HashMap::new(),
+        cut: Default::default(),
         next_nic: 0,
         respawn: Some((spec.clone(), image.to_path_buf(), mem_mb)),
         boot_retries: BOOT_RETRIES,
@@ -306,25 +309,35 @@ impl RunningNode for UmlNode {
     }
 
     /// UML's vector NIC has no carrier of its own to take away, so the
-    /// closest equivalent is used: the interface goes down inside the
-    /// guest (operstate DOWN) while the switch stops its frames, and comes
-    /// back up with the static routes the kernel dropped meanwhile.
-    fn set_link(&mut self, ifname: &str, up: bool, routes: &[Route]) -> Result<(), HostError> {
-        if !self.nics.contains_key(ifname) {
-            return Ok(());
+    /// closest equivalent is used: the interface goes down inside the guest
+    /// (operstate DOWN, its connection to the switch closes) and comes back
+    /// up on a new connection, with the static routes the kernel dropped
+    /// meanwhile. The new connection is the port the switch must use.
+    fn set_link(&mut self, ifname: &str, up: bool, routes: &[Route]) -> Result<Option<Box<dyn PortIo>>, HostError> {
+        if !self.nics.contains_key(ifname) || (up && !self.cut.contains(ifname)) || (!up && self.cut.contains(ifname)) {
+            return Ok(None);
         }
-        let state = if up { "up" } else { "down" };
-        self.must(&format!("ip link set {ifname} {state}"), &format!("setting {ifname} {state}"))?;
-        if up {
-            for r in routes {
-                let replace = route_command(r).replacen("ip route add", "ip route replace", 1);
-                self.must(&replace, &format!("restoring the route to {}", r.dst))?;
-            }
+        if !up {
+            self.must(&format!("ip link set {ifname} down"), &format!("setting {ifname} down"))?;
+            self.cut.insert(ifname.to_string());
+            return Ok(None);
         }
-        Ok(())
+        // The NIC reconnects to its socket path when it comes up.
+        let sock = self.socket_path(ifname);
+        let what = format!("reconnecting {}:{ifname}", self.name);
+        let listener = seqpacket_listener(&sock).map_err(|e| HostError::io(what.clone())(e.into()))?;
+        self.must(&format!("ip link set {ifname} up"), &format!("setting {ifname} up"))?;
+        let fd = accept_within(&listener, NIC_TIMEOUT).map_err(HostError::io(what))?;
+        self.cut.remove(ifname);
+        for r in routes {
+            let replace = route_command(r).replacen("ip route add", "ip route replace", 1);
+            self.must(&replace, &format!("restoring the route to {}", r.dst))?;
+        }
+        Ok(Some(Box::new(RawPort::new(fd))))
     }
 
     fn forget_iface(&mut self, ifname: &str) {
+        self.cut.remove(ifname);
         if let Some(n) = self.nics.remove(ifname).filter(|_| super::is_alive(&self.record)) {
             // UML only unplugs a NIC that is down.
             let _ = self.agent(&format!("ip link set {ifname} down"), b"", Duration::from_secs(10));

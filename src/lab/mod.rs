@@ -777,8 +777,12 @@ impl Lab {
             // Machines whose NIC is not a TAP learn of the cable through
             // their own means (kvm: QMP set_link).
             let routes = self.topo.nodes.get(&end.node).map(|m| m.routes.clone()).unwrap_or_default();
-            if let Some(n) = self.nodes.get_mut(&end.node) {
-                n.set_link(&end.iface, up, &routes)?;
+            let fresh = match self.nodes.get_mut(&end.node) {
+                Some(n) => n.set_link(&end.iface, up, &routes)?,
+                None => None,
+            };
+            if let Some(io) = fresh {
+                self.replace_port(end, io)?;
             }
         }
         Ok(())
@@ -919,6 +923,31 @@ impl Lab {
         }
         self.running_mut(node)?.add_route(&route)?;
         self.topo.add_route(node, route)?;
+        Ok(())
+    }
+
+    /// Swaps the switch port of `end` for `io` (a NIC that reconnected),
+    /// keeping its counters and impairments.
+    fn replace_port(&mut self, end: &IfaceRef, io: Box<dyn crate::switch::port::PortIo>) -> Result<(), LabError> {
+        let Some(old) = self.ports.remove(&key(end)) else { return Ok(()) };
+        let _ = self.switch().remove_port(old.id);
+        let iface = self.topo.node(&end.node)?.iface(&end.iface).cloned();
+        let Some(iface) = iface else { return Ok(()) };
+        let seg = self.segment(&old.segment)?;
+        let gso = io.gso();
+        let vlan = iface.vlan.clone().unwrap_or_default();
+        let id = self.switch().readd_port(seg, io, iface.mtu as usize, gso, vlan, old.counters.clone())?;
+        let lan = self.topo.lans.contains_key(&old.segment);
+        self.publish_port(key(end), id, &old.segment, lan);
+        let segment = old.segment.clone();
+        self.ports.insert(key(end), PortHandle { id, counters: old.counters, segment });
+        let wire = match &iface.attachment {
+            Attachment::Link(l) => Wire::Link(l.clone()),
+            Attachment::Lan(_) => Wire::LanPort(end.clone()),
+        };
+        if !self.impairment_of(&wire).is_noop() {
+            self.apply_impairment(&wire)?;
+        }
         Ok(())
     }
 

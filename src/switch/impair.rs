@@ -387,6 +387,23 @@ mod tests {
     }
 
     #[test]
+    fn gilbert_elliott_moves_between_states_as_told() {
+        // Certain transitions (p = r = 1): good, bad, good, … with every
+        // frame lost in the bad state and none in the good one.
+        let always = Params { loss: LossModel::Gilbert { p: 1.0, r: 1.0, h: 0.0, k: 1.0 }, ..Params::default() };
+        let lost: Vec<bool> = run(always, 1, 6).iter().map(|v| v.departures.is_empty()).collect();
+        assert_eq!(lost, [true, false, true, false, true, false], "enters bad at once, then alternates");
+        // Never leaving the good state (p = 0) loses only with k < 1.
+        let never = Params { loss: LossModel::Gilbert { p: 0.0, r: 0.5, h: 0.0, k: 1.0 }, ..Params::default() };
+        assert!(run(never, 1, 1000).iter().all(|v| !v.departures.is_empty()));
+        // A sticky bad state (r = 0) keeps losing once entered.
+        let sticky = Params { loss: LossModel::Gilbert { p: 0.1, r: 0.0, h: 0.0, k: 1.0 }, ..Params::default() };
+        let v = run(sticky, 4, 500);
+        let first = v.iter().position(|x| x.departures.is_empty()).expect("enters the bad state");
+        assert!(v[first..].iter().all(|x| x.departures.is_empty()), "never recovers with r = 0");
+    }
+
+    #[test]
     fn duplicates_come_first_and_each_copy_may_be_lost() {
         let all_dup = run(Params { duplicate: 1.0, ..Params::default() }, 5, 10);
         assert!(all_dup.iter().all(|v| v.departures.len() == 2));

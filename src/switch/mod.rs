@@ -220,13 +220,27 @@ impl Switch {
         gso: bool,
         vlan: VlanMode,
     ) -> Result<(PortId, Arc<PortCounters>), SwitchError> {
+        let counters = Arc::new(PortCounters::default());
+        let id = self.readd_port(segment, io, mtu, gso, vlan, counters.clone())?;
+        Ok((id, counters))
+    }
+
+    /// Adds a port that takes over from a removed one (a NIC that
+    /// reconnected), counting on in the same counters.
+    pub fn readd_port(
+        &mut self,
+        segment: SegmentId,
+        io: Box<dyn PortIo>,
+        mtu: usize,
+        gso: bool,
+        vlan: VlanMode,
+        counters: Arc<PortCounters>,
+    ) -> Result<PortId, SwitchError> {
         let id = self.next_port;
         self.next_port += 1;
-        let counters = Arc::new(PortCounters::default());
         let info = PortInfo { segment, mtu, gso, up: true, vlan, shaped: false };
-        let c = counters.clone();
-        self.call(|ack| Control::AddPort { id, info, io, counters: c, ack })?;
-        Ok((id, counters))
+        self.call(|ack| Control::AddPort { id, info, io, counters, ack })?;
+        Ok(id)
     }
 
     /// Removes a port; its fd is closed by the data plane.
