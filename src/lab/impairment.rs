@@ -288,6 +288,7 @@ pub fn to_rhai(v: &OptValue) -> String {
         OptValue::Text(t) => format!("{t:?}"),
         OptValue::Number(n) => format!("{n}"),
         OptValue::Int(i) => i.to_string(),
+        OptValue::Map(m) if m.is_empty() => "#{}".to_string(),
         OptValue::Map(m) => {
             let inner: Vec<String> = m.iter().map(|(k, v)| format!("{k}: {}", to_rhai(v))).collect();
             format!("#{{ {} }}", inner.join(", "))

@@ -185,6 +185,15 @@ mod tests {
         t.add_route("a", Route { dst: "default".parse().unwrap(), via: Some("10.0.0.2".parse().unwrap()), dev: None })
             .unwrap();
         t.set_running("b_1", false).unwrap();
+        let delayed = crate::switch::impair::Params {
+            delay: std::time::Duration::from_millis(20),
+            loss: crate::switch::impair::LossModel::Random { p: 0.015, correlation: 0.0 },
+            ..Default::default()
+        };
+        t.links.get_mut("a--b-1#2").unwrap().impair =
+            crate::lab::topology::LinkImpairment { a_to_b: delayed.clone(), b_to_a: delayed.clone(), seed: Some(9) };
+        t.uplinks.values_mut().next().unwrap().impair =
+            crate::lab::topology::LinkImpairment { a_to_b: delayed, b_to_a: Default::default(), seed: None };
         t
     }
 
@@ -197,9 +206,9 @@ mod tests {
             r#"let n_b_1_2 = node("b_1");"#,
             r#"let n_u = node("u", #{ kind: "uml", mem: 128, image: "/img/disk.img", args: ["eth0=daemon,,unix,/tmp/ctl"] });"#,
             r#"let l_sw = lan("sw");"#,
-            r#"link(n_a, n_b_1, #{ name: "a--b-1#2", iface_a: "eth3", ip_a: "10.0.0.1/24", iface_b: "eth0", mtu: 9000 }).down();"#,
+            r#"link(n_a, n_b_1, #{ name: "a--b-1#2", iface_a: "eth3", ip_a: "10.0.0.1/24", iface_b: "eth0", mtu: 9000, delay: "20ms", loss: 1.5, seed: 9 }).down();"#,
             r#"link(n_b_1_2, l_sw, #{ iface: "eth0", trunk: [10, 20] });"#,
-            r#"link(l_sw, l_sw2, #{ vlan: 30 });"#,
+            r#"link(l_sw, l_sw2, #{ vlan: 30 }).set(#{ a_to_b: #{ delay: "20ms", loss: 1.5 }, b_to_a: #{} });"#,
             r#"n_a.set_ip("eth3", "fd00::1/64");"#,
             r#"n_a.add_route("default", #{ via: "10.0.0.2" });"#,
             r#"n_b_1_2.stop();"#,

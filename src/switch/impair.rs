@@ -107,6 +107,14 @@ impl Params {
     pub fn is_noop(&self) -> bool {
         *self == Params { limit: self.limit, ..Params::default() }
     }
+
+    /// Whether each frame a wire would carry needs its own draw (or its
+    /// own time on the wire): everything but a plain fixed delay. A fixed
+    /// delay treats a GSO super-frame exactly as it would each of its
+    /// segments, so the switch may hold it whole.
+    pub fn per_wire_frame(&self) -> bool {
+        *self != Params { delay: self.delay, limit: self.limit, ..Params::default() }
+    }
 }
 
 /// Why the model dropped a frame.
@@ -331,6 +339,10 @@ mod tests {
     #[test]
     fn untouched_by_default_and_delayed_exactly() {
         assert!(Params::default().is_noop());
+        let delay_only = Params { delay: 5 * MS, limit: 10, ..Params::default() };
+        assert!(!delay_only.is_noop() && !delay_only.per_wire_frame(), "a plain delay may hold super-frames whole");
+        assert!(Params { jitter: MS, ..delay_only.clone() }.per_wire_frame());
+        assert!(Params { rate: Some(1_000_000), ..delay_only }.per_wire_frame());
         let v = run(Params { delay: 20 * MS, ..Params::default() }, 1, 3);
         assert_eq!(v[2].departures, [Departure { at: 22 * MS, flip_bit: None }]);
     }

@@ -335,6 +335,8 @@ struct CaptureSink {
 struct Impaired {
     model: Box<impair::Direction>,
     held: usize,
+    /// Frames must be cut to wire size first (see `Params::per_wire_frame`).
+    per_wire_frame: bool,
 }
 
 /// The data plane's state of one port.
@@ -607,10 +609,11 @@ impl DataPlane {
         let slot = port.impaired(stage);
         // Frames already held keep counting against the limit of the new model.
         let held = slot.as_ref().map_or(0, |i| i.held);
-        *slot = model.map(|model| Impaired { model, held });
+        *slot = model.map(|model| Impaired { per_wire_frame: model.params.per_wire_frame(), model, held });
         if stage == Stage::Egress {
-            // An impaired egress works on wire frames: GSO super-frames are cut first.
-            let shaped = port.egress.is_some();
+            // An egress that draws per frame works on wire frames: GSO
+            // super-frames are cut first.
+            let shaped = port.egress.as_ref().is_some_and(|i| i.per_wire_frame);
             self.fabric.set_port_shaped(id, shaped).map_err(|e| format!("{e:?}"))?;
         }
         Ok(())
@@ -737,8 +740,21 @@ impl DataPlane {
         }
     }
 
-    /// Impairs a frame on its way into the switch, as wire-sized frames.
+    /// Impairs a frame on its way into the switch, as wire-sized frames
+    /// (or whole, for a plain delay).
     fn hold_ingress(&mut self, id: PortId, frame: &Frame<'_>, now: Duration) {
+        let whole = self
+            .ports
+            .get(id)
+            .and_then(Option::as_ref)
+            .and_then(|p| p.ingress.as_ref())
+            .is_some_and(|i| !i.per_wire_frame);
+        if whole {
+            let mut hdr = [0u8; VNET_HDR_LEN];
+            frame.vnet.write(&mut hdr);
+            self.impair(id, Stage::Ingress, &[&hdr, frame.eth], frame.eth.len(), now);
+            return;
+        }
         let mtu = self.fabric.port(id).map_or(frame.eth.len(), |p| p.mtu);
         let mut wire = std::mem::take(&mut self.held_in);
         match wire.cut(frame, mtu, false) {
