@@ -1111,6 +1111,25 @@ mod tests {
         peer.recv(&mut buf).ok().map(|n| buf[..n].to_vec())
     }
 
+    /// A switch with one point-to-point link; the test holds both peers.
+    struct Cable {
+        sw: Switch,
+        pa: UnixDatagram,
+        pb: UnixDatagram,
+        a: (PortId, Arc<PortCounters>),
+        b: (PortId, Arc<PortCounters>),
+    }
+
+    fn cable(mtu_a: usize, mtu_b: usize, gso_b: bool) -> Cable {
+        let mut sw = Switch::start().unwrap();
+        let seg = sw.add_segment(Segment::point_to_point()).unwrap();
+        let (fa, pa) = wire();
+        let (fb, pb) = wire();
+        let a = sw.add_port(seg, Box::new(FdPort::socket(fa)), mtu_a, true, VlanMode::default()).unwrap();
+        let b = sw.add_port(seg, Box::new(FdPort::socket(fb)), mtu_b, gso_b, VlanMode::default()).unwrap();
+        Cable { sw, pa, pb, a, b }
+    }
+
     #[test]
     fn lan_forwards_floods_and_counts_through_real_fds() {
         let mut sw = Switch::start().unwrap();
@@ -1156,12 +1175,7 @@ mod tests {
 
     #[test]
     fn gso_frames_towards_a_port_without_offloads_are_segmented() {
-        let mut sw = Switch::start().unwrap();
-        let seg = sw.add_segment(Segment::point_to_point()).unwrap();
-        let (fa, pa) = wire();
-        let (fb, pb) = wire();
-        sw.add_port(seg, Box::new(FdPort::socket(fa)), 65535, true, VlanMode::default()).unwrap();
-        let (_, cb) = sw.add_port(seg, Box::new(FdPort::socket(fb)), 1500, false, VlanMode::default()).unwrap();
+        let Cable { sw: _sw, pa, pb, b: (_, cb), .. } = cable(65535, 1500, false);
         pa.send(&gso::gso_frame(false, 20_000, 0x18)).unwrap();
         let mut payload = 0;
         let mut segments = 0;
@@ -1179,12 +1193,7 @@ mod tests {
 
     #[test]
     fn an_impaired_egress_delays_and_loses_and_a_capture_sees_what_left() {
-        let mut sw = Switch::start().unwrap();
-        let seg = sw.add_segment(Segment::point_to_point()).unwrap();
-        let (fa, pa) = wire();
-        let (fb, pb) = wire();
-        sw.add_port(seg, Box::new(FdPort::socket(fa)), 1500, true, VlanMode::default()).unwrap();
-        let (idb, cb) = sw.add_port(seg, Box::new(FdPort::socket(fb)), 1500, true, VlanMode::default()).unwrap();
+        let Cable { mut sw, pa, pb, b: (idb, cb), .. } = cable(1500, 1500, true);
         let delay = impair::Params { delay: Duration::from_millis(30), ..Default::default() };
         sw.set_impairment(idb, Stage::Egress, Some((delay, 1))).unwrap();
         let feed = sw.start_capture(vec![CapturePoint { port: idb, rx: false, tx: true }]).unwrap();
@@ -1219,12 +1228,7 @@ mod tests {
 
     #[test]
     fn oversize_frames_are_dropped_at_egress_and_a_dead_peer_is_isolated() {
-        let mut sw = Switch::start().unwrap();
-        let seg = sw.add_segment(Segment::point_to_point()).unwrap();
-        let (fa, pa) = wire();
-        let (fb, pb) = wire();
-        let (_, ca) = sw.add_port(seg, Box::new(FdPort::socket(fa)), 1500, true, VlanMode::default()).unwrap();
-        let (_, cb) = sw.add_port(seg, Box::new(FdPort::socket(fb)), 1500, true, VlanMode::default()).unwrap();
+        let Cable { sw: _sw, pa, pb, a: (_, ca), b: (_, cb) } = cable(1500, 1500, true);
         pa.send(&frame([2; 6], [4; 6], ETH_HDR_LEN + 1501)).unwrap();
         pa.send(&frame([2; 6], [4; 6], ETH_HDR_LEN + 1500)).unwrap();
         assert_eq!(recv(&pb).unwrap().len(), VNET_HDR_LEN + ETH_HDR_LEN + 1500);
