@@ -11,3 +11,4 @@ pub mod repl;
 pub mod script;
 pub mod switch;
 pub mod sys;
+pub mod testing;

@@ -65,6 +65,27 @@ enum Cmd {
         #[arg(short = 'c', long)]
         count: Option<u64>,
     },
+    /// Run test files: each file's top level builds its lab once, then every
+    /// `fn test_*()` runs in order against it; the lab is always torn down.
+    /// The last line is `N passed, N failed` (`, N skipped`); the exit
+    /// status is 1 when a test failed.
+    Test {
+        /// Files, or directories searched for `*.rhai` files with `test_*`
+        /// functions (default: the current directory).
+        paths: Vec<PathBuf>,
+        /// Only tests whose name contains this.
+        #[arg(long)]
+        filter: Option<String>,
+        /// Also write JUnit XML here.
+        #[arg(long)]
+        junit: Option<PathBuf>,
+        /// Also write the results as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+    /// Teaching exercises (`scripts/exercises/NN-name/`).
+    #[command(subcommand)]
+    Exercise(ExerciseCmd),
     /// Guest images for uml (and later kvm) nodes.
     #[command(subcommand)]
     Image(ImageCmd),
@@ -97,6 +118,149 @@ enum Cmd {
         #[arg(last = true, required = true)]
         argv: Vec<String>,
     },
+}
+
+#[derive(Subcommand)]
+enum ExerciseCmd {
+    /// Grade answers: for each, a fresh lab from DIR/lab.rhai, the answer,
+    /// then the checks of DIR/check.rhai, each with its points.
+    Check {
+        /// The exercise directory.
+        dir: PathBuf,
+        /// A student's answer (a .rhai script); repeat for several.
+        #[arg(long, required = true)]
+        answer: Vec<PathBuf>,
+        /// Write one JSON object per student here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Write one CSV row per student here.
+        #[arg(long)]
+        csv: Option<PathBuf>,
+    },
+}
+
+fn write_or_complain(path: &Path, text: &str) -> bool {
+    match std::fs::write(path, text) {
+        Ok(()) => true,
+        Err(e) => {
+            eprintln!("clonet: writing {}: {e}", path.display());
+            false
+        }
+    }
+}
+
+fn run_tests(paths: Vec<PathBuf>, filter: Option<String>, junit: Option<PathBuf>, json: Option<PathBuf>) -> ExitCode {
+    use clonet::testing::report::{self, Outcome};
+    colored::control::set_override(color());
+    if let Err(e) = clonet::interrupt::install() {
+        eprintln!("clonet: cannot install signal handlers: {e}");
+        return ExitCode::FAILURE;
+    }
+    let paths = if paths.is_empty() { vec![PathBuf::from(".")] } else { paths };
+    let files = match clonet::testing::discover(&paths) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("clonet: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut all = Vec::new();
+    for file in files {
+        if clonet::interrupt::requested() {
+            break;
+        }
+        let mut print = |r: &report::TestResult| {
+            let (word, detail) = match &r.outcome {
+                Outcome::Passed => ("PASS".green().bold(), String::new()),
+                Outcome::Failed { message } => ("FAIL".red().bold(), format!("\n{}", indent(message))),
+                Outcome::Skipped { reason } => ("SKIP".yellow().bold(), format!("  ({reason})")),
+            };
+            println!("{word} {} {} ({:.2} s){detail}", r.file, r.name, r.seconds);
+        };
+        let results = clonet::testing::run_file(
+            &file,
+            Box::new(LinuxHost),
+            &rundir::base_dir(),
+            filter.as_deref(),
+            color(),
+            &mut print,
+        );
+        all.extend(results);
+    }
+    let totals = report::totals(&all);
+    let written = junit.as_deref().is_none_or(|p| write_or_complain(p, &report::junit_xml(&all)))
+        & json.as_deref().is_none_or(|p| write_or_complain(p, &report::json(&all)));
+    println!("{}", report::summary_line(totals));
+    if let Some(sig) = clonet::interrupt::signal() {
+        return ExitCode::from((128 + sig) as u8);
+    }
+    if totals.failed > 0 || !written {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn indent(text: &str) -> String {
+    text.lines().map(|l| format!("    {l}")).collect::<Vec<_>>().join("\n")
+}
+
+fn exercise(cmd: ExerciseCmd) -> ExitCode {
+    let ExerciseCmd::Check { dir, answer, json, csv } = cmd;
+    colored::control::set_override(color());
+    if let Err(e) = clonet::interrupt::install() {
+        eprintln!("clonet: cannot install signal handlers: {e}");
+        return ExitCode::FAILURE;
+    }
+    let exercise = dir.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    let mut grades = Vec::new();
+    for a in &answer {
+        if clonet::interrupt::requested() {
+            break;
+        }
+        match clonet::testing::grade(&dir, a, Box::new(LinuxHost), &rundir::base_dir(), color()) {
+            Ok(g) => {
+                print!("{}", grade_report(&exercise, &g));
+                grades.push(g);
+            }
+            Err(e) => {
+                eprintln!("{}: {exercise}: {e}", "error".red().bold());
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    let written = json
+        .as_deref()
+        .is_none_or(|p| write_or_complain(p, &serde_json::to_string_pretty(&grades).expect("serializable")))
+        & csv.as_deref().is_none_or(|p| write_or_complain(p, &clonet::testing::report::grades_csv(&grades)));
+    if clonet::interrupt::requested() || !written {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// A student's graded report: the score, then each check with its points
+/// and the reason for any failure.
+fn grade_report(exercise: &str, g: &clonet::testing::report::Grade) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let score = format!("{}/{}", g.score, g.max);
+    let score = if g.score == g.max { score.green().bold() } else { score.red().bold() };
+    let _ = writeln!(out, "{exercise}: {} scored {score}", g.student.bold());
+    if let Some(e) = &g.answer_error {
+        let _ = writeln!(out, "  {} the answer stopped with an error:\n{}", "!".red().bold(), indent(e));
+    }
+    let width = g.checks.iter().map(|c| c.name.chars().count()).max().unwrap_or(0);
+    for c in &g.checks {
+        let mark = if c.passed { "✓".green().bold() } else { "✗".red().bold() };
+        let _ = write!(out, "  {mark} {:<width$}  {}/{}", c.name, c.points, c.max);
+        if !c.passed {
+            let _ = write!(out, "  {}", c.reason.replace('\n', "\n      "));
+        }
+        out.push('\n');
+    }
+    out
 }
 
 #[derive(Subcommand)]
@@ -397,6 +561,8 @@ fn main() -> ExitCode {
         Cmd::Console { node, lab } => console(&node, lab.as_deref()),
         Cmd::Capture { lab, target, count } => capture(&lab, &target, count),
         Cmd::Image(cmd) => image(cmd),
+        Cmd::Test { paths, filter, junit, json } => run_tests(paths, filter, junit, json),
+        Cmd::Exercise(cmd) => exercise(cmd),
         Cmd::Doc { name, json, output } => doc(name.as_deref(), json, output.as_deref()),
         Cmd::NsInit { hostname, hosts, root } => {
             let layers = match root.as_slice() {

@@ -171,6 +171,10 @@ fn shipped_scripts() -> Vec<std::path::PathBuf> {
         for e in std::fs::read_dir(dir).unwrap().flatten() {
             let p = e.path();
             if p.is_dir() {
+                // Exercises are run by `clonet exercise check` (tests/exercises.rs).
+                if p.file_name().is_some_and(|n| n == "exercises") {
+                    continue;
+                }
                 walk(&p, out);
             } else if p.extension().is_some_and(|x| x == "rhai") {
                 out.push(p);

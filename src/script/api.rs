@@ -1408,6 +1408,22 @@ pub mod lab_api {
         })
     }
 
+    /// The round-trip time of one ICMP echo from `a` to an address, in
+    /// microseconds, or `()` when unanswered within 2 s.
+    ///
+    /// ```rhai
+    /// let a = node("a"); let b = node("b");
+    /// link(a, b, #{ ip_a: "10.0.0.1/24", ip_b: "10.0.0.2/24" });
+    /// print(`${rtt_us(a, "10.0.0.2")} µs`);
+    /// ```
+    #[rhai_fn(name = "rtt_us", return_raw)]
+    pub fn rtt_us_addr(ctx: NativeCallContext, a: NodeRef, addr: &str) -> RhaiResult<Dynamic> {
+        Ok(match ping_rtt(&ctx, &a, target(addr)?, PING_TIMEOUT_MS)? {
+            Some(us) => Dynamic::from(us as i64),
+            None => Dynamic::UNIT,
+        })
+    }
+
     /// Per-port counters of the switch: maps of `node`, `iface`, `segment`,
     /// `rx_frames`, `rx_bytes`, `tx_frames`, `tx_bytes` and `drops` (a map
     /// by reason). `rx` is what the switch received from the node.
@@ -1418,6 +1434,34 @@ pub mod lab_api {
     #[rhai_fn(return_raw)]
     pub fn counters(ctx: NativeCallContext) -> RhaiResult<Array> {
         port_counters(&ctx, None)
+    }
+
+    /// Whether `text` matches the regular expression `pattern` (Rust
+    /// `regex` syntax; anywhere in the text unless anchored).
+    ///
+    /// ```rhai
+    /// assert("eth0: state UP".matches_regex(`state (UP|UNKNOWN)`));
+    /// assert(!"10.0.0.1".matches_regex(`^192\.`));
+    /// ```
+    #[rhai_fn(global, return_raw)]
+    pub fn matches_regex(text: &str, pattern: &str) -> RhaiResult<bool> {
+        let re = regex::Regex::new(pattern)
+            .map_err(|e| script_error(format!("matches_regex(): {pattern:?} is not a regular expression: {e}")))?;
+        Ok(re.is_match(text))
+    }
+
+    /// Skips the running test of `clonet test` (counted as skipped, not
+    /// failed), e.g. when a tool it needs is missing. Elsewhere it is an
+    /// error saying why.
+    ///
+    /// ```rhai
+    /// fn test_ospf() {
+    ///     if !host_exec("command -v vtysh").ok { skip("FRR is not installed"); }
+    /// }
+    /// ```
+    #[rhai_fn(return_raw)]
+    pub fn skip(reason: &str) -> RhaiResult<()> {
+        Err(script_error(format!("{}{reason}", crate::testing::SKIP_MARK)))
     }
 
     /// Seeds every impaired link direction that has no `seed` of its own:

@@ -14,6 +14,8 @@ pub const MODULES: &[(&str, &str)] = &[
     ("addr", include_str!("../../stdlib/addr.rhai")),
     ("topo", include_str!("../../stdlib/topo.rhai")),
     ("routing", include_str!("../../stdlib/routing.rhai")),
+    ("check", include_str!("../../stdlib/check.rhai")),
+    ("frr", include_str!("../../stdlib/frr.rhai")),
 ];
 
 /// The text of a stdlib module, by the source name errors carry.
