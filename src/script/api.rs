@@ -1436,6 +1436,16 @@ pub mod lab_api {
         port_counters(&ctx, None)
     }
 
+    /// The items of an array as text, separated by `sep`.
+    ///
+    /// ```rhai
+    /// assert(["a", 1, true].join(", ") == "a, 1, true");
+    /// ```
+    #[rhai_fn(global)]
+    pub fn join(items: Array, sep: &str) -> String {
+        items.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(sep)
+    }
+
     /// Whether `text` matches the regular expression `pattern` (Rust
     /// `regex` syntax; anywhere in the text unless anchored).
     ///

@@ -74,6 +74,21 @@ impl ErrorReport {
         ErrorReport { message, at, calls }
     }
 
+    /// The same error located at the innermost call in the user's own
+    /// code when it was raised inside the stdlib (a failed check points
+    /// at the test that called it, not at the `throw` in `check.rhai`).
+    pub fn blaming_the_caller(mut self) -> ErrorReport {
+        let in_stdlib = |l: &Located| l.source.starts_with("stdlib/");
+        if self.at.as_ref().is_some_and(in_stdlib) {
+            if let Some(i) = self.calls.iter().rposition(|(_, at)| !in_stdlib(at)) {
+                let (_, at) = self.calls[i].clone();
+                self.calls.truncate(i);
+                self.at = Some(at);
+            }
+        }
+        self
+    }
+
     /// `file:line:col: message`, then the source line and a caret.
     pub fn render(&self, read_source: &dyn Fn(&str) -> Option<String>, color: bool) -> String {
         let mut out = String::new();
@@ -112,6 +127,26 @@ pub fn read_source(name: &str) -> Option<String> {
         return Some(text.to_string());
     }
     std::fs::read_to_string(Path::new(name)).ok()
+}
+
+#[cfg(test)]
+mod blame_tests {
+    use super::*;
+
+    #[test]
+    fn errors_raised_in_the_stdlib_are_pinned_on_the_callers_line() {
+        let at = |s: &str, line| Located { source: s.into(), line, col: 3 };
+        let r = ErrorReport {
+            message: "expected a to reach b".into(),
+            at: Some(at("stdlib/check.rhai", 40)),
+            calls: vec![("test_x()".into(), at("t.rhai", 9)), ("assert_reachable()".into(), at("t.rhai", 5))],
+        }
+        .blaming_the_caller();
+        assert_eq!(r.at, Some(at("t.rhai", 5)));
+        assert_eq!(r.calls, vec![("test_x()".to_string(), at("t.rhai", 9))]);
+        let own = ErrorReport { message: "x".into(), at: Some(at("t.rhai", 2)), calls: vec![] }.blaming_the_caller();
+        assert_eq!(own.at, Some(at("t.rhai", 2)));
+    }
 }
 
 #[cfg(test)]

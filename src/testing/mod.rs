@@ -105,7 +105,7 @@ enum Failure {
 }
 
 fn failure(source: &str, e: &EvalAltResult, color: bool) -> Failure {
-    let r = ErrorReport::runtime(source, e);
+    let r = ErrorReport::runtime(source, e).blaming_the_caller();
     match r.message.strip_prefix(SKIP_MARK) {
         Some(reason) => Failure::Skip(reason.to_string()),
         None => Failure::Error(r.render(&read_source, color).trim_end().to_string()),
