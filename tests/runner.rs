@@ -132,6 +132,7 @@ fn test_on_both() {
     get_node("u").exec("nc -l -p 7000 >/dev/null 2>&1 &");
     sleep(300);
     check::assert_listening(get_node("u"), 7000, "tcp");
+    check::assert_throughput(get_node("n"), get_node("u"), 10);
 }
 fn test_messages_say_what_was_expected() {
     let n = get_node("n");
@@ -142,8 +143,9 @@ fn test_messages_say_what_was_expected() {
     try { check::assert_listening(n, 9, "udp"); } catch (e) { msgs.push(e); }
     try { check::assert_process(n, "no-such-daemon"); } catch (e) { msgs.push(e); }
     try { check::assert_ospf_neighbors(get_node("u"), 1); } catch (e) { msgs.push(e); }
+    try { check::assert_throughput(n, get_node("u"), 1000000); } catch (e) { msgs.push(e); }
     for m in msgs { print(`msg: ${m}`); }
-    assert(msgs.len() == 6, `${msgs}`);
+    assert(msgs.len() == 7, `${msgs}`);
 }
 "#,
     );
@@ -157,6 +159,7 @@ fn test_messages_say_what_was_expected() {
         "expected n to listen on udp port 9",
         "expected a process called no-such-daemon in n",
         "FRR is not installed in u",
+        "expected at least 1000000 Mbit/s from n to u, measured",
     ] {
         assert!(stdout.contains(want), "{want:?} in {stdout}");
     }
