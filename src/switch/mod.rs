@@ -129,11 +129,33 @@ enum Control {
     Shutdown,
 }
 
+/// The way to the data-plane thread: a message queue and the waker that
+/// makes the poller read it.
+#[derive(Clone)]
+struct ControlLine {
+    ctl: Sender<Control>,
+    waker: Arc<Waker>,
+}
+
+impl ControlLine {
+    fn send(&self, msg: Control) -> Result<(), SwitchError> {
+        self.ctl.send(msg).map_err(|_| SwitchError::Stopped)?;
+        self.waker.wake()?;
+        Ok(())
+    }
+
+    /// Sends a message and waits for the data plane's answer.
+    fn call(&self, make: impl FnOnce(Ack) -> Control) -> Result<(), SwitchError> {
+        let (ack, done) = mpsc::sync_channel(1);
+        self.send(make(ack))?;
+        done.recv().map_err(|_| SwitchError::Stopped)?.map_err(SwitchError::Refused)
+    }
+}
+
 /// The control plane's handle on the switch. Dropping it stops the data
 /// plane and closes every port fd.
 pub struct Switch {
-    ctl: Sender<Control>,
-    waker: Arc<Waker>,
+    line: ControlLine,
     thread: Option<JoinHandle<()>>,
     next_port: PortId,
     next_segment: SegmentId,
@@ -144,17 +166,13 @@ pub struct Switch {
 /// sent to other threads (a capture server), unlike [`Switch`].
 #[derive(Clone)]
 pub struct CaptureControl {
-    ctl: Sender<Control>,
-    waker: Arc<Waker>,
+    line: ControlLine,
     next: Arc<AtomicUsize>,
 }
 
 impl CaptureControl {
     fn call(&self, make: impl FnOnce(Ack) -> Control) -> Result<(), SwitchError> {
-        let (ack, done) = mpsc::sync_channel(1);
-        self.ctl.send(make(ack)).map_err(|_| SwitchError::Stopped)?;
-        self.waker.wake()?;
-        done.recv().map_err(|_| SwitchError::Stopped)?.map_err(SwitchError::Refused)
+        self.line.call(make)
     }
 
     /// Starts copying the frames of `points` to a new feed.
@@ -184,20 +202,17 @@ impl Switch {
         let thread = std::thread::Builder::new()
             .name("clonet-switch".into())
             .spawn(move || DataPlane::new(poll, timer, ctl_rx).run())?;
-        let captures = CaptureControl { ctl: ctl.clone(), waker: waker.clone(), next: Arc::new(AtomicUsize::new(1)) };
-        Ok(Switch { ctl, waker, thread: Some(thread), next_port: 1, next_segment: 1, captures })
+        let line = ControlLine { ctl, waker };
+        let captures = CaptureControl { line: line.clone(), next: Arc::new(AtomicUsize::new(1)) };
+        Ok(Switch { line, thread: Some(thread), next_port: 1, next_segment: 1, captures })
     }
 
     fn send(&self, msg: Control) -> Result<(), SwitchError> {
-        self.ctl.send(msg).map_err(|_| SwitchError::Stopped)?;
-        self.waker.wake()?;
-        Ok(())
+        self.line.send(msg)
     }
 
     fn call(&self, make: impl FnOnce(Ack) -> Control) -> Result<(), SwitchError> {
-        let (ack, done) = mpsc::sync_channel(1);
-        self.send(make(ack))?;
-        done.recv().map_err(|_| SwitchError::Stopped)?.map_err(SwitchError::Refused)
+        self.line.call(make)
     }
 
     pub fn add_segment(&mut self, segment: Segment) -> Result<SegmentId, SwitchError> {
