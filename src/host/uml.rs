@@ -314,7 +314,8 @@ impl RunningNode for UmlNode {
     /// up on a new connection, with the static routes the kernel dropped
     /// meanwhile. The new connection is the port the switch must use.
     fn set_link(&mut self, ifname: &str, up: bool, routes: &[Route]) -> Result<Option<Box<dyn PortIo>>, HostError> {
-        if !self.nics.contains_key(ifname) || (up && !self.cut.contains(ifname)) || (!up && self.cut.contains(ifname)) {
+        // Only a change of state does anything: cut NICs come up, live ones go down.
+        if !self.nics.contains_key(ifname) || self.cut.contains(ifname) != up {
             return Ok(None);
         }
         if !up {

@@ -873,10 +873,7 @@ impl Lab {
         }
         // Its new ports start plain: give them their impairments again.
         for i in &model.ifaces {
-            let wire = match &i.attachment {
-                Attachment::Link(l) => Wire::Link(l.clone()),
-                Attachment::Lan(_) => Wire::LanPort(IfaceRef { node: name.to_string(), iface: i.name.clone() }),
-            };
+            let wire = Self::wire_of(name, i);
             if !self.impairment_of(&wire).is_noop() {
                 self.apply_impairment(&wire)?;
             }
@@ -941,10 +938,7 @@ impl Lab {
         self.publish_port(key(end), id, &old.segment, lan);
         let segment = old.segment.clone();
         self.ports.insert(key(end), PortHandle { id, counters: old.counters, segment });
-        let wire = match &iface.attachment {
-            Attachment::Link(l) => Wire::Link(l.clone()),
-            Attachment::Lan(_) => Wire::LanPort(end.clone()),
-        };
+        let wire = Self::wire_of(&end.node, &iface);
         if !self.impairment_of(&wire).is_noop() {
             self.apply_impairment(&wire)?;
         }
@@ -983,33 +977,20 @@ impl Lab {
     }
 
     fn impairment_of(&self, wire: &Wire) -> topology::LinkImpairment {
-        match wire {
-            Wire::Link(l) => self.topo.links.get(l).map(|m| m.impair.clone()),
-            Wire::Uplink(u) => self.topo.uplinks.get(u).map(|m| m.impair.clone()),
-            Wire::LanPort(r) => self.topo.nodes.get(&r.node).and_then(|n| n.iface(&r.iface)).map(|i| i.impair.clone()),
-        }
-        .unwrap_or_default()
+        self.topo.impairment(&Self::wire_name(wire)).cloned().unwrap_or_default()
     }
 
     fn store_impairment(&mut self, wire: &Wire, imp: topology::LinkImpairment) {
-        match wire {
-            Wire::Link(l) => {
-                if let Some(m) = self.topo.links.get_mut(l) {
-                    m.impair = imp;
-                }
-            }
-            Wire::Uplink(u) => {
-                if let Some(m) = self.topo.uplinks.get_mut(u) {
-                    m.impair = imp;
-                }
-            }
-            Wire::LanPort(r) => {
-                if let Some(i) =
-                    self.topo.nodes.get_mut(&r.node).and_then(|n| n.ifaces.iter_mut().find(|i| i.name == r.iface))
-                {
-                    i.impair = imp;
-                }
-            }
+        if let Some(slot) = self.topo.impairment_mut(&Self::wire_name(wire)) {
+            *slot = imp;
+        }
+    }
+
+    /// The wire an interface of `node` is plugged into.
+    fn wire_of(node: &str, iface: &topology::Iface) -> Wire {
+        match &iface.attachment {
+            Attachment::Link(l) => Wire::Link(l.clone()),
+            Attachment::Lan(_) => Wire::LanPort(IfaceRef { node: node.to_string(), iface: iface.name.clone() }),
         }
     }
 
@@ -1086,7 +1067,7 @@ impl Lab {
         wires.extend(self.topo.uplinks.keys().map(|u| Wire::Uplink(u.clone())));
         for n in self.topo.nodes.values() {
             for i in n.ifaces.iter().filter(|i| matches!(i.attachment, Attachment::Lan(_))) {
-                wires.push(Wire::LanPort(IfaceRef { node: n.name.clone(), iface: i.name.clone() }));
+                wires.push(Self::wire_of(&n.name, i));
             }
         }
         for w in wires {

@@ -501,6 +501,30 @@ impl Topology {
         Some(l)
     }
 
+    /// The impairments of a link, a link between LANs, or a LAN port
+    /// named `node:iface`.
+    pub fn impairment(&self, name: &str) -> Option<&LinkImpairment> {
+        if let Some(l) = self.links.get(name) {
+            return Some(&l.impair);
+        }
+        if let Some(u) = self.uplinks.get(name) {
+            return Some(&u.impair);
+        }
+        let (node, iface) = name.split_once(':')?;
+        self.nodes.get(node)?.iface(iface).map(|i| &i.impair)
+    }
+
+    pub fn impairment_mut(&mut self, name: &str) -> Option<&mut LinkImpairment> {
+        if let Some(l) = self.links.get_mut(name) {
+            return Some(&mut l.impair);
+        }
+        if let Some(u) = self.uplinks.get_mut(name) {
+            return Some(&mut u.impair);
+        }
+        let (node, iface) = name.split_once(':')?;
+        self.nodes.get_mut(node)?.ifaces.iter_mut().find(|i| i.name == iface).map(|i| &mut i.impair)
+    }
+
     pub fn set_link_up(&mut self, name: &str, up: bool) -> Result<(), TopologyError> {
         self.links.get_mut(name).ok_or_else(|| TopologyError::NoSuchLink(name.to_string()))?.up = up;
         Ok(())

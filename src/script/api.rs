@@ -321,6 +321,14 @@ fn ping_rtt(ctx: &NativeCallContext, from: &NodeRef, to: PingTarget, timeout_ms:
     }
 }
 
+/// One echo's round trip in µs, or `()` when unanswered (for `rtt_us`).
+fn rtt_dynamic(ctx: &NativeCallContext, from: &NodeRef, to: PingTarget) -> RhaiResult<Dynamic> {
+    Ok(match ping_rtt(ctx, from, to, lab_api::PING_TIMEOUT_MS)? {
+        Some(us) => Dynamic::from(us as i64),
+        None => Dynamic::UNIT,
+    })
+}
+
 fn target(addr: &str) -> RhaiResult<PingTarget> {
     addr.parse().map(PingTarget::Addr).map_err(|_| script_error(format!("ping(): {addr:?} is not an IP address")))
 }
@@ -950,18 +958,10 @@ pub mod link_api {
     #[rhai_fn(get = "impairment", pure, return_raw)]
     pub fn get_impairment(ctx: NativeCallContext, link: &mut Link) -> RhaiResult<Map> {
         let topo = lab_topology(&ctx)?;
-        let imp =
-            if let Some(l) = topo.links.get(&link.name) {
-                l.impair.clone()
-            } else if let Some(u) = topo.uplinks.get(&link.name) {
-                u.impair.clone()
-            } else {
-                let (node, iface) = &link.a;
-                topo.node(node).ok().and_then(|n| n.iface(iface)).map(|i| i.impair.clone()).ok_or_else(|| {
-                    lab_error(crate::lab::topology::TopologyError::NoSuchLink(link.name.clone()).into())
-                })?
-            };
-        Ok(crate::lab::impairment::render(&imp).iter().map(|(k, v)| (k.into(), to_dynamic(v))).collect())
+        let imp = topo
+            .impairment(&link.name)
+            .ok_or_else(|| lab_error(crate::lab::topology::TopologyError::NoSuchLink(link.name.clone()).into()))?;
+        Ok(crate::lab::impairment::render(imp).iter().map(|(k, v)| (k.into(), to_dynamic(v))).collect())
     }
 
     /// The link's name, `a--b` (then `a--b#2`, … for parallel links).
@@ -1402,10 +1402,7 @@ pub mod lab_api {
     /// ```
     #[rhai_fn(return_raw)]
     pub fn rtt_us(ctx: NativeCallContext, a: NodeRef, b: NodeRef) -> RhaiResult<Dynamic> {
-        Ok(match ping_rtt(&ctx, &a, PingTarget::Node(b.name), PING_TIMEOUT_MS)? {
-            Some(us) => Dynamic::from(us as i64),
-            None => Dynamic::UNIT,
-        })
+        rtt_dynamic(&ctx, &a, PingTarget::Node(b.name))
     }
 
     /// The round-trip time of one ICMP echo from `a` to an address, in
@@ -1418,10 +1415,7 @@ pub mod lab_api {
     /// ```
     #[rhai_fn(name = "rtt_us", return_raw)]
     pub fn rtt_us_addr(ctx: NativeCallContext, a: NodeRef, addr: &str) -> RhaiResult<Dynamic> {
-        Ok(match ping_rtt(&ctx, &a, target(addr)?, PING_TIMEOUT_MS)? {
-            Some(us) => Dynamic::from(us as i64),
-            None => Dynamic::UNIT,
-        })
+        rtt_dynamic(&ctx, &a, target(addr)?)
     }
 
     /// Per-port counters of the switch: maps of `node`, `iface`, `segment`,

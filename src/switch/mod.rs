@@ -749,7 +749,7 @@ impl DataPlane {
             self.capture(id, false, &frame);
         }
         if impaired {
-            self.hold_ingress(id, &frame, now);
+            self.hold_ingress(id, buf, &frame, now);
         } else {
             self.forward(id, buf, &frame, now);
         }
@@ -757,7 +757,7 @@ impl DataPlane {
 
     /// Impairs a frame on its way into the switch, as wire-sized frames
     /// (or whole, for a plain delay).
-    fn hold_ingress(&mut self, id: PortId, frame: &Frame<'_>, now: Duration) {
+    fn hold_ingress(&mut self, id: PortId, buf: &[u8], frame: &Frame<'_>, now: Duration) {
         let whole = self
             .ports
             .get(id)
@@ -765,9 +765,7 @@ impl DataPlane {
             .and_then(|p| p.ingress.as_ref())
             .is_some_and(|i| !i.per_wire_frame);
         if whole {
-            let mut hdr = [0u8; VNET_HDR_LEN];
-            frame.vnet.write(&mut hdr);
-            self.impair(id, Stage::Ingress, &[&hdr, frame.eth], frame.eth.len(), now);
+            self.impair(id, Stage::Ingress, &[buf], frame.eth.len(), now);
             return;
         }
         let mtu = self.fabric.port(id).map_or(frame.eth.len(), |p| p.mtu);
