@@ -10,6 +10,7 @@
 //! the switch's internals, Rhai.
 pub mod agent;
 pub mod console;
+pub mod deathwatch;
 pub mod disks;
 pub mod fake;
 pub mod guest;
@@ -126,6 +127,9 @@ pub struct ProcRecord {
 /// Starts nodes, and moves their disks in and out of saved labs.
 pub trait NodeHost {
     fn start_node(&self, spec: &NodeSpec) -> Result<Box<dyn RunningNode>, HostError>;
+    /// Told before a lab grows to `count` interfaces, so that host-wide
+    /// limits they share (the kernel's neighbour tables) can make room.
+    fn make_room_for_interfaces(&self, _count: usize) {}
     /// Frees what the lab's nodes kept outside the run directory (btrfs
     /// subvolumes), once they are all stopped.
     fn release(&self, _run_dir: &std::path::Path) {}
@@ -219,6 +223,44 @@ pub trait RunningNode {
     fn ping(&mut self, target: IpAddr, timeout: Duration) -> Result<Option<Duration>, HostError>;
     /// Kills every process of the node and releases its namespaces.
     fn stop(&mut self) -> Result<(), HostError>;
+    /// Starts stopping without waiting, so that a lab tearing down many
+    /// nodes lets the kernel take their namespaces apart all at once;
+    /// `stop` then finishes. Nothing by default.
+    fn begin_stop(&mut self) {}
+}
+
+/// The kernel's ARP and NDP tables are shared by every network namespace,
+/// and by default they refuse new entries beyond 1024 (`gc_thresh3`): a lab
+/// of a few hundred linked namespaces fills them, and its first packets
+/// then wait a second for a retried ARP ("neighbour table overflow"). This
+/// raises the limits (never lowers them) to fit `interfaces` with room to
+/// spare, and says so once. Only the initial namespace has these settings.
+pub fn raise_neighbour_limits(interfaces: usize) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static RAISED_TO: AtomicUsize = AtomicUsize::new(0);
+    // Each interface holds an entry for its peer, IPv4 and IPv6, and more on LANs.
+    let wanted = (interfaces * 4).next_power_of_two().max(1024);
+    if wanted <= RAISED_TO.load(Ordering::Relaxed) {
+        return;
+    }
+    RAISED_TO.store(wanted, Ordering::Relaxed);
+    for family in ["ipv4", "ipv6"] {
+        let dir = format!("/proc/sys/net/{family}/neigh/default");
+        let read = |k: &str| std::fs::read_to_string(format!("{dir}/{k}")).ok().and_then(|v| v.trim().parse::<usize>().ok());
+        let Some(current) = read("gc_thresh3") else { continue };
+        if current >= wanted {
+            continue;
+        }
+        // thresh2 (the soft limit) first would exceed thresh3: hard first.
+        let ok = [("gc_thresh3", wanted), ("gc_thresh2", wanted / 2)]
+            .iter()
+            .all(|(k, v)| read(k).is_some_and(|c| c >= *v) || std::fs::write(format!("{dir}/{k}"), v.to_string()).is_ok());
+        if ok {
+            eprintln!("clonet: raised the host's {family} neighbour table limit (net.{family}.neigh.default.gc_thresh3) from {current} to {wanted} for {interfaces} interfaces");
+        } else {
+            eprintln!("clonet: warning: {interfaces} interfaces may overflow the host's {family} neighbour table (net.{family}.neigh.default.gc_thresh3 = {current}); raise it to {wanted}");
+        }
+    }
 }
 
 /// Reads the start time of a process, or None if it does not exist.

@@ -84,6 +84,10 @@ fn self_exe() -> Command {
 }
 
 impl NodeHost for LinuxHost {
+    fn make_room_for_interfaces(&self, count: usize) {
+        super::raise_neighbour_limits(count);
+    }
+
     fn release(&self, run_dir: &std::path::Path) {
         release_storage(run_dir);
     }
@@ -475,7 +479,7 @@ impl RunningNode for NsNode {
         .map_err(HostError::io(what.clone()))?;
         self.rtnl.set_link(index, Some(mac), Some(mtu), true).map_err(HostError::io(what))?;
         self.ifindex.insert(ifname.to_string(), index);
-        Ok(Box::new(FdPort::tap(fd)))
+        Ok(Box::new(FdPort::persistent_tap(fd).map_err(HostError::io("making a TAP persistent"))?))
     }
 
     fn add_addr(&mut self, ifname: &str, cidr: Cidr) -> Result<(), HostError> {
@@ -596,12 +600,16 @@ impl RunningNode for NsNode {
         Ok(())
     }
 
-    fn stop(&mut self) -> Result<(), HostError> {
+    fn begin_stop(&mut self) {
         // Killing PID 1 of the node makes the kernel kill every process in
         // it. Only if it still is our init: a dead init's pid may be reused.
         if super::is_alive(&self.init) {
             let _ = kill(Pid::from_raw(self.init.pid), Signal::SIGKILL);
         }
+    }
+
+    fn stop(&mut self) -> Result<(), HostError> {
+        self.begin_stop();
         // The holder reaps init and then exits by itself; give it a moment
         // so init is not left a zombie for the system to collect.
         let deadline = Instant::now() + Duration::from_millis(500);

@@ -98,6 +98,8 @@ pub struct Lab {
     host: Box<dyn NodeHost>,
     /// Running nodes (a stopped node is in the model only).
     nodes: HashMap<String, Box<dyn RunningNode>>,
+    /// Which running nodes may have died since the last command.
+    death_watch: crate::host::deathwatch::DeathWatch,
     /// Switch ports by (node, interface).
     ports: HashMap<(String, String), PortHandle>,
     /// Switch segments by link or LAN name.
@@ -129,6 +131,7 @@ impl Lab {
             topo: Topology::new(name),
             host,
             nodes: HashMap::new(),
+            death_watch: Default::default(),
             ports: HashMap::new(),
             segments: HashMap::new(),
             uplink_ports: HashMap::new(),
@@ -335,6 +338,7 @@ impl Lab {
         segment_name: &str,
         vlan: VlanMode,
     ) -> Result<(), LabError> {
+        self.host.make_room_for_interfaces(self.ports.len() + 1);
         let io = self.running_mut(node)?.add_iface(&new.name, new.mac, new.mtu)?;
         let gso = io.gso();
         let (id, counters) = self.switch().add_port(seg, io, new.mtu as usize, gso, vlan)?;
@@ -756,7 +760,10 @@ impl Lab {
     /// are unplugged, their peers lose carrier, everything else goes on.
     /// `start()` brings such a node back.
     fn notice_dead_nodes(&mut self) {
-        let dead: Vec<String> = self.nodes.iter().filter(|(_, n)| !n.alive()).map(|(k, _)| k.clone()).collect();
+        let running = self.nodes.iter().map(|(name, n)| (name.as_str(), n.processes()));
+        let suspects = self.death_watch.suspects(running);
+        let dead: Vec<String> =
+            suspects.into_iter().filter(|name| self.nodes.get(name).is_some_and(|n| !n.alive())).collect();
         for name in dead {
             eprintln!("clonet: node {name} died (its process exited); it is marked stopped");
             let _ = self.stop_node(&name);
@@ -1187,6 +1194,9 @@ impl Lab {
         self.uplink_ports.clear();
         let mut names: Vec<String> = self.topo.order.clone();
         names.extend(self.nodes.keys().filter(|k| !self.topo.order.contains(k)).cloned().collect::<Vec<_>>());
+        for node in self.nodes.values_mut() {
+            node.begin_stop();
+        }
         for name in names {
             if let Some(mut node) = self.nodes.remove(&name) {
                 if let Err(e) = node.stop() {

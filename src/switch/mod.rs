@@ -669,7 +669,8 @@ impl DataPlane {
         self.fabric.remove_port(id);
         let freed = self.delay.forget_port(id);
         self.pool.extend(freed);
-        if let Some(p) = self.ports.get_mut(id).and_then(Option::take) {
+        if let Some(mut p) = self.ports.get_mut(id).and_then(Option::take) {
+            p.io.release();
             let fd: RawFd = p.io.raw_fd();
             if !p.failed {
                 let _ = self.poll.registry().deregister(&mut SourceFd(&fd));

@@ -40,6 +40,9 @@ pub trait PortIo: Send {
     fn send_parts(&mut self, parts: &[&[u8]]) -> io::Result<()>;
     /// The fd the data plane polls.
     fn raw_fd(&self) -> RawFd;
+    /// Called when the lab removes the port on purpose, before it is
+    /// dropped (not when the switch shuts down).
+    fn release(&mut self) {}
     /// Whether the peer takes GSO super-frames and seeded checksums (a TAP
     /// with offloads does; raw sockets do not, and get segmented frames).
     fn gso(&self) -> bool {
@@ -66,21 +69,37 @@ pub trait PortIo: Send {
 pub struct FdPort {
     fd: OwnedFd,
     is_tap: bool,
+    /// A persistent TAP: made ordinary again when the lab removes the port,
+    /// so that closing the fd deletes it (see `sys::tap::set_persistent`).
+    persistent: bool,
 }
 
 impl FdPort {
     /// A TAP opened with `IFF_VNET_HDR`.
     pub fn tap(fd: OwnedFd) -> FdPort {
-        FdPort { fd, is_tap: true }
+        FdPort { fd, is_tap: true, persistent: false }
+    }
+
+    /// A TAP made persistent (it lives in a node's namespace, and goes
+    /// with it unless the port is removed first).
+    pub fn persistent_tap(fd: OwnedFd) -> io::Result<FdPort> {
+        crate::sys::tap::set_persistent(fd.as_raw_fd(), true)?;
+        Ok(FdPort { fd, is_tap: true, persistent: true })
     }
 
     /// A seqpacket socket whose peer uses the same layout.
     pub fn socket(fd: OwnedFd) -> FdPort {
-        FdPort { fd, is_tap: false }
+        FdPort { fd, is_tap: false, persistent: false }
     }
 }
 
 impl PortIo for FdPort {
+    fn release(&mut self) {
+        if self.persistent {
+            let _ = crate::sys::tap::set_persistent(self.fd.as_raw_fd(), false);
+        }
+    }
+
     fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         nix::unistd::read(&self.fd, buf).map_err(io::Error::from)
     }

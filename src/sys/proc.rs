@@ -38,3 +38,18 @@ pub fn fork_process() -> io::Result<Forked> {
         ForkResult::Child => Ok(Forked::Child),
     }
 }
+
+/// A pidfd for `pid` (pidfd_open(2), Linux 5.3+): it becomes readable when
+/// the process exits, whether or not it is our child, so a set of them in
+/// one epoll says at once which of many processes died.
+pub fn pidfd_open(pid: i32) -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1;
+    // no memory is shared with the kernel.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just returned this fd to us, and nothing else owns it.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) })
+}

@@ -29,6 +29,20 @@ nix::ioctl_write_ptr_bad!(tun_set_iff, 0x4004_54ca, IfReqFlags);
 nix::ioctl_write_ptr_bad!(tun_set_vnet_hdr_sz, 0x4004_54d8, libc::c_int);
 nix::ioctl_write_int_bad!(tun_set_offload, 0x4004_54d0);
 nix::ioctl_write_ptr_bad!(tun_set_carrier, 0x4004_54e2, libc::c_int);
+nix::ioctl_write_int_bad!(tun_set_persist, 0x4004_54cb);
+
+/// Makes a TAP outlive its fd (`TUNSETPERSIST`), or not. Closing the fd of
+/// a non-persistent TAP deletes the device at once, and each deletion waits
+/// for an RCU grace period (about 20 ms here). A persistent TAP inside a
+/// node's namespace is instead deleted with that namespace, together with
+/// every other device of every namespace dying at the same time: a
+/// 1000-node ring tears down in seconds instead of 40.
+pub fn set_persistent(fd: RawFd, on: bool) -> io::Result<()> {
+    // SAFETY: `fd` is an open tun fd owned by the caller; TUNSETPERSIST
+    // takes its argument by value.
+    unsafe { tun_set_persist(fd, libc::c_int::from(on)) }?;
+    Ok(())
+}
 
 /// Turns the carrier of a TAP on or off (`TUNSETCARRIER`): the interface
 /// inside the node shows NO-CARRIER while it is off.
