@@ -83,6 +83,26 @@ enum Cmd {
         #[arg(long)]
         json: Option<PathBuf>,
     },
+    /// Run the benchmark labs (`scripts/bench/*.rhai` that report rows with
+    /// `bench_row`) and print one table: clonet's figure, the baseline
+    /// measured in the same run on the same machine, their ratio, and the
+    /// target. Each lab runs on a lab of its own, torn down afterwards.
+    Bench {
+        /// Benchmark labs by name (file stem: `throughput`, `hops`, `scale`,
+        /// `uml`), or paths to scripts (default: every lab in --dir that
+        /// reports rows).
+        names: Vec<String>,
+        /// Print the rows as JSON instead of the table.
+        #[arg(long)]
+        json: bool,
+        /// Tiny settings (a few nodes, one-second runs): checks that every
+        /// row produces numbers, not what they are worth. Sets BENCH_QUICK=1.
+        #[arg(long)]
+        quick: bool,
+        /// Where the benchmark labs are.
+        #[arg(long, default_value = "scripts/bench")]
+        dir: PathBuf,
+    },
     /// Teaching exercises (`scripts/exercises/NN-name/`).
     #[command(subcommand)]
     Exercise(ExerciseCmd),
@@ -146,6 +166,88 @@ fn write_or_complain(path: &Path, text: &str) -> bool {
             eprintln!("clonet: writing {}: {e}", path.display());
             false
         }
+    }
+}
+
+/// The benchmark labs to run: those named (a stem in `dir`, or a path),
+/// else every script in `dir` that reports rows.
+fn bench_files(names: &[String], dir: &Path) -> Result<Vec<PathBuf>, String> {
+    if names.is_empty() {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map_err(|e| format!("{}: {e}", dir.display()))?
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "rhai"))
+            .filter(|p| std::fs::read_to_string(p).is_ok_and(|t| t.contains("bench_row(")))
+            .collect();
+        files.sort();
+        return Ok(files);
+    }
+    names
+        .iter()
+        .map(|n| {
+            let as_path = PathBuf::from(n);
+            let in_dir = dir.join(format!("{n}.rhai"));
+            [as_path, in_dir].into_iter().find(|p| p.is_file()).ok_or_else(|| {
+                format!("no benchmark lab {n:?} (neither a file nor {})", dir.join(format!("{n}.rhai")).display())
+            })
+        })
+        .collect()
+}
+
+fn bench(names: &[String], json: bool, quick: bool, dir: &Path) -> ExitCode {
+    use clonet::testing::bench;
+    colored::control::set_override(color());
+    if let Err(e) = clonet::interrupt::install() {
+        eprintln!("clonet: cannot install signal handlers: {e}");
+        return ExitCode::FAILURE;
+    }
+    let files = match bench_files(names, dir) {
+        Ok(f) if f.is_empty() => {
+            eprintln!("{}: no benchmark labs in {}", "error".red().bold(), dir.display());
+            return ExitCode::FAILURE;
+        }
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("{}: {e}", "error".red().bold());
+            return ExitCode::FAILURE;
+        }
+    };
+    if quick {
+        // Read by the benchmark labs through env(); set before any thread
+        // that could read the environment starts.
+        std::env::set_var("BENCH_QUICK", "1");
+    }
+    bench::announce_on_stderr(true);
+    let mut rows = Vec::new();
+    let mut failed = false;
+    for file in files {
+        if clonet::interrupt::requested() {
+            failed = true;
+            break;
+        }
+        eprintln!("clonet bench: {}", file.display());
+        match clonet::testing::run_bench(&file, Box::new(LinuxHost), &rundir::base_dir(), color()) {
+            Ok(r) if r.is_empty() => {
+                eprintln!("{}: {} reported no rows", "error".red().bold(), file.display());
+                failed = true;
+            }
+            Ok(r) => rows.extend(r),
+            Err(report) => {
+                eprintln!("{report}");
+                failed = true;
+            }
+        }
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows).expect("rows serialize"));
+    } else {
+        print!("{}", bench::table(&rows));
+    }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
     }
 }
 
@@ -562,6 +664,7 @@ fn main() -> ExitCode {
         Cmd::Capture { lab, target, count } => capture(&lab, &target, count),
         Cmd::Image(cmd) => image(cmd),
         Cmd::Test { paths, filter, junit, json } => run_tests(paths, filter, junit, json),
+        Cmd::Bench { names, json, quick, dir } => bench(&names, json, quick, &dir),
         Cmd::Exercise(cmd) => exercise(cmd),
         Cmd::Doc { name, json, output } => doc(name.as_deref(), json, output.as_deref()),
         Cmd::NsInit { hostname, hosts, root } => {

@@ -79,6 +79,18 @@ fn opt_int(fn_name: &str, opts: &Map, key: &str) -> RhaiResult<Option<i64>> {
     }
 }
 
+fn opt_number(fn_name: &str, opts: &Map, key: &str) -> RhaiResult<Option<f64>> {
+    match opts.get(key) {
+        None => Ok(None),
+        Some(v) if v.is_unit() => Ok(None),
+        Some(v) => v
+            .as_float()
+            .or_else(|_| v.as_int().map(|i| i as f64))
+            .map(Some)
+            .map_err(|t| script_error(format!("{fn_name}(): {key} must be a number, not {t}"))),
+    }
+}
+
 fn opt_cidr(fn_name: &str, opts: &Map, key: &str) -> RhaiResult<Option<crate::lab::addr::Cidr>> {
     opt_str(fn_name, opts, key)?
         .map(|s| s.parse().map_err(|e: crate::lab::addr::CidrError| script_error(format!("{fn_name}(): {key}: {e}"))))
@@ -2049,5 +2061,47 @@ pub mod capture_api {
     #[rhai_fn(global, name = "to_string", pure)]
     pub fn capture_to_string(capture: &mut Capture) -> String {
         format!("Capture({} -> {})", capture.target, capture.file)
+    }
+}
+
+/// Reporting benchmark figures (`scripts/bench/`, `clonet bench`).
+#[export_module]
+pub mod bench_api {
+    use super::*;
+    use crate::testing::bench::{self, BenchRow};
+
+    /// Reports one benchmark figure: clonet's `value` in `unit`, and the
+    /// baseline measured in the same run, with the ratio of the two and
+    /// whether `target` was met. `target` is `">= N"` or `"<= N"` on the
+    /// value, or `">= Nx"` / `"<= Nx"` on the ratio. The row is printed;
+    /// `clonet bench` also gathers it into its table and `--json`.
+    ///
+    /// ```rhai
+    /// bench_row(#{ row: "a", what: "TCP ns<->ns, 1 stream", unit: "Gbit/s",
+    ///              value: 11.3, baseline: "Linux bridge", baseline_value: 16.7,
+    ///              target: ">= 1.0x" });
+    /// ```
+    #[rhai_fn(return_raw)]
+    pub fn bench_row(ctx: NativeCallContext, fields: Map) -> RhaiResult<()> {
+        const F: &str = "bench_row";
+        check_keys(F, &fields, &["row", "what", "unit", "value", "baseline", "baseline_value", "target"])?;
+        let need = |k: &str| script_error(format!("{F}(): {k} is required"));
+        let row = opt_str(F, &fields, "row")?.ok_or_else(|| need("row"))?;
+        let what = opt_str(F, &fields, "what")?.ok_or_else(|| need("what"))?;
+        let unit = opt_str(F, &fields, "unit")?.unwrap_or_default();
+        let value = opt_number(F, &fields, "value")?.ok_or_else(|| need("value"))?;
+        let baseline = match (opt_str(F, &fields, "baseline")?, opt_number(F, &fields, "baseline_value")?) {
+            (Some(name), Some(v)) => Some((name, v)),
+            (None, None) => None,
+            _ => return Err(script_error(format!("{F}(): baseline and baseline_value go together"))),
+        };
+        let target = opt_str(F, &fields, "target")?;
+        let source = ctx.call_source().unwrap_or("script");
+        let lab = std::path::Path::new(source).file_stem().map(|s| s.to_string_lossy().to_string());
+        let r = BenchRow::new(&lab.unwrap_or_default(), &row, &what, &unit, value, baseline, target)
+            .map_err(|e| script_error(format!("{F}(): {e}")))?;
+        bench::announce(&r);
+        bench::record(r);
+        Ok(())
     }
 }

@@ -35,6 +35,7 @@ pub fn bare_engine(script_dir: &Path) -> Engine {
     engine.register_global_module(exported_module!(api::lab_api).into());
     engine.register_global_module(exported_module!(api::snapshot_api).into());
     engine.register_global_module(exported_module!(api::capture_api).into());
+    engine.register_global_module(exported_module!(api::bench_api).into());
     engine.set_module_resolver(stdlib::Resolver::new(script_dir));
     engine.on_print(|s| {
         let mut out = std::io::stdout().lock();

@@ -9,6 +9,7 @@
 //!
 //! Owns: discovery, running, grading. Must not touch: output formats
 //! (`report.rs`), the host (labs come from the caller's `NodeHost`).
+pub mod bench;
 pub mod report;
 
 use std::cell::RefCell;
@@ -27,6 +28,25 @@ use report::{CheckResult, Grade, Outcome, TestResult};
 /// What `skip(reason)` puts in front of its error, so the runner can tell
 /// a skip from a failure.
 pub const SKIP_MARK: &str = "\u{1}skipped\u{1} ";
+
+/// Runs one benchmark lab (a script that reports with `bench_row`) on its
+/// own lab, torn down afterwards; the rows it reported, or its error.
+pub fn run_bench(
+    path: &Path,
+    host: Box<dyn NodeHost>,
+    run_base: &Path,
+    color: bool,
+) -> Result<Vec<bench::BenchRow>, String> {
+    let lab = new_lab(&lab_name_for(path, "bench-"), host, run_base, path)?;
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let engine = script::engine(lab.clone(), dir);
+    bench::take_rows();
+    let ran = script::run_file(&engine, path).map_err(|r| r.render(&read_source, color).trim_end().to_string());
+    drop(engine);
+    lab.borrow_mut().teardown();
+    let rows = bench::take_rows();
+    ran.map(|()| rows)
+}
 
 /// `test_*` functions without parameters, in source order (sans-IO).
 pub fn test_names(text: &str) -> Vec<String> {
