@@ -218,7 +218,7 @@ fn bench(names: &[String], json: bool, quick: bool, dir: &Path) -> ExitCode {
         // that could read the environment starts.
         std::env::set_var("BENCH_QUICK", "1");
     }
-    bench::announce_on_stderr(true);
+    bench::reserve_stdout(true);
     let mut rows = Vec::new();
     let mut failed = false;
     for file in files {
@@ -239,6 +239,8 @@ fn bench(names: &[String], json: bool, quick: bool, dir: &Path) -> ExitCode {
             }
         }
     }
+    // By row letter; a row's lines stay in the order they were measured.
+    rows.sort_by(|a, b| a.row.cmp(&b.row));
     if json {
         println!("{}", serde_json::to_string_pretty(&rows).expect("rows serialize"));
     } else {

@@ -177,6 +177,11 @@ fn shipped_scripts() -> Vec<std::path::PathBuf> {
                 }
                 walk(&p, out);
             } else if p.extension().is_some_and(|x| x == "rhai") {
+                // Benchmark labs that report rows run through `clonet bench
+                // --quick` (tests/bench.rs).
+                if std::fs::read_to_string(&p).is_ok_and(|t| t.contains("bench_row(")) {
+                    continue;
+                }
                 out.push(p);
             }
         }
@@ -211,38 +216,6 @@ fn every_shipped_script_runs() {
         assert!(out.status.success(), "{}:\n{}{}", s.display(), text(&out.stdout), text(&out.stderr));
     }
     assert!(sb.run_dirs().is_empty());
-}
-
-#[test]
-fn the_throughput_benchmark_reports_both_figures_and_their_ratio() {
-    let sb = Sandbox::new();
-    let out = sb
-        .clonet()
-        .arg("run")
-        .arg(repo("scripts/bench/throughput.rhai"))
-        .env("BENCH_SECONDS", "1")
-        .env("BENCH_PINGS", "10")
-        .output()
-        .unwrap();
-    let stdout = text(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
-    let gbps = |label: &str| -> Vec<f64> {
-        stdout
-            .lines()
-            .filter(|l| l.trim_start().starts_with(label))
-            .map(|l| l.split_whitespace().nth(2).unwrap().parse().unwrap())
-            .collect()
-    };
-    for label in ["clonet switch", "Linux bridge", "direct veth", "minimal forwarder"] {
-        let v = gbps(label);
-        assert_eq!(v.len(), 2, "{label}: one line per stream count:\n{stdout}");
-        assert!(v.iter().all(|g| *g > 0.1), "{label} moved almost nothing: {v:?}\n{stdout}");
-    }
-    assert_eq!(stdout.matches("ratio clonet/bridge").count(), 2, "{stdout}");
-    assert!(
-        eventually(3, || processes_matching("__tap-forward").is_empty()),
-        "the baseline forwarder outlived the lab"
-    );
 }
 
 #[test]

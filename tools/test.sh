@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh Debian machine, as root:
 #   1. installs the Debian packages the tests use (iperf3, ping, iproute2,
-#      e2fsprogs, busybox-static, user-mode-linux, vde-switch for the uml
-#      benchmark's baseline, qemu and a kernel for kvm nodes, btrfs-progs,
+#      e2fsprogs, busybox-static, user-mode-linux, vde-switch and vde2
+#      (vde_switch, vde_plug2tap) for the benchmarks' baselines, qemu and a
+#      kernel for kvm nodes, btrfs-progs,
 #      tshark to read captures back, frr for the routing exercises);
 #   2. builds clonet and runs the unit and integration tests.
 # CI runs exactly this (see .ci/run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PACKAGES=(iproute2 iperf3 iputils-ping e2fsprogs busybox-static user-mode-linux vde-switch qemu-system-x86 qemu-utils linux-image-amd64 btrfs-progs tshark frr)
+PACKAGES=(iproute2 iperf3 iputils-ping e2fsprogs busybox-static user-mode-linux vde-switch vde2 qemu-system-x86 qemu-utils linux-image-amd64 btrfs-progs tshark frr)
 
 if [ "$(id -u)" -ne 0 ]; then
     echo "tools/test.sh: the integration tests create namespaces and TAPs: run as root" >&2

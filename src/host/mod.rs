@@ -246,15 +246,16 @@ pub fn raise_neighbour_limits(interfaces: usize) {
     RAISED_TO.store(wanted, Ordering::Relaxed);
     for family in ["ipv4", "ipv6"] {
         let dir = format!("/proc/sys/net/{family}/neigh/default");
-        let read = |k: &str| std::fs::read_to_string(format!("{dir}/{k}")).ok().and_then(|v| v.trim().parse::<usize>().ok());
+        let read =
+            |k: &str| std::fs::read_to_string(format!("{dir}/{k}")).ok().and_then(|v| v.trim().parse::<usize>().ok());
         let Some(current) = read("gc_thresh3") else { continue };
         if current >= wanted {
             continue;
         }
         // thresh2 (the soft limit) first would exceed thresh3: hard first.
-        let ok = [("gc_thresh3", wanted), ("gc_thresh2", wanted / 2)]
-            .iter()
-            .all(|(k, v)| read(k).is_some_and(|c| c >= *v) || std::fs::write(format!("{dir}/{k}"), v.to_string()).is_ok());
+        let ok = [("gc_thresh3", wanted), ("gc_thresh2", wanted / 2)].iter().all(|(k, v)| {
+            read(k).is_some_and(|c| c >= *v) || std::fs::write(format!("{dir}/{k}"), v.to_string()).is_ok()
+        });
         if ok {
             eprintln!("clonet: raised the host's {family} neighbour table limit (net.{family}.neigh.default.gc_thresh3) from {current} to {wanted} for {interfaces} interfaces");
         } else {

@@ -13,6 +13,7 @@ pub mod capture;
 pub mod command;
 pub mod impairment;
 pub mod names;
+pub mod progress;
 pub mod rebuild;
 pub mod rundir;
 pub mod save;
@@ -98,6 +99,8 @@ pub struct Lab {
     host: Box<dyn NodeHost>,
     /// Running nodes (a stopped node is in the model only).
     nodes: HashMap<String, Box<dyn RunningNode>>,
+    /// The terminal's progress line for big labs.
+    progress: progress::BuildProgress,
     /// Which running nodes may have died since the last command.
     death_watch: crate::host::deathwatch::DeathWatch,
     /// Switch ports by (node, interface).
@@ -132,6 +135,7 @@ impl Lab {
             host,
             nodes: HashMap::new(),
             death_watch: Default::default(),
+            progress: Default::default(),
             ports: HashMap::new(),
             segments: HashMap::new(),
             uplink_ports: HashMap::new(),
@@ -209,6 +213,24 @@ impl Lab {
     /// Executes one command.
     pub fn execute(&mut self, cmd: Command) -> Result<Reply, LabError> {
         self.notice_dead_nodes();
+        let building = matches!(
+            cmd,
+            Command::AddNode { .. }
+                | Command::AddLan { .. }
+                | Command::AddLink { .. }
+                | Command::JoinLan { .. }
+                | Command::LinkLans { .. }
+        );
+        let reply = self.execute_command(cmd);
+        if building {
+            self.progress.building(self.topo.nodes.len(), self.topo.links.len());
+        } else {
+            self.progress.done();
+        }
+        reply
+    }
+
+    fn execute_command(&mut self, cmd: Command) -> Result<Reply, LabError> {
         match cmd {
             Command::AddNode { name, kind, options } => self.add_node(&name, kind, options),
             Command::DeleteNode { node } => self.delete_node(&node).map(|()| Reply::Done),
@@ -1194,6 +1216,7 @@ impl Lab {
         self.uplink_ports.clear();
         let mut names: Vec<String> = self.topo.order.clone();
         names.extend(self.nodes.keys().filter(|k| !self.topo.order.contains(k)).cloned().collect::<Vec<_>>());
+        self.progress.step(self.nodes.len(), format!("tearing down {} nodes", self.nodes.len()));
         for node in self.nodes.values_mut() {
             node.begin_stop();
         }
@@ -1207,6 +1230,7 @@ impl Lab {
                 }
             }
         }
+        self.progress.done();
         if let Some(rd) = self.run_dir.take() {
             self.host.release(rd.path());
             if let Err(e) = rd.remove() {

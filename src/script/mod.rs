@@ -38,9 +38,15 @@ pub fn bare_engine(script_dir: &Path) -> Engine {
     engine.register_global_module(exported_module!(api::bench_api).into());
     engine.set_module_resolver(stdlib::Resolver::new(script_dir));
     engine.on_print(|s| {
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "{s}");
-        let _ = out.flush();
+        crate::lab::progress::print_around(|| {
+            if crate::testing::bench::stdout_reserved() {
+                eprintln!("{s}");
+                return;
+            }
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{s}");
+            let _ = out.flush();
+        })
     });
     engine.on_debug(|s, src, pos| eprintln!("[{}:{}] {s}", src.unwrap_or("script"), pos.line().unwrap_or(0)));
     engine.on_progress(|_| if crate::interrupt::requested() { Some(Dynamic::UNIT) } else { None });

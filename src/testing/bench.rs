@@ -202,17 +202,22 @@ pub fn table(rows: &[BenchRow]) -> String {
     out
 }
 
-/// Whether rows go to stderr as they come (`clonet bench`, whose stdout is
-/// the table or the JSON) rather than to stdout (`clonet run`).
-static ANNOUNCE_ON_STDERR: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// Whether stdout is kept for the report (`clonet bench`, whose stdout is
+/// the table or the JSON): rows as they come and the scripts' own `print`
+/// output then go to stderr.
+static STDOUT_RESERVED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
-pub fn announce_on_stderr(on: bool) {
-    ANNOUNCE_ON_STDERR.store(on, std::sync::atomic::Ordering::Relaxed);
+pub fn reserve_stdout(on: bool) {
+    STDOUT_RESERVED.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+pub fn stdout_reserved() -> bool {
+    STDOUT_RESERVED.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// Prints a row as it is reported.
 pub fn announce(row: &BenchRow) {
-    if ANNOUNCE_ON_STDERR.load(std::sync::atomic::Ordering::Relaxed) {
+    if stdout_reserved() {
         eprintln!("{}", row.line());
     } else {
         println!("{}", row.line());
