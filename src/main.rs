@@ -649,6 +649,12 @@ fn doc(name: Option<&str>, json: bool, output: Option<&Path>) -> ExitCode {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Before any thread starts: both set the environment.
+    if matches!(cli.command, Cmd::NsInit { .. } | Cmd::NsEnter { .. }) {
+        clonet::host::limits::restore_open_files();
+    } else {
+        clonet::host::limits::raise_open_files();
+    }
     match cli.command {
         Cmd::Run { file, restore, name, interactive } => {
             // A restored lab keeps its name (and so its MACs) unless told.

@@ -16,6 +16,7 @@ pub mod fake;
 pub mod guest;
 pub mod helpers;
 pub mod kvm;
+pub mod limits;
 pub mod mconsole;
 pub mod ns;
 pub mod ping;
