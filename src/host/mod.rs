@@ -170,8 +170,13 @@ pub trait RunningNode {
     fn alive(&self) -> bool {
         self.processes().iter().all(is_alive)
     }
-    /// The host pid of the node's init (handy for `nsenter -t`).
+    /// The host pid of the node's init (handy for `nsenter -t`); waits for
+    /// a node that is still starting.
     fn pid(&self) -> i32;
+    /// The pid if known without waiting.
+    fn pid_if_known(&self) -> Option<i32> {
+        Some(self.pid())
+    }
     /// Where to attach to the node's console: by default (namespace
     /// nodes, which have none) a shell entered through the init.
     fn console(&self) -> console::ConsoleTarget {

@@ -6,7 +6,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::IpAddr;
 use std::os::fd::{AsFd, OwnedFd};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
@@ -396,88 +396,158 @@ fn start_ns(spec: &NodeSpec) -> Result<Box<dyn RunningNode>, HostError> {
             }
         }
     });
-    let fail = |holder: &mut Child, why: String| {
+    let Some(holder_rec) =
+        proc_start_time(holder.id() as i32).map(|t| ProcRecord { pid: holder.id() as i32, start_time: t })
+    else {
         let _ = holder.kill();
         let _ = holder.wait();
-        HostError::Start(spec.name.clone(), why)
+        return Err(HostError::Start(spec.name.clone(), "its init exited at once".into()));
     };
-    let deadline = Instant::now() + START_TIMEOUT;
-    let mut init_pid = None;
-    let mut ready = false;
-    while !(ready && init_pid.is_some()) {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(line) if line == "ready" => ready = true,
-            Ok(line) => match line.strip_prefix("pid ").and_then(|p| p.parse::<i32>().ok()) {
-                Some(pid) => init_pid = Some(pid),
-                None => return Err(fail(&mut holder, line)),
-            },
-            Err(_) => return Err(fail(&mut holder, "no answer from the node's init".into())),
-        }
-    }
-    let init_pid = init_pid.expect("loop exits only with a pid");
-    let netns = File::open(format!("/proc/{init_pid}/ns/net")).map(OwnedFd::from);
-    let netns = match netns {
-        Ok(fd) => fd,
-        Err(e) => return Err(fail(&mut holder, format!("opening its netns: {e}"))),
-    };
-    let rtnl = in_netns(netns.as_fd(), || {
-        let mut rtnl = Rtnl::open()?;
-        rtnl.set_link(1, None, None, true)?; // lo
-        Ok(rtnl)
-    });
-    let rtnl = match rtnl {
-        Ok(r) => r,
-        Err(e) => return Err(fail(&mut holder, format!("configuring its netns: {e}"))),
-    };
-    let record = |pid: i32| proc_start_time(pid).map(|start_time| ProcRecord { pid, start_time });
-    let (Some(holder_rec), Some(init)) = (record(holder.id() as i32), record(init_pid)) else {
-        return Err(fail(&mut holder, "its init exited during start-up".into()));
-    };
+    // The node's init sets itself up (namespaces, root, mounts) while the
+    // engine goes on: `node()` returns now, and the first use of the node
+    // waits for it, so a loop of `node()` calls starts them side by side.
     Ok(Box::new(NsNode {
         name: spec.name.clone(),
         holder,
-        init,
         holder_rec,
-        netns,
-        rtnl,
+        started: OnceLock::new(),
+        pending: Mutex::new(Some(Pending { lines: rx, deadline: Instant::now() + START_TIMEOUT })),
+        failure: OnceLock::new(),
         ifindex: HashMap::new(),
         root: layers,
     }))
 }
 
-pub struct NsNode {
-    name: String,
-    /// The `__ns-init` parent; its child is the node's PID 1.
-    holder: Child,
+/// A node whose init has not said yet that it is ready.
+struct Pending {
+    lines: mpsc::Receiver<String>,
+    deadline: Instant,
+}
+
+/// What a node has once its init is ready.
+struct Started {
     /// The node's PID 1.
     init: ProcRecord,
-    holder_rec: ProcRecord,
     netns: OwnedFd,
-    rtnl: Rtnl,
+    rtnl: Mutex<Rtnl>,
+}
+
+/// Waits for the init's `pid N` and `ready`, then opens its namespace and
+/// brings its loopback up.
+fn finish_start(pending: &Pending) -> Result<Started, String> {
+    let mut init_pid = None;
+    let mut ready = false;
+    while !(ready && init_pid.is_some()) {
+        let left = pending.deadline.saturating_duration_since(Instant::now());
+        match pending.lines.recv_timeout(left) {
+            Ok(line) if line == "ready" => ready = true,
+            Ok(line) => match line.strip_prefix("pid ").and_then(|p| p.parse::<i32>().ok()) {
+                Some(pid) => init_pid = Some(pid),
+                None => return Err(line),
+            },
+            Err(_) => return Err("no answer from the node's init".into()),
+        }
+    }
+    let init_pid = init_pid.expect("loop exits only with a pid");
+    let netns = File::open(format!("/proc/{init_pid}/ns/net"))
+        .map(OwnedFd::from)
+        .map_err(|e| format!("opening its netns: {e}"))?;
+    let rtnl = in_netns(netns.as_fd(), || {
+        let mut rtnl = Rtnl::open()?;
+        rtnl.set_link(1, None, None, true)?; // lo
+        Ok(rtnl)
+    })
+    .map_err(|e| format!("configuring its netns: {e}"))?;
+    let init = proc_start_time(init_pid)
+        .map(|start_time| ProcRecord { pid: init_pid, start_time })
+        .ok_or("its init exited during start-up")?;
+    Ok(Started { init, netns, rtnl: Mutex::new(rtnl) })
+}
+
+pub struct NsNode {
+    name: String,
+    /// The `__ns-init` parent; its child is the node's PID 1, which dies
+    /// with it (PDEATHSIG), so it alone is watched and recorded until the
+    /// init is known.
+    holder: Child,
+    holder_rec: ProcRecord,
+    /// Set once the init is ready (see `started`).
+    started: OnceLock<Started>,
+    pending: Mutex<Option<Pending>>,
+    /// Why the start failed, for every later use.
+    failure: OnceLock<String>,
     ifindex: HashMap<String, u32>,
     /// The layers of its copy-on-write root.
     root: super::helpers::RootLayers,
 }
 
+impl NsNode {
+    /// The started node, waiting for its init the first time.
+    fn started(&self) -> Result<&Started, HostError> {
+        if let Some(s) = self.started.get() {
+            return Ok(s);
+        }
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(p) = pending.take() {
+            match finish_start(&p) {
+                Ok(s) => {
+                    let _ = self.started.set(s);
+                }
+                Err(why) => {
+                    // The init dies with its holder.
+                    let _ = kill(Pid::from_raw(self.holder_rec.pid), Signal::SIGKILL);
+                    let _ = self.failure.set(why);
+                }
+            }
+        }
+        self.started.get().ok_or_else(|| {
+            HostError::Start(
+                self.name.clone(),
+                self.failure.get().cloned().unwrap_or_else(|| "it never started".into()),
+            )
+        })
+    }
+
+    fn rtnl(&self) -> Result<std::sync::MutexGuard<'_, Rtnl>, HostError> {
+        Ok(self.started()?.rtnl.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
 impl RunningNode for NsNode {
     fn processes(&self) -> Vec<ProcRecord> {
-        vec![self.holder_rec.clone(), self.init.clone()]
+        let mut procs = vec![self.holder_rec.clone()];
+        procs.extend(self.started.get().map(|s| s.init.clone()));
+        procs
+    }
+
+    fn alive(&self) -> bool {
+        // A start that failed says why, once, before the node is marked stopped.
+        if self.started.get().is_none() && !super::is_alive(&self.holder_rec) {
+            if let Err(e) = self.started() {
+                eprintln!("clonet: {e}");
+            }
+        }
+        self.processes().iter().all(super::is_alive)
+    }
+
+    fn pid_if_known(&self) -> Option<i32> {
+        self.started.get().map(|s| s.init.pid)
     }
 
     fn pid(&self) -> i32 {
-        self.init.pid
+        // A node that failed to start: its holder, which is what remains.
+        self.started().map_or(self.holder_rec.pid, |s| s.init.pid)
     }
 
     fn add_iface(&mut self, ifname: &str, mac: MacAddr, mtu: u32) -> Result<Box<dyn PortIo>, HostError> {
         let what = format!("creating {}:{ifname}", self.name);
-        let (fd, index) = in_netns(self.netns.as_fd(), || {
+        let (fd, index) = in_netns(self.started()?.netns.as_fd(), || {
             let fd = open_tap(ifname)?;
             let index = nix::net::if_::if_nametoindex(ifname)?;
             Ok((fd, index))
         })
         .map_err(HostError::io(what.clone()))?;
-        self.rtnl.set_link(index, Some(mac), Some(mtu), true).map_err(HostError::io(what))?;
+        self.rtnl()?.set_link(index, Some(mac), Some(mtu), true).map_err(HostError::io(what))?;
         self.ifindex.insert(ifname.to_string(), index);
         Ok(Box::new(FdPort::persistent_tap(fd).map_err(HostError::io("making a TAP persistent"))?))
     }
@@ -488,7 +558,7 @@ impl RunningNode for NsNode {
             .ifindex
             .get(ifname)
             .ok_or_else(|| HostError::Io { what: what.clone(), source: std::io::ErrorKind::NotFound.into() })?;
-        self.rtnl.add_addr(index, cidr).map_err(HostError::io(what))
+        self.rtnl()?.add_addr(index, cidr).map_err(HostError::io(what))
     }
 
     fn add_route(&mut self, route: &Route) -> Result<(), HostError> {
@@ -500,7 +570,7 @@ impl RunningNode for NsNode {
                 source: std::io::Error::new(std::io::ErrorKind::NotFound, format!("no interface {dev}")),
             })?),
         };
-        self.rtnl.add_route(route.dst, route.via, oif).map_err(HostError::io(what))
+        self.rtnl()?.add_route(route.dst, route.via, oif).map_err(HostError::io(what))
     }
 
     fn forget_iface(&mut self, ifname: &str) {
@@ -508,11 +578,12 @@ impl RunningNode for NsNode {
     }
 
     fn exec(&mut self, req: &ExecRequest) -> Result<ExecOutput, HostError> {
-        if !super::is_alive(&self.init) {
+        let init = self.started()?.init.clone();
+        if !super::is_alive(&init) {
             return Err(HostError::Gone(self.name.clone()));
         }
         let mut cmd = self_exe();
-        cmd.arg("__ns-enter").arg(self.init.pid.to_string()).arg("--").args(&req.argv);
+        cmd.arg("__ns-enter").arg(init.pid.to_string()).arg("--").args(&req.argv);
         cmd.env("CLONET_NODE", &self.name);
         cmd.stdin(if req.stdin.is_empty() { Stdio::null() } else { Stdio::piped() });
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
@@ -534,13 +605,14 @@ impl RunningNode for NsNode {
     }
 
     fn ping(&mut self, target: IpAddr, timeout: Duration) -> Result<Option<Duration>, HostError> {
-        in_netns(self.netns.as_fd(), || super::ping::echo(target, timeout, Duration::from_millis(200))).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::Interrupted {
-                HostError::Interrupted
-            } else {
-                HostError::io(format!("pinging {target} from {}", self.name))(e)
-            }
-        })
+        in_netns(self.started()?.netns.as_fd(), || super::ping::echo(target, timeout, Duration::from_millis(200)))
+            .map_err(|e| {
+                if e.kind() == std::io::ErrorKind::Interrupted {
+                    HostError::Interrupted
+                } else {
+                    HostError::io(format!("pinging {target} from {}", self.name))(e)
+                }
+            })
     }
 
     fn snapshot(&mut self, _dir: &std::path::Path, name: &str) -> Result<std::path::PathBuf, HostError> {
@@ -587,7 +659,7 @@ impl RunningNode for NsNode {
     fn pause(&mut self, paused: bool) -> Result<(), HostError> {
         // Every process of the node shares its PID namespace.
         let ns = |pid: &str| std::fs::read_link(format!("/proc/{pid}/ns/pid")).ok();
-        let ours = ns(&self.init.pid.to_string()).ok_or_else(|| HostError::Gone(self.name.clone()))?;
+        let ours = ns(&self.started()?.init.pid.to_string()).ok_or_else(|| HostError::Gone(self.name.clone()))?;
         let signal = if paused { Signal::SIGSTOP } else { Signal::SIGCONT };
         for entry in std::fs::read_dir("/proc").map_err(HostError::io("reading /proc"))?.flatten() {
             let name = entry.file_name().to_string_lossy().to_string();
@@ -603,8 +675,15 @@ impl RunningNode for NsNode {
     fn begin_stop(&mut self) {
         // Killing PID 1 of the node makes the kernel kill every process in
         // it. Only if it still is our init: a dead init's pid may be reused.
-        if super::is_alive(&self.init) {
-            let _ = kill(Pid::from_raw(self.init.pid), Signal::SIGKILL);
+        match self.started.get() {
+            Some(s) if super::is_alive(&s.init) => {
+                let _ = kill(Pid::from_raw(s.init.pid), Signal::SIGKILL);
+            }
+            Some(_) => {}
+            // Still starting: its init dies with the holder.
+            None => {
+                let _ = self.holder.kill();
+            }
         }
     }
 

@@ -281,12 +281,18 @@ impl Lab {
     }
 
     fn node_info(&self, node: &str) -> Result<NodeInfo, LabError> {
+        self.node_info_with(node, |n| n.pid())
+    }
+
+    /// `node_info`, taking the pid as `pid` says: a node that is still
+    /// starting may not know it without waiting.
+    fn node_info_with(&self, node: &str, pid: impl Fn(&dyn RunningNode) -> i32) -> Result<NodeInfo, LabError> {
         let model = self.topo.node(node)?;
         Ok(NodeInfo {
             name: model.name.clone(),
             kind: model.kind,
             ifaces: model.ifaces.clone(),
-            pid: self.nodes.get(node).map(|n| n.pid()).unwrap_or(0),
+            pid: self.nodes.get(node).map(|n| pid(n.as_ref())).unwrap_or(0),
             detail: self.nodes.get(node).and_then(|n| n.detail()),
             disk_bytes: self
                 .run_dir
@@ -332,7 +338,8 @@ impl Lab {
         self.nodes.insert(name.to_string(), running);
         self.topo.add_node_with(name, kind, options)?;
         self.run_dir_mut().record_node(name, procs)?;
-        Ok(Reply::Node(self.node_info(name)?))
+        // Not waiting for a node that is still starting (0: not known yet).
+        Ok(Reply::Node(self.node_info_with(name, |n| n.pid_if_known().unwrap_or(0))?))
     }
 
     fn add_lan(&mut self, name: &str) -> Result<Reply, LabError> {
