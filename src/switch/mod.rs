@@ -62,6 +62,8 @@ pub const TX_QUEUE_FRAMES: usize = 256;
 pub const CAPTURE_QUEUE_FRAMES: usize = 8192;
 /// Frames read from one port before the others get a turn.
 const RX_BUDGET: usize = 64;
+/// Frames taken from a socket port in one system call.
+const RX_BATCH: usize = 16;
 const WAKER: Token = Token(0);
 const TIMER: Token = Token(usize::MAX);
 
@@ -460,7 +462,8 @@ struct DataPlane {
     pool: Vec<Vec<u8>>,
     /// Scratch list of egress ports for the frame being forwarded.
     egress: Vec<PortId>,
-    rx_buf: Vec<u8>,
+    /// Receive buffers: one per frame of a batch (`recv_batch`).
+    rx_bufs: Vec<Vec<u8>>,
     /// Software offload buffers (egress), ingress impairment and capture
     /// buffers: separate, since a capture happens while a frame is cut.
     soft: WireBuffers,
@@ -489,7 +492,7 @@ impl DataPlane {
             backlog: VecDeque::new(),
             pool: Vec::new(),
             egress: Vec::with_capacity(64),
-            rx_buf: vec![0u8; MAX_BUFFER_LEN],
+            rx_bufs: vec![vec![0u8; MAX_BUFFER_LEN]; RX_BATCH],
             soft: WireBuffers::default(),
             held_in: WireBuffers::default(),
             cap: WireBuffers::default(),
@@ -694,22 +697,31 @@ impl DataPlane {
 
     /// Reads and handles up to `RX_BUDGET` frames from one port.
     fn drain(&mut self, id: PortId) {
-        let mut buf = std::mem::take(&mut self.rx_buf);
+        let mut bufs = std::mem::take(&mut self.rx_bufs);
+        let mut lens = [0usize; RX_BATCH];
         let now = self.started.elapsed();
-        for _ in 0..RX_BUDGET {
+        let mut handled = 0;
+        'reading: while handled < RX_BUDGET {
             let Some(port) = self.ports.get_mut(id).and_then(Option::as_mut) else { break };
             if port.failed {
                 break;
             }
-            match port.io.recv(&mut buf) {
-                Ok(0) => {
-                    port.counters.rx_dropped(DropReason::PortError);
-                    self.fail(id);
-                    break;
+            match port.io.recv_batch(&mut bufs, &mut lens) {
+                Ok(n) => {
+                    for (buf, &len) in bufs.iter().zip(&lens).take(n) {
+                        if len == 0 {
+                            if let Some(port) = self.ports.get(id).and_then(Option::as_ref) {
+                                port.counters.rx_dropped(DropReason::PortError);
+                            }
+                            self.fail(id);
+                            break 'reading;
+                        }
+                        self.receive(id, &buf[..len], now);
+                    }
+                    handled += n;
                 }
-                Ok(n) => self.receive(id, &buf[..n], now),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.rx_buf = buf;
+                    self.rx_bufs = bufs;
                     return;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -726,7 +738,7 @@ impl DataPlane {
                 self.backlog.push_back(id);
             }
         }
-        self.rx_buf = buf;
+        self.rx_bufs = bufs;
     }
 
     /// One frame the node of port `id` sent: counted, captured, then
