@@ -411,7 +411,7 @@ fn start_ns(spec: &NodeSpec) -> Result<Box<dyn RunningNode>, HostError> {
         holder,
         holder_rec,
         started: OnceLock::new(),
-        pending: Mutex::new(Some(Pending { lines: rx, deadline: Instant::now() + START_TIMEOUT })),
+        pending: Mutex::new(Some(Pending { lines: rx })),
         failure: OnceLock::new(),
         ifindex: HashMap::new(),
         root: layers,
@@ -421,7 +421,6 @@ fn start_ns(spec: &NodeSpec) -> Result<Box<dyn RunningNode>, HostError> {
 /// A node whose init has not said yet that it is ready.
 struct Pending {
     lines: mpsc::Receiver<String>,
-    deadline: Instant,
 }
 
 /// What a node has once its init is ready.
@@ -433,12 +432,15 @@ struct Started {
 }
 
 /// Waits for the init's `pid N` and `ready`, then opens its namespace and
-/// brings its loopback up.
+/// brings its loopback up. The time allowed runs from the first wait, not
+/// from the spawn: a lab may start a thousand nodes before it uses one. An
+/// init that dies ends the wait at once (its pipe closes).
 fn finish_start(pending: &Pending) -> Result<Started, String> {
+    let deadline = Instant::now() + START_TIMEOUT;
     let mut init_pid = None;
     let mut ready = false;
     while !(ready && init_pid.is_some()) {
-        let left = pending.deadline.saturating_duration_since(Instant::now());
+        let left = deadline.saturating_duration_since(Instant::now());
         match pending.lines.recv_timeout(left) {
             Ok(line) if line == "ready" => ready = true,
             Ok(line) => match line.strip_prefix("pid ").and_then(|p| p.parse::<i32>().ok()) {
