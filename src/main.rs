@@ -197,10 +197,8 @@ fn bench_files(names: &[String], dir: &Path) -> Result<Vec<PathBuf>, String> {
 
 fn bench(names: &[String], json: bool, quick: bool, dir: &Path) -> ExitCode {
     use clonet::testing::bench;
-    colored::control::set_override(color());
-    if let Err(e) = clonet::interrupt::install() {
-        eprintln!("clonet: cannot install signal handlers: {e}");
-        return ExitCode::FAILURE;
+    if let Err(code) = prepare_terminal() {
+        return code;
     }
     let files = match bench_files(names, dir) {
         Ok(f) if f.is_empty() => {
@@ -255,10 +253,8 @@ fn bench(names: &[String], json: bool, quick: bool, dir: &Path) -> ExitCode {
 
 fn run_tests(paths: Vec<PathBuf>, filter: Option<String>, junit: Option<PathBuf>, json: Option<PathBuf>) -> ExitCode {
     use clonet::testing::report::{self, Outcome};
-    colored::control::set_override(color());
-    if let Err(e) = clonet::interrupt::install() {
-        eprintln!("clonet: cannot install signal handlers: {e}");
-        return ExitCode::FAILURE;
+    if let Err(code) = prepare_terminal() {
+        return code;
     }
     let paths = if paths.is_empty() { vec![PathBuf::from(".")] } else { paths };
     let files = match clonet::testing::discover(&paths) {
@@ -311,10 +307,8 @@ fn indent(text: &str) -> String {
 
 fn exercise(cmd: ExerciseCmd) -> ExitCode {
     let ExerciseCmd::Check { dir, answer, json, csv } = cmd;
-    colored::control::set_override(color());
-    if let Err(e) = clonet::interrupt::install() {
-        eprintln!("clonet: cannot install signal handlers: {e}");
-        return ExitCode::FAILURE;
+    if let Err(code) = prepare_terminal() {
+        return code;
     }
     let exercise = dir.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
     let mut grades = Vec::new();
@@ -476,6 +470,16 @@ fn color() -> bool {
     std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none()
 }
 
+/// What every command that runs labs does first: colours when stderr is a
+/// terminal, and the interrupt handlers that let Ctrl-C tear labs down.
+fn prepare_terminal() -> Result<(), ExitCode> {
+    colored::control::set_override(color());
+    clonet::interrupt::install().map_err(|e| {
+        eprintln!("clonet: cannot install signal handlers: {e}");
+        ExitCode::FAILURE
+    })
+}
+
 fn lab_name(file: &Path, name: Option<String>) -> String {
     name.unwrap_or_else(|| file.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_else(|| "lab".into()))
 }
@@ -483,13 +487,11 @@ fn lab_name(file: &Path, name: Option<String>) -> String {
 /// Runs a script, a REPL, or a script then a REPL, on one lab, first
 /// rebuilt from a saved lab if asked.
 fn session(file: Option<&Path>, restore: Option<&Path>, name: String, interactive: bool) -> ExitCode {
-    colored::control::set_override(color());
+    if let Err(code) = prepare_terminal() {
+        return code;
+    }
     if let Some(f) = file.filter(|f| !f.is_file()) {
         eprintln!("{}: cannot read {}: no such file", "error".red().bold(), f.display());
-        return ExitCode::FAILURE;
-    }
-    if let Err(e) = clonet::interrupt::install() {
-        eprintln!("clonet: cannot install signal handlers: {e}");
         return ExitCode::FAILURE;
     }
     let lab = match Lab::new(&name, Box::new(LinuxHost), &rundir::base_dir(), file) {
@@ -508,7 +510,7 @@ fn session(file: Option<&Path>, restore: Option<&Path>, name: String, interactiv
         }
         eprintln!("clonet: lab {name} restored from {}", saved.display());
     }
-    let dir = file.and_then(Path::parent).filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = file.map_or(Path::new("."), script::script_dir);
     let engine = script::engine(lab.clone(), dir);
     let mut scope = rhai::Scope::new();
     let mut status = ExitCode::SUCCESS;

@@ -54,6 +54,12 @@ pub fn bare_engine(script_dir: &Path) -> Engine {
     engine
 }
 
+/// The directory a script's own imports resolve from: its parent, or the
+/// current directory for a bare file name.
+pub fn script_dir(path: &Path) -> &Path {
+    path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."))
+}
+
 /// Compiles a script, naming it `source_name` in errors.
 pub fn compile(engine: &Engine, source_name: &str, text: &str) -> Result<AST, ErrorReport> {
     let mut ast = engine.compile(text).map_err(|e| ErrorReport::parse(source_name, &e))?;

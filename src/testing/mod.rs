@@ -38,7 +38,7 @@ pub fn run_bench(
     color: bool,
 ) -> Result<Vec<bench::BenchRow>, String> {
     let lab = new_lab(&lab_name_for(path, "bench-"), host, run_base, path)?;
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = script::script_dir(path);
     let engine = script::engine(lab.clone(), dir);
     bench::take_rows();
     let ran = script::run_file(&engine, path).map_err(|r| r.render(&read_source, color).trim_end().to_string());
@@ -173,7 +173,7 @@ pub fn run_file(
             return results;
         }
     };
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = script::script_dir(path);
     let engine = script::engine(lab.clone(), dir);
     let mut scope = Scope::new();
     let started = Instant::now();
