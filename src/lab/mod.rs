@@ -32,7 +32,6 @@ pub use command::{Command, Reply};
 use crate::host::{HostError, NodeHost, NodeSpec, RunningNode};
 use crate::switch::counters::PortCounters;
 use crate::switch::fabric::Segment;
-use crate::switch::port::FdPort;
 use crate::switch::vlan::VlanMode;
 use crate::switch::{PortId, SegmentId, Switch, SwitchError};
 use addr::{Cidr, CidrError, Route};
@@ -465,26 +464,13 @@ impl Lab {
         Ok(Reply::Iface { node: node.to_string(), iface: ifname })
     }
 
-    /// Joins two LANs with a socket pair whose ends are ports of both
-    /// segments: frames cross it like a cable between two switches.
+    /// Joins two LANs with an in-switch cable (two ports that hand frames
+    /// to each other): like a cable between two switches.
     fn link_lans(&mut self, a: &str, b: &str, vlan: VlanMode) -> Result<Reply, LabError> {
-        use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
         self.topo.check_new_uplink(a, b)?;
         let name = self.topo.uplink_name(a, b);
-        let (end_a, end_b) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_NONBLOCK)
-            .map_err(|e| HostError::io("creating a LAN link")(e.into()))?;
         let (seg_a, seg_b) = (self.segment(a)?, self.segment(b)?);
-        // Internal ports: any size fits, GSO frames pass through whole.
-        let mtu = u16::MAX as usize;
-        let (id_a, c_a) = self.switch().add_port(seg_a, Box::new(FdPort::socket(end_a)), mtu, true, vlan.clone())?;
-        let second = self.switch().add_port(seg_b, Box::new(FdPort::socket(end_b)), mtu, true, vlan.clone());
-        let (id_b, c_b) = match second {
-            Ok(p) => p,
-            Err(e) => {
-                let _ = self.switch().remove_port(id_a);
-                return Err(e.into());
-            }
-        };
+        let [(id_a, c_a), (id_b, c_b)] = self.switch().add_cable([seg_a, seg_b], vlan.clone())?;
         self.publish_port((a.to_string(), name.clone()), id_a, &name, false);
         self.publish_port((b.to_string(), name.clone()), id_b, &name, false);
         self.uplink_ports.insert(

@@ -64,6 +64,12 @@ pub const CAPTURE_QUEUE_FRAMES: usize = 8192;
 const RX_BUDGET: usize = 64;
 /// Frames taken from a socket port in one system call.
 const RX_BATCH: usize = 16;
+/// Frames in flight between the ends of in-switch cables (LAN-to-LAN
+/// links) before more are dropped: a loop of LANs floods, as real
+/// switches do, but cannot take all memory.
+const HANDOFF_FRAMES: usize = 4096;
+/// Hand-offs delivered per loop turn before the ports get their turn.
+const HANDOFF_BUDGET: usize = 1024;
 const WAKER: Token = Token(0);
 const TIMER: Token = Token(usize::MAX);
 
@@ -122,6 +128,7 @@ enum Control {
     AddSegment { id: SegmentId, segment: Segment, ack: Ack },
     RemoveSegment { id: SegmentId, ack: Ack },
     AddPort { id: PortId, info: PortInfo, io: Box<dyn PortIo>, counters: Arc<PortCounters>, ack: Ack },
+    AddCable { ends: [(PortId, PortInfo, Arc<PortCounters>); 2], ack: Ack },
     RemovePort { id: PortId, ack: Ack },
     SetPortUp { id: PortId, up: bool, ack: Ack },
     SetImpairment { id: PortId, stage: Stage, model: Option<Box<impair::Direction>>, ack: Ack },
@@ -260,6 +267,34 @@ impl Switch {
         Ok(id)
     }
 
+    /// Joins two segments with an in-switch cable: two ports without fds,
+    /// each handing what it sends straight to the other's ingress (no
+    /// system call, one copy). Removing either port cuts the cable.
+    pub fn add_cable(
+        &mut self,
+        segments: [SegmentId; 2],
+        vlan: VlanMode,
+    ) -> Result<[(PortId, Arc<PortCounters>); 2], SwitchError> {
+        let ids = [self.next_port, self.next_port + 1];
+        self.next_port += 2;
+        let end = |i: usize| {
+            // Inside the switch any size fits, and GSO frames pass whole.
+            let info = PortInfo {
+                segment: segments[i],
+                mtu: u16::MAX as usize,
+                gso: true,
+                up: true,
+                vlan: vlan.clone(),
+                shaped: false,
+            };
+            (ids[i], info, Arc::new(PortCounters::default()))
+        };
+        let ends = [end(0), end(1)];
+        let handles = [(ids[0], ends[0].2.clone()), (ids[1], ends[1].2.clone())];
+        self.call(|ack| Control::AddCable { ends, ack })?;
+        Ok(handles)
+    }
+
     /// Removes a port; its fd is closed by the data plane.
     pub fn remove_port(&mut self, id: PortId) -> Result<(), SwitchError> {
         self.call(|ack| Control::RemovePort { id, ack })
@@ -359,6 +394,9 @@ struct Impaired {
 /// The data plane's state of one port.
 struct PortRuntime {
     io: Box<dyn PortIo>,
+    /// For an end of an in-switch cable: the other end, whose ingress
+    /// gets what this port sends (its `io` is a fd-less `CableEnd`).
+    cable_to: Option<PortId>,
     counters: Arc<PortCounters>,
     /// Frames waiting for the fd to become writable, oldest first.
     txq: VecDeque<Vec<u8>>,
@@ -458,6 +496,8 @@ struct DataPlane {
     started: Instant,
     /// Ports that still had frames when their read budget ran out.
     backlog: VecDeque<PortId>,
+    /// Frames crossing in-switch cables: (receiving end, frame).
+    handoff: VecDeque<(PortId, Vec<u8>)>,
     /// Recycled egress-queue and delay-line buffers.
     pool: Vec<Vec<u8>>,
     /// Scratch list of egress ports for the frame being forwarded.
@@ -490,6 +530,7 @@ impl DataPlane {
             ports: Vec::new(),
             started: Instant::now(),
             backlog: VecDeque::new(),
+            handoff: VecDeque::new(),
             pool: Vec::new(),
             egress: Vec::with_capacity(64),
             rx_bufs: vec![vec![0u8; MAX_BUFFER_LEN]; RX_BATCH],
@@ -507,7 +548,8 @@ impl DataPlane {
     fn run(mut self) {
         let mut events = Events::with_capacity(256);
         loop {
-            let timeout = if self.backlog.is_empty() { None } else { Some(Duration::ZERO) };
+            let busy = !self.backlog.is_empty() || !self.handoff.is_empty();
+            let timeout = if busy { Some(Duration::ZERO) } else { None };
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -540,6 +582,7 @@ impl DataPlane {
                     self.drain(id);
                 }
             }
+            self.deliver_handoffs();
             self.release_due();
             if !self.control() {
                 return;
@@ -560,7 +603,17 @@ impl DataPlane {
                     let _ = ack.send(Ok(()));
                 }
                 Control::AddPort { id, info, io, counters, ack } => {
-                    let _ = ack.send(self.add_port(id, info, io, counters));
+                    let _ = ack.send(self.add_port(id, info, io, counters, None));
+                }
+                Control::AddCable { ends: [(a, info_a, c_a), (b, info_b, c_b)], ack } => {
+                    let mut result = self.add_port(a, info_a, Box::new(port::CableEnd), c_a, Some(b));
+                    if result.is_ok() {
+                        result = self.add_port(b, info_b, Box::new(port::CableEnd), c_b, Some(a));
+                        if result.is_err() {
+                            self.remove_port(a);
+                        }
+                    }
+                    let _ = ack.send(result);
                 }
                 Control::RemovePort { id, ack } => {
                     self.remove_port(id);
@@ -643,18 +696,23 @@ impl DataPlane {
         info: PortInfo,
         io: Box<dyn PortIo>,
         counters: Arc<PortCounters>,
+        cable_to: Option<PortId>,
     ) -> Result<(), String> {
         let fd = io.raw_fd();
         self.fabric.add_port(id, info).map_err(|e| format!("{e:?}"))?;
-        if let Err(e) = self.poll.registry().register(&mut SourceFd(&fd), token(id), Interest::READABLE) {
-            self.fabric.remove_port(id);
-            return Err(e.to_string());
+        let polled = cable_to.is_none();
+        if polled {
+            if let Err(e) = self.poll.registry().register(&mut SourceFd(&fd), token(id), Interest::READABLE) {
+                self.fabric.remove_port(id);
+                return Err(e.to_string());
+            }
         }
         if self.ports.len() <= id {
             self.ports.resize_with(id + 1, || None);
         }
         self.ports[id] = Some(PortRuntime {
             io,
+            cable_to,
             counters,
             txq: VecDeque::new(),
             wants_write: false,
@@ -675,7 +733,7 @@ impl DataPlane {
         if let Some(mut p) = self.ports.get_mut(id).and_then(Option::take) {
             p.io.release();
             let fd: RawFd = p.io.raw_fd();
-            if !p.failed {
+            if !p.failed && p.cable_to.is_none() {
                 let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
             }
             self.pool.extend(p.txq);
@@ -1006,6 +1064,20 @@ impl DataPlane {
             port.counters.tx_dropped(DropReason::PortError);
             return;
         }
+        if let Some(peer) = port.cable_to {
+            if self.handoff.len() >= HANDOFF_FRAMES {
+                port.counters.tx_dropped(DropReason::QueueFull);
+                return;
+            }
+            port.counters.tx(eth_len);
+            let mut copy = self.pool.pop().unwrap_or_default();
+            copy.clear();
+            for p in parts {
+                copy.extend_from_slice(p);
+            }
+            self.handoff.push_back((peer, copy));
+            return;
+        }
         if port.txq.is_empty() {
             let sent = if let [whole] = parts { port.io.send(whole) } else { port.io.send_parts(parts) };
             match sent {
@@ -1050,6 +1122,19 @@ impl DataPlane {
             let fd = port.io.raw_fd();
             let _ =
                 self.poll.registry().reregister(&mut SourceFd(&fd), token(id), Interest::READABLE | Interest::WRITABLE);
+        }
+    }
+
+    /// Hands the frames sent into in-switch cables to the other ends, as
+    /// if those ports had received them (their ingress impairments and
+    /// captures apply). Frames a hand-off forwards into another cable are
+    /// delivered in the same turn, up to `HANDOFF_BUDGET`.
+    fn deliver_handoffs(&mut self) {
+        let now = self.started.elapsed();
+        for _ in 0..HANDOFF_BUDGET {
+            let Some((to, frame)) = self.handoff.pop_front() else { break };
+            self.receive(to, &frame, now);
+            self.pool.push(frame);
         }
     }
 
@@ -1197,6 +1282,47 @@ mod tests {
             fdb.iter().map(|e| (e.vid, e.mac, e.port)).collect::<Vec<_>>(),
             vec![(1, MacAddr(a), ids[0].0), (1, MacAddr(b), ids[1].0)]
         );
+    }
+
+    #[test]
+    fn an_in_switch_cable_carries_frames_between_lans_and_a_loop_of_them_stays_bounded() {
+        let mut sw = Switch::start().unwrap();
+        let lans: Vec<SegmentId> = (0..3).map(|_| sw.add_segment(Segment::lan()).unwrap()).collect();
+        let [(c01, c01_counters), _] = sw.add_cable([lans[0], lans[1]], VlanMode::default()).unwrap();
+        sw.add_cable([lans[1], lans[2]], VlanMode::default()).unwrap();
+        let (fa, pa) = wire();
+        let (fz, pz) = wire();
+        sw.add_port(lans[0], Box::new(FdPort::socket(fa)), 1500, true, VlanMode::default()).unwrap();
+        let (_, z_counters) =
+            sw.add_port(lans[2], Box::new(FdPort::socket(fz)), 1500, true, VlanMode::default()).unwrap();
+        let (a, z) = ([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 9]);
+        // Across two cables, both ways; the answer is unicast (learned).
+        let hello = frame([0xff; 6], a, 60);
+        pa.send(&hello).unwrap();
+        assert_eq!(recv(&pz).unwrap(), hello);
+        let answer = frame(a, z, 60);
+        pz.send(&answer).unwrap();
+        assert_eq!(recv(&pa).unwrap(), answer);
+        let s = c01_counters.snapshot();
+        assert_eq!((s.tx_frames, s.rx_frames), (1, 1), "the cable end counts what crosses it");
+        // A third cable closes a loop: a broadcast then circles, as between
+        // real switches without STP, but the hand-off queue is bounded, the
+        // data plane keeps answering and the storm stops when the loop is cut.
+        let [(loop_end, _), _] = sw.add_cable([lans[2], lans[0]], VlanMode::default()).unwrap();
+        pa.send(&frame([0xff; 6], a, 60)).unwrap();
+        assert!(settled(|| z_counters.snapshot().tx_frames > 100), "the broadcast circles");
+        sw.remove_port(loop_end).unwrap();
+        assert!(sw.fdb(lans[1]).is_ok(), "the data plane still answers");
+        std::thread::sleep(Duration::from_millis(50));
+        let after_cut = z_counters.snapshot().tx_frames;
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(z_counters.snapshot().tx_frames, after_cut, "no frame circles once the loop is cut");
+        // Cutting a cable end stops the traffic across it.
+        sw.remove_port(c01).unwrap();
+        pz.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        while recv(&pz).is_some() {}
+        pa.send(&frame([0xff; 6], a, 60)).unwrap();
+        assert!(recv(&pz).is_none(), "nothing crosses a cut cable");
     }
 
     #[test]

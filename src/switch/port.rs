@@ -71,6 +71,27 @@ pub trait PortIo: Send {
     }
 }
 
+/// One end of an in-switch cable ([`super::Switch::add_cable`]): it has no
+/// fd and is never polled; the data plane hands what it sends to the
+/// other end itself.
+#[derive(Debug)]
+pub struct CableEnd;
+
+impl PortIo for CableEnd {
+    fn recv(&mut self, _buf: &mut [u8]) -> io::Result<usize> {
+        Err(io::ErrorKind::WouldBlock.into())
+    }
+    fn send(&mut self, _buf: &[u8]) -> io::Result<()> {
+        Err(io::Error::new(io::ErrorKind::Unsupported, "a cable end is written by the data plane"))
+    }
+    fn send_parts(&mut self, _parts: &[&[u8]]) -> io::Result<()> {
+        Err(io::Error::new(io::ErrorKind::Unsupported, "a cable end is written by the data plane"))
+    }
+    fn raw_fd(&self) -> RawFd {
+        -1
+    }
+}
+
 /// A message-preserving fd that carries `[virtio_net_hdr][frame]` per
 /// read/write: a TAP with `IFF_VNET_HDR`, or a seqpacket socket.
 #[derive(Debug)]
@@ -117,7 +138,7 @@ impl PortIo for FdPort {
             lens[0] = self.recv(&mut bufs[0])?;
             return Ok(1);
         }
-        recv_many(&self.fd, bufs, lens, 0)
+        crate::sys::socket::recv_many(self.fd.as_raw_fd(), bufs, lens, 0)
     }
 
     fn send(&mut self, buf: &[u8]) -> io::Result<()> {
@@ -163,7 +184,7 @@ impl RawPort {
 impl PortIo for RawPort {
     fn recv_batch(&mut self, bufs: &mut [Vec<u8>], lens: &mut [usize]) -> io::Result<usize> {
         const HDR: usize = super::frame::VNET_HDR_LEN;
-        let n = recv_many(&self.fd, bufs, lens, HDR)?;
+        let n = crate::sys::socket::recv_many(self.fd.as_raw_fd(), bufs, lens, HDR)?;
         for (buf, len) in bufs.iter_mut().zip(lens.iter_mut()).take(n) {
             if *len > 0 {
                 buf[..HDR].fill(0);
@@ -199,28 +220,6 @@ impl PortIo for RawPort {
     fn gso(&self) -> bool {
         false
     }
-}
-
-/// Receives up to `bufs.len()` messages from a message socket in one
-/// `recvmmsg`, each at `offset` in its buffer; their lengths into `lens`.
-/// A peer that sends in bursts (UML's vector driver writes with sendmmsg)
-/// costs one system call per burst instead of one per frame.
-fn recv_many(fd: &OwnedFd, bufs: &mut [Vec<u8>], lens: &mut [usize], offset: usize) -> io::Result<usize> {
-    use nix::sys::socket::{recvmmsg, MsgFlags, MultiHeaders};
-    use std::io::IoSliceMut;
-    let mut headers = MultiHeaders::<()>::preallocate(bufs.len(), None);
-    let mut slices: Vec<[IoSliceMut<'_>; 1]> = bufs.iter_mut().map(|b| [IoSliceMut::new(&mut b[offset..])]).collect();
-    let got = recvmmsg(fd.as_raw_fd(), &mut headers, slices.iter_mut(), MsgFlags::MSG_DONTWAIT, None)
-        .map_err(io::Error::from)?;
-    let mut n = 0;
-    for (len, msg) in lens.iter_mut().zip(got) {
-        *len = msg.bytes;
-        n += 1;
-    }
-    if n == 0 {
-        return Err(io::ErrorKind::WouldBlock.into());
-    }
-    Ok(n)
 }
 
 /// Cuts a byte stream of `[u32 big-endian length][frame]` records (QEMU's

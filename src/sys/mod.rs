@@ -8,4 +8,5 @@
 
 pub mod netns;
 pub mod proc;
+pub mod socket;
 pub mod tap;
