@@ -7,6 +7,7 @@ pub mod host;
 pub mod image;
 pub mod interrupt;
 pub mod lab;
+pub mod remote;
 pub mod repl;
 pub mod script;
 pub mod switch;

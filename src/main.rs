@@ -1,14 +1,13 @@
 //! The `clonet` command line.
-use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::rc::Rc;
 
 use clap::{Parser, Subcommand};
 use colored::Colorize;
 
 use clonet::host::helpers::{ns_enter_main, ns_init_main};
 use clonet::host::ns::LinuxHost;
+use clonet::lab::handle::LabRef;
 use clonet::lab::rundir;
 use clonet::lab::Lab;
 use clonet::script;
@@ -37,6 +36,41 @@ enum Cmd {
         #[arg(short, long)]
         interactive: bool,
     },
+    /// Run a lab script and keep the lab, without a REPL, until `clonet
+    /// stop LAB`, Ctrl-C or SIGTERM; other terminals drive it meanwhile
+    /// (`clonet attach`, `exec`, `capture`, `ls`).
+    Serve {
+        /// The .rhai script that builds the lab.
+        file: PathBuf,
+        /// Lab name (default: the script's file stem).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List the running labs: name, pid, nodes, links, LANs, uptime.
+    Ls {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Open the REPL on a running lab (`clonet serve`, `run`, `repl` in
+    /// another terminal); several can attach at once. `:quit` detaches.
+    Attach {
+        /// The running lab's name (see `clonet ls`).
+        lab: String,
+    },
+    /// Run a command in a node of a running lab; its output is printed and
+    /// its exit status is clonet's: `clonet exec lab a -- ip addr`.
+    Exec {
+        lab: String,
+        node: String,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
+        #[arg(last = true, required = true)]
+        argv: Vec<String>,
+    },
+    /// Tear a running lab down (as Ctrl-C in its terminal would), and wait
+    /// until it is gone.
+    Stop { lab: String },
     /// An interactive lab: type Rhai, see results, `:help` for more.
     Repl {
         /// Lab name.
@@ -484,9 +518,20 @@ fn lab_name(file: &Path, name: Option<String>) -> String {
     name.unwrap_or_else(|| file.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_else(|| "lab".into()))
 }
 
+/// What a session does once its script (if any) has run.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum After {
+    /// Tear the lab down.
+    TearDown,
+    /// Open the REPL on it.
+    Repl,
+    /// Keep serving it until stopped.
+    Serve,
+}
+
 /// Runs a script, a REPL, or a script then a REPL, on one lab, first
-/// rebuilt from a saved lab if asked.
-fn session(file: Option<&Path>, restore: Option<&Path>, name: String, interactive: bool) -> ExitCode {
+/// rebuilt from a saved lab if asked; or serves the lab a script built.
+fn session(file: Option<&Path>, restore: Option<&Path>, name: String, after: After) -> ExitCode {
     if let Err(code) = prepare_terminal() {
         return code;
     }
@@ -495,17 +540,23 @@ fn session(file: Option<&Path>, restore: Option<&Path>, name: String, interactiv
         return ExitCode::FAILURE;
     }
     let lab = match Lab::new(&name, Box::new(LinuxHost), &rundir::base_dir(), file) {
-        Ok(lab) => Rc::new(RefCell::new(lab)),
+        Ok(lab) => match LabRef::served(lab) {
+            Ok(lab) => lab,
+            Err(e) => {
+                eprintln!("{}: {e}", "error".red().bold());
+                return ExitCode::FAILURE;
+            }
+        },
         Err(e) => {
             eprintln!("{}: {e}", "error".red().bold());
             return ExitCode::FAILURE;
         }
     };
     if let Some(saved) = restore {
-        let loaded = lab.borrow_mut().execute(clonet::lab::command::Command::LoadLab { dir: saved.to_path_buf() });
+        let loaded = lab.execute(clonet::lab::command::Command::LoadLab { dir: saved.to_path_buf() });
         if let Err(e) = loaded {
             eprintln!("{}: restoring {}: {e}", "error".red().bold(), saved.display());
-            lab.borrow_mut().teardown();
+            lab.teardown();
             return ExitCode::FAILURE;
         }
         eprintln!("clonet: lab {name} restored from {}", saved.display());
@@ -518,7 +569,7 @@ fn session(file: Option<&Path>, restore: Option<&Path>, name: String, interactiv
         if let Err(report) = script::run_file_in(&engine, &mut scope, file) {
             if let Some(sig) = clonet::interrupt::signal() {
                 drop(engine);
-                lab.borrow_mut().teardown();
+                lab.teardown();
                 eprintln!("clonet: interrupted; lab {name} torn down");
                 return ExitCode::from((128 + sig) as u8);
             }
@@ -526,7 +577,21 @@ fn session(file: Option<&Path>, restore: Option<&Path>, name: String, interactiv
             status = ExitCode::FAILURE;
         }
     }
-    if interactive {
+    if after == After::Serve && status == ExitCode::SUCCESS {
+        let socket = lab.local_lab().and_then(|l| l.run_dir().map(|d| d.join(clonet::lab::control::SOCKET)));
+        eprintln!(
+            "clonet: lab {name} is served on {}; stop it with `clonet stop {name}` or Ctrl-C",
+            socket.map(|s| s.display().to_string()).unwrap_or_default()
+        );
+        while !clonet::interrupt::requested() {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        drop(engine);
+        lab.teardown();
+        eprintln!("clonet: lab {name} torn down");
+        return ExitCode::SUCCESS;
+    }
+    if after == After::Repl {
         clonet::interrupt::clear();
         clonet::interrupt::exit_on_termination(true);
         let mut repl = clonet::repl::Repl::new(lab.clone(), engine, scope, color());
@@ -538,7 +603,7 @@ fn session(file: Option<&Path>, restore: Option<&Path>, name: String, interactiv
     } else {
         drop(engine);
     }
-    lab.borrow_mut().teardown();
+    lab.teardown();
     status
 }
 
@@ -666,9 +731,24 @@ fn main() -> ExitCode {
             });
             let from = file.as_deref().or(restore.as_deref()).expect("clap requires one");
             let name = name.or(saved_name).unwrap_or_else(|| lab_name(from, None));
-            session(file.as_deref(), restore.as_deref(), name, interactive)
+            session(file.as_deref(), restore.as_deref(), name, if interactive { After::Repl } else { After::TearDown })
         }
-        Cmd::Repl { name } => session(None, None, name, true),
+        Cmd::Repl { name } => session(None, None, name, After::Repl),
+        Cmd::Serve { file, name } => {
+            let name = lab_name(&file, name);
+            session(Some(&file), None, name, After::Serve)
+        }
+        Cmd::Ls { json } => clonet::remote::ls(json),
+        Cmd::Attach { lab } => {
+            if let Err(code) = prepare_terminal() {
+                return code;
+            }
+            clonet::remote::attach(&lab, color())
+        }
+        Cmd::Exec { lab, node, timeout, argv } => {
+            clonet::remote::exec(&lab, &node, argv, std::time::Duration::from_secs(timeout))
+        }
+        Cmd::Stop { lab } => clonet::remote::stop(&lab),
         Cmd::Clean => clean(),
         Cmd::Console { node, lab } => console(&node, lab.as_deref()),
         Cmd::Capture { lab, target, count } => capture(&lab, &target, count),

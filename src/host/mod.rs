@@ -126,7 +126,7 @@ pub struct ProcRecord {
 }
 
 /// Starts nodes, and moves their disks in and out of saved labs.
-pub trait NodeHost {
+pub trait NodeHost: Send {
     fn start_node(&self, spec: &NodeSpec) -> Result<Box<dyn RunningNode>, HostError>;
     /// Told before a lab grows to `count` interfaces, so that host-wide
     /// limits they share (the kernel's neighbour tables) can make room.
@@ -163,7 +163,7 @@ pub trait NodeHost {
 use crate::lab::topology::NodeKind;
 
 /// A started node.
-pub trait RunningNode {
+pub trait RunningNode: Send {
     /// The host processes that hold the node.
     fn processes(&self) -> Vec<ProcRecord>;
     /// Whether the node's main process still runs (a fake node always does).

@@ -6,13 +6,12 @@
 //! handed, so impairments show), a LAN (every frame its ports send), or
 //! one port `node:iface` (both directions).
 //!
-//! Owns: the port directory mirror, capture threads, `capture.sock`.
+//! Owns: the port directory mirror, capture threads, capture streams.
 //! Must not touch: the topology model (the lab keeps the directory
 //! current), the data plane (only through `CaptureControl`).
 use std::collections::HashMap;
-use std::io::{self, BufRead, BufReader, BufWriter, Write};
-use std::os::unix::fs::PermissionsExt;
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::io::{self, BufWriter, Write};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -22,9 +21,6 @@ use std::time::{Duration, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use crate::switch::{pcap, CaptureControl, CaptureFeed, CapturePoint, CapturedFrame, PortId};
-
-/// Name of the capture server's socket in the run directory.
-pub const SOCKET: &str = "capture.sock";
 
 /// One switch port as captures see it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -37,7 +33,7 @@ pub struct PortEntry {
 }
 
 /// Every port by `(node, iface)` (for ports between LANs: `(lan, link)`),
-/// shared between the lab and the capture server.
+/// shared between the lab and the control socket's capture streams.
 pub type PortDirectory = Arc<Mutex<HashMap<(String, String), PortEntry>>>;
 
 /// One port of a capture and how its frames are labelled.
@@ -159,7 +155,7 @@ impl FileCapture {
     }
 }
 
-/// What a `clonet capture` client asks for (one JSON line).
+/// What a `clonet capture` client asks for.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct CaptureRequest {
     pub target: String,
@@ -168,108 +164,44 @@ pub struct CaptureRequest {
     pub count: Option<u64>,
 }
 
-/// Serves `capture.sock`: each client names a target and gets a status
-/// line (`ok` or `error: why`), then a pcap stream until it goes away,
-/// its count is reached or the lab ends.
-pub struct CaptureServer {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl CaptureServer {
-    pub fn start(run_dir: &Path, ports: PortDirectory, control: CaptureControl) -> io::Result<CaptureServer> {
-        let path = run_dir.join(SOCKET);
-        let _ = std::fs::remove_file(&path);
-        let listener = UnixListener::bind(&path)?;
-        // Only the owner may watch the lab's traffic.
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
-        listener.set_nonblocking(true)?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let thread = std::thread::Builder::new().name("clonet-capture".into()).spawn(move || {
-            while !flag.load(Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((client, _)) => {
-                        let (ports, control, flag) = (ports.clone(), control.clone(), flag.clone());
-                        let _ = std::thread::Builder::new()
-                            .name("clonet-capture-client".into())
-                            .spawn(move || serve_client(client, &ports, &control, &flag));
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(50)),
-                    Err(_) => std::thread::sleep(Duration::from_millis(50)),
-                }
-            }
-        })?;
-        Ok(CaptureServer { stop, thread: Some(thread) })
-    }
-
-    pub fn shutdown(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-impl Drop for CaptureServer {
-    fn drop(&mut self) {
-        self.shutdown();
-    }
-}
-
-fn serve_client(client: UnixStream, ports: &PortDirectory, control: &CaptureControl, stop: &AtomicBool) {
-    let _ = client.set_nonblocking(false);
-    let _ = client.set_read_timeout(Some(Duration::from_secs(5)));
-    let mut line = String::new();
-    let Ok(reader) = client.try_clone() else { return };
-    if BufReader::new(reader).read_line(&mut line).is_err() {
-        return;
-    }
-    let mut out = client;
-    let request: CaptureRequest = match serde_json::from_str(&line) {
-        Ok(r) => r,
-        Err(e) => {
-            let _ = writeln!(out, "error: malformed request: {e}");
-            return;
-        }
-    };
-    let taps =
-        match ports.lock().map_err(|_| "lab state poisoned".to_string()).and_then(|p| resolve(&p, &request.target)) {
-            Ok(t) => t,
-            Err(e) => {
-                let _ = writeln!(out, "error: {e}");
-                return;
-            }
-        };
-    let feed = match control.start(taps.iter().map(|t| t.point).collect()) {
+/// Streams a capture to a control-socket client that asked for one
+/// (`{"capture": {...}}` as its first request): an answer line (`ok` or
+/// the error), then pcap until the client goes away, its count is
+/// reached or the lab ends.
+pub fn serve_capture(
+    request: &CaptureRequest,
+    ports: &PortDirectory,
+    control: &CaptureControl,
+    stop: &AtomicBool,
+    id: Option<u64>,
+    mut out: UnixStream,
+) {
+    use super::command::Reply;
+    use super::control::Answer;
+    let taps = ports.lock().map_err(|_| "lab state poisoned".to_string()).and_then(|p| resolve(&p, &request.target));
+    let feed = taps.and_then(|taps| control.start(taps.iter().map(|t| t.point).collect()).map_err(|e| e.to_string()));
+    let feed = match feed {
         Ok(f) => f,
         Err(e) => {
-            let _ = writeln!(out, "error: {e}");
+            let _ = out.write_all(format!("{}\n", Answer::new(id, Err(e)).line()).as_bytes());
             return;
         }
     };
-    if writeln!(out, "ok").is_ok() {
+    if out.write_all(format!("{}\n", Answer::new(id, Ok(Reply::Done)).line()).as_bytes()).is_ok() {
         // Ends on a write error: the client went away.
         let _ = write_pcap(&feed, &mut out, request.count, stop);
     }
     let _ = control.stop(feed.id);
 }
 
-/// The client side: asks the lab at `run_dir` for `target` and copies
-/// the pcap stream to `out`.
+/// The client side: asks the lab at `run_dir` for `target` over its
+/// control socket and copies the pcap stream to `out`.
 pub fn follow(run_dir: &Path, target: &str, count: Option<u64>, mut out: impl Write) -> Result<(), String> {
-    let path = run_dir.join(SOCKET);
-    let mut stream = UnixStream::connect(&path)
-        .map_err(|e| format!("cannot reach the lab's capture socket {}: {e}", path.display()))?;
-    let request = serde_json::to_string(&CaptureRequest { target: target.to_string(), count }).expect("serializable");
-    writeln!(stream, "{request}").map_err(|e| e.to_string())?;
-    let mut reader = BufReader::new(stream);
-    let mut status = String::new();
-    reader.read_line(&mut status).map_err(|e| e.to_string())?;
-    match status.trim_end() {
-        "ok" => {}
-        s => return Err(s.strip_prefix("error: ").unwrap_or(s).to_string()),
-    }
+    use super::control::{Client, Request};
+    let mut client = Client::connect(run_dir)?;
+    let request = CaptureRequest { target: target.to_string(), count };
+    client.request(Request { capture: Some(request), ..Default::default() }, |_| {})?;
+    let mut reader = client.into_reader();
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         let n = match std::io::Read::read(&mut reader, &mut buf) {

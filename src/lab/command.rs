@@ -224,6 +224,28 @@ pub enum Command {
         lan: String,
     },
     Topology,
+    /// Name, size and age of the lab.
+    LabInfo,
+}
+
+/// A running lab as `clonet ls` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LabInfo {
+    pub name: String,
+    /// The clonet process that runs the lab.
+    pub pid: u32,
+    pub nodes: usize,
+    /// Nodes running (the others are stopped).
+    pub running: usize,
+    pub lans: usize,
+    /// Point-to-point links and links between LANs.
+    pub links: usize,
+    pub uptime_s: u64,
+    #[serde(default)]
+    pub script: Option<std::path::PathBuf>,
+    /// Clients following the lab's changes.
+    #[serde(default)]
+    pub watchers: usize,
 }
 
 /// One node as reported to clients.
@@ -288,6 +310,7 @@ pub enum Reply {
     Snapshot(SnapshotInfo),
     Snapshots(Vec<SnapshotInfo>),
     Capture(CaptureInfo),
+    LabInfo(LabInfo),
     /// A capture ended: frames written, copies lost to a slow writer.
     CaptureStopped {
         frames: u64,

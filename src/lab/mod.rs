@@ -11,6 +11,9 @@
 pub mod addr;
 pub mod capture;
 pub mod command;
+pub mod control;
+pub mod events;
+pub mod handle;
 pub mod impairment;
 pub mod names;
 pub mod progress;
@@ -71,6 +74,11 @@ pub enum LabError {
     Capture(String),
     #[error("{0:?} is a port of link {1:?}: set the link's impairments (a_to_b / b_to_a)")]
     PortOfLink(String, String),
+    /// An error reported by a lab served by another process.
+    #[error("{0}")]
+    Remote(String),
+    #[error("{0} needs the lab in this process (it is attached)")]
+    NotLocal(&'static str),
 }
 
 /// What impairments apply to: a link, a link between LANs, or a LAN port.
@@ -115,9 +123,22 @@ pub struct Lab {
     seed: Option<u64>,
     /// Every switch port, shared with the capture server.
     directory: capture::PortDirectory,
-    capture_server: Option<capture::CaptureServer>,
+    /// The control socket's server, once the lab is shared (`control::share`).
+    control: Option<control::Server>,
+    /// Clients that follow the lab's changes.
+    watchers: Vec<Watcher>,
+    next_watcher: u64,
+    started: std::time::Instant,
     file_captures: HashMap<u64, capture::FileCapture>,
     next_capture: u64,
+}
+
+/// A client following the lab's changes (see `Lab::watch`).
+struct Watcher {
+    id: u64,
+    lines: std::sync::mpsc::SyncSender<String>,
+    /// Events were lost since the last one it got.
+    lagged: bool,
 }
 
 fn key(r: &IfaceRef) -> (String, String) {
@@ -143,20 +164,108 @@ impl Lab {
             snapshots: Default::default(),
             seed: None,
             directory: Default::default(),
-            capture_server: None,
+            control: None,
+            watchers: Vec::new(),
+            next_watcher: 1,
+            started: std::time::Instant::now(),
             file_captures: HashMap::new(),
             next_capture: 1,
         };
         lab.write_hosts()?;
-        let switch = Switch::start()?;
-        let control = switch.capture_control();
-        lab.switch = Some(switch);
-        let dir = lab.run_dir_mut().path().to_path_buf();
-        lab.capture_server = Some(
-            capture::CaptureServer::start(&dir, lab.directory.clone(), control)
-                .map_err(|e| HostError::io("starting the capture server")(e))?,
-        );
+        lab.switch = Some(Switch::start()?);
         Ok(lab)
+    }
+
+    /// Makes the lab a shared one and serves it on its control socket.
+    pub fn serve(self) -> Result<control::SharedLab, LabError> {
+        let shared = Arc::new(std::sync::Mutex::new(self));
+        let server = control::Server::start(&shared).map_err(HostError::io("starting the control socket"))?;
+        control::lock(&shared).control = Some(server);
+        Ok(shared)
+    }
+
+    /// Whether `teardown` ran: the lab has no nodes, switch or run directory.
+    pub fn is_torn_down(&self) -> bool {
+        self.run_dir.is_none()
+    }
+
+    /// Every switch port, as captures name them.
+    pub fn port_directory(&self) -> capture::PortDirectory {
+        self.directory.clone()
+    }
+
+    /// A handle that starts and stops captures without the lab.
+    pub fn capture_control(&self) -> crate::switch::CaptureControl {
+        self.switch.as_ref().expect("the switch lives until teardown").capture_control()
+    }
+
+    /// Starts sending event lines to `lines`; returns the watcher's id.
+    pub fn watch(&mut self, lines: std::sync::mpsc::SyncSender<String>) -> u64 {
+        let id = self.next_watcher;
+        self.next_watcher += 1;
+        self.watchers.push(Watcher { id, lines, lagged: false });
+        id
+    }
+
+    pub fn unwatch(&mut self, id: u64) {
+        self.watchers.retain(|w| w.id != id);
+    }
+
+    /// Sends events to every watcher without ever waiting: a watcher whose
+    /// queue is full loses them and is told so (`lagged`) once it has room.
+    fn publish(&mut self, events: &[events::Event]) {
+        use std::sync::mpsc::TrySendError;
+        if events.is_empty() {
+            return;
+        }
+        let lines: Vec<String> = events.iter().map(|e| serde_json::to_string(e).expect("events serialize")).collect();
+        self.watchers.retain_mut(|w| {
+            if w.lagged {
+                match w.lines.try_send(serde_json::to_string(&events::Event::Lagged).expect("serializes")) {
+                    Ok(()) => w.lagged = false,
+                    Err(TrySendError::Full(_)) => return true,
+                    Err(TrySendError::Disconnected(_)) => return false,
+                }
+            }
+            for line in &lines {
+                match w.lines.try_send(line.clone()) {
+                    Ok(()) => {}
+                    Err(TrySendError::Full(_)) => {
+                        w.lagged = true;
+                        return true;
+                    }
+                    Err(TrySendError::Disconnected(_)) => return false,
+                }
+            }
+            true
+        });
+    }
+
+    /// What the control socket's ticker does about once a second: notice
+    /// nodes that died, and send every port's counters to watchers.
+    pub fn tick(&mut self) {
+        let before = (!self.watchers.is_empty()).then(|| self.topo.clone());
+        self.notice_dead_nodes();
+        if let Some(before) = before {
+            let mut changes = events::diff(&before, &self.topo);
+            changes.push(events::Event::Counters { ports: self.counters() });
+            self.publish(&changes);
+        }
+    }
+
+    /// Name, size and age of the lab, for `clonet ls`.
+    pub fn info(&self) -> command::LabInfo {
+        command::LabInfo {
+            name: self.topo.lab.clone(),
+            pid: std::process::id(),
+            nodes: self.topo.nodes.len(),
+            running: self.nodes.len(),
+            lans: self.topo.lans.len(),
+            links: self.topo.links.len() + self.topo.uplinks.len(),
+            uptime_s: self.started.elapsed().as_secs(),
+            script: self.run_dir.as_ref().and_then(|r| r.state().script.clone()),
+            watchers: self.watchers.len(),
+        }
     }
 
     pub fn name(&self) -> &str {
@@ -211,6 +320,15 @@ impl Lab {
 
     /// Executes one command.
     pub fn execute(&mut self, cmd: Command) -> Result<Reply, LabError> {
+        let before = (!self.watchers.is_empty()).then(|| self.topo.clone());
+        let reply = self.execute_and_show(cmd);
+        if let Some(before) = before {
+            self.publish(&events::diff(&before, &self.topo));
+        }
+        reply
+    }
+
+    fn execute_and_show(&mut self, cmd: Command) -> Result<Reply, LabError> {
         self.notice_dead_nodes();
         let building = matches!(
             cmd,
@@ -259,6 +377,7 @@ impl Lab {
                 Ok(Reply::Ping { rtt_us: rtt.map(|d| d.as_micros() as u64) })
             }
             Command::NodeInfo { node } => Ok(Reply::Node(self.node_info(&node)?)),
+            Command::LabInfo => Ok(Reply::LabInfo(self.info())),
             Command::Console { node } => Ok(Reply::Console(self.running(&node)?.console())),
             Command::Snapshot { node, name, memory } => self.take_snapshot(&node, &name, memory),
             Command::Clone { source, name, mem_mb, cpus } => self.clone_node(source, &name, mem_mb, cpus),
@@ -781,6 +900,7 @@ impl Lab {
             suspects.into_iter().filter(|name| self.nodes.get(name).is_some_and(|n| !n.alive())).collect();
         for name in dead {
             eprintln!("clonet: node {name} died (its process exited); it is marked stopped");
+            self.topo.mark_died(&name);
             let _ = self.stop_node(&name);
         }
     }
@@ -1191,9 +1311,6 @@ impl Lab {
 
     /// Stops everything the lab created. Safe to call more than once.
     pub fn teardown(&mut self) {
-        if let Some(mut server) = self.capture_server.take() {
-            server.shutdown();
-        }
         if let Some(mut sw) = self.switch.take() {
             sw.shutdown();
         }
@@ -1224,6 +1341,12 @@ impl Lab {
             }
         }
         self.progress.done();
+        // Last: clients wait (the lab is locked) until now, and the
+        // server's executor thread started some of the nodes stopped above.
+        if let Some(mut server) = self.control.take() {
+            server.shutdown();
+        }
+        self.watchers.clear();
         if let Some(rd) = self.run_dir.take() {
             self.host.release(rd.path());
             if let Err(e) = rd.remove() {

@@ -224,16 +224,24 @@ pub fn labs_with_node(base: &Path, node: &str, lab: Option<&str>) -> Vec<(PathBu
     found
 }
 
-/// The run directory of the live lab called `lab` under `base`.
-pub fn running_lab(base: &Path, lab: &str) -> Option<PathBuf> {
-    fs::read_dir(base)
+/// The live labs under `base` (their owner runs): run directory and
+/// state, by lab name.
+pub fn running_labs(base: &Path) -> Vec<(PathBuf, LabState)> {
+    let mut found: Vec<(PathBuf, LabState)> = fs::read_dir(base)
         .into_iter()
         .flatten()
         .flatten()
         .map(|e| e.path())
         .filter_map(|dir| read_state(&dir).map(|s| (dir, s)))
-        .find(|(_, s)| s.lab == lab && s.owner.as_ref().is_some_and(is_alive))
-        .map(|(dir, _)| dir)
+        .filter(|(_, s)| s.owner.as_ref().is_some_and(is_alive))
+        .collect();
+    found.sort_by(|a, b| a.1.lab.cmp(&b.1.lab));
+    found
+}
+
+/// The run directory of the live lab called `lab` under `base`.
+pub fn running_lab(base: &Path, lab: &str) -> Option<PathBuf> {
+    running_labs(base).into_iter().find(|(_, s)| s.lab == lab).map(|(dir, _)| dir)
 }
 
 /// What `clean` did.

@@ -192,6 +192,9 @@ pub struct NodeModel {
     pub routes: Vec<Route>,
     /// False between `stop()` and `start()`.
     pub running: bool,
+    /// Its process exited without the lab asking (until it starts again).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub died: bool,
 }
 
 impl NodeModel {
@@ -330,6 +333,7 @@ impl Topology {
             ifaces: vec![],
             routes: vec![],
             running: true,
+            died: false,
         }))
     }
 
@@ -617,8 +621,19 @@ impl Topology {
     }
 
     pub fn set_running(&mut self, node: &str, running: bool) -> Result<(), TopologyError> {
-        self.nodes.get_mut(node).ok_or_else(|| TopologyError::NoSuchNode(node.to_string()))?.running = running;
+        let n = self.nodes.get_mut(node).ok_or_else(|| TopologyError::NoSuchNode(node.to_string()))?;
+        n.running = running;
+        if running {
+            n.died = false;
+        }
         Ok(())
+    }
+
+    /// Records that a node's process exited on its own.
+    pub fn mark_died(&mut self, node: &str) {
+        if let Some(n) = self.nodes.get_mut(node) {
+            n.died = true;
+        }
     }
 
     pub fn add_route(&mut self, node: &str, route: Route) -> Result<(), TopologyError> {

@@ -89,18 +89,20 @@ impl Repl {
     }
 
     fn call(&self, cmd: Command) -> Result<Reply, String> {
-        self.lab.borrow_mut().execute(cmd).map_err(|e| e.to_string())
+        self.lab.execute(cmd).map_err(|e| e.to_string())
     }
 
     fn topology(&self) -> crate::lab::topology::Topology {
-        self.lab.borrow().topology().clone()
+        // An attached lab that went away shows as an empty one; the next
+        // command says why.
+        self.lab.topology().unwrap_or_default()
     }
 
     pub fn prompt(&self) -> (String, String) {
-        let lab = self.lab.borrow();
-        let raw = format!("{}[{}]> ", lab.name(), lab.topology().nodes.len());
+        let t = self.topology();
+        let raw = format!("{}[{}]> ", t.lab, t.nodes.len());
         let styled = if self.color {
-            format!("{}{}", lab.name().cyan().bold(), format!("[{}]> ", lab.topology().nodes.len()).dimmed())
+            format!("{}{}", t.lab.cyan().bold(), format!("[{}]> ", t.nodes.len()).dimmed())
         } else {
             raw.clone()
         };
@@ -191,9 +193,11 @@ impl Repl {
             "q" | "quit" | "exit" => Outcome::Quit,
             "help" | "h" => Outcome::Output(self.help(arg)),
             "nodes" => {
-                let lab = self.lab.borrow();
-                let facts = |n: &str| (lab.node_pid(n), lab.node_detail(n));
-                Outcome::Output(meta::nodes(lab.topology(), &facts))
+                let facts = |n: &str| match self.call(Command::NodeInfo { node: n.to_string() }) {
+                    Ok(Reply::Node(info)) => (info.pid, info.detail),
+                    _ => (0, None),
+                };
+                Outcome::Output(meta::nodes(&self.topology(), &facts))
             }
             "links" => Outcome::Output(meta::links(&self.topology())),
             "net" => Outcome::Output(meta::net(&self.topology())),
@@ -341,8 +345,7 @@ impl Completer for ReplHelper {
             WordKind::Meta => meta::COMMANDS.iter().map(|(c, _)| c.trim_start_matches(':').to_string()).collect(),
             WordKind::Method => self.methods.clone(),
             WordKind::Name => {
-                let lab = self.lab.borrow();
-                let t = lab.topology();
+                let t = self.lab.topology().unwrap_or_default();
                 t.order.iter().chain(t.lans.keys()).chain(t.links.keys()).cloned().collect()
             }
             WordKind::Free => self.functions.iter().chain(self.variables.borrow().iter()).cloned().collect(),

@@ -4,18 +4,16 @@
 //!
 //! Functions never touch the host: they build a [`Command`], hand it to the
 //! lab found in the engine's tag, and turn the [`Reply`] into Rhai values.
-use std::cell::RefCell;
-use std::rc::Rc;
 
 use rhai::plugin::*;
 use rhai::{Array, Blob, Dynamic, EvalAltResult, Map, NativeCallContext};
 
 use crate::lab::command::{LinkOptions, PingTarget};
-use crate::lab::{Command, Lab, LabError, Reply};
+use crate::lab::{Command, LabError, Reply};
 use rhai::FnPtr;
 
 /// The lab a script drives, shared with the engine through its tag.
-pub type LabRef = Rc<RefCell<Lab>>;
+pub use crate::lab::handle::LabRef;
 
 type RhaiResult<T> = Result<T, Box<EvalAltResult>>;
 
@@ -38,8 +36,36 @@ fn lab_of(ctx: &NativeCallContext) -> RhaiResult<LabRef> {
 /// Runs one command against the lab of the calling script.
 pub fn call(ctx: &NativeCallContext, cmd: Command) -> RhaiResult<Reply> {
     let lab = lab_of(ctx)?;
-    let reply = lab.borrow_mut().execute(cmd);
+    let reply = lab.execute(cmd);
     reply.map_err(lab_error)
+}
+
+/// Binds a variable to every node and LAN of `topo` whose name can be a
+/// variable and is not one already, so that a REPL attached to a running
+/// lab can say `a.exec("…")` like the script that built it. Returns the
+/// names bound.
+pub fn bind_lab_names(
+    engine: &rhai::Engine,
+    scope: &mut rhai::Scope,
+    topo: &crate::lab::topology::Topology,
+) -> Vec<String> {
+    // A name is a variable name when `let NAME = ();` compiles (keywords do not).
+    let usable =
+        |scope: &rhai::Scope, name: &str| !scope.contains(name) && engine.compile(format!("let {name} = ();")).is_ok();
+    let mut bound = Vec::new();
+    for name in &topo.order {
+        if usable(scope, name) {
+            scope.push(name.clone(), NodeRef { name: name.clone() });
+            bound.push(name.clone());
+        }
+    }
+    for name in topo.lans.keys() {
+        if usable(scope, name) {
+            scope.push(name.clone(), LanRef { name: name.clone() });
+            bound.push(name.clone());
+        }
+    }
+    bound
 }
 
 /// Checks that an options map has only known keys.
@@ -1895,7 +1921,8 @@ fn sniff_frames(ctx: &NativeCallContext, target: &str, count: i64, options: &Map
     let count = u64::try_from(count).map_err(|_| script_error(format!("sniff(): {count} frames is negative")))?;
     let timeout = positive_ms("sniff", opt_int("sniff", options, "timeout_ms")?.unwrap_or(10_000))?;
     let lab = lab_of(ctx)?;
-    let (feed, labels) = lab.borrow_mut().open_capture(target).map_err(lab_error)?;
+    let opened = lab.local_lab().ok_or(LabError::NotLocal("sniff()")).and_then(|mut l| l.open_capture(target));
+    let (feed, labels) = opened.map_err(lab_error)?;
     let start = std::time::SystemTime::now();
     let deadline = std::time::Instant::now() + std::time::Duration::from_millis(timeout);
     let mut seen = 0;
@@ -1913,7 +1940,9 @@ fn sniff_frames(ctx: &NativeCallContext, target: &str, count: i64, options: &Map
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
         }
     }
-    lab.borrow_mut().close_capture(feed.id).map_err(lab_error)?;
+    if let Some(mut l) = lab.local_lab() {
+        l.close_capture(feed.id).map_err(lab_error)?;
+    }
     Ok(seen as i64)
 }
 

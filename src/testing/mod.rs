@@ -43,7 +43,7 @@ pub fn run_bench(
     bench::take_rows();
     let ran = script::run_file(&engine, path).map_err(|r| r.render(&read_source, color).trim_end().to_string());
     drop(engine);
-    lab.borrow_mut().teardown();
+    lab.teardown();
     let rows = bench::take_rows();
     ran.map(|()| rows)
 }
@@ -133,7 +133,7 @@ fn failure(source: &str, e: &EvalAltResult, color: bool) -> Failure {
 }
 
 fn new_lab(name: &str, host: Box<dyn NodeHost>, run_base: &Path, script: &Path) -> Result<LabRef, String> {
-    Lab::new(name, host, run_base, Some(script)).map(|l| Rc::new(RefCell::new(l))).map_err(|e| e.to_string())
+    Lab::new(name, host, run_base, Some(script)).and_then(LabRef::served).map_err(|e| e.to_string())
 }
 
 /// Runs the tests of one file (those whose name contains `filter`) on a
@@ -217,7 +217,7 @@ pub fn run_file(
         }
     }
     drop(engine);
-    lab.borrow_mut().teardown();
+    lab.teardown();
     results
 }
 
@@ -270,7 +270,7 @@ pub fn grade(
         Ok(Grade::new(&student, &answer.display().to_string(), answer_error, checks.borrow().clone()))
     })();
     drop(engine);
-    lab.borrow_mut().teardown();
+    lab.teardown();
     result
 }
 

@@ -1,0 +1,287 @@
+//! The control socket of a running lab, through the real binary: `clonet
+//! serve`, `ls`, `attach`, `exec`, `stop`, and raw JSON-line clients.
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use common::*;
+
+/// `clonet serve` of `script`, once it says the lab is served.
+struct Served {
+    child: Child,
+    socket: PathBuf,
+    name: String,
+}
+
+fn serve(sb: &Sandbox, name: &str, script: &str) -> Served {
+    let path = sb.write(&format!("{name}.rhai"), script);
+    let mut child = sb.clonet().arg("serve").arg(&path).stderr(Stdio::piped()).spawn().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut served = Served { child, socket: PathBuf::new(), name: name.to_string() };
+    loop {
+        let line = rx.recv_timeout(Duration::from_secs(60)).expect("clonet serve says where it serves the lab");
+        if let Some(rest) = line.split(" is served on ").nth(1) {
+            served.socket = PathBuf::from(rest.split(';').next().unwrap());
+            return served;
+        }
+    }
+}
+
+impl Drop for Served {
+    /// A test that failed half-way still ends its lab (`serve` tears down on SIGTERM).
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(self.child.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A raw client: JSON lines in, JSON values out.
+struct Raw {
+    reader: BufReader<UnixStream>,
+    writer: UnixStream,
+}
+
+impl Raw {
+    fn connect(socket: &PathBuf) -> Raw {
+        let s = UnixStream::connect(socket).expect("connect to the control socket");
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        Raw { writer: s.try_clone().unwrap(), reader: BufReader::new(s) }
+    }
+
+    fn send(&mut self, line: &str) {
+        self.writer.write_all(format!("{line}\n").as_bytes()).unwrap();
+    }
+
+    fn next(&mut self) -> serde_json::Value {
+        let mut line = String::new();
+        self.reader.read_line(&mut line).expect("a line from the lab");
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line:?}"))
+    }
+
+    /// The answer to request `id` (events before it are kept in `seen`).
+    fn answer(&mut self, id: u64, seen: &mut Vec<serde_json::Value>) -> serde_json::Value {
+        loop {
+            let v = self.next();
+            if v.get("event").is_some() {
+                seen.push(v);
+            } else if v["id"] == id {
+                return v;
+            }
+        }
+    }
+
+    /// Events until one matches `want` (or none within the read timeout).
+    fn event_where(&mut self, seen: &mut Vec<serde_json::Value>, want: impl Fn(&serde_json::Value) -> bool) -> bool {
+        if seen.iter().any(&want) {
+            return true;
+        }
+        loop {
+            let v = self.next();
+            let hit = want(&v);
+            seen.push(v);
+            if hit {
+                return true;
+            }
+        }
+    }
+}
+
+const TWO_NODES: &str = r#"
+let a = node("a"); let b = node("b");
+link(a, b, #{ ip_a: "10.0.0.1/24", ip_b: "10.0.0.2/24" });
+"#;
+
+#[test]
+fn two_clients_each_see_the_others_change_and_a_bad_request_harms_nothing() {
+    let sb = Sandbox::new();
+    let mut lab = serve(&sb, "duo", TWO_NODES);
+    let meta = std::fs::metadata(&lab.socket).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600, "the socket is the owner's only");
+    let mut one = Raw::connect(&lab.socket);
+    let mut two = Raw::connect(&lab.socket);
+    let (mut seen_one, mut seen_two) = (Vec::new(), Vec::new());
+    one.send(r#"{"id":1,"watch":true}"#);
+    assert_eq!(one.answer(1, &mut seen_one)["ok"]["reply"], "done");
+    two.send(r#"{"id":1,"watch":true}"#);
+    assert_eq!(two.answer(1, &mut seen_two)["ok"]["reply"], "done");
+
+    // One adds a node: two hears of it; and the other way round.
+    one.send(r#"{"id":2,"command":{"op":"add_node","name":"c","kind":"ns"}}"#);
+    assert_eq!(one.answer(2, &mut seen_one)["ok"]["name"], "c");
+    assert!(two.event_where(&mut seen_two, |e| e["event"] == "node_added" && e["node"] == "c"));
+    two.send(r#"{"id":2,"command":{"op":"add_link","a":"c","b":"a","ip_a":null,"ip_b":null,"options":{}}}"#);
+    assert!(two.answer(2, &mut seen_two).get("ok").is_some());
+    assert!(one.event_where(&mut seen_one, |e| e["event"] == "link_added" && e["link"] == "c--a"));
+    two.send(r#"{"id":3,"command":{"op":"set_link_up","link":"a--b","up":false}}"#);
+    assert!(two.answer(3, &mut seen_two).get("ok").is_some());
+    assert!(one.event_where(&mut seen_one, |e| e["event"] == "link_down" && e["link"] == "a--b"));
+    // Watchers get every port's counters about once a second.
+    assert!(one.event_where(&mut seen_one, |e| e["event"] == "counters"
+        && e["ports"].as_array().is_some_and(|p| p.len() == 4)));
+
+    // Malformed requests: an error answer each, and the lab goes on.
+    for (id, bad) in [
+        (4, r#"{"id":4,"command":{"op":"fly"}}"#),
+        (5, r#"{"id":5}"#),
+        (6, r#"{"id":6,"command":{"op":"add_node","name":"../x","kind":"ns"}}"#),
+    ] {
+        one.send(bad);
+        let a = one.answer(id, &mut seen_one);
+        assert!(a["error"].as_str().is_some_and(|e| !e.is_empty()), "{bad} -> {a}");
+    }
+    one.send("this is not json");
+    let a = loop {
+        let v = one.next();
+        if v.get("event").is_none() {
+            break v;
+        }
+    };
+    assert!(a["error"].as_str().unwrap().contains("malformed request"), "{a}");
+    one.send(r#"{"id":7,"command":{"op":"exec","node":"c","request":{"argv":["ip","-br","link"],"stdin":[],"timeout":{"secs":10,"nanos":0}}}}"#);
+    let a = one.answer(7, &mut seen_one);
+    assert_eq!(a["ok"]["status"], 0, "{a}");
+
+    // A client killed mid-session (its socket just closes) leaves the lab running.
+    drop(two);
+    let out = sb.clonet().args(["ls", "--json"]).output().unwrap();
+    let labs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(labs[0]["name"], "duo");
+    assert_eq!(labs[0]["nodes"], 3);
+    assert_eq!(labs[0]["links"], 2);
+
+    // `clonet stop` tears it down; `serve` then ends, and nothing is left.
+    let out = sb.clonet().args(["stop", &lab.name]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let status = lab.child.wait().unwrap();
+    assert!(status.success(), "serve ended with {status}");
+    assert_nothing_left(&sb);
+}
+
+#[test]
+fn another_user_cannot_connect_even_through_an_open_directory() {
+    use nix::sys::socket::{connect, socket, AddressFamily, SockFlag, SockType, UnixAddr};
+    use nix::sys::wait::{waitpid, WaitStatus};
+    use nix::unistd::{fork, setgid, setuid, ForkResult, Gid, Uid};
+    let sb = Sandbox::new();
+    let mut lab = serve(&sb, "mine", TWO_NODES);
+    let run_dir = lab.socket.parent().unwrap().to_path_buf();
+    assert_eq!(std::fs::metadata(&run_dir).unwrap().permissions().mode() & 0o777, 0o700);
+    // Open the way to the socket, so that only its own mode guards it.
+    for dir in [sb.dir.path().to_path_buf(), sb.run_base(), run_dir.clone()] {
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o711)).unwrap();
+    }
+    let addr = UnixAddr::new(&lab.socket).unwrap();
+    // The child only makes system calls (no allocation) between fork and exit.
+    let code = match unsafe { fork() }.unwrap() {
+        ForkResult::Child => {
+            let code = (|| {
+                setgid(Gid::from_raw(65534)).ok()?;
+                setuid(Uid::from_raw(65534)).ok()?;
+                let fd = socket(AddressFamily::Unix, SockType::Stream, SockFlag::empty(), None).ok()?;
+                Some(match connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &addr) {
+                    Ok(()) => 0,
+                    Err(nix::errno::Errno::EACCES) => 13,
+                    Err(_) => 2,
+                })
+            })()
+            .unwrap_or(3);
+            unsafe { nix::libc::_exit(code) }
+        }
+        ForkResult::Parent { child } => match waitpid(child, None).unwrap() {
+            WaitStatus::Exited(_, c) => c,
+            other => panic!("{other:?}"),
+        },
+    };
+    assert_eq!(code, 13, "user nobody's connect is refused with EACCES (0: it connected, 2: other error, 3: setup)");
+    std::fs::set_permissions(&run_dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    // The lab is unharmed.
+    let out = sb.clonet().args(["exec", "mine", "a", "--", "ping", "-c", "1", "-W", "2", "10.0.0.2"]).output().unwrap();
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    let out = sb.clonet().args(["stop", "mine"]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    lab.child.wait().unwrap();
+    assert_nothing_left(&sb);
+}
+
+#[test]
+fn attached_repls_share_the_lab_and_exec_reports_the_commands_status() {
+    let sb = Sandbox::new();
+    let mut lab = serve(&sb, "shared", TWO_NODES);
+    // The first attached REPL adds a node and links it, using the variables
+    // attach binds for the existing nodes.
+    let out = sb
+        .clonet()
+        .args(["attach", "shared"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            c.stdin.take().unwrap().write_all(
+                b"let c = node(\"c\")\nlink(c, a, #{ ip_a: \"10.9.0.1/24\", ip_b: \"10.9.0.2/24\" })\n:quit\n",
+            )?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(text(&out.stdout).contains("Link(c--a)"), "{}", text(&out.stdout));
+    // The second sees that change; the node outlived the first client.
+    let second = sb
+        .clonet()
+        .args(["attach", "shared"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            c.stdin.take().unwrap().write_all(b":net\nc.exec(\"ping -c 1 -W 2 10.9.0.2\").ok\n")?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    let seen = text(&second.stdout);
+    assert!(seen.contains("-> a:eth1 via c--a"), "{seen}{}", text(&second.stderr));
+    assert!(seen.contains("=> true"), "{seen}{}", text(&second.stderr));
+    // A third client, killed while attached, leaves the lab running.
+    let mut killed =
+        sb.clonet().args(["attach", "shared"]).stdin(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    killed.kill().unwrap();
+    killed.wait().unwrap();
+    // exec: output, and the command's own exit status.
+    let out = sb.clonet().args(["exec", "shared", "c", "--", "sh", "-c", "echo hi; exit 3"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(text(&out.stdout), "hi\n");
+    let out = sb.clonet().args(["exec", "shared", "zz", "--", "true"]).output().unwrap();
+    assert!(!out.status.success() && text(&out.stderr).contains("no node called \"zz\""), "{}", text(&out.stderr));
+    let out = sb.clonet().args(["exec", "nolab", "a", "--", "true"]).output().unwrap();
+    assert!(
+        text(&out.stderr).contains("no lab called \"nolab\" is running (running: shared)"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = sb.clonet().arg("ls").output().unwrap();
+    let listing = text(&out.stdout);
+    assert!(listing.lines().any(|l| l.starts_with("shared") && l.split_whitespace().nth(2) == Some("3")), "{listing}");
+    let out = sb.clonet().args(["stop", "shared"]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    lab.child.wait().unwrap();
+    assert_nothing_left(&sb);
+    let out = sb.clonet().arg("ls").output().unwrap();
+    assert_eq!(text(&out.stdout).trim(), "no lab is running");
+}
