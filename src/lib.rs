@@ -3,6 +3,7 @@
 //! the map of the code.
 #![deny(unsafe_code)]
 
+pub mod gui;
 pub mod host;
 pub mod image;
 pub mod interrupt;

@@ -45,6 +45,15 @@ enum Cmd {
         /// Lab name (default: the script's file stem).
         #[arg(long)]
         name: Option<String>,
+        /// Also serve the web GUI (its URL, with its access token, is printed).
+        #[arg(long)]
+        gui: bool,
+    },
+    /// Serve the web GUI of a running lab on 127.0.0.1 (a random port and
+    /// access token, printed as a URL), until Ctrl-C or the lab ends.
+    Gui {
+        /// The running lab's name (see `clonet ls`).
+        lab: String,
     },
     /// List the running labs: name, pid, nodes, links, LANs, uptime.
     Ls {
@@ -525,8 +534,32 @@ enum After {
     TearDown,
     /// Open the REPL on it.
     Repl,
-    /// Keep serving it until stopped.
-    Serve,
+    /// Keep serving it until stopped (with the web GUI if asked).
+    Serve { gui: bool },
+}
+
+/// `clonet gui LAB`: the web GUI of a lab another process runs.
+fn gui(lab: &str) -> ExitCode {
+    let dir = match clonet::lab::control::running_lab_dir(lab) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("{}: {e}", "error".red().bold());
+            return ExitCode::FAILURE;
+        }
+    };
+    let server = match clonet::gui::Gui::start(&dir) {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("{}: starting the GUI: {e}", "error".red().bold());
+            return ExitCode::FAILURE;
+        }
+    };
+    println!("{}", server.url);
+    eprintln!("clonet: the GUI of lab {lab} is at the URL above (this machine only); Ctrl-C ends it");
+    while !clonet::interrupt::requested() && dir.join(clonet::lab::control::SOCKET).exists() {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    ExitCode::SUCCESS
 }
 
 /// Runs a script, a REPL, or a script then a REPL, on one lab, first
@@ -577,12 +610,24 @@ fn session(file: Option<&Path>, restore: Option<&Path>, name: String, after: Aft
             status = ExitCode::FAILURE;
         }
     }
-    if after == After::Serve && status == ExitCode::SUCCESS {
-        let socket = lab.local_lab().and_then(|l| l.run_dir().map(|d| d.join(clonet::lab::control::SOCKET)));
-        eprintln!(
-            "clonet: lab {name} is served on {}; stop it with `clonet stop {name}` or Ctrl-C",
-            socket.map(|s| s.display().to_string()).unwrap_or_default()
-        );
+    if let (After::Serve { gui }, true) = (after, status == ExitCode::SUCCESS) {
+        let run_dir = lab.local_lab().and_then(|l| l.run_dir().map(Path::to_path_buf)).unwrap_or_default();
+        let socket = run_dir.join(clonet::lab::control::SOCKET);
+        let _gui = if gui {
+            match clonet::gui::Gui::start(&run_dir) {
+                Ok(g) => {
+                    eprintln!("clonet: web GUI at {} (this machine only)", g.url);
+                    Some(g)
+                }
+                Err(e) => {
+                    eprintln!("{}: starting the GUI: {e}", "warning".yellow().bold());
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        eprintln!("clonet: lab {name} is served on {}; stop it with `clonet stop {name}` or Ctrl-C", socket.display());
         while !clonet::interrupt::requested() {
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
@@ -734,9 +779,15 @@ fn main() -> ExitCode {
             session(file.as_deref(), restore.as_deref(), name, if interactive { After::Repl } else { After::TearDown })
         }
         Cmd::Repl { name } => session(None, None, name, After::Repl),
-        Cmd::Serve { file, name } => {
+        Cmd::Serve { file, name, gui } => {
             let name = lab_name(&file, name);
-            session(Some(&file), None, name, After::Serve)
+            session(Some(&file), None, name, After::Serve { gui })
+        }
+        Cmd::Gui { lab } => {
+            if let Err(code) = prepare_terminal() {
+                return code;
+            }
+            gui(&lab)
         }
         Cmd::Ls { json } => clonet::remote::ls(json),
         Cmd::Attach { lab } => {

@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PACKAGES=(iproute2 iperf3 iputils-ping e2fsprogs busybox-static user-mode-linux vde-switch vde2 qemu-system-x86 qemu-utils linux-image-amd64 btrfs-progs tshark frr)
+PACKAGES=(iproute2 iperf3 iputils-ping e2fsprogs busybox-static user-mode-linux vde-switch vde2 qemu-system-x86 qemu-utils linux-image-amd64 btrfs-progs tshark frr chromium chromium-driver)
 
 if [ "$(id -u)" -ne 0 ]; then
     echo "tools/test.sh: the integration tests create namespaces and TAPs: run as root" >&2

@@ -1,0 +1,224 @@
+//! The web GUI in a real browser: Debian's headless chromium driven by
+//! chromedriver (W3C WebDriver over HTTP), against `clonet serve --gui`.
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{json, Value};
+
+/// A lab served with its GUI; killed (SIGTERM: torn down) if the test fails.
+struct Served {
+    child: Child,
+    url: String,
+    socket: PathBuf,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn serve_with_gui(sb: &Sandbox, script: &str) -> Served {
+    let path = sb.write("web.rhai", script);
+    let mut child = sb.clonet().args(["serve", "--gui"]).arg(&path).stderr(Stdio::piped()).spawn().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut served = Served { child, url: String::new(), socket: PathBuf::new() };
+    while served.socket.as_os_str().is_empty() {
+        let line = rx.recv_timeout(Duration::from_secs(60)).expect("clonet serve --gui prints its URL and socket");
+        if let Some(rest) = line.split("web GUI at ").nth(1) {
+            served.url = rest.split_whitespace().next().unwrap().to_string();
+        }
+        if let Some(rest) = line.split(" is served on ").nth(1) {
+            served.socket = PathBuf::from(rest.split(';').next().unwrap());
+        }
+    }
+    served
+}
+
+/// One request on the lab's control socket.
+fn lab_request(socket: &PathBuf, command: Value) -> Value {
+    let mut s = UnixStream::connect(socket).unwrap();
+    s.write_all(format!("{}\n", json!({ "id": 1, "command": command })).as_bytes()).unwrap();
+    let mut line = String::new();
+    BufReader::new(s).read_line(&mut line).unwrap();
+    let v: Value = serde_json::from_str(&line).unwrap();
+    v["ok"].clone()
+}
+
+/// A raw HTTP GET: the status line.
+fn http_status(addr: &str, target: &str, host: &str, extra: &str) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    write!(s, "GET {target} HTTP/1.1\r\nHost: {host}\r\n{extra}\r\n").unwrap();
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text);
+    text.lines().next().unwrap_or_default().to_string()
+}
+
+/// A chromedriver process and one headless chromium session.
+struct Browser {
+    driver: Child,
+    base: String,
+    session: String,
+}
+
+impl Browser {
+    fn start() -> Browser {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let driver = Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver (Debian's chromium-driver) must be installed: tools/test.sh installs it");
+        let base = format!("http://127.0.0.1:{port}");
+        assert!(eventually(20, || ureq::get(&format!("{base}/status")).call().is_ok()), "chromedriver answers");
+        let caps = json!({"capabilities": {"alwaysMatch": {"browserName": "chrome", "goog:chromeOptions": {
+            "binary": "/usr/bin/chromium",
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1200,800"]
+        }}}});
+        let reply: Value =
+            ureq::post(&format!("{base}/session")).send_json(caps).expect("a browser session").into_json().unwrap();
+        let session = reply["value"]["sessionId"].as_str().expect("session id").to_string();
+        Browser { driver, base, session }
+    }
+
+    fn call(&self, method: &str, path: &str, body: Value) -> Value {
+        let url = format!("{}/session/{}{path}", self.base, self.session);
+        let reply = match method {
+            "GET" => ureq::get(&url).call(),
+            _ => ureq::post(&url).send_json(body),
+        };
+        match reply {
+            Ok(r) => r.into_json::<Value>().unwrap()["value"].clone(),
+            Err(ureq::Error::Status(code, r)) => {
+                panic!("WebDriver {path}: {code} {}", r.into_string().unwrap_or_default())
+            }
+            Err(e) => panic!("WebDriver {path}: {e}"),
+        }
+    }
+
+    fn js(&self, script: &str) -> Value {
+        self.call("POST", "/execute/sync", json!({ "script": script, "args": [] }))
+    }
+
+    fn wait_js(&self, what: &str, script: &str) {
+        let end = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < end {
+            if self.js(script) == json!(true) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("timed out waiting for {what} ({script}); page: {}", self.js("return document.body.outerHTML"));
+    }
+
+    fn click(&self, css: &str) {
+        let found = self.call("POST", "/element", json!({ "using": "css selector", "value": css }));
+        let id =
+            found.as_object().and_then(|o| o.values().next()).and_then(Value::as_str).expect("element id").to_string();
+        self.call("POST", &format!("/element/{id}/click"), json!({}));
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = ureq::delete(&format!("{}/session/{}", self.base, self.session)).call();
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+#[test]
+fn the_gui_draws_the_lab_and_changes_it_from_clicks_in_a_real_browser() {
+    let sb = Sandbox::new();
+    let lab = serve_with_gui(
+        &sb,
+        r#"
+let a = node("a"); let b = node("b"); let c = node("c");
+link(a, b, #{ ip_a: "10.0.0.1/24", ip_b: "10.0.0.2/24", a_to_b: #{ delay: "20ms" } });
+let sw = lan("sw");
+link(c, sw, #{ ip: "10.1.0.3/24" });
+"#,
+    );
+    let addr = lab.url.trim_start_matches("http://").split('/').next().unwrap().to_string();
+    let token = lab.url.split("token=").nth(1).unwrap().to_string();
+
+    // A wrong or missing token, another Host, another Origin: refused.
+    assert!(http_status(&addr, "/?token=0000", &addr, "").contains("401"));
+    assert!(http_status(&addr, "/", &addr, "").contains("401"));
+    assert!(http_status(&addr, "/app.js", &addr, "Cookie: clonet_token=nope\r\n").contains("401"));
+    assert!(http_status(&addr, &format!("/?token={token}"), "evil.example", "").contains("403"));
+    let ws_headers = "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
+    assert!(http_status(&addr, "/ws?token=0000", &addr, ws_headers).contains("401"));
+    let cross = format!("{ws_headers}Origin: http://evil.example\r\n");
+    assert!(http_status(&addr, &format!("/ws?token={token}"), &addr, &cross).contains("403"));
+    assert!(http_status(&addr, &format!("/?token={token}"), &addr, "").contains("200"));
+
+    let browser = Browser::start();
+    browser.call("POST", "/url", json!({ "url": lab.url }));
+    // Every node and the LAN are drawn, with their kind and state, and the
+    // links with their impairment label.
+    browser.wait_js("the topology", "return document.querySelectorAll('svg [data-node]').length === 3 && !!document.querySelector('svg [data-lan=\"sw\"].vertex')");
+    let kinds = browser.js("return [...document.querySelectorAll('svg [data-node]')].map(n => n.dataset.node + ':' + n.dataset.kind + ':' + n.dataset.state).sort().join(' ')");
+    assert_eq!(kinds, json!("a:ns:running b:ns:running c:ns:running"));
+    assert_eq!(browser.js("return document.querySelector('[data-link=\"a--b\"] text').textContent"), json!("→ 20 ms"));
+    assert_eq!(browser.js("return !!document.querySelector('[data-port=\"c:eth0\"][data-lan=\"sw\"]')"), json!(true));
+    // Let the layout settle before clicking moving shapes.
+    std::thread::sleep(Duration::from_secs(2));
+
+    // Add a link by clicking: link mode, then two nodes.
+    browser.click("#link-mode");
+    browser.click("svg [data-node=\"b\"]");
+    browser.click("svg [data-node=\"c\"]");
+    browser.wait_js("the new link drawn", "return !!document.querySelector('svg [data-link=\"b--c\"]')");
+    let topo = lab_request(&lab.socket, json!({ "op": "topology" }));
+    assert!(topo["links"]["b--c"].is_object(), "the lab has the link: {}", topo["links"]);
+
+    // Set a link down from its panel: the lab has it down, and it is drawn so.
+    browser.click("svg [data-link=\"a--b\"] line.hit");
+    browser.wait_js("the link's panel", "return !!document.getElementById('down')");
+    browser.click("#down");
+    browser.wait_js("the link drawn down", "const l = document.querySelector('svg [data-link=\"a--b\"]'); return !!l && l.dataset.up === 'false' && l.classList.contains('down')");
+    let topo = lab_request(&lab.socket, json!({ "op": "topology" }));
+    assert_eq!(topo["links"]["a--b"]["up"], json!(false));
+
+    // A change made elsewhere (the control socket) shows up by itself.
+    lab_request(&lab.socket, json!({ "op": "add_node", "name": "d", "kind": "ns" }));
+    browser.wait_js("a node added by another client", "return !!document.querySelector('svg [data-node=\"d\"]')");
+
+    // The screenshot, kept as a test artifact.
+    let png = browser.call("GET", "/screenshot", json!(null));
+    let png = base64_decode(png.as_str().unwrap());
+    assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000, "a real screenshot ({} bytes)", png.len());
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/test-artifacts");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("gui.png"), &png).unwrap();
+
+    drop(browser);
+    let out = sb.clonet().args(["stop", "web"]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    drop(lab);
+    assert_nothing_left(&sb);
+}
+
+fn base64_decode(s: &str) -> Vec<u8> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.decode(s).expect("base64")
+}
