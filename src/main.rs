@@ -55,6 +55,21 @@ enum Cmd {
         /// The running lab's name (see `clonet ls`).
         lab: String,
     },
+    /// Draw a script's topology without running it: a dry build that
+    /// starts no node and touches nothing on the host (`exec` answers with
+    /// its command line, `ping` is answered, `host_exec` and `sleep` do
+    /// nothing). A script that stops early is drawn as far as it got.
+    Graph {
+        /// The .rhai script.
+        file: PathBuf,
+        /// Write here instead of stdout.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// svg, dot (Graphviz) or mermaid; default: from the output's
+        /// extension (.svg, .dot/.gv, .mmd), else svg.
+        #[arg(long)]
+        format: Option<String>,
+    },
     /// List the running labs: name, pid, nodes, links, LANs, uptime.
     Ls {
         #[arg(long)]
@@ -538,6 +553,60 @@ enum After {
     Serve { gui: bool },
 }
 
+/// `clonet graph`: a dry build of the script, drawn.
+fn graph(file: &Path, output: Option<&Path>, format: Option<&str>) -> ExitCode {
+    use clonet::lab::graph::{render, Format};
+    let fail = |msg: String| {
+        eprintln!("{}: {msg}", "error".red().bold());
+        ExitCode::FAILURE
+    };
+    colored::control::set_override(color());
+    let by_extension = output.and_then(|o| o.extension()).and_then(|e| e.to_str()).map(|e| match e {
+        "dot" | "gv" => "dot",
+        "mmd" | "mermaid" => "mermaid",
+        _ => "svg",
+    });
+    let format = match Format::parse(format.or(by_extension).unwrap_or("svg")) {
+        Ok(f) => f,
+        Err(e) => return fail(e),
+    };
+    if !file.is_file() {
+        return fail(format!("cannot read {}: no such file", file.display()));
+    }
+    // A scratch run directory: the dry lab's state, removed afterwards.
+    let scratch = std::env::temp_dir().join(format!("clonet-graph-{}", std::process::id()));
+    let host = Box::new(clonet::host::fake::FakeHost::dry());
+    // The picture goes to stdout; what the script prints, to stderr.
+    clonet::testing::bench::reserve_stdout(true);
+    let lab = match Lab::new(&lab_name(file, None), host, &scratch, Some(file)) {
+        Ok(l) => LabRef::local(l),
+        Err(e) => return fail(e.to_string()),
+    };
+    script::api::set_dry_run(true);
+    let engine = script::engine(lab.clone(), script::script_dir(file));
+    if let Err(report) = script::run_file(&engine, file) {
+        eprint!("{}", report.render(&script::report::read_source, color()));
+        eprintln!("{}: the script stopped there; drawing what it had built", "warning".yellow().bold());
+    }
+    drop(engine);
+    let topology = lab.topology();
+    lab.teardown();
+    let _ = std::fs::remove_dir_all(&scratch);
+    let text = match topology {
+        Ok(t) => render(&t, format),
+        Err(e) => return fail(e.to_string()),
+    };
+    match output {
+        Some(path) => {
+            if !write_or_complain(path, &text) {
+                return ExitCode::FAILURE;
+            }
+        }
+        None => print!("{text}"),
+    }
+    ExitCode::SUCCESS
+}
+
 /// `clonet gui LAB`: the web GUI of a lab another process runs.
 fn gui(lab: &str) -> ExitCode {
     let dir = match clonet::lab::control::running_lab_dir(lab) {
@@ -790,6 +859,7 @@ fn main() -> ExitCode {
             gui(&lab)
         }
         Cmd::Ls { json } => clonet::remote::ls(json),
+        Cmd::Graph { file, output, format } => graph(&file, output.as_deref(), format.as_deref()),
         Cmd::Attach { lab } => {
             if let Err(code) = prepare_terminal() {
                 return code;

@@ -1,4 +1,5 @@
-//! A recording fake of the host, for tests that need no root.
+//! A recording fake of the host, for tests that need no root, and the
+//! host of dry builds (`clonet graph`).
 //!
 //! Nodes are not started; each interface becomes one end of a seqpacket
 //! socket pair whose other end the test can take with [`FakeHost::wire`]
@@ -26,9 +27,17 @@ pub struct FakeHost {
     failing: Arc<Mutex<Vec<String>>>,
     /// Addresses the fake kernel refuses.
     refused: Arc<Mutex<Vec<Cidr>>>,
+    /// Pings are answered (a dry build goes on), not lost.
+    answer_pings: bool,
 }
 
 impl FakeHost {
+    /// The host of a dry build (`clonet graph`): nothing starts, every
+    /// command and ping succeeds, so a script runs to its end.
+    pub fn dry() -> FakeHost {
+        FakeHost { answer_pings: true, ..FakeHost::default() }
+    }
+
     fn record(&self, call: String) {
         self.calls.lock().expect("not poisoned").push(call);
     }
@@ -121,7 +130,7 @@ impl RunningNode for FakeNode {
 
     fn ping(&mut self, target: IpAddr, _timeout: Duration) -> Result<Option<Duration>, HostError> {
         self.host.record(format!("ping {} {target}", self.name));
-        Ok(None)
+        Ok(self.host.answer_pings.then_some(Duration::ZERO))
     }
 
     fn pause(&mut self, paused: bool) -> Result<(), HostError> {

@@ -13,6 +13,7 @@ pub mod capture;
 pub mod command;
 pub mod control;
 pub mod events;
+pub mod graph;
 pub mod handle;
 pub mod impairment;
 pub mod names;

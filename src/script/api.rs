@@ -12,6 +12,18 @@ use crate::lab::command::{LinkOptions, PingTarget};
 use crate::lab::{Command, LabError, Reply};
 use rhai::FnPtr;
 
+/// Set for a dry build (`clonet graph`): the script runs against a host
+/// that starts nothing, and `host_exec` and `sleep` do nothing either.
+static DRY_RUN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+pub fn set_dry_run(on: bool) {
+    DRY_RUN.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+fn dry_run() -> bool {
+    DRY_RUN.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// The lab a script drives, shared with the engine through its tag.
 pub use crate::lab::handle::LabRef;
 
@@ -1529,6 +1541,9 @@ pub mod lab_api {
     #[rhai_fn(return_raw)]
     pub fn sleep(ms: i64) -> RhaiResult<()> {
         let ms = positive_ms("sleep", ms)?;
+        if dry_run() {
+            return Ok(());
+        }
         let end = std::time::Instant::now() + Duration::from_millis(ms);
         while std::time::Instant::now() < end {
             if crate::interrupt::requested() {
@@ -1549,6 +1564,10 @@ pub mod lab_api {
     /// ```
     #[rhai_fn(return_raw)]
     pub fn host_exec(command: &str) -> RhaiResult<Map> {
+        if dry_run() {
+            // A dry build changes nothing on the host: an empty success.
+            return Ok(exec_map(crate::host::ExecOutput::default()));
+        }
         let out = std::process::Command::new("sh")
             .arg("-c")
             .arg(command)
