@@ -203,6 +203,41 @@ link(c, sw, #{ ip: "10.1.0.3/24" });
     lab_request(&lab.socket, json!({ "op": "add_node", "name": "d", "kind": "ns" }));
     browser.wait_js("a node added by another client", "return !!document.querySelector('svg [data-node=\"d\"]')");
 
+    // Impairments from the link's panel: the lab has them, the label shows them.
+    browser.click("svg [data-link=\"b--c\"] line.hit");
+    browser.wait_js("the new link's panel", "return !!document.getElementById('impair-delay')");
+    browser.js("document.getElementById('impair-delay').value = '30'; document.getElementById('impair-loss').value = '2'; return true");
+    browser.click("#impair-apply");
+    browser.wait_js("the impairment label", "const t = document.querySelector('svg [data-link=\"b--c\"] text'); return !!t && t.textContent === '30 ms, 2% loss'");
+    let topo = lab_request(&lab.socket, json!({ "op": "topology" }));
+    assert_eq!(topo["links"]["b--c"]["impair"]["a_to_b"]["delay"], json!({ "secs": 0, "nanos": 30_000_000 }));
+    assert_eq!(topo["links"]["b--c"]["impair"]["b_to_a"]["loss"]["random"]["p"], json!(0.02));
+
+    // A pcap download of a link, as the page's capture button fetches it.
+    let magic = browser.js(&format!(
+        "return fetch('/capture?target=b--c&seconds=1&token={token}').then(r => r.arrayBuffer().then(a => r.status + ':' + [...new Uint8Array(a).slice(0, 4)].join(',')))"
+    ));
+    assert_eq!(magic, json!("200:77,60,178,161"), "a pcap file (nanosecond magic, little-endian)");
+
+    // A node's console in the page: a shell in the ns node answers.
+    browser.click("svg [data-node=\"a\"]");
+    browser.wait_js("the node's panel", "return !!document.getElementById('console-open')");
+    browser.click("#console-open");
+    std::thread::sleep(Duration::from_millis(500));
+    browser.js("const i = document.getElementById('console-in'); i.value = 'echo hello-from-$(hostname)'; i.dispatchEvent(new KeyboardEvent('keydown', {key: 'Enter'})); return true");
+    browser.wait_js(
+        "the console's answer",
+        "return document.getElementById('console-out').textContent.includes('hello-from-a')",
+    );
+
+    // Delete a node from its panel.
+    browser.click("svg [data-node=\"d\"]");
+    browser.wait_js("d's panel", "return !!document.getElementById('delete')");
+    browser.click("#delete");
+    browser.wait_js("d gone", "return !document.querySelector('svg [data-node=\"d\"]')");
+    let topo = lab_request(&lab.socket, json!({ "op": "topology" }));
+    assert!(topo["nodes"]["d"].is_null(), "the lab no longer has d");
+
     // The screenshot, kept as a test artifact.
     let png = browser.call("GET", "/screenshot", json!(null));
     let png = base64_decode(png.as_str().unwrap());
