@@ -219,41 +219,35 @@ fn another_user_cannot_connect_even_through_an_open_directory() {
     assert_nothing_left(&sb);
 }
 
+/// `clonet attach LAB` with `input` typed, until it ends.
+fn attach_with_input(sb: &Sandbox, lab: &str, input: &str) -> std::process::Output {
+    let mut child = sb
+        .clonet()
+        .args(["attach", lab])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
+}
+
 #[test]
 fn attached_repls_share_the_lab_and_exec_reports_the_commands_status() {
     let sb = Sandbox::new();
     let mut lab = serve(&sb, "shared", TWO_NODES);
     // The first attached REPL adds a node and links it, using the variables
     // attach binds for the existing nodes.
-    let out = sb
-        .clonet()
-        .args(["attach", "shared"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .and_then(|mut c| {
-            c.stdin.take().unwrap().write_all(
-                b"let c = node(\"c\")\nlink(c, a, #{ ip_a: \"10.9.0.1/24\", ip_b: \"10.9.0.2/24\" })\n:quit\n",
-            )?;
-            c.wait_with_output()
-        })
-        .unwrap();
+    let out = attach_with_input(
+        &sb,
+        "shared",
+        "let c = node(\"c\")\nlink(c, a, #{ ip_a: \"10.9.0.1/24\", ip_b: \"10.9.0.2/24\" })\n:quit\n",
+    );
     assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
     assert!(text(&out.stdout).contains("Link(c--a)"), "{}", text(&out.stdout));
     // The second sees that change; the node outlived the first client.
-    let second = sb
-        .clonet()
-        .args(["attach", "shared"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .and_then(|mut c| {
-            c.stdin.take().unwrap().write_all(b":net\nc.exec(\"ping -c 1 -W 2 10.9.0.2\").ok\n")?;
-            c.wait_with_output()
-        })
-        .unwrap();
+    let second = attach_with_input(&sb, "shared", ":net\nc.exec(\"ping -c 1 -W 2 10.9.0.2\").ok\n");
     let seen = text(&second.stdout);
     assert!(seen.contains("-> a:eth1 via c--a"), "{seen}{}", text(&second.stderr));
     assert!(seen.contains("=> true"), "{seen}{}", text(&second.stderr));
