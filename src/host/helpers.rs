@@ -123,6 +123,14 @@ fn overlay_root(layers: &RootLayers, hosts: &Path) -> nix::Result<()> {
     chdir("/")
 }
 
+/// Whether every write end of `pipe` is closed (its holder died).
+fn parent_gone(pipe: &std::os::fd::OwnedFd) -> bool {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let mut fds = [PollFd::new(pipe.as_fd(), PollFlags::POLLIN)];
+    matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
+        && fds[0].revents().is_some_and(|r| r.contains(PollFlags::POLLHUP))
+}
+
 /// `clonet __ns-init HOSTNAME HOSTS_FILE [LOWER UPPER WORK MERGED]`: prints
 /// `pid N` (the host pid of the node's init) and then `ready`, or
 /// `error: …`. With layers, the node's `/` is a copy-on-write overlay.
@@ -135,9 +143,17 @@ pub fn ns_init_main(hostname: &str, hosts: &Path, root: Option<RootLayers>) -> !
     if let Err(e) = unshare(flags) {
         die("unshare", e);
     }
+    // Held open by this process only: the child sees it close if we die
+    // before its PDEATHSIG is armed (a lab torn down while the node starts).
+    let (parent_alive, held_by_parent) = match nix::unistd::pipe() {
+        Ok(p) => p,
+        Err(e) => die("pipe", e),
+    };
     match fork_process() {
         Err(e) => die("fork", e),
         Ok(Forked::Parent(child)) => {
+            drop(parent_alive);
+            let _held = held_by_parent;
             let _ = writeln!(std::io::stdout(), "pid {child}");
             let _ = std::io::stdout().flush();
             loop {
@@ -154,6 +170,13 @@ pub fn ns_init_main(hostname: &str, hosts: &Path, root: Option<RootLayers>) -> !
             if let Err(e) = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL) {
                 die("prctl", e);
             }
+            drop(held_by_parent);
+            if parent_gone(&parent_alive) {
+                // Killed between our fork and the prctl: PDEATHSIG will
+                // never come, so go now.
+                std::process::exit(1);
+            }
+            drop(parent_alive);
             if let Err(e) = sethostname(hostname) {
                 die("sethostname", e);
             }
