@@ -250,7 +250,10 @@ impl Server {
             let _ = c.shutdown(std::net::Shutdown::Both);
         }
         for t in self.threads.drain(..) {
-            let _ = t.join();
+            // The ticker may be the one dropping the last handle on the lab.
+            if t.thread().id() != std::thread::current().id() {
+                let _ = t.join();
+            }
         }
     }
 }
