@@ -69,6 +69,9 @@ impl Gui {
                             let _ = site.serve(stream);
                         });
                     }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        control::wait_readable(&listener, Duration::from_millis(50))
+                    }
                     Err(_) => std::thread::sleep(Duration::from_millis(50)),
                 }
             }

@@ -278,9 +278,19 @@ fn accept_loop(listener: &UnixListener, shared: &Arc<Shared>) {
                     shared.clients.lock().unwrap_or_else(PoisonError::into_inner).remove(&number);
                 });
             }
+            // Nothing yet: wait for a client, seeing `stop` at least every 50 ms.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => wait_readable(listener, Duration::from_millis(50)),
             Err(_) => std::thread::sleep(Duration::from_millis(50)),
         }
     }
+}
+
+/// Waits until `fd` is readable (a client to accept) or `timeout` passes.
+pub fn wait_readable(fd: &impl std::os::fd::AsFd, timeout: Duration) {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+    let ms = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);
+    let _ = poll(&mut fds, PollTimeout::from(ms));
 }
 
 /// About once a second: notice nodes that died and send counters to
