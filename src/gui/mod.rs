@@ -70,7 +70,8 @@ impl Gui {
                         });
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        control::wait_readable(&listener, Duration::from_millis(50))
+                        // A client, or `stop` seen within 50 ms.
+                        control::wait_readable(&[std::os::fd::AsFd::as_fd(&listener)], 50)
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(50)),
                 }

@@ -22,6 +22,7 @@
 //! client side (`Client`). Must not touch: the topology (only through
 //! `Lab::execute`), the data plane (captures go through `CaptureControl`).
 use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::fd::AsFd;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -199,6 +200,9 @@ fn execute_jobs(jobs: Receiver<Job>, shared: &Shared) {
 pub struct Server {
     shared: Arc<Shared>,
     threads: Vec<JoinHandle<()>>,
+    /// Dropped at shutdown: the accept loop sees the pipe close, the
+    /// ticker its channel.
+    wakers: Option<(std::os::fd::OwnedFd, mpsc::Sender<()>)>,
 }
 
 impl Server {
@@ -224,13 +228,19 @@ impl Server {
             clients: Mutex::new(Default::default()),
             next_client: Default::default(),
         });
+        // Dropping these (at shutdown) wakes the accept loop and the ticker
+        // at once, so a lab ends without waiting for their next turn.
+        let (wake_read, wake_write) = nix::unistd::pipe().map_err(io::Error::from)?;
+        let (stop_ticker, ticks) = mpsc::channel::<()>();
         let accept = {
             let shared = shared.clone();
-            std::thread::Builder::new().name("clonet-control".into()).spawn(move || accept_loop(&listener, &shared))?
+            std::thread::Builder::new()
+                .name("clonet-control".into())
+                .spawn(move || accept_loop(&listener, &wake_read, &shared))?
         };
         let ticker = {
             let shared = shared.clone();
-            std::thread::Builder::new().name("clonet-ticker".into()).spawn(move || tick_loop(&shared))?
+            std::thread::Builder::new().name("clonet-ticker".into()).spawn(move || tick_loop(&ticks, &shared))?
         };
         {
             let shared = shared.clone();
@@ -238,7 +248,7 @@ impl Server {
                 .name("clonet-control-exec".into())
                 .spawn(move || execute_jobs(job_queue, &shared))?;
         }
-        Ok(Server { shared, threads: vec![accept, ticker] })
+        Ok(Server { shared, threads: vec![accept, ticker], wakers: Some((wake_write, stop_ticker)) })
     }
 
     /// Stops accepting, ends every client connection and waits for the
@@ -246,6 +256,7 @@ impl Server {
     /// threads never wait for the lab.
     pub fn shutdown(&mut self) {
         self.shared.stop.store(true, Ordering::Relaxed);
+        self.wakers = None;
         for (_, c) in self.shared.clients.lock().unwrap_or_else(PoisonError::into_inner).drain() {
             let _ = c.shutdown(std::net::Shutdown::Both);
         }
@@ -264,7 +275,7 @@ impl Drop for Server {
     }
 }
 
-fn accept_loop(listener: &UnixListener, shared: &Arc<Shared>) {
+fn accept_loop(listener: &UnixListener, wake: &std::os::fd::OwnedFd, shared: &Arc<Shared>) {
     while !shared.stop.load(Ordering::Relaxed) {
         match listener.accept() {
             Ok((client, _)) => {
@@ -279,30 +290,24 @@ fn accept_loop(listener: &UnixListener, shared: &Arc<Shared>) {
                 });
             }
             // Nothing yet: wait for a client, seeing `stop` at least every 50 ms.
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => wait_readable(listener, Duration::from_millis(50)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => wait_readable(&[listener.as_fd(), wake.as_fd()], 1000),
             Err(_) => std::thread::sleep(Duration::from_millis(50)),
         }
     }
 }
 
-/// Waits until `fd` is readable (a client to accept) or `timeout` passes.
-pub fn wait_readable(fd: &impl std::os::fd::AsFd, timeout: Duration) {
+/// Waits until one of `fds` is readable or closed (a client to accept,
+/// or a wake-up pipe), for `ms` milliseconds at most.
+pub fn wait_readable(fds: &[std::os::fd::BorrowedFd<'_>], ms: u16) {
     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-    let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
-    let ms = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);
-    let _ = poll(&mut fds, PollTimeout::from(ms));
+    let mut polled: Vec<PollFd<'_>> = fds.iter().map(|fd| PollFd::new(*fd, PollFlags::POLLIN)).collect();
+    let _ = poll(&mut polled, PollTimeout::from(ms));
 }
 
 /// About once a second: notice nodes that died and send counters to
 /// watchers. Skips a turn while someone else holds the lab.
-fn tick_loop(shared: &Shared) {
-    let mut turns = 0u32;
-    while !shared.stop.load(Ordering::Relaxed) {
-        std::thread::sleep(Duration::from_millis(100));
-        turns += 1;
-        if !turns.is_multiple_of(10) {
-            continue;
-        }
+fn tick_loop(stop: &Receiver<()>, shared: &Shared) {
+    while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(Duration::from_secs(1)) {
         let Some(lab) = shared.lab.upgrade() else { return };
         let Ok(mut guard) = lab.try_lock() else { continue };
         if !guard.is_torn_down() && !shared.stop.load(Ordering::Relaxed) {
