@@ -246,7 +246,14 @@ link(c, sw, #{ ip: "10.1.0.3/24" });
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("gui.png"), &png).unwrap();
 
+    // One watcher (the page) while it is open, none once the browser is
+    // gone: the GUI server lets go of the lab.
+    assert_eq!(lab_request(&lab.socket, json!({ "op": "lab_info" }))["watchers"], json!(1));
     drop(browser);
+    assert!(
+        eventually(10, || lab_request(&lab.socket, json!({ "op": "lab_info" }))["watchers"] == json!(0)),
+        "the page's watcher ends with the page"
+    );
     let out = sb.clonet().args(["stop", "web"]).output().unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));
     drop(lab);

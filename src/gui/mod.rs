@@ -215,10 +215,13 @@ impl Site {
         let lab = UnixStream::connect(&self.socket)?;
         let mut to_lab = lab.try_clone()?;
         let from_lab = spawn_line_reader(lab);
-        self.pump(&mut ws, &from_lab, |text| {
+        let result = self.pump(&mut ws, &from_lab, |text| {
             let line = text.replace('\n', " ");
             to_lab.write_all(format!("{line}\n").as_bytes())
-        })
+        });
+        // The page went away: end the lab's side too (its watcher, our reader).
+        let _ = to_lab.shutdown(std::net::Shutdown::Both);
+        result
     }
 
     /// Relays a node's console: a machine's console socket, or a shell in
@@ -240,7 +243,9 @@ impl Site {
                 let sock = UnixStream::connect(&path)?;
                 let mut input = sock.try_clone()?;
                 let output = spawn_byte_readers(vec![Box::new(sock)]);
-                self.pump(&mut ws, &output, |text| input.write_all(text.as_bytes()))
+                let result = self.pump(&mut ws, &output, |text| input.write_all(text.as_bytes()));
+                let _ = input.shutdown(std::net::Shutdown::Both);
+                result
             }
             crate::host::console::ConsoleTarget::Namespace(pid) => {
                 let mut shell = std::process::Command::new("/proc/self/exe")
