@@ -6,50 +6,10 @@ use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use common::*;
-
-/// `clonet serve` of `script`, once it says the lab is served.
-struct Served {
-    child: Child,
-    socket: PathBuf,
-    name: String,
-}
-
-fn serve(sb: &Sandbox, name: &str, script: &str) -> Served {
-    let path = sb.write(&format!("{name}.rhai"), script);
-    let mut child = sb.clonet().arg("serve").arg(&path).stderr(Stdio::piped()).spawn().unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let mut served = Served { child, socket: PathBuf::new(), name: name.to_string() };
-    loop {
-        let line = rx.recv_timeout(Duration::from_secs(60)).expect("clonet serve says where it serves the lab");
-        if let Some(rest) = line.split(" is served on ").nth(1) {
-            served.socket = PathBuf::from(rest.split(';').next().unwrap());
-            return served;
-        }
-    }
-}
-
-impl Drop for Served {
-    /// A test that failed half-way still ends its lab (`serve` tears down on SIGTERM).
-    fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(self.child.id() as i32),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-            let _ = self.child.wait();
-        }
-    }
-}
 
 /// A raw client: JSON lines in, JSON values out.
 struct Raw {
@@ -110,7 +70,7 @@ link(a, b, #{ ip_a: "10.0.0.1/24", ip_b: "10.0.0.2/24" });
 #[test]
 fn two_clients_each_see_the_others_change_and_a_bad_request_harms_nothing() {
     let sb = Sandbox::new();
-    let mut lab = serve(&sb, "duo", TWO_NODES);
+    let mut lab = serve(&sb, "duo", TWO_NODES, false);
     let meta = std::fs::metadata(&lab.socket).unwrap();
     assert_eq!(meta.permissions().mode() & 0o777, 0o600, "the socket is the owner's only");
     let mut one = Raw::connect(&lab.socket);
@@ -179,7 +139,7 @@ fn another_user_cannot_connect_even_through_an_open_directory() {
     use nix::sys::wait::{waitpid, WaitStatus};
     use nix::unistd::{fork, setgid, setuid, ForkResult, Gid, Uid};
     let sb = Sandbox::new();
-    let mut lab = serve(&sb, "mine", TWO_NODES);
+    let mut lab = serve(&sb, "mine", TWO_NODES, false);
     let run_dir = lab.socket.parent().unwrap().to_path_buf();
     assert_eq!(std::fs::metadata(&run_dir).unwrap().permissions().mode() & 0o777, 0o700);
     // Open the way to the socket, so that only its own mode guards it.
@@ -236,7 +196,7 @@ fn attach_with_input(sb: &Sandbox, lab: &str, input: &str) -> std::process::Outp
 #[test]
 fn attached_repls_share_the_lab_and_exec_reports_the_commands_status() {
     let sb = Sandbox::new();
-    let mut lab = serve(&sb, "shared", TWO_NODES);
+    let mut lab = serve(&sb, "shared", TWO_NODES, false);
     // The first attached REPL adds a node and links it, using the variables
     // attach binds for the existing nodes.
     let out = attach_with_input(

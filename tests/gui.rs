@@ -12,46 +12,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::{json, Value};
 
-/// A lab served with its GUI; killed (SIGTERM: torn down) if the test fails.
-struct Served {
-    child: Child,
-    url: String,
-    socket: PathBuf,
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-            let _ = self.child.wait();
-        }
-    }
-}
-
-fn serve_with_gui(sb: &Sandbox, script: &str) -> Served {
-    let path = sb.write("web.rhai", script);
-    let mut child = sb.clonet().args(["serve", "--gui"]).arg(&path).stderr(Stdio::piped()).spawn().unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let mut served = Served { child, url: String::new(), socket: PathBuf::new() };
-    while served.socket.as_os_str().is_empty() {
-        let line = rx.recv_timeout(Duration::from_secs(60)).expect("clonet serve --gui prints its URL and socket");
-        if let Some(rest) = line.split("web GUI at ").nth(1) {
-            served.url = rest.split_whitespace().next().unwrap().to_string();
-        }
-        if let Some(rest) = line.split(" is served on ").nth(1) {
-            served.socket = PathBuf::from(rest.split(';').next().unwrap());
-        }
-    }
-    served
-}
-
 /// One request on the lab's control socket.
 fn lab_request(socket: &PathBuf, command: Value) -> Value {
     let mut s = UnixStream::connect(socket).unwrap();
@@ -148,14 +108,16 @@ impl Drop for Browser {
 #[test]
 fn the_gui_draws_the_lab_and_changes_it_from_clicks_in_a_real_browser() {
     let sb = Sandbox::new();
-    let lab = serve_with_gui(
+    let lab = serve(
         &sb,
+        "web",
         r#"
 let a = node("a"); let b = node("b"); let c = node("c");
 link(a, b, #{ ip_a: "10.0.0.1/24", ip_b: "10.0.0.2/24", a_to_b: #{ delay: "20ms" } });
 let sw = lan("sw");
 link(c, sw, #{ ip: "10.1.0.3/24" });
 "#,
+        true,
     );
     let addr = lab.url.trim_start_matches("http://").split('/').next().unwrap().to_string();
     let token = lab.url.split("token=").nth(1).unwrap().to_string();

@@ -59,7 +59,7 @@ impl Gui {
         let url = format!("http://127.0.0.1:{port}/?token={token}");
         listener.set_nonblocking(true)?;
         let stop = Arc::new(AtomicBool::new(false));
-        let site = Arc::new(Site { port, token, socket: run_dir.join(control::SOCKET), stop: stop.clone() });
+        let site = Arc::new(Site { port, token, run_dir: run_dir.to_path_buf(), stop: stop.clone() });
         let thread = std::thread::Builder::new().name("clonet-gui".into()).spawn(move || {
             while !site.stop.load(Ordering::Relaxed) {
                 match listener.accept() {
@@ -98,8 +98,8 @@ impl Drop for Gui {
 struct Site {
     port: u16,
     token: String,
-    /// The lab's control socket.
-    socket: PathBuf,
+    /// The lab's run directory (its control socket is there).
+    run_dir: PathBuf,
     stop: Arc<AtomicBool>,
 }
 
@@ -181,7 +181,7 @@ impl Site {
         if target.is_empty() || seconds == 0 || seconds > MAX_CAPTURE_SECONDS {
             return stream.write_all(&plain(400, "Bad Request", "capture?target=LINK&seconds=1..600\n"));
         }
-        let opened = Client::connect(self.socket.parent().unwrap_or(Path::new("/"))).and_then(|mut c| {
+        let opened = Client::connect(&self.run_dir).and_then(|mut c| {
             let req = crate::lab::capture::CaptureRequest { target: target.clone(), count: None };
             c.request(Request { capture: Some(req), ..Default::default() }, |_| {})?;
             Ok(c.into_reader())
@@ -212,7 +212,7 @@ impl Site {
 
     /// Relays the control protocol between the page and the lab.
     fn relay_control(&self, mut ws: WebSocket<TcpStream>) -> io::Result<()> {
-        let lab = UnixStream::connect(&self.socket)?;
+        let lab = UnixStream::connect(self.run_dir.join(control::SOCKET))?;
         let mut to_lab = lab.try_clone()?;
         let from_lab = spawn_line_reader(lab);
         let result = self.pump(&mut ws, &from_lab, |text| {
@@ -227,8 +227,8 @@ impl Site {
     /// Relays a node's console: a machine's console socket, or a shell in
     /// an ns node (through pipes: line by line, no terminal).
     fn relay_console(&self, mut ws: WebSocket<TcpStream>, node: &str) -> io::Result<()> {
-        let target = Client::connect(self.socket.parent().unwrap_or(Path::new("/")))
-            .and_then(|mut c| c.execute(Command::Console { node: node.to_string() }));
+        let target =
+            Client::connect(&self.run_dir).and_then(|mut c| c.execute(Command::Console { node: node.to_string() }));
         let target = match target {
             Ok(Reply::Console(t)) => t,
             Ok(_) => return Ok(()),

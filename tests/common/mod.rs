@@ -163,3 +163,56 @@ pub fn assert_nothing_left(sb: &Sandbox) {
     assert!(eventually(5, || processes_matching(&base).is_empty()), "processes left: {:?}", processes_matching(&base));
     assert!(mounts_matching(&base).is_empty(), "mounts left: {:?}", mounts_matching(&base));
 }
+
+/// A lab run by `clonet serve` (with `--gui` if asked), once it has said
+/// where it is served. Dropping it (a test that failed half-way) sends
+/// SIGTERM, on which `serve` tears the lab down.
+pub struct Served {
+    pub child: std::process::Child,
+    pub name: String,
+    pub socket: PathBuf,
+    /// The GUI's URL, with its token (`--gui` only).
+    pub url: String,
+}
+
+/// `clonet serve [--gui] NAME.rhai` of `script`, once it says where it serves the lab.
+pub fn serve(sb: &Sandbox, name: &str, script: &str, gui: bool) -> Served {
+    use std::io::BufRead;
+    let path = sb.write(&format!("{name}.rhai"), script);
+    let mut cmd = sb.clonet();
+    cmd.arg("serve");
+    if gui {
+        cmd.arg("--gui");
+    }
+    let mut child = cmd.arg(&path).stderr(Stdio::piped()).spawn().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut served = Served { child, name: name.to_string(), socket: PathBuf::new(), url: String::new() };
+    while served.socket.as_os_str().is_empty() {
+        let line = rx
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("clonet serve says where it serves the lab (and its GUI)");
+        if let Some(rest) = line.split("web GUI at ").nth(1) {
+            served.url = rest.split_whitespace().next().unwrap().to_string();
+        }
+        if let Some(rest) = line.split(" is served on ").nth(1) {
+            served.socket = PathBuf::from(rest.split(';').next().unwrap());
+        }
+    }
+    served
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            let _ = self.child.wait();
+        }
+    }
+}
