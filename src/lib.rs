@@ -14,3 +14,4 @@ pub mod script;
 pub mod switch;
 pub mod sys;
 pub mod testing;
+pub mod vocab;

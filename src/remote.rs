@@ -100,6 +100,10 @@ pub fn exec(lab: &str, node: &str, argv: Vec<String>, timeout: Duration) -> Exit
         Ok(c) => c,
         Err(e) => return fail(e),
     };
+    let timeout = match crate::vocab::Timeout::new(timeout) {
+        Ok(t) => t,
+        Err(e) => return fail(format!("--timeout: {e}")),
+    };
     let request = ExecRequest { argv, stdin: Vec::new(), timeout };
     match client.execute(Command::Exec { node: node.to_string(), request }) {
         Ok(Reply::Exec(out)) => {

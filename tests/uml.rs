@@ -211,7 +211,7 @@ fn a_boot_timeout_or_a_bad_option_is_a_clear_error_that_leaves_nothing() {
     );
     assert_nothing_left(&sb);
     for (option, message) in [
-        ("args: [\"two words\"]", "bad kernel argument"),
+        ("args: [\"two words\"]", "bad kernel or QEMU argument"),
         ("args: \"ubd1=x\"", "args must be an array of strings"),
         ("mem: 4", "mem 4 MiB is out of range"),
         ("disk: 3", "unknown option \"disk\""),

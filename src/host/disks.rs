@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use super::{run_command as run, HostError};
-use crate::lab::topology::NodeKind;
+use crate::vocab::NodeKind;
 
 /// Bytes a file, or everything under a directory, takes on disk
 /// (allocated blocks: holes in COW files do not count).

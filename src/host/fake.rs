@@ -14,9 +14,9 @@ use std::time::Duration;
 use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
 
 use super::{ExecOutput, ExecRequest, HostError, NodeHost, NodeSpec, ProcRecord, RunningNode};
-use crate::lab::addr::{Cidr, Route};
-use crate::switch::frame::MacAddr;
 use crate::switch::port::{FdPort, PortIo};
+use crate::vocab::addr::{Cidr, Route};
+use crate::vocab::MacAddr;
 
 #[derive(Clone, Default)]
 pub struct FakeHost {

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use super::agent::{encode_exec, parse_line, script_for, AgentMsg};
 use super::{ExecOutput, HostError};
-use crate::lab::addr::Route;
-use crate::switch::frame::MacAddr;
+use crate::vocab::addr::Route;
+use crate::vocab::MacAddr;
 
 /// How long a guest may take to boot: `CLONET_BOOT_TIMEOUT` seconds, or
 /// `default`.

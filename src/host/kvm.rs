@@ -19,10 +19,10 @@ use serde_json::json;
 use super::guest::{bring_up_nic, console_log, console_socket, console_tail, route_command, AgentLine};
 use super::qmp::Qmp;
 use super::{proc_start_time, ExecOutput, ExecRequest, HostError, NodeSpec, ProcRecord, RunningNode};
-use crate::lab::addr::{Cidr, Route};
-use crate::switch::frame::MacAddr;
 use crate::switch::port::{PortIo, StreamPort};
 use crate::sys::proc::node_process;
+use crate::vocab::addr::{Cidr, Route};
+use crate::vocab::{Accel, MacAddr};
 
 /// How long a guest may take to boot until its agent answers (TCG is slow).
 const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
@@ -38,23 +38,6 @@ const OVERLAY_OPTIONS: &str = "cluster_size=4096";
 const DISK_ID: &str = "disk0";
 /// The name of the agent's virtio-serial port.
 const AGENT_PORT: &str = "clonet.agent";
-
-/// How guest code runs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Accel {
-    Kvm,
-    Tcg,
-}
-
-impl std::fmt::Display for Accel {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Accel::Kvm => "kvm",
-            Accel::Tcg => "tcg",
-        })
-    }
-}
 
 /// Everything the QEMU command line depends on.
 #[derive(Clone, Debug)]
@@ -542,7 +525,7 @@ impl RunningNode for KvmNode {
             return Err(HostError::Gone(self.name.clone()));
         }
         self.booted()?;
-        self.agent.exec(&req.argv, &req.stdin, req.timeout)
+        self.agent.exec(&req.argv, &req.stdin, req.timeout.get())
     }
 
     fn ping(&mut self, target: std::net::IpAddr, timeout: Duration) -> Result<Option<Duration>, HostError> {

@@ -32,9 +32,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::lab::addr::{Cidr, Route};
-use crate::switch::frame::MacAddr;
 use crate::switch::port::PortIo;
+use crate::vocab::addr::{Cidr, Route};
+use crate::vocab::MacAddr;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HostError {
@@ -77,12 +77,12 @@ pub fn run_command(cmd: &mut std::process::Command, what: &str) -> Result<(), Ho
 pub struct NodeSpec {
     pub lab: String,
     pub name: String,
-    pub kind: crate::lab::topology::NodeKind,
+    pub kind: crate::vocab::NodeKind,
     /// The lab's hosts file, bind-mounted as the node's `/etc/hosts`.
     pub hosts_file: PathBuf,
     /// The lab's run directory (sockets, COW files, console logs).
     pub run_dir: PathBuf,
-    pub options: crate::lab::command::NodeOptions,
+    pub options: crate::vocab::NodeOptions,
     /// Where a machine's disk starts from.
     pub disk: DiskStart,
 }
@@ -104,7 +104,7 @@ pub enum DiskStart {
 pub struct ExecRequest {
     pub argv: Vec<String>,
     pub stdin: Vec<u8>,
-    pub timeout: Duration,
+    pub timeout: crate::vocab::Timeout,
 }
 
 /// What a command inside a node produced.
@@ -160,7 +160,7 @@ pub trait NodeHost: Send {
     }
 }
 
-use crate::lab::topology::NodeKind;
+use crate::vocab::NodeKind;
 
 /// A started node.
 pub trait RunningNode: Send {

@@ -14,12 +14,12 @@ use nix::unistd::Pid;
 
 use super::rtnl::Rtnl;
 use super::{proc_start_time, ExecOutput, ExecRequest, HostError, NodeHost, NodeSpec, ProcRecord, RunningNode};
-use crate::lab::addr::{Cidr, Route};
-use crate::switch::frame::MacAddr;
 use crate::switch::port::{FdPort, PortIo};
 use crate::sys::netns::in_netns;
 use crate::sys::proc::node_process;
 use crate::sys::tap::open_tap;
+use crate::vocab::addr::{Cidr, Route};
+use crate::vocab::MacAddr;
 
 /// How long a node may take to set up its namespaces.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
@@ -94,7 +94,7 @@ impl NodeHost for LinuxHost {
 
     fn disk_at_rest(
         &self,
-        kind: crate::lab::topology::NodeKind,
+        kind: crate::vocab::NodeKind,
         run_dir: &std::path::Path,
         node: &str,
     ) -> Option<std::path::PathBuf> {
@@ -103,7 +103,7 @@ impl NodeHost for LinuxHost {
 
     fn export_disk(
         &self,
-        kind: crate::lab::topology::NodeKind,
+        kind: crate::vocab::NodeKind,
         layer: &std::path::Path,
         dest: &std::path::Path,
         node: &str,
@@ -113,7 +113,7 @@ impl NodeHost for LinuxHost {
 
     fn import_disk(
         &self,
-        kind: crate::lab::topology::NodeKind,
+        kind: crate::vocab::NodeKind,
         saved: &std::path::Path,
         run_dir: &std::path::Path,
         node: &str,
@@ -123,8 +123,8 @@ impl NodeHost for LinuxHost {
 
     fn start_node(&self, spec: &NodeSpec) -> Result<Box<dyn RunningNode>, HostError> {
         match spec.kind {
-            crate::lab::topology::NodeKind::Ns => start_ns(spec),
-            crate::lab::topology::NodeKind::Uml => {
+            crate::vocab::NodeKind::Ns => start_ns(spec),
+            crate::vocab::NodeKind::Uml => {
                 let image = match &spec.options.image {
                     Some(path) => path.clone(),
                     None => busybox_image()
@@ -134,27 +134,26 @@ impl NodeHost for LinuxHost {
                 if !image.is_file() {
                     return Err(HostError::Start(spec.name.clone(), format!("no image at {}", image.display())));
                 }
-                super::uml::start(spec, &image, spec.options.mem_mb.unwrap_or(super::uml::DEFAULT_MEM_MB))
+                super::uml::start(spec, &image, spec.options.mem_mb.map_or(super::uml::DEFAULT_MEM_MB, |m| m.get()))
             }
-            crate::lab::topology::NodeKind::Kvm => {
+            crate::vocab::NodeKind::Kvm => {
                 let fail = |e: String| HostError::Start(spec.name.clone(), e);
                 if let Some(path) = spec.options.image.as_ref().filter(|p| !p.is_file()) {
                     return Err(fail(format!("no image at {}", path.display())));
                 }
                 let images = kvm_images().map_err(|e| fail(e.to_string()))?;
                 let cache = crate::image::cache_dir().join(crate::image::ACCEL_CACHE);
-                let accel = match spec.options.accel.as_deref() {
-                    Some("kvm") => super::kvm::Accel::Kvm,
-                    Some("tcg") => super::kvm::Accel::Tcg,
-                    _ => super::kvm::choose_accel(&images.kernel, &images.initrd, &cache),
+                let accel = match spec.options.accel {
+                    Some(chosen) => chosen,
+                    None => super::kvm::choose_accel(&images.kernel, &images.initrd, &cache),
                 };
                 super::kvm::start(
                     spec,
                     &images,
                     spec.options.image.as_deref(),
                     accel,
-                    spec.options.mem_mb.unwrap_or(super::kvm::DEFAULT_MEM_MB),
-                    spec.options.cpus.unwrap_or(1),
+                    spec.options.mem_mb.map_or(super::kvm::DEFAULT_MEM_MB, |m| m.get()),
+                    spec.options.cpus.map_or(1, |c| c.get()),
                 )
             }
         }
@@ -244,7 +243,7 @@ pub fn release_storage(run_dir: &std::path::Path) {
 /// The read-only base subvolume of `rootfs` in `storage`, made on first use.
 fn btrfs_base(storage: &std::path::Path, rootfs: &std::path::Path) -> Result<std::path::PathBuf, HostError> {
     let text = rootfs.display().to_string();
-    let base = storage.join(format!(".base-{:016x}", crate::lab::topology::fnv1a(&[text.as_bytes()])));
+    let base = storage.join(format!(".base-{:016x}", crate::vocab::fnv1a(&[text.as_bytes()])));
     if base.is_dir() {
         return Ok(base);
     }
@@ -597,7 +596,7 @@ impl RunningNode for NsNode {
         }
         let out = Collector::start(child.stdout.take().map(|s| Box::new(s) as Box<dyn Read + Send>));
         let err = Collector::start(child.stderr.take().map(|s| Box::new(s) as Box<dyn Read + Send>));
-        let status = wait_with_deadline(&mut child, req.timeout)?;
+        let status = wait_with_deadline(&mut child, req.timeout.get())?;
         // A background process started by the command may keep the pipes
         // open; take what arrived shortly after the command itself ended.
         let linger = Instant::now() + OUTPUT_LINGER;

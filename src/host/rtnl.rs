@@ -16,8 +16,8 @@ use netlink_packet_route::route::{
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 
-use crate::lab::addr::{Cidr, Prefix};
-use crate::switch::frame::MacAddr;
+use crate::vocab::addr::{Cidr, Prefix};
+use crate::vocab::MacAddr;
 
 pub struct Rtnl {
     socket: Socket,

@@ -17,10 +17,10 @@ use nix::unistd::Pid;
 use super::guest::{bring_up_nic, console_log, console_socket, console_tail, route_command, AgentLine};
 use super::mconsole::Mconsole;
 use super::{proc_start_time, ExecOutput, ExecRequest, HostError, NodeSpec, ProcRecord, RunningNode};
-use crate::lab::addr::{Cidr, Route};
-use crate::switch::frame::MacAddr;
 use crate::switch::port::{PortIo, RawPort};
 use crate::sys::proc::node_process;
+use crate::vocab::addr::{Cidr, Route};
+use crate::vocab::MacAddr;
 
 /// How long a guest may take to boot until its agent answers.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -354,7 +354,7 @@ impl RunningNode for UmlNode {
         if !super::is_alive(&self.record) {
             return Err(HostError::Gone(self.name.clone()));
         }
-        self.agent.exec(&req.argv, &req.stdin, req.timeout)
+        self.agent.exec(&req.argv, &req.stdin, req.timeout.get())
     }
 
     fn ping(&mut self, target: std::net::IpAddr, timeout: Duration) -> Result<Option<Duration>, HostError> {

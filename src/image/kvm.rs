@@ -168,7 +168,7 @@ pub fn build(
         rootfs.fingerprint.as_bytes(),
     ];
     parts.extend(module_bytes.iter().map(Vec::as_slice));
-    let fingerprint = format!("{:016x}", crate::lab::topology::fnv1a(&parts));
+    let fingerprint = format!("{:016x}", crate::vocab::fnv1a(&parts));
     let meta = dir.join(META);
     if let Some(img) = find(dir).filter(|i| i.fingerprint == fingerprint && !force) {
         return Ok((img, super::Built::UpToDate));

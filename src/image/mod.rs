@@ -101,7 +101,7 @@ impl Recipe {
         for (l, t) in &self.symlinks {
             parts.extend([l.as_bytes(), t.as_bytes()]);
         }
-        let h = crate::lab::topology::fnv1a(&parts);
+        let h = crate::vocab::fnv1a(&parts);
         format!("{h:016x}")
     }
 }

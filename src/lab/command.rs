@@ -5,17 +5,20 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-use super::addr::{Cidr, Route};
-use super::topology::{Iface, LinkImpairment, LinkModel, NodeKind, Topology};
+use super::topology::{Iface, LinkModel, Topology};
 use crate::host::{ExecOutput, ExecRequest};
 use crate::switch::counters::CounterSnapshot;
-use crate::switch::vlan::VlanMode;
+use crate::vocab::addr::{Cidr, Route};
+use crate::vocab::impair::LinkImpairment;
+use crate::vocab::node::check_path;
+use crate::vocab::VlanMode;
+use crate::vocab::{Cpus, MemMb, NodeKind, VocabError};
 
 /// Options of a new link or LAN port.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LinkOptions {
     /// MTU of the created interfaces (default 1500).
-    pub mtu: Option<u32>,
+    pub mtu: Option<crate::vocab::Mtu>,
     /// 802.1Q mode of a LAN port (default: access port of VLAN 1).
     pub vlan: Option<VlanMode>,
     /// Interface names (default: the next free `ethN`): of the first and
@@ -40,7 +43,7 @@ pub struct CaptureInfo {
     pub file: std::path::PathBuf,
 }
 
-pub use super::topology::NodeOptions;
+pub use crate::vocab::NodeOptions;
 
 /// What a clone is made from.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -169,7 +172,8 @@ pub enum Command {
     Ping {
         from: String,
         to: PingTarget,
-        timeout_ms: u64,
+        #[serde(with = "crate::vocab::units::timeout_ms")]
+        timeout_ms: crate::vocab::Timeout,
     },
     NodeInfo {
         node: String,
@@ -194,9 +198,9 @@ pub enum Command {
         source: CloneSource,
         name: String,
         #[serde(default)]
-        mem_mb: Option<u32>,
+        mem_mb: Option<MemMb>,
         #[serde(default)]
-        cpus: Option<u32>,
+        cpus: Option<Cpus>,
     },
     /// Brings a node's disk back to a snapshot (the node restarts).
     Restore {
@@ -226,6 +230,67 @@ pub enum Command {
     Topology,
     /// Name, size and age of the lab.
     LabInfo,
+}
+
+/// The most words a command run in a node may have, and the most bytes
+/// of standard input it is given.
+pub const MAX_EXEC_ARGS: usize = 4096;
+pub const MAX_EXEC_STDIN: usize = 64 << 20;
+
+impl LinkOptions {
+    fn check(&self) -> Result<(), VocabError> {
+        if let Some(v) = &self.vlan {
+            v.check()?;
+        }
+        if let Some(i) = &self.impair {
+            i.check()?;
+        }
+        Ok(())
+    }
+}
+
+impl Command {
+    /// The rules a command must follow whoever sent it (a script, the
+    /// control socket, the GUI, a saved or imported lab), beyond the
+    /// ranges its typed values carry: which options fit a node's kind,
+    /// trunks without repeats, impairment parameters that go together,
+    /// and bounded, well-formed words and paths. Names are checked by the
+    /// topology; whether things exist, by the lab.
+    pub fn check(&self) -> Result<(), VocabError> {
+        match self {
+            Command::AddNode { kind, options, .. } => options.check(*kind),
+            Command::AddLink { options, .. } | Command::JoinLan { options, .. } => options.check(),
+            Command::LinkLans { vlan: Some(v), .. } => v.check(),
+            Command::SetImpairment { impair, .. } => impair.check(),
+            Command::Exec { request, .. } => {
+                let argv = &request.argv;
+                if argv.is_empty() {
+                    return Err(VocabError::invalid("argv", "a command needs at least a program"));
+                }
+                if argv.len() > MAX_EXEC_ARGS {
+                    return Err(VocabError::OutOfRange {
+                        option: "argv",
+                        value: format!("{} words", argv.len()),
+                        range: "at most 4096",
+                    });
+                }
+                if argv.iter().any(|a| a.contains('\0')) {
+                    return Err(VocabError::invalid("argv", "a word contains a NUL byte"));
+                }
+                if request.stdin.len() > MAX_EXEC_STDIN {
+                    return Err(VocabError::OutOfRange {
+                        option: "stdin",
+                        value: format!("{} bytes", request.stdin.len()),
+                        range: "at most 64 MiB",
+                    });
+                }
+                Ok(())
+            }
+            Command::StartCapture { file, .. } => check_path("file", file),
+            Command::SaveLab { dir } | Command::LoadLab { dir } => check_path("dir", dir),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// A running lab as `clonet ls` shows it.

@@ -109,11 +109,15 @@ impl Answer {
 /// Parses one request line: its id (when it has one, even if the rest is
 /// wrong) and what it asks for, or why it cannot be understood. Sans-IO.
 pub fn parse_request(line: &str) -> (Option<u64>, Result<Action, String>) {
-    let request: Request = match serde_json::from_str(line) {
+    // The error names the field that was refused (`command.options.cpus`).
+    let mut reader = serde_json::Deserializer::from_str(line);
+    let parsed = serde_path_to_error::deserialize(&mut reader).map_err(|e| (e.path().to_string(), e.into_inner()));
+    let request: Request = match parsed.and_then(|r| reader.end().map(|()| r).map_err(|e| (".".into(), e))) {
         Ok(r) => r,
         Err(e) => {
             let id = serde_json::from_str::<serde_json::Value>(line).ok().and_then(|v| v.get("id")?.as_u64());
-            return (id, Err(format!("malformed request: {e}")));
+            let (path, why) = e;
+            return (id, Err(format!("malformed request: {path}: {why}")));
         }
     };
     let id = request.id;

@@ -8,7 +8,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::command::PortReport;
-use super::topology::{NodeKind, NodeModel, Topology};
+use super::topology::{NodeModel, Topology};
+use crate::vocab::NodeKind;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
@@ -143,7 +144,7 @@ pub fn diff(before: &Topology, after: &Topology) -> Vec<Event> {
         out.push(Event::LanRemoved { lan: name.clone() });
     }
     // Point-to-point links and links between LANs alike: (up, impairment).
-    let links = |t: &Topology| -> std::collections::BTreeMap<String, (bool, super::topology::LinkImpairment)> {
+    let links = |t: &Topology| -> std::collections::BTreeMap<String, (bool, crate::vocab::impair::LinkImpairment)> {
         t.links
             .values()
             .map(|l| (l.name.clone(), (l.up, l.impair.clone())))
@@ -177,7 +178,7 @@ pub fn diff(before: &Topology, after: &Topology) -> Vec<Event> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lab::topology::LinkImpairment;
+    use crate::vocab::impair::LinkImpairment;
 
     fn lab() -> Topology {
         let mut t = Topology::new("t");
@@ -209,8 +210,8 @@ mod tests {
     #[test]
     fn link_state_impairments_and_deaths_are_events() {
         let mut before = lab();
-        let x = before.plan_iface("a", None, 1500).unwrap();
-        let y = before.plan_iface("b", None, 1500).unwrap();
+        let x = before.plan_iface("a", None, crate::vocab::Mtu::ETHERNET).unwrap();
+        let y = before.plan_iface("b", None, crate::vocab::Mtu::ETHERNET).unwrap();
         before.add_link("a--b", ("a", x), ("b", y)).unwrap();
         let link = before.links.keys().next().unwrap().clone();
         let mut after = before.clone();

@@ -2,8 +2,9 @@
 //! (force-directed, deterministic), for `clonet graph`. Sans-IO.
 use std::fmt::Write as _;
 
-use super::topology::{LinkImpairment, NodeKind, Topology};
-use crate::switch::impair::{LossModel, Params};
+use super::topology::Topology;
+use crate::vocab::impair::{LinkImpairment, LossModel, Params};
+use crate::vocab::NodeKind;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
@@ -79,7 +80,7 @@ fn elements(t: &Topology) -> (Vec<Vertex>, Vec<Edge>) {
 }
 
 fn direction_label(p: &Params) -> String {
-    let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
+    let ms = |d: crate::vocab::Delay| d.get().as_secs_f64() * 1000.0;
     let mut parts = Vec::new();
     if !p.delay.is_zero() {
         let jitter = if p.jitter.is_zero() { String::new() } else { format!(" ±{}", trim(ms(p.jitter))) };
@@ -87,17 +88,17 @@ fn direction_label(p: &Params) -> String {
     }
     match p.loss {
         LossModel::None => {}
-        LossModel::Random { p, .. } => parts.push(format!("{}% loss", trim(p * 100.0))),
+        LossModel::Random { p, .. } => parts.push(format!("{}% loss", trim(p.get() * 100.0))),
         LossModel::Gilbert { .. } => parts.push("Gilbert loss".into()),
     }
-    if p.duplicate > 0.0 {
-        parts.push(format!("{}% dup", trim(p.duplicate * 100.0)));
+    if !p.duplicate.is_zero() {
+        parts.push(format!("{}% dup", trim(p.duplicate.get() * 100.0)));
     }
-    if p.corrupt > 0.0 {
-        parts.push(format!("{}% corrupt", trim(p.corrupt * 100.0)));
+    if !p.corrupt.is_zero() {
+        parts.push(format!("{}% corrupt", trim(p.corrupt.get() * 100.0)));
     }
     if let Some(rate) = p.rate {
-        parts.push(match rate {
+        parts.push(match rate.get() {
             r if r >= 1_000_000_000 => format!("{} Gbit/s", trim(r as f64 / 1e9)),
             r if r >= 1_000_000 => format!("{} Mbit/s", trim(r as f64 / 1e6)),
             r => format!("{} kbit/s", trim(r as f64 / 1e3)),
@@ -334,21 +335,29 @@ pub fn render(t: &Topology, format: Format) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[allow(unused_imports)]
+    use crate::vocab::units::test_values::{delay, limit, p as prob, rate};
+    #[allow(unused_imports)]
+    use crate::vocab::VlanId;
+    #[allow(dead_code)]
+    fn vid(v: u16) -> VlanId {
+        VlanId::new(v).unwrap()
+    }
 
     fn lab() -> Topology {
         let mut t = Topology::new("demo");
         t.add_node("a", NodeKind::Ns).unwrap();
         t.add_node("r", NodeKind::Uml).unwrap();
         t.add_lan("sw").unwrap();
-        let x = t.plan_iface("a", None, 1500).unwrap();
-        let y = t.plan_iface("r", None, 1500).unwrap();
+        let x = t.plan_iface("a", None, crate::vocab::Mtu::ETHERNET).unwrap();
+        let y = t.plan_iface("r", None, crate::vocab::Mtu::ETHERNET).unwrap();
         t.add_link("a--r", ("a", x), ("r", y)).unwrap();
         let l = t.links.get_mut("a--r").unwrap();
         l.up = false;
-        l.impair.a_to_b.delay = std::time::Duration::from_millis(20);
-        l.impair.b_to_a.delay = std::time::Duration::from_millis(20);
-        l.impair.b_to_a.loss = LossModel::Random { p: 0.01, correlation: 0.0 };
-        let z = t.plan_iface("r", None, 1500).unwrap();
+        l.impair.a_to_b.delay = crate::vocab::Delay::from_millis(20).unwrap();
+        l.impair.b_to_a.delay = crate::vocab::Delay::from_millis(20).unwrap();
+        l.impair.b_to_a.loss = LossModel::Random { p: prob(0.01), correlation: prob(0.0) };
+        let z = t.plan_iface("r", None, crate::vocab::Mtu::ETHERNET).unwrap();
         t.add_lan_member("sw", "r", z, Default::default()).unwrap();
         t
     }

@@ -8,10 +8,8 @@
 //! override them for one direction.
 //!
 //! Owns: the option vocabulary. Must not touch: Rhai, the switch.
-use std::time::Duration;
-
-use super::topology::LinkImpairment;
-use crate::switch::impair::{self, Distribution, LossModel, Params};
+use crate::vocab::impair::{self, LinkImpairment, LossModel, Params};
+use crate::vocab::{Delay, Probability, QueueLimit, VocabError};
 
 /// One option value, independent of the script engine.
 #[derive(Clone, Debug, PartialEq)]
@@ -52,21 +50,21 @@ fn number(key: &str, v: &OptValue) -> Result<f64, String> {
     }
 }
 
-fn time(key: &str, v: &OptValue) -> Result<Duration, String> {
+fn time(key: &'static str, v: &OptValue) -> Result<Delay, String> {
     match v {
-        OptValue::Text(t) => impair::parse_time(t).map_err(|e| format!("{key}: {e}")),
+        OptValue::Text(t) => impair::parse_time(key, t).map_err(|e| e.to_string()),
         _ => {
             let ms = number(key, v)?;
             if ms < 0.0 {
                 return Err(format!("{key}: {ms} ms is negative"));
             }
-            Ok(Duration::from_secs_f64(ms / 1e3))
+            impair::millis(key, ms).map_err(|e| e.to_string())
         }
     }
 }
 
-fn percent(key: &'static str, v: &OptValue) -> Result<f64, String> {
-    impair::percent(key, number(key, v)?).map_err(|e| format!("{key}: {e}"))
+fn percent(key: &'static str, v: &OptValue) -> Result<Probability, String> {
+    Probability::percent(key, number(key, v)?).map_err(|e| e.to_string())
 }
 
 fn count(key: &str, v: &OptValue, min: i64) -> Result<i64, String> {
@@ -85,7 +83,7 @@ fn gilbert(v: &OptValue) -> Result<LossModel, String> {
     if kind != "gilbert" {
         return Err(format!("unknown loss_model {kind:?} (known: gilbert)"));
     }
-    let (mut p, mut r, mut h, mut k) = (None, None, 0.0, 1.0);
+    let (mut p, mut r, mut h, mut k) = (None, None, Probability::ZERO, Probability::ONE);
     for (key, value) in g {
         match key.as_str() {
             "p" => p = Some(percent("gilbert p", value)?),
@@ -107,10 +105,10 @@ fn direction(base: &Params, opts: &[(String, OptValue)]) -> Result<Params, Strin
     let mut correlation = None;
     for (key, v) in opts {
         match key.as_str() {
-            "delay" => p.delay = time(key, v)?,
-            "jitter" => p.jitter = time(key, v)?,
+            "delay" => p.delay = time("delay", v)?,
+            "jitter" => p.jitter = time("jitter", v)?,
             "distribution" => match v {
-                OptValue::Text(t) => p.distribution = impair::parse_distribution(t).map_err(|e| e.to_string())?,
+                OptValue::Text(t) => p.distribution = t.parse().map_err(|e: VocabError| e.to_string())?,
                 other => return Err(format!("distribution must be a string, not {other:?}")),
             },
             "loss" => loss = Some(percent("loss", v)?),
@@ -118,13 +116,16 @@ fn direction(base: &Params, opts: &[(String, OptValue)]) -> Result<Params, Strin
             "loss_model" => p.loss = gilbert(v)?,
             "duplicate" => p.duplicate = percent("duplicate", v)?,
             "reorder" => p.reorder = percent("reorder", v)?,
-            "gap" => p.gap = count(key, v, 0)? as u32,
+            "gap" => {
+                p.gap =
+                    u32::try_from(count(key, v, 0)?).map_err(|_| format!("{key}: out of range (0..={})", u32::MAX))?
+            }
             "corrupt" => p.corrupt = percent("corrupt", v)?,
             "rate" => match v {
                 OptValue::Text(t) => p.rate = Some(impair::parse_rate(t).map_err(|e| e.to_string())?),
                 other => return Err(format!("rate must be a string like \"10mbit\", not {other:?}")),
             },
-            "limit" => p.limit = count(key, v, 1)? as usize,
+            "limit" => p.limit = QueueLimit::new(count(key, v, 1)?).map_err(|e| e.to_string())?,
             _ => {}
         }
     }
@@ -133,18 +134,21 @@ fn direction(base: &Params, opts: &[(String, OptValue)]) -> Result<Params, Strin
             return Err("give either loss or loss_model, not both".into())
         }
         (Some(l), c, _) => {
-            p.loss = if l == 0.0 { LossModel::None } else { LossModel::Random { p: l, correlation: c.unwrap_or(0.0) } }
+            p.loss = if l.is_zero() {
+                LossModel::None
+            } else {
+                LossModel::Random { p: l, correlation: c.unwrap_or(Probability::ZERO) }
+            }
         }
         (None, Some(c), LossModel::Random { p: l, .. }) => p.loss = LossModel::Random { p: l, correlation: c },
         (None, Some(_), _) => return Err("loss_correlation needs a loss".into()),
         (None, None, _) => {}
     }
-    if p.reorder > 0.0 && p.delay.is_zero() {
-        return Err("reorder needs a delay (reordered frames skip it to overtake the others)".into());
-    }
-    if p.gap > 0 && p.reorder == 0.0 {
-        return Err("gap needs a reorder percentage".into());
-    }
+    p.check().map_err(|e| match e {
+        // The rule's own sentence is the message scripts have always seen.
+        VocabError::Invalid { why, .. } => why,
+        other => other.to_string(),
+    })?;
     Ok(p)
 }
 
@@ -183,8 +187,8 @@ pub fn parse(opts: &[(String, OptValue)]) -> Result<Option<LinkImpairment>, Stri
 }
 
 /// `20ms`, `250us`, `1500ns`: the shortest exact spelling.
-pub fn format_time(d: Duration) -> String {
-    let ns = d.as_nanos();
+pub fn format_time(d: Delay) -> String {
+    let ns = d.get().as_nanos();
     if ns.is_multiple_of(1_000_000) {
         format!("{}ms", ns / 1_000_000)
     } else if ns.is_multiple_of(1_000) {
@@ -194,7 +198,8 @@ pub fn format_time(d: Duration) -> String {
     }
 }
 
-pub fn format_rate(bits: u64) -> String {
+pub fn format_rate(rate: crate::vocab::Rate) -> String {
+    let bits = rate.get();
     for (unit, f) in [("gbit", 1_000_000_000), ("mbit", 1_000_000), ("kbit", 1_000)] {
         if bits.is_multiple_of(f) {
             return format!("{}{unit}", bits / f);
@@ -203,8 +208,8 @@ pub fn format_rate(bits: u64) -> String {
     format!("{bits}bit")
 }
 
-fn pct(p: f64) -> OptValue {
-    let v = p * 100.0;
+fn pct(p: Probability) -> OptValue {
+    let v = p.get() * 100.0;
     // Keep integers integers; strip float noise from the percentage.
     let rounded = (v * 1e9).round() / 1e9;
     if rounded.fract() == 0.0 {
@@ -225,18 +230,13 @@ fn render_direction(p: &Params) -> Vec<(String, OptValue)> {
         put("jitter", OptValue::Text(format_time(p.jitter)));
     }
     if p.distribution != d.distribution {
-        let name = match p.distribution {
-            Distribution::Uniform => "uniform",
-            Distribution::Normal => "normal",
-            Distribution::Pareto => "pareto",
-        };
-        put("distribution", OptValue::Text(name.into()));
+        put("distribution", OptValue::Text(p.distribution.to_string()));
     }
     match p.loss {
         LossModel::None => {}
         LossModel::Random { p, correlation } => {
             put("loss", pct(p));
-            if correlation > 0.0 {
+            if !correlation.is_zero() {
                 put("loss_correlation", pct(correlation));
             }
         }
@@ -245,23 +245,23 @@ fn render_direction(p: &Params) -> Vec<(String, OptValue)> {
             put("loss_model", OptValue::Map(vec![("gilbert".into(), OptValue::Map(g))]));
         }
     }
-    if p.duplicate > 0.0 {
+    if !p.duplicate.is_zero() {
         put("duplicate", pct(p.duplicate));
     }
-    if p.reorder > 0.0 {
+    if !p.reorder.is_zero() {
         put("reorder", pct(p.reorder));
     }
     if p.gap > 0 {
         put("gap", OptValue::Int(p.gap as i64));
     }
-    if p.corrupt > 0.0 {
+    if !p.corrupt.is_zero() {
         put("corrupt", pct(p.corrupt));
     }
     if let Some(r) = p.rate {
         put("rate", OptValue::Text(format_rate(r)));
     }
     if p.limit != d.limit {
-        put("limit", OptValue::Int(p.limit as i64));
+        put("limit", OptValue::Int(p.limit.get().into()));
     }
     out
 }
@@ -299,6 +299,14 @@ pub fn to_rhai(v: &OptValue) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[allow(unused_imports)]
+    use crate::vocab::units::test_values::{delay, limit, p as prob, rate};
+    #[allow(unused_imports)]
+    use crate::vocab::VlanId;
+    #[allow(dead_code)]
+    fn vid(v: u16) -> VlanId {
+        VlanId::new(v).unwrap()
+    }
 
     fn t(s: &str) -> OptValue {
         OptValue::Text(s.into())
@@ -306,6 +314,7 @@ mod tests {
     fn opts(v: Vec<(&str, OptValue)>) -> Vec<(String, OptValue)> {
         v.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
     }
+    use std::time::Duration;
     const MS: Duration = Duration::from_millis(1);
 
     #[test]
@@ -314,8 +323,8 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(imp.a_to_b, imp.b_to_a);
-        assert_eq!(imp.a_to_b.delay, 20 * MS);
-        assert_eq!(imp.a_to_b.loss, LossModel::Random { p: 0.015, correlation: 0.0 });
+        assert_eq!(imp.a_to_b.delay.get(), 20 * MS);
+        assert_eq!(imp.a_to_b.loss, LossModel::Random { p: prob(0.015), correlation: prob(0.0) });
         assert_eq!(imp.seed, Some(7));
         let imp = parse(&opts(vec![
             ("delay", OptValue::Int(5)),
@@ -324,8 +333,8 @@ mod tests {
         ]))
         .unwrap()
         .unwrap();
-        assert_eq!((imp.a_to_b.delay, imp.a_to_b.rate), (5 * MS, Some(10_000_000)));
-        assert_eq!((imp.b_to_a.delay, imp.b_to_a.rate), (50 * MS, None));
+        assert_eq!((imp.a_to_b.delay, imp.a_to_b.rate), (delay(5 * MS), Some(rate(10_000_000))));
+        assert_eq!((imp.b_to_a.delay, imp.b_to_a.rate), (delay(50 * MS), None));
         assert_eq!(parse(&opts(vec![("mtu", OptValue::Int(9000))])).unwrap(), None);
     }
 
@@ -336,10 +345,10 @@ mod tests {
             OptValue::Map(opts(vec![("p", OptValue::Int(5)), ("r", OptValue::Int(50))])),
         )]));
         let imp = parse(&opts(vec![("loss_model", g)])).unwrap().unwrap();
-        assert_eq!(imp.a_to_b.loss, LossModel::Gilbert { p: 0.05, r: 0.5, h: 0.0, k: 1.0 });
+        assert_eq!(imp.a_to_b.loss, LossModel::Gilbert { p: prob(0.05), r: prob(0.5), h: prob(0.0), k: prob(1.0) });
         let imp =
             parse(&opts(vec![("loss", OptValue::Int(10)), ("loss_correlation", OptValue::Int(25))])).unwrap().unwrap();
-        assert_eq!(imp.b_to_a.loss, LossModel::Random { p: 0.1, correlation: 0.25 });
+        assert_eq!(imp.b_to_a.loss, LossModel::Random { p: prob(0.1), correlation: prob(0.25) });
     }
 
     #[test]
@@ -390,8 +399,8 @@ mod tests {
             let imp = parse(&o).unwrap().unwrap();
             assert_eq!(parse(&render(&imp)).unwrap().unwrap(), imp, "{o:?}");
         }
-        assert_eq!(format_time(Duration::from_micros(1500)), "1500us");
-        assert_eq!(format_rate(2_000_000_000), "2gbit");
+        assert_eq!(format_time(Delay::new("delay", Duration::from_micros(1500)).unwrap()), "1500us");
+        assert_eq!(format_rate(rate(2_000_000_000)), "2gbit");
         assert_eq!(to_rhai(&OptValue::Map(opts(vec![("delay", t("2ms"))]))), r#"#{ delay: "2ms" }"#);
     }
 }

@@ -8,7 +8,6 @@
 //!
 //! Owns: the topology, running nodes, switch ports and segments, the run
 //! directory. Must not touch: Rhai, terminal output other than warnings.
-pub mod addr;
 pub mod capture;
 pub mod command;
 pub mod control;
@@ -28,7 +27,6 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use command::{CloneSource, FdbRow, LinkOptions, NodeInfo, NodeOptions, PingTarget, PortReport, SnapshotInfo};
 pub use command::{Command, Reply};
@@ -36,14 +34,13 @@ pub use command::{Command, Reply};
 use crate::host::{HostError, NodeHost, NodeSpec, RunningNode};
 use crate::switch::counters::PortCounters;
 use crate::switch::fabric::Segment;
-use crate::switch::vlan::VlanMode;
 use crate::switch::{PortId, SegmentId, Switch, SwitchError};
-use addr::{Cidr, CidrError, Route};
+use crate::vocab::addr::{Cidr, CidrError, Route};
+use crate::vocab::impair::LinkImpairment;
+use crate::vocab::VlanMode;
+use crate::vocab::{Mtu, NodeKind};
 use rundir::{RunDir, RunDirError};
-use topology::{Attachment, IfaceRef, NewIface, NodeKind, Topology, TopologyError};
-
-/// Default MTU of node interfaces.
-pub const DEFAULT_MTU: u32 = 1500;
+use topology::{Attachment, IfaceRef, NewIface, Topology, TopologyError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LabError {
@@ -59,10 +56,11 @@ pub enum LabError {
     Address(#[from] CidrError),
     #[error("node {0:?} has no address to reach")]
     NoAddress(String),
-    #[error("MTU {0} is out of range (68..=65521)")]
-    BadMtu(u32),
     #[error("VLAN options apply to LAN ports, not to point-to-point links")]
     VlanOnLink,
+    /// A command that breaks the vocabulary's rules (see `Command::check`).
+    #[error(transparent)]
+    Invalid(#[from] crate::vocab::VocabError),
     #[error(transparent)]
     Snapshot(#[from] snapshot::SnapshotError),
     #[error("node {node:?} is a {kind} node, snapshot {snapshot:?} is of a {other} node")]
@@ -321,6 +319,8 @@ impl Lab {
 
     /// Executes one command.
     pub fn execute(&mut self, cmd: Command) -> Result<Reply, LabError> {
+        // Before anything else, so a bad command changes nothing.
+        cmd.check()?;
         let before = (!self.watchers.is_empty()).then(|| self.topo.clone());
         let reply = self.execute_and_show(cmd);
         if let Some(before) = before {
@@ -374,7 +374,7 @@ impl Lab {
                     PingTarget::Addr(a) => a,
                     PingTarget::Node(n) => self.address_of(&n)?,
                 };
-                let rtt = self.running_mut(&from)?.ping(target, Duration::from_millis(timeout_ms))?;
+                let rtt = self.running_mut(&from)?.ping(target, timeout_ms.get())?;
                 Ok(Reply::Ping { rtt_us: rtt.map(|d| d.as_micros() as u64) })
             }
             Command::NodeInfo { node } => Ok(Reply::Node(self.node_info(&node)?)),
@@ -469,12 +469,8 @@ impl Lab {
         Ok(Reply::Done)
     }
 
-    fn mtu(options: &LinkOptions) -> Result<u32, LabError> {
-        let mtu = options.mtu.unwrap_or(DEFAULT_MTU);
-        if !(68..=65521).contains(&mtu) {
-            return Err(LabError::BadMtu(mtu));
-        }
-        Ok(mtu)
+    fn mtu(options: &LinkOptions) -> Result<Mtu, LabError> {
+        Ok(options.mtu.unwrap_or(Mtu::ETHERNET))
     }
 
     /// Creates a node interface and plugs it into switch segment `seg`.
@@ -487,9 +483,9 @@ impl Lab {
         vlan: VlanMode,
     ) -> Result<(), LabError> {
         self.host.make_room_for_interfaces(self.ports.len() + 1);
-        let io = self.running_mut(node)?.add_iface(&new.name, new.mac, new.mtu)?;
+        let io = self.running_mut(node)?.add_iface(&new.name, new.mac, new.mtu.get())?;
         let gso = io.gso();
-        let (id, counters) = self.switch().add_port(seg, io, new.mtu as usize, gso, vlan)?;
+        let (id, counters) = self.switch().add_port(seg, io, new.mtu.get() as usize, gso, vlan)?;
         let lan = self.topo.lans.contains_key(segment_name);
         self.publish_port((node.to_string(), new.name.clone()), id, segment_name, lan);
         self.ports.insert(
@@ -760,8 +756,8 @@ impl Lab {
         &mut self,
         source: CloneSource,
         name: &str,
-        mem_mb: Option<u32>,
-        cpus: Option<u32>,
+        mem_mb: Option<crate::vocab::MemMb>,
+        cpus: Option<crate::vocab::Cpus>,
     ) -> Result<Reply, LabError> {
         self.topo.check_new_node(name)?;
         let snap = match source {
@@ -1076,7 +1072,7 @@ impl Lab {
         let seg = self.segment(&old.segment)?;
         let gso = io.gso();
         let vlan = iface.vlan.clone().unwrap_or_default();
-        let id = self.switch().readd_port(seg, io, iface.mtu as usize, gso, vlan, old.counters.clone())?;
+        let id = self.switch().readd_port(seg, io, iface.mtu.get() as usize, gso, vlan, old.counters.clone())?;
         let lan = self.topo.lans.contains_key(&old.segment);
         self.publish_port(key(end), id, &old.segment, lan);
         let segment = old.segment.clone();
@@ -1119,11 +1115,11 @@ impl Lab {
         Err(TopologyError::NoSuchLink(name.to_string()).into())
     }
 
-    fn impairment_of(&self, wire: &Wire) -> topology::LinkImpairment {
+    fn impairment_of(&self, wire: &Wire) -> LinkImpairment {
         self.topo.impairment(&Self::wire_name(wire)).cloned().unwrap_or_default()
     }
 
-    fn store_impairment(&mut self, wire: &Wire, imp: topology::LinkImpairment) {
+    fn store_impairment(&mut self, wire: &Wire, imp: LinkImpairment) {
         if let Some(slot) = self.topo.impairment_mut(&Self::wire_name(wire)) {
             *slot = imp;
         }
@@ -1166,9 +1162,9 @@ impl Lab {
 
     /// The seed of one direction: the wire's own, else the lab's (mixed
     /// with the wire's name), else a fresh random one.
-    fn direction_seed(&self, imp: &topology::LinkImpairment, name: &str, direction: u8) -> u64 {
+    fn direction_seed(&self, imp: &LinkImpairment, name: &str, direction: u8) -> u64 {
         match imp.seed.map(|s| (s, "")).or(self.seed.map(|s| (s, name))) {
-            Some((seed, name)) => topology::fnv1a(&[&seed.to_le_bytes(), name.as_bytes(), &[direction]]),
+            Some((seed, name)) => crate::vocab::fnv1a(&[&seed.to_le_bytes(), name.as_bytes(), &[direction]]),
             None => {
                 use std::hash::{BuildHasher, Hasher};
                 let mut h = std::collections::hash_map::RandomState::new().build_hasher();
@@ -1192,7 +1188,7 @@ impl Lab {
         Ok(())
     }
 
-    fn set_impairment(&mut self, name: &str, imp: topology::LinkImpairment) -> Result<(), LabError> {
+    fn set_impairment(&mut self, name: &str, imp: LinkImpairment) -> Result<(), LabError> {
         let wire = self.wire(name)?;
         let old = self.impairment_of(&wire);
         self.store_impairment(&wire, imp);
@@ -1366,6 +1362,15 @@ impl Drop for Lab {
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[allow(unused_imports)]
+    use crate::vocab::units::test_values::{delay, limit, p as prob, rate};
+    #[allow(unused_imports)]
+    use crate::vocab::VlanId;
+    use std::time::Duration;
+    #[allow(dead_code)]
+    fn vid(v: u16) -> VlanId {
+        VlanId::new(v).unwrap()
+    }
     use crate::host::fake::FakeHost;
     use crate::switch::frame::VNET_HDR_LEN;
 
@@ -1424,9 +1429,11 @@ mod tests {
         let host = FakeHost::default();
         let (mut lab, _dir) = lab(&host);
         lab.execute(Command::AddLan { name: "sw".into() }).unwrap();
-        for (n, vlan) in
-            [("h", VlanMode::Access(10)), ("r", VlanMode::Trunk(vec![10, 20])), ("g", VlanMode::Access(20))]
-        {
+        for (n, vlan) in [
+            ("h", VlanMode::Access(vid(10))),
+            ("r", VlanMode::Trunk(vec![vid(10), vid(20)])),
+            ("g", VlanMode::Access(vid(20))),
+        ] {
             lab.execute(Command::AddNode { options: NodeOptions::default(), name: n.into(), kind: NodeKind::Ns })
                 .unwrap();
             let options = LinkOptions { vlan: Some(vlan), ..Default::default() };

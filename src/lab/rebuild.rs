@@ -7,7 +7,6 @@ use serde::{Deserialize, Serialize};
 
 use super::command::{Command, LinkOptions};
 use super::topology::{Topology, UplinkModel};
-use super::DEFAULT_MTU;
 
 /// What `save_lab` writes next to the disks: the topology and, per node,
 /// the file or directory (relative to the save) holding its disk state.
@@ -22,7 +21,7 @@ pub const SAVED_LAB_FILE: &str = "lab.json";
 /// The commands that re-create everything but the nodes, in order.
 pub fn wiring(topo: &Topology) -> Vec<Command> {
     let mut cmds = Vec::new();
-    let mtu = |m: u32| (m != DEFAULT_MTU).then_some(m);
+    let mtu = |m: crate::vocab::Mtu| (m != crate::vocab::Mtu::ETHERNET).then_some(m);
     for name in topo.lans.keys() {
         cmds.push(Command::AddLan { name: name.clone() });
     }
@@ -101,9 +100,17 @@ pub fn wiring(topo: &Topology) -> Vec<Command> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lab::addr::Route;
-    use crate::lab::topology::NodeKind;
-    use crate::switch::vlan::VlanMode;
+    #[allow(unused_imports)]
+    use crate::vocab::units::test_values::{delay, limit, p as prob, rate};
+    #[allow(unused_imports)]
+    use crate::vocab::VlanId;
+    #[allow(dead_code)]
+    fn vid(v: u16) -> VlanId {
+        VlanId::new(v).unwrap()
+    }
+    use crate::vocab::addr::Route;
+    use crate::vocab::NodeKind;
+    use crate::vocab::VlanMode;
 
     #[test]
     fn every_detail_comes_back_in_order() {
@@ -113,15 +120,15 @@ mod tests {
         }
         t.add_lan("sw").unwrap();
         t.add_lan("sw2").unwrap();
-        let ia = t.plan_iface("a", Some("eth3"), 9000).unwrap();
-        let ib = t.next_iface("b", 9000).unwrap();
+        let ia = t.plan_iface("a", Some("eth3"), crate::vocab::Mtu::new(9000).unwrap()).unwrap();
+        let ib = t.next_iface("b", crate::vocab::Mtu::new(9000).unwrap()).unwrap();
         t.add_link("ab", ("a", ia), ("b", ib)).unwrap();
         t.add_addr("a", "eth3", "10.0.0.1/24".parse().unwrap()).unwrap();
         t.add_addr("a", "eth3", "fd00::1/64".parse().unwrap()).unwrap();
         t.set_link_up("ab", false).unwrap();
-        let ic = t.next_iface("c", 1500).unwrap();
-        t.add_lan_member("sw", "c", ic, VlanMode::Trunk(vec![10, 20])).unwrap();
-        t.add_uplink("sw", "sw2", VlanMode::Access(30)).unwrap();
+        let ic = t.next_iface("c", crate::vocab::Mtu::ETHERNET).unwrap();
+        t.add_lan_member("sw", "c", ic, VlanMode::Trunk(vec![vid(10), vid(20)])).unwrap();
+        t.add_uplink("sw", "sw2", VlanMode::Access(vid(30))).unwrap();
         t.add_route("a", Route { dst: "default".parse().unwrap(), via: Some("10.0.0.2".parse().unwrap()), dev: None })
             .unwrap();
         t.set_running("c", false).unwrap();

@@ -7,9 +7,9 @@
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write;
 
-use super::topology::{Iface, NodeKind, Topology};
-use super::DEFAULT_MTU;
-use crate::switch::vlan::VlanMode;
+use super::topology::{Iface, Topology};
+use crate::vocab::NodeKind;
+use crate::vocab::VlanMode;
 
 /// Script variable names for nodes and LANs: `n_<name>` and `l_<name>`,
 /// made unique.
@@ -29,14 +29,14 @@ fn variables(topo: &Topology) -> HashMap<String, String> {
 
 fn vlan_option(mode: &VlanMode) -> Option<String> {
     match mode {
-        VlanMode::Access(1) => None,
+        VlanMode::Access(v) if *v == crate::vocab::VlanId::DEFAULT => None,
         VlanMode::Access(v) => Some(format!("vlan: {v}")),
         VlanMode::Trunk(vs) => Some(format!("trunk: {vs:?}")),
     }
 }
 
 /// `key: value` words of a wire's impairments, as the API takes them.
-fn impairment_options(imp: &super::topology::LinkImpairment) -> Vec<String> {
+fn impairment_options(imp: &crate::vocab::impair::LinkImpairment) -> Vec<String> {
     super::impairment::render(imp).iter().map(|(k, v)| format!("{k}: {}", super::impairment::to_rhai(v))).collect()
 }
 
@@ -98,7 +98,7 @@ pub fn to_script(topo: &Topology) -> String {
         let mut o = vec![format!("name: {:?}", l.name)];
         o.extend(opts_of(ia, &l.a.node, "ip_a", "iface_a"));
         o.extend(opts_of(ib, &l.b.node, "ip_b", "iface_b"));
-        if ia.mtu != DEFAULT_MTU {
+        if ia.mtu != crate::vocab::Mtu::ETHERNET {
             o.push(format!("mtu: {}", ia.mtu));
         }
         o.extend(impairment_options(&l.impair));
@@ -109,7 +109,7 @@ pub fn to_script(topo: &Topology) -> String {
         for m in &lan.members {
             let i = iface(topo, &m.node, &m.iface);
             let mut o = opts_of(i, &m.node, "ip", "iface");
-            if i.mtu != DEFAULT_MTU {
+            if i.mtu != crate::vocab::Mtu::ETHERNET {
                 o.push(format!("mtu: {}", i.mtu));
             }
             o.extend(i.vlan.as_ref().and_then(vlan_option));
@@ -154,16 +154,24 @@ pub fn to_script(topo: &Topology) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lab::addr::Route;
-    use crate::lab::topology::NodeKind;
+    #[allow(unused_imports)]
+    use crate::vocab::units::test_values::{delay, limit, p as prob, rate};
+    #[allow(unused_imports)]
+    use crate::vocab::VlanId;
+    #[allow(dead_code)]
+    fn vid(v: u16) -> VlanId {
+        VlanId::new(v).unwrap()
+    }
+    use crate::vocab::addr::Route;
+    use crate::vocab::NodeKind;
 
     fn sample() -> Topology {
         let mut t = Topology::new("lab");
         for n in ["a", "b-1", "b_1"] {
             t.add_node(n, NodeKind::Ns).unwrap();
         }
-        let options = crate::lab::topology::NodeOptions {
-            mem_mb: Some(128),
+        let options = crate::vocab::NodeOptions {
+            mem_mb: Some(crate::vocab::MemMb::new(128).unwrap()),
             cpus: None,
             accel: None,
             rootfs: None,
@@ -173,27 +181,27 @@ mod tests {
         t.add_node_with("u", NodeKind::Uml, options).unwrap();
         t.add_lan("sw").unwrap();
         t.add_lan("sw2").unwrap();
-        let ia = t.plan_iface("a", Some("eth3"), 9000).unwrap();
-        let ib = t.next_iface("b-1", 9000).unwrap();
+        let ia = t.plan_iface("a", Some("eth3"), crate::vocab::Mtu::new(9000).unwrap()).unwrap();
+        let ib = t.next_iface("b-1", crate::vocab::Mtu::new(9000).unwrap()).unwrap();
         t.add_link("a--b-1#2", ("a", ia), ("b-1", ib)).unwrap();
         t.add_addr("a", "eth3", "10.0.0.1/24".parse().unwrap()).unwrap();
         t.add_addr("a", "eth3", "fd00::1/64".parse().unwrap()).unwrap();
         t.set_link_up("a--b-1#2", false).unwrap();
-        let i = t.next_iface("b_1", 1500).unwrap();
-        t.add_lan_member("sw", "b_1", i, VlanMode::Trunk(vec![10, 20])).unwrap();
-        t.add_uplink("sw", "sw2", VlanMode::Access(30)).unwrap();
+        let i = t.next_iface("b_1", crate::vocab::Mtu::ETHERNET).unwrap();
+        t.add_lan_member("sw", "b_1", i, VlanMode::Trunk(vec![vid(10), vid(20)])).unwrap();
+        t.add_uplink("sw", "sw2", VlanMode::Access(vid(30))).unwrap();
         t.add_route("a", Route { dst: "default".parse().unwrap(), via: Some("10.0.0.2".parse().unwrap()), dev: None })
             .unwrap();
         t.set_running("b_1", false).unwrap();
-        let delayed = crate::switch::impair::Params {
-            delay: std::time::Duration::from_millis(20),
-            loss: crate::switch::impair::LossModel::Random { p: 0.015, correlation: 0.0 },
+        let delayed = crate::vocab::impair::Params {
+            delay: delay(std::time::Duration::from_millis(20)),
+            loss: crate::switch::impair::LossModel::Random { p: prob(0.015), correlation: prob(0.0) },
             ..Default::default()
         };
         t.links.get_mut("a--b-1#2").unwrap().impair =
-            crate::lab::topology::LinkImpairment { a_to_b: delayed.clone(), b_to_a: delayed.clone(), seed: Some(9) };
+            crate::vocab::impair::LinkImpairment { a_to_b: delayed.clone(), b_to_a: delayed.clone(), seed: Some(9) };
         t.uplinks.values_mut().next().unwrap().impair =
-            crate::lab::topology::LinkImpairment { a_to_b: delayed, b_to_a: Default::default(), seed: None };
+            crate::vocab::impair::LinkImpairment { a_to_b: delayed, b_to_a: Default::default(), seed: None };
         t
     }
 

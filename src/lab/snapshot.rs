@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use super::names::{validate, NameError};
-use super::topology::{NodeKind, NodeOptions};
+use crate::vocab::{NodeKind, NodeOptions};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SnapshotError {

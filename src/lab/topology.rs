@@ -12,44 +12,12 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-use super::addr::{Cidr, Route};
 use super::names::{validate, NameError};
-use crate::switch::frame::MacAddr;
-use crate::switch::vlan::VlanMode;
-
-/// The kinds of node.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum NodeKind {
-    /// Namespaces running host programs.
-    Ns,
-    /// A User-Mode Linux machine.
-    Uml,
-    /// A QEMU machine (KVM or TCG).
-    Kvm,
-}
-
-impl NodeKind {
-    pub fn parse(s: &str) -> Result<NodeKind, TopologyError> {
-        match s {
-            "ns" => Ok(NodeKind::Ns),
-            "uml" => Ok(NodeKind::Uml),
-            "kvm" => Ok(NodeKind::Kvm),
-            _ => Err(TopologyError::UnknownKind(s.to_string())),
-        }
-    }
-}
-
-impl fmt::Display for NodeKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // `pad` honours width and alignment, for tables.
-        f.pad(match self {
-            NodeKind::Ns => "ns",
-            NodeKind::Uml => "uml",
-            NodeKind::Kvm => "kvm",
-        })
-    }
-}
+use crate::vocab::addr::{Cidr, Route};
+use crate::vocab::fnv1a;
+use crate::vocab::impair::LinkImpairment;
+use crate::vocab::MacAddr;
+use crate::vocab::{Mtu, NodeKind, NodeOptions, VlanMode};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TopologyError {
@@ -117,7 +85,7 @@ pub enum Attachment {
 pub struct Iface {
     pub name: String,
     pub mac: MacAddr,
-    pub mtu: u32,
+    pub mtu: Mtu,
     pub addrs: Vec<Cidr>,
     pub attachment: Attachment,
     /// 802.1Q mode of a LAN port (None on point-to-point links).
@@ -133,50 +101,7 @@ pub struct Iface {
 pub struct NewIface {
     pub name: String,
     pub mac: MacAddr,
-    pub mtu: u32,
-}
-
-/// The impairments of a link's two directions. On a LAN port, `a` is
-/// the node and `b` the LAN; on a link between LANs, the two LANs.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LinkImpairment {
-    #[serde(default)]
-    pub a_to_b: crate::switch::impair::Params,
-    #[serde(default)]
-    pub b_to_a: crate::switch::impair::Params,
-    /// Fixes every random draw of both directions (reproducible runs).
-    #[serde(default)]
-    pub seed: Option<u64>,
-}
-
-impl LinkImpairment {
-    pub fn is_noop(&self) -> bool {
-        self.a_to_b.is_noop() && self.b_to_a.is_noop() && self.seed.is_none()
-    }
-}
-
-/// Options of a new node that only some kinds use.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NodeOptions {
-    /// Guest memory in MiB (uml, kvm).
-    #[serde(default)]
-    pub mem_mb: Option<u32>,
-    /// Virtual CPUs (kvm).
-    #[serde(default)]
-    pub cpus: Option<u32>,
-    /// The lower layer of an ns node's root instead of the host's `/`.
-    #[serde(default)]
-    pub rootfs: Option<std::path::PathBuf>,
-    /// `kvm` or `tcg`, instead of the probed choice (kvm).
-    #[serde(default)]
-    pub accel: Option<String>,
-    /// Base disk image (uml): never written; the node runs on a COW layer.
-    #[serde(default)]
-    pub image: Option<std::path::PathBuf>,
-    /// Extra kernel command-line arguments (uml), e.g. a legacy
-    /// `eth0=daemon,,unix,/path/ctl` NIC outside the clonet switch.
-    #[serde(default)]
-    pub args: Vec<String>,
+    pub mtu: Mtu,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -270,18 +195,6 @@ pub fn natural_key(name: &str) -> (&str, u64, &str) {
     (stem, digits.parse().unwrap_or(0), name)
 }
 
-/// FNV-1a: a small, stable hash so MACs are the same on every run.
-pub fn fnv1a(parts: &[&[u8]]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for p in parts {
-        for b in p.iter().chain(std::iter::once(&0xffu8)) {
-            h ^= *b as u64;
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-    h
-}
-
 impl Topology {
     pub fn new(lab: &str) -> Topology {
         Topology { lab: lab.to_string(), ..Default::default() }
@@ -367,13 +280,13 @@ impl Topology {
     /// The name and MAC the next interface of `node` gets: `ethN` with the
     /// lowest free N, and a MAC derived from lab, node and interface names,
     /// unique within the lab.
-    pub fn next_iface(&self, node: &str, mtu: u32) -> Result<NewIface, TopologyError> {
+    pub fn next_iface(&self, node: &str, mtu: Mtu) -> Result<NewIface, TopologyError> {
         self.plan_iface(node, None, mtu)
     }
 
     /// Plans interface `name` of `node`, or the next `ethN` when no name
     /// is given. A given name must be a valid, unused interface name.
-    pub fn plan_iface(&self, node: &str, name: Option<&str>, mtu: u32) -> Result<NewIface, TopologyError> {
+    pub fn plan_iface(&self, node: &str, name: Option<&str>, mtu: Mtu) -> Result<NewIface, TopologyError> {
         let n = self.node(node)?;
         if n.ifaces.len() >= MAX_IFACES {
             return Err(TopologyError::TooManyIfaces(node.to_string(), MAX_IFACES));
@@ -678,6 +591,14 @@ impl Topology {
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[allow(unused_imports)]
+    use crate::vocab::units::test_values::{delay, limit, p as prob, rate};
+    #[allow(unused_imports)]
+    use crate::vocab::VlanId;
+    #[allow(dead_code)]
+    fn vid(v: u16) -> VlanId {
+        VlanId::new(v).unwrap()
+    }
 
     fn two_nodes() -> Topology {
         let mut t = Topology::new("lab");
@@ -687,8 +608,8 @@ mod tests {
     }
 
     fn link(t: &mut Topology, a: &str, b: &str) -> String {
-        let ia = t.next_iface(a, 1500).unwrap();
-        let ib = t.next_iface(b, 1500).unwrap();
+        let ia = t.next_iface(a, Mtu::ETHERNET).unwrap();
+        let ib = t.next_iface(b, Mtu::ETHERNET).unwrap();
         let name = t.link_name(a, b);
         t.add_link(&name, (a, ia), (b, ib)).unwrap();
         name
@@ -723,7 +644,7 @@ mod tests {
         let mut other = Topology::new("lab2");
         other.add_node("a", NodeKind::Ns).unwrap();
         assert_ne!(
-            other.next_iface("a", 1500).unwrap().mac,
+            other.next_iface("a", Mtu::ETHERNET).unwrap().mac,
             t1.node("a").unwrap().ifaces[0].mac,
             "the lab name is part of the MAC"
         );
@@ -742,7 +663,7 @@ mod tests {
     #[test]
     fn self_links_are_refused() {
         let mut t = two_nodes();
-        let i = t.next_iface("a", 1500).unwrap();
+        let i = t.next_iface("a", Mtu::ETHERNET).unwrap();
         assert!(matches!(t.add_link("x", ("a", i.clone()), ("a", i)), Err(TopologyError::SelfLink(_))));
     }
 
@@ -751,7 +672,7 @@ mod tests {
         let mut t = two_nodes();
         t.add_lan("sw").unwrap();
         for n in ["b", "a"] {
-            let i = t.next_iface(n, 1500).unwrap();
+            let i = t.next_iface(n, Mtu::ETHERNET).unwrap();
             t.add_lan_member("sw", n, i, VlanMode::default()).unwrap();
         }
         t.add_addr("b", "eth0", "10.1.0.2/24".parse().unwrap()).unwrap();
@@ -777,8 +698,8 @@ mod tests {
         assert_eq!(t.link_between("b", "a").unwrap().name, "a--b");
         t.remove_link(&first).unwrap();
         assert_eq!(t.node("a").unwrap().ifaces.len(), 1);
-        assert_eq!(t.next_iface("a", 1500).unwrap().name, "eth0", "the lowest free name comes back");
-        assert_eq!(t.next_iface("a", 1500).unwrap().mac, mac0, "and so does its MAC");
+        assert_eq!(t.next_iface("a", Mtu::ETHERNET).unwrap().name, "eth0", "the lowest free name comes back");
+        assert_eq!(t.next_iface("a", Mtu::ETHERNET).unwrap().mac, mac0, "and so does its MAC");
         assert_eq!(t.link_between("a", "b").unwrap().name, "a--b#2");
     }
 
@@ -786,9 +707,9 @@ mod tests {
     fn lan_members_can_leave() {
         let mut t = two_nodes();
         t.add_lan("sw").unwrap();
-        let i = t.next_iface("a", 1500).unwrap();
-        let r = t.add_lan_member("sw", "a", i, VlanMode::Access(10)).unwrap();
-        assert_eq!(t.node("a").unwrap().ifaces[0].vlan, Some(VlanMode::Access(10)));
+        let i = t.next_iface("a", Mtu::ETHERNET).unwrap();
+        let r = t.add_lan_member("sw", "a", i, VlanMode::Access(vid(10))).unwrap();
+        assert_eq!(t.node("a").unwrap().ifaces[0].vlan, Some(VlanMode::Access(vid(10))));
         assert_eq!(t.lan_port_of("a", "sw"), Some(r.clone()));
         t.remove_lan_member("sw", &r);
         assert!(t.lans["sw"].members.is_empty());
@@ -800,8 +721,8 @@ mod tests {
         let mut t = two_nodes();
         t.add_lan("a--b").unwrap();
         assert_eq!(link(&mut t, "a", "b"), "a--b#2", "the LAN holds the plain name");
-        let ia = t.next_iface("a", 1500).unwrap();
-        let ib = t.next_iface("b", 1500).unwrap();
+        let ia = t.next_iface("a", Mtu::ETHERNET).unwrap();
+        let ib = t.next_iface("b", Mtu::ETHERNET).unwrap();
         t.add_link("core1", ("a", ia), ("b", ib)).unwrap();
         assert!(matches!(t.add_lan("core1"), Err(TopologyError::Exists(_, "link"))));
         assert!(matches!(t.check_link_name("a"), Err(TopologyError::Exists(_, "node"))));
@@ -813,8 +734,8 @@ mod tests {
         for l in ["s1", "s2", "s3"] {
             t.add_lan(l).unwrap();
         }
-        t.add_uplink("s1", "s2", VlanMode::Trunk(vec![10])).unwrap();
-        t.add_uplink("s2", "s3", VlanMode::Trunk(vec![10])).unwrap();
+        t.add_uplink("s1", "s2", VlanMode::Trunk(vec![vid(10)])).unwrap();
+        t.add_uplink("s2", "s3", VlanMode::Trunk(vec![vid(10)])).unwrap();
         assert!(matches!(t.add_uplink("s3", "s1", VlanMode::default()), Err(TopologyError::LanLoop(..))));
         assert!(matches!(t.add_uplink("s1", "s1", VlanMode::default()), Err(TopologyError::LanLoop(..))));
         assert_eq!(t.uplink_between("s2", "s1").unwrap().name, "s1==s2");
@@ -822,9 +743,9 @@ mod tests {
 
     #[test]
     fn kinds_parse_with_clear_errors() {
-        assert_eq!(NodeKind::parse("ns").unwrap(), NodeKind::Ns);
-        assert_eq!(NodeKind::parse("kvm").unwrap(), NodeKind::Kvm);
-        assert_eq!(NodeKind::parse("uml").unwrap(), NodeKind::Uml);
-        assert!(NodeKind::parse("docker").unwrap_err().to_string().contains("unknown node kind"));
+        assert_eq!(str::parse::<NodeKind>("ns").unwrap(), NodeKind::Ns);
+        assert_eq!(str::parse::<NodeKind>("kvm").unwrap(), NodeKind::Kvm);
+        assert_eq!(str::parse::<NodeKind>("uml").unwrap(), NodeKind::Uml);
+        assert!(str::parse::<NodeKind>("docker").unwrap_err().to_string().contains("unknown node kind"));
     }
 }

@@ -131,20 +131,20 @@ pub fn counters(ports: &[PortReport]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lab::topology::NodeKind;
-    use crate::switch::vlan::VlanMode;
+    use crate::vocab::NodeKind;
+    use crate::vocab::VlanMode;
 
     fn sample() -> Topology {
         let mut t = Topology::new("lab");
         t.add_node("a", NodeKind::Ns).unwrap();
         t.add_node("b", NodeKind::Ns).unwrap();
         t.add_lan("sw").unwrap();
-        let ia = t.next_iface("a", 1500).unwrap();
-        let ib = t.next_iface("b", 1500).unwrap();
+        let ia = t.next_iface("a", crate::vocab::Mtu::ETHERNET).unwrap();
+        let ib = t.next_iface("b", crate::vocab::Mtu::ETHERNET).unwrap();
         t.add_link("a--b", ("a", ia), ("b", ib)).unwrap();
         t.add_addr("a", "eth0", "10.0.0.1/24".parse().unwrap()).unwrap();
-        let i = t.next_iface("b", 1500).unwrap();
-        t.add_lan_member("sw", "b", i, VlanMode::Access(10)).unwrap();
+        let i = t.next_iface("b", crate::vocab::Mtu::ETHERNET).unwrap();
+        t.add_lan_member("sw", "b", i, VlanMode::Access(crate::vocab::VlanId::new(10).unwrap())).unwrap();
         t.set_link_up("a--b", false).unwrap();
         t
     }

@@ -129,18 +129,21 @@ fn opt_number(fn_name: &str, opts: &Map, key: &str) -> RhaiResult<Option<f64>> {
     }
 }
 
-fn opt_cidr(fn_name: &str, opts: &Map, key: &str) -> RhaiResult<Option<crate::lab::addr::Cidr>> {
+fn opt_cidr(fn_name: &str, opts: &Map, key: &str) -> RhaiResult<Option<crate::vocab::addr::Cidr>> {
     opt_str(fn_name, opts, key)?
-        .map(|s| s.parse().map_err(|e: crate::lab::addr::CidrError| script_error(format!("{fn_name}(): {key}: {e}"))))
+        .map(|s| s.parse().map_err(|e: crate::vocab::addr::CidrError| script_error(format!("{fn_name}(): {key}: {e}"))))
         .transpose()
 }
 
+/// A value the vocabulary refused, as the script error of `fn_name()`.
+fn refused(fn_name: &str) -> impl Fn(crate::vocab::VocabError) -> Box<EvalAltResult> + '_ {
+    move |e| script_error(format!("{fn_name}(): {e}"))
+}
+
 fn link_options(fn_name: &str, opts: &Map) -> RhaiResult<LinkOptions> {
-    use crate::switch::vlan::{check_vid, VlanMode};
-    let mtu = opt_int(fn_name, opts, "mtu")?
-        .map(|m| u32::try_from(m).map_err(|_| script_error(format!("{fn_name}(): mtu {m} is out of range"))))
-        .transpose()?;
-    let vid = |v: i64| check_vid(v).map_err(|e| script_error(format!("{fn_name}(): {e}")));
+    use crate::vocab::{Mtu, VlanId, VlanMode};
+    let mtu = opt_int(fn_name, opts, "mtu")?.map(|m| Mtu::new(m).map_err(refused(fn_name))).transpose()?;
+    let vid = |v: i64| VlanId::new(v).map_err(refused(fn_name));
     let access = opt_int(fn_name, opts, "vlan")?.map(vid).transpose()?;
     let trunk = match opts.get("trunk") {
         None => None,
@@ -155,12 +158,10 @@ fn link_options(fn_name: &str, opts: &Map) -> RhaiResult<LinkOptions> {
                     x.as_int().map_err(|t| script_error(format!("{fn_name}(): VLAN ids are integers, not {t}")))?;
                 vids.push(vid(id)?);
             }
-            if vids.is_empty() {
-                return Err(script_error(format!("{fn_name}(): a trunk needs at least one VLAN")));
-            }
+            // Scripts may list a VLAN twice; the command carries it once.
             vids.sort_unstable();
             vids.dedup();
-            Some(vids)
+            Some(VlanMode::trunk(vids).map_err(refused(fn_name))?)
         }
     };
     let vlan = match (access, trunk) {
@@ -168,7 +169,7 @@ fn link_options(fn_name: &str, opts: &Map) -> RhaiResult<LinkOptions> {
             return Err(script_error(format!("{fn_name}(): a port is either vlan or trunk, not both")))
         }
         (Some(v), None) => Some(VlanMode::Access(v)),
-        (None, Some(t)) => Some(VlanMode::Trunk(t)),
+        (None, Some(t)) => Some(t),
         (None, None) => None,
     };
     Ok(LinkOptions { mtu, vlan, ..Default::default() })
@@ -207,7 +208,7 @@ fn to_dynamic(v: &crate::lab::impairment::OptValue) -> Dynamic {
 }
 
 /// The impairment options of a map (None when it has none).
-fn impairment(fn_name: &str, opts: &Map) -> RhaiResult<Option<crate::lab::topology::LinkImpairment>> {
+fn impairment(fn_name: &str, opts: &Map) -> RhaiResult<Option<crate::vocab::impair::LinkImpairment>> {
     let values: Vec<(String, crate::lab::impairment::OptValue)> = opts
         .iter()
         .filter(|(k, _)| crate::lab::impairment::is_impairment_key(k))
@@ -266,6 +267,14 @@ fn positive_ms(fn_name: &str, ms: i64) -> RhaiResult<u64> {
     u64::try_from(ms).map_err(|_| script_error(format!("{fn_name}(): a time in ms must not be negative, got {ms}")))
 }
 
+/// The instant `ms` from now; a time too far away to name is an error,
+/// not a panic.
+fn deadline(fn_name: &str, ms: i64) -> RhaiResult<std::time::Instant> {
+    std::time::Instant::now()
+        .checked_add(std::time::Duration::from_millis(positive_ms(fn_name, ms)?))
+        .ok_or_else(|| script_error(format!("{fn_name}(): {ms} ms is too far in the future")))
+}
+
 /// A node of the lab, as scripts hold it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeRef {
@@ -310,13 +319,14 @@ fn exec_map(out: crate::host::ExecOutput) -> Map {
 
 fn run(ctx: &NativeCallContext, node: &NodeRef, argv: Vec<String>, options: &Map) -> RhaiResult<Map> {
     check_keys("exec", options, &["timeout_ms", "stdin"])?;
-    let timeout = positive_ms("exec", opt_int("exec", options, "timeout_ms")?.unwrap_or(node_api::EXEC_TIMEOUT_MS))?;
+    let timeout_ms = opt_int("exec", options, "timeout_ms")?.unwrap_or(node_api::EXEC_TIMEOUT_MS);
+    let timeout = crate::vocab::Timeout::from_millis(timeout_ms).map_err(refused("exec"))?;
     let stdin = match options.get("stdin") {
         None => Vec::new(),
         Some(v) if v.is_blob() => v.clone().into_blob().unwrap_or_default(),
         Some(v) => v.to_string().into_bytes(),
     };
-    let request = crate::host::ExecRequest { argv, stdin, timeout: std::time::Duration::from_millis(timeout) };
+    let request = crate::host::ExecRequest { argv, stdin, timeout };
     match call(ctx, Command::Exec { node: node.name.clone(), request })? {
         Reply::Exec(out) => Ok(exec_map(out)),
         _ => Err(script_error("unexpected reply")),
@@ -364,7 +374,7 @@ fn join(ctx: &NativeCallContext, node: &NodeRef, lan: &LanRef, options: &Map) ->
 }
 
 fn ping_rtt(ctx: &NativeCallContext, from: &NodeRef, to: PingTarget, timeout_ms: i64) -> RhaiResult<Option<u64>> {
-    let timeout_ms = positive_ms("ping", timeout_ms)?;
+    let timeout_ms = crate::vocab::Timeout::from_millis(timeout_ms).map_err(refused("ping"))?;
     match call(ctx, Command::Ping { from: from.name.clone(), to, timeout_ms })? {
         Reply::Ping { rtt_us } => Ok(rtt_us),
         _ => Err(script_error("unexpected reply")),
@@ -387,7 +397,7 @@ fn target(addr: &str) -> RhaiResult<PingTarget> {
 #[export_module]
 pub mod node_api {
     use super::*;
-    use crate::lab::topology::NodeKind;
+    use crate::vocab::NodeKind;
 
     pub type Node = NodeRef;
 
@@ -430,14 +440,10 @@ pub mod node_api {
         check_keys("node", &options, &["kind", "mem", "image", "args", "cpus", "accel", "rootfs"])?;
         let kind = match opt_str("node", &options, "kind")? {
             None => NodeKind::Ns,
-            Some(k) => NodeKind::parse(&k).map_err(|e| lab_error(e.into()))?,
+            Some(k) => k.parse().map_err(refused("node"))?,
         };
-        let mem_mb = opt_int("node", &options, "mem")?
-            .map(|m| match u32::try_from(m) {
-                Ok(m) if (16..=65536).contains(&m) => Ok(m),
-                _ => Err(script_error(format!("node(): mem {m} MiB is out of range (16..=65536)"))),
-            })
-            .transpose()?;
+        let mem_mb =
+            opt_int("node", &options, "mem")?.map(crate::vocab::MemMb::new).transpose().map_err(refused("node"))?;
         let image = opt_str("node", &options, "image")?.map(std::path::PathBuf::from);
         let args = match options.get("args") {
             None => Vec::new(),
@@ -448,33 +454,16 @@ pub mod node_api {
                 .map(|a| {
                     a.clone()
                         .into_string()
-                        .ok()
-                        .filter(|s| !s.is_empty() && !s.contains(['\0', ' ', '\n']))
-                        .ok_or_else(|| script_error(format!("node(): bad kernel argument {a:?} (one word each)")))
+                        .map_err(|t| script_error(format!("node(): args must be an array of strings, not {t}")))
                 })
                 .collect::<RhaiResult<Vec<String>>>()?,
         };
-        let cpus = opt_int("node", &options, "cpus")?
-            .map(|c| match u32::try_from(c) {
-                Ok(c) if (1..=64).contains(&c) => Ok(c),
-                _ => Err(script_error(format!("node(): cpus {c} is out of range (1..=64)"))),
-            })
-            .transpose()?;
-        if kind == NodeKind::Ns && (mem_mb.is_some() || image.is_some() || !args.is_empty()) {
-            return Err(script_error("node(): mem, image and args apply to uml and kvm nodes, not ns"));
-        }
-        let accel = opt_str("node", &options, "accel")?;
-        if let Some(a) = accel.as_deref().filter(|a| !matches!(*a, "kvm" | "tcg")) {
-            return Err(script_error(format!("node(): accel is \"kvm\" or \"tcg\", not {a:?}")));
-        }
-        if kind != NodeKind::Kvm && (cpus.is_some() || accel.is_some()) {
-            return Err(script_error("node(): cpus and accel apply to kvm nodes"));
-        }
+        let cpus =
+            opt_int("node", &options, "cpus")?.map(crate::vocab::Cpus::new).transpose().map_err(refused("node"))?;
+        let accel = opt_str("node", &options, "accel")?.map(|a| a.parse()).transpose().map_err(refused("node"))?;
         let rootfs = opt_str("node", &options, "rootfs")?.map(std::path::PathBuf::from);
-        if kind != NodeKind::Ns && rootfs.is_some() {
-            return Err(script_error("node(): rootfs applies to ns nodes (uml and kvm take an image)"));
-        }
-        let options = crate::lab::command::NodeOptions { mem_mb, cpus, accel, image, args, rootfs };
+        // Which options fit which kind is the lab's rule (`NodeOptions::check`).
+        let options = crate::vocab::NodeOptions { mem_mb, cpus, accel, image, args, rootfs };
         call(&ctx, Command::AddNode { name: name.to_string(), kind, options })?;
         Ok(NodeRef { name: name.to_string() })
     }
@@ -683,7 +672,7 @@ pub mod node_api {
     /// ```
     #[rhai_fn(return_raw)]
     pub fn set_ip(ctx: NativeCallContext, node: &mut Node, iface: &str, cidr: &str) -> RhaiResult<()> {
-        let cidr = cidr.parse().map_err(|e: crate::lab::addr::CidrError| script_error(format!("set_ip(): {e}")))?;
+        let cidr = cidr.parse().map_err(|e: crate::vocab::addr::CidrError| script_error(format!("set_ip(): {e}")))?;
         call(&ctx, Command::SetIp { node: node.name.clone(), iface: iface.to_string(), cidr })?;
         Ok(())
     }
@@ -768,7 +757,7 @@ pub mod node_api {
     #[rhai_fn(name = "add_route", return_raw)]
     pub fn add_route_with(ctx: NativeCallContext, node: &mut Node, dst: &str, options: Map) -> RhaiResult<()> {
         check_keys("add_route", &options, &["via", "dev"])?;
-        let dst = dst.parse().map_err(|e: crate::lab::addr::CidrError| script_error(format!("add_route(): {e}")))?;
+        let dst = dst.parse().map_err(|e: crate::vocab::addr::CidrError| script_error(format!("add_route(): {e}")))?;
         let via = opt_str("add_route", &options, "via")?
             .map(|v| v.parse().map_err(|_| script_error(format!("add_route(): via {v:?} is not an IP address"))))
             .transpose()?;
@@ -776,7 +765,7 @@ pub mod node_api {
         if via.is_none() && dev.is_none() {
             return Err(script_error("add_route(): give via, dev, or both"));
         }
-        let route = crate::lab::addr::Route { dst, via, dev };
+        let route = crate::vocab::addr::Route { dst, via, dev };
         call(&ctx, Command::AddRoute { node: node.name.clone(), route }).map(|_| ())
     }
 
@@ -1376,7 +1365,7 @@ pub mod lab_api {
     /// ```
     #[rhai_fn(return_raw)]
     pub fn wait_until(ctx: NativeCallContext, condition: FnPtr, timeout_ms: i64) -> RhaiResult<bool> {
-        let end = std::time::Instant::now() + Duration::from_millis(positive_ms("wait_until", timeout_ms)?);
+        let end = deadline("wait_until", timeout_ms)?;
         loop {
             let v: Dynamic = condition.call_within_context(&ctx, ())?;
             if v.as_bool().map_err(|t| script_error(format!("wait_until(): the condition returned {t}, not a bool")))? {
@@ -1540,11 +1529,10 @@ pub mod lab_api {
     /// ```
     #[rhai_fn(return_raw)]
     pub fn sleep(ms: i64) -> RhaiResult<()> {
-        let ms = positive_ms("sleep", ms)?;
+        let end = deadline("sleep", ms)?;
         if dry_run() {
             return Ok(());
         }
-        let end = std::time::Instant::now() + Duration::from_millis(ms);
         while std::time::Instant::now() < end {
             if crate::interrupt::requested() {
                 return Err(EvalAltResult::ErrorTerminated(Dynamic::UNIT, Position::NONE).into());
@@ -1672,18 +1660,9 @@ fn clone_with(
     options: &Map,
 ) -> RhaiResult<NodeRef> {
     check_keys("clone", options, &["mem", "cpus"])?;
-    let range = |key: &str, lo: i64, hi: i64| -> RhaiResult<Option<u32>> {
-        opt_int("clone", options, key)?
-            .map(|v| {
-                if (lo..=hi).contains(&v) {
-                    Ok(v as u32)
-                } else {
-                    Err(script_error(format!("clone(): {key} {v} is out of range ({lo}..={hi})")))
-                }
-            })
-            .transpose()
-    };
-    let (mem_mb, cpus) = (range("mem", 16, 65536)?, range("cpus", 1, 64)?);
+    let mem_mb =
+        opt_int("clone", options, "mem")?.map(crate::vocab::MemMb::new).transpose().map_err(refused("clone"))?;
+    let cpus = opt_int("clone", options, "cpus")?.map(crate::vocab::Cpus::new).transpose().map_err(refused("clone"))?;
     call(ctx, Command::Clone { source, name: name.to_string(), mem_mb, cpus })?;
     Ok(NodeRef { name: name.to_string() })
 }

@@ -12,8 +12,9 @@ use std::time::Duration;
 use super::counters::DropReason;
 use super::fdb::Fdb;
 use super::frame::Frame;
-use super::vlan::{self, Classified, Tagging, VlanMode};
+use super::vlan::{self, Classified, Tagging};
 use super::{PortId, SegmentId};
+use crate::vocab::VlanMode;
 
 /// What the fabric knows of a port.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -244,7 +245,16 @@ impl Fabric {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::switch::frame::{MacAddr, VnetHdr, VNET_HDR_LEN};
+    #[allow(unused_imports)]
+    use crate::vocab::units::test_values::{delay, limit, p as prob, rate};
+    #[allow(unused_imports)]
+    use crate::vocab::VlanId;
+    #[allow(dead_code)]
+    fn vid(v: u16) -> VlanId {
+        VlanId::new(v).unwrap()
+    }
+    use crate::switch::frame::{VnetHdr, VNET_HDR_LEN};
+    use crate::vocab::MacAddr;
 
     fn buf(dst: MacAddr, src: MacAddr, payload: usize) -> Vec<u8> {
         let mut b = vec![0u8; VNET_HDR_LEN];
@@ -324,10 +334,10 @@ mod tests {
         let mut f = Fabric::default();
         f.add_segment(0, Segment::lan()).unwrap();
         let with = |vlan| PortInfo { segment: 0, mtu: 1500, gso: true, up: true, vlan, shaped: false };
-        f.add_port(1, with(VlanMode::Access(10))).unwrap();
-        f.add_port(2, with(VlanMode::Access(20))).unwrap();
-        f.add_port(3, with(VlanMode::Trunk(vec![10, 20]))).unwrap();
-        f.add_port(4, with(VlanMode::Access(10))).unwrap();
+        f.add_port(1, with(VlanMode::Access(vid(10)))).unwrap();
+        f.add_port(2, with(VlanMode::Access(vid(20)))).unwrap();
+        f.add_port(3, with(VlanMode::Trunk(vec![vid(10), vid(20)]))).unwrap();
+        f.add_port(4, with(VlanMode::Access(vid(10)))).unwrap();
         let bcast = buf(MacAddr::BROADCAST, mac(1), 46);
         let fr = Frame::parse(&bcast).unwrap();
         let Decision::Flood(ports, Some(cls)) = f.decide(1, &fr, T0) else { panic!("flood") };

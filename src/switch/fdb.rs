@@ -5,8 +5,8 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use super::frame::MacAddr;
 use super::PortId;
+use crate::vocab::MacAddr;
 
 /// Default age after which an unrefreshed entry is forgotten (as in 802.1D).
 pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(300);

@@ -45,12 +45,14 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use nix::sys::time::TimeSpec;
 use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
 
+use crate::vocab::MacAddr;
+use crate::vocab::VlanMode;
 use counters::{DropReason, PortCounters};
 use delay::{DelayLine, Stage};
 use fabric::{Decision, Egress, Fabric, PortInfo, Segment};
-use frame::{Frame, FrameError, MacAddr, VnetHdr, ETH_HDR_LEN, MAX_BUFFER_LEN, VNET_HDR_LEN};
+use frame::{Frame, FrameError, VnetHdr, ETH_HDR_LEN, MAX_BUFFER_LEN, VNET_HDR_LEN};
 use port::PortIo;
-use vlan::{Tagging, VlanMode};
+use vlan::Tagging;
 
 pub type PortId = usize;
 pub type SegmentId = usize;
@@ -1346,7 +1348,7 @@ mod tests {
     #[test]
     fn an_impaired_egress_delays_and_loses_and_a_capture_sees_what_left() {
         let Cable { mut sw, pa, pb, b: (idb, cb), .. } = cable(1500, 1500, true);
-        let delay = impair::Params { delay: Duration::from_millis(30), ..Default::default() };
+        let delay = impair::Params { delay: crate::vocab::Delay::from_millis(30).unwrap(), ..Default::default() };
         sw.set_impairment(idb, Stage::Egress, Some((delay, 1))).unwrap();
         let feed = sw.start_capture(vec![CapturePoint { port: idb, rx: false, tx: true }]).unwrap();
         let sent = frame([2; 6], [4; 6], 60);
@@ -1359,8 +1361,13 @@ mod tests {
         assert!(copy.outgoing && copy.port == idb);
         assert_eq!(copy.data, sent[VNET_HDR_LEN..]);
         // Everything lost: counted as impairment loss towards b.
-        let lossy =
-            impair::Params { loss: impair::LossModel::Random { p: 1.0, correlation: 0.0 }, ..Default::default() };
+        let lossy = impair::Params {
+            loss: impair::LossModel::Random {
+                p: crate::vocab::Probability::ONE,
+                correlation: crate::vocab::Probability::ZERO,
+            },
+            ..Default::default()
+        };
         sw.set_impairment(idb, Stage::Egress, Some((lossy, 1))).unwrap();
         for _ in 0..3 {
             pa.send(&sent).unwrap();

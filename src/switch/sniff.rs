@@ -8,7 +8,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use etherparse::{ArpOperation, Icmpv4Type, Icmpv6Type, LinkSlice, NetSlice, SlicedPacket, TransportSlice};
 
-use super::frame::MacAddr;
+use crate::vocab::MacAddr;
 
 /// `src > dst [vlan N] <protocol summary>` for one Ethernet frame (no
 /// virtio-net header). Frames it cannot decode are shown as far as they

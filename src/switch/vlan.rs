@@ -6,37 +6,11 @@
 //! port carries tagged frames of the VLANs it allows; untagged frames on a
 //! trunk and tagged frames on an access port are dropped, as on a switch
 //! configured without a native VLAN.
-use serde::{Deserialize, Serialize};
-
 use super::counters::DropReason;
 use super::frame::{Frame, VnetHdr};
+use crate::vocab::VlanMode;
 
 pub const TPID: u16 = 0x8100;
-/// The VLAN of an access port that was given none.
-pub const DEFAULT_VLAN: u16 = 1;
-
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum VlanMode {
-    Access(u16),
-    Trunk(Vec<u16>),
-}
-
-impl Default for VlanMode {
-    fn default() -> Self {
-        VlanMode::Access(DEFAULT_VLAN)
-    }
-}
-
-/// Why a VLAN id is unusable.
-pub fn check_vid(vid: i64) -> Result<u16, String> {
-    if (1..=4094).contains(&vid) {
-        Ok(vid as u16)
-    } else {
-        Err(format!("VLAN id {vid} is out of range (1..=4094)"))
-    }
-}
-
 /// The VLAN a frame belongs to inside a LAN, and whether it arrived tagged.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Classified {
@@ -61,8 +35,8 @@ pub fn tag_of(frame: &Frame<'_>) -> Option<u16> {
 /// Assigns an ingress frame to a VLAN, or says why it is dropped.
 pub fn classify(mode: &VlanMode, frame: &Frame<'_>) -> Result<Classified, DropReason> {
     match (mode, tag_of(frame)) {
-        (VlanMode::Access(vid), None) => Ok(Classified { vid: *vid, tagged: false }),
-        (VlanMode::Trunk(allowed), Some(vid)) if allowed.contains(&vid) => Ok(Classified { vid, tagged: true }),
+        (VlanMode::Access(vid), None) => Ok(Classified { vid: vid.get(), tagged: false }),
+        (VlanMode::Trunk(_), Some(vid)) if mode.carries(vid) => Ok(Classified { vid, tagged: true }),
         _ => Err(DropReason::Vlan),
     }
 }
@@ -71,8 +45,8 @@ pub fn classify(mode: &VlanMode, frame: &Frame<'_>) -> Result<Classified, DropRe
 /// port is not a member of the frame's VLAN.
 pub fn egress(mode: &VlanMode, cls: Classified) -> Option<Tagging> {
     match mode {
-        VlanMode::Access(vid) if *vid == cls.vid => Some(if cls.tagged { Tagging::Strip } else { Tagging::AsIs }),
-        VlanMode::Trunk(allowed) if allowed.contains(&cls.vid) => {
+        VlanMode::Access(vid) if vid.get() == cls.vid => Some(if cls.tagged { Tagging::Strip } else { Tagging::AsIs }),
+        VlanMode::Trunk(_) if mode.carries(cls.vid) => {
             Some(if cls.tagged { Tagging::AsIs } else { Tagging::Push(cls.vid) })
         }
         _ => None,
@@ -96,6 +70,10 @@ pub fn shift_vnet(hdr: &VnetHdr, delta: i16) -> VnetHdr {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn vid(v: u16) -> crate::vocab::VlanId {
+        crate::vocab::VlanId::new(v).unwrap()
+    }
     use crate::switch::frame::VNET_HDR_LEN;
 
     fn frame(tag: Option<u16>) -> Vec<u8> {
@@ -114,14 +92,14 @@ mod tests {
     fn access_ports_take_untagged_frames_only() {
         let untagged = frame(None);
         let tagged = frame(Some(10));
-        let access = VlanMode::Access(10);
+        let access = VlanMode::Access(vid(10));
         assert_eq!(classify(&access, &Frame::parse(&untagged).unwrap()), Ok(Classified { vid: 10, tagged: false }));
         assert_eq!(classify(&access, &Frame::parse(&tagged).unwrap()), Err(DropReason::Vlan));
     }
 
     #[test]
     fn trunks_take_allowed_tags_only() {
-        let trunk = VlanMode::Trunk(vec![10, 20]);
+        let trunk = VlanMode::Trunk(vec![vid(10), vid(20)]);
         assert_eq!(
             classify(&trunk, &Frame::parse(&frame(Some(20))).unwrap()),
             Ok(Classified { vid: 20, tagged: true })
@@ -134,12 +112,12 @@ mod tests {
     fn egress_pushes_strips_or_skips() {
         let from_access = Classified { vid: 10, tagged: false };
         let from_trunk = Classified { vid: 10, tagged: true };
-        assert_eq!(egress(&VlanMode::Access(10), from_access), Some(Tagging::AsIs));
-        assert_eq!(egress(&VlanMode::Access(10), from_trunk), Some(Tagging::Strip));
-        assert_eq!(egress(&VlanMode::Access(20), from_access), None);
-        assert_eq!(egress(&VlanMode::Trunk(vec![10]), from_access), Some(Tagging::Push(10)));
-        assert_eq!(egress(&VlanMode::Trunk(vec![10]), from_trunk), Some(Tagging::AsIs));
-        assert_eq!(egress(&VlanMode::Trunk(vec![20]), from_trunk), None);
+        assert_eq!(egress(&VlanMode::Access(vid(10)), from_access), Some(Tagging::AsIs));
+        assert_eq!(egress(&VlanMode::Access(vid(10)), from_trunk), Some(Tagging::Strip));
+        assert_eq!(egress(&VlanMode::Access(vid(20)), from_access), None);
+        assert_eq!(egress(&VlanMode::Trunk(vec![vid(10)]), from_access), Some(Tagging::Push(10)));
+        assert_eq!(egress(&VlanMode::Trunk(vec![vid(10)]), from_trunk), Some(Tagging::AsIs));
+        assert_eq!(egress(&VlanMode::Trunk(vec![vid(20)]), from_trunk), None);
     }
 
     #[test]
@@ -156,12 +134,5 @@ mod tests {
         assert_eq!((pushed.csum_start, pushed.hdr_len, pushed.csum_offset), (38, 70, 16));
         assert_eq!(shift_vnet(&pushed, -4), h);
         assert_eq!(shift_vnet(&VnetHdr::default(), 4), VnetHdr::default(), "no offsets, nothing moves");
-    }
-
-    #[test]
-    fn vlan_ids_are_checked() {
-        assert_eq!(check_vid(10), Ok(10));
-        assert!(check_vid(0).is_err());
-        assert!(check_vid(4095).is_err());
     }
 }

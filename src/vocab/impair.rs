@@ -1,0 +1,251 @@
+//! Link impairments as values: the parameters of one direction (netem's
+//! set, plus seeds), both directions of a link, and the text forms
+//! scripts write times, rates and distributions in.
+//!
+//! The model that applies them to frames is the switch's
+//! (`switch::impair`); here are only the values and their rules.
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::units::{Delay, Probability, QueueLimit, Rate, MAX_TIME};
+use super::VocabError;
+
+/// How jitter is distributed around the delay.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Distribution {
+    #[default]
+    Uniform,
+    Normal,
+    Pareto,
+}
+
+impl std::str::FromStr for Distribution {
+    type Err = VocabError;
+
+    fn from_str(text: &str) -> Result<Distribution, VocabError> {
+        match text {
+            "uniform" => Ok(Distribution::Uniform),
+            "normal" => Ok(Distribution::Normal),
+            "pareto" => Ok(Distribution::Pareto),
+            _ => Err(VocabError::UnknownDistribution(text.to_string())),
+        }
+    }
+}
+
+impl std::fmt::Display for Distribution {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Distribution::Uniform => "uniform",
+            Distribution::Normal => "normal",
+            Distribution::Pareto => "pareto",
+        })
+    }
+}
+
+/// Which frames are lost.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LossModel {
+    #[default]
+    None,
+    /// Each frame with probability `p`; with `correlation` c a frame
+    /// shares the previous frame's fate with probability c, so losses come
+    /// in bursts while the loss rate stays `p` (netem's own correlation
+    /// lowers the rate it was given).
+    Random { p: Probability, correlation: Probability },
+    /// Gilbert-Elliott: a good and a bad state; `p` = P(good -> bad),
+    /// `r` = P(bad -> good), `h` = P(delivered | bad), `k` = P(delivered | good).
+    Gilbert { p: Probability, r: Probability, h: Probability, k: Probability },
+}
+
+/// The impairments of one direction of a link.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Params {
+    pub delay: Delay,
+    pub jitter: Delay,
+    pub distribution: Distribution,
+    pub loss: LossModel,
+    pub duplicate: Probability,
+    pub reorder: Probability,
+    /// Every `gap`-th frame may be sent early (netem's gap; 0 = any).
+    pub gap: u32,
+    pub corrupt: Probability,
+    /// None = unlimited.
+    pub rate: Option<Rate>,
+    /// Frames the direction may hold at once.
+    pub limit: QueueLimit,
+}
+
+impl Default for Params {
+    fn default() -> Params {
+        Params {
+            delay: Delay::ZERO,
+            jitter: Delay::ZERO,
+            distribution: Distribution::Uniform,
+            loss: LossModel::None,
+            duplicate: Probability::ZERO,
+            reorder: Probability::ZERO,
+            gap: 0,
+            corrupt: Probability::ZERO,
+            rate: None,
+            limit: QueueLimit::DEFAULT,
+        }
+    }
+}
+
+impl Params {
+    /// Whether frames go through untouched (the switch's fast path).
+    pub fn is_noop(&self) -> bool {
+        *self == Params { limit: self.limit, ..Params::default() }
+    }
+
+    /// Whether each frame a wire would carry needs its own draw (or its
+    /// own time on the wire): everything but a plain fixed delay. A fixed
+    /// delay treats a GSO super-frame exactly as it would each of its
+    /// segments, so the switch may hold it whole.
+    pub fn per_wire_frame(&self) -> bool {
+        *self != Params { delay: self.delay, limit: self.limit, ..Params::default() }
+    }
+
+    /// The rules between parameters (each value's range is its type's).
+    pub fn check(&self) -> Result<(), VocabError> {
+        if !self.reorder.is_zero() && self.delay.is_zero() {
+            return Err(VocabError::invalid(
+                "reorder",
+                "reorder needs a delay (reordered frames skip it to overtake the others)",
+            ));
+        }
+        if self.gap > 0 && self.reorder.is_zero() {
+            return Err(VocabError::invalid("gap", "gap needs a reorder percentage"));
+        }
+        Ok(())
+    }
+}
+
+/// The impairments of a link's two directions. On a LAN port, `a` is
+/// the node and `b` the LAN; on a link between LANs, the two LANs.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkImpairment {
+    #[serde(default)]
+    pub a_to_b: Params,
+    #[serde(default)]
+    pub b_to_a: Params,
+    /// Fixes every random draw of both directions (reproducible runs).
+    #[serde(default)]
+    pub seed: Option<u64>,
+}
+
+impl LinkImpairment {
+    pub fn is_noop(&self) -> bool {
+        self.a_to_b.is_noop() && self.b_to_a.is_noop() && self.seed.is_none()
+    }
+
+    pub fn check(&self) -> Result<(), VocabError> {
+        self.a_to_b.check()?;
+        self.b_to_a.check()
+    }
+}
+
+/// "20ms", "1.5s", "250us", "3ns": at most an hour, not negative.
+pub fn parse_time(option: &'static str, text: &str) -> Result<Delay, VocabError> {
+    let t = text.trim();
+    let bad = || VocabError::NotATime(text.to_string());
+    let split = t.find(|c: char| c.is_ascii_alphabetic()).ok_or_else(bad)?;
+    let (num, unit) = t.split_at(split);
+    let value: f64 = num.trim().parse().map_err(|_| bad())?;
+    let scale = match unit {
+        "s" => 1.0,
+        "ms" => 1e3,
+        "us" => 1e6,
+        "ns" => 1e9,
+        _ => return Err(bad()),
+    };
+    let secs = value / scale;
+    // Checked before `Duration::from_secs_f64`, which panics on huge values.
+    if !secs.is_finite() || !(0.0..=MAX_TIME.as_secs_f64()).contains(&secs) {
+        return Err(VocabError::OutOfRange { option, value: text.to_string(), range: "0..=1h" });
+    }
+    Delay::new(option, Duration::from_secs_f64(secs))
+}
+
+/// A time in milliseconds as scripts may write it (a plain number).
+pub fn millis(option: &'static str, ms: f64) -> Result<Delay, VocabError> {
+    if !ms.is_finite() || !(0.0..=MAX_TIME.as_secs_f64() * 1e3).contains(&ms) {
+        return Err(VocabError::OutOfRange { option, value: format!("{ms} ms"), range: "0..=3600000 ms" });
+    }
+    Delay::new(option, Duration::from_secs_f64(ms / 1e3))
+}
+
+/// "10mbit", "1gbit", "512kbit", "9600bit", "100mbps" (bytes) → bits/s.
+pub fn parse_rate(text: &str) -> Result<Rate, VocabError> {
+    let t = text.trim().to_ascii_lowercase();
+    let bad = || VocabError::NotARate(text.to_string());
+    let split = t.find(|c: char| c.is_ascii_alphabetic()).ok_or_else(bad)?;
+    let (num, unit) = t.split_at(split);
+    let value: f64 = num.trim().parse().map_err(|_| bad())?;
+    let factor = match unit {
+        "bit" => 1.0,
+        "kbit" => 1e3,
+        "mbit" => 1e6,
+        "gbit" => 1e9,
+        "bps" => 8.0,
+        "kbps" => 8e3,
+        "mbps" => 8e6,
+        "gbps" => 8e9,
+        _ => return Err(bad()),
+    };
+    let bits = value * factor;
+    if !bits.is_finite() || !(1.0..=Rate::MAX as f64).contains(&bits) {
+        return Err(VocabError::OutOfRange { option: "rate", value: text.to_string(), range: "1bit..=1000gbit" });
+    }
+    Rate::new(bits as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn values_parse_with_clear_errors() {
+        assert_eq!(parse_time("delay", "20ms").unwrap().get(), 20 * MS);
+        assert_eq!(parse_time("delay", "1.5s").unwrap().get(), Duration::from_millis(1500));
+        assert_eq!(parse_time("delay", "250us").unwrap().get(), Duration::from_micros(250));
+        assert!(matches!(parse_time("delay", "-5ms"), Err(VocabError::OutOfRange { .. })));
+        assert_eq!(parse_time("delay", "5 parsecs"), Err(VocabError::NotATime("5 parsecs".into())));
+        for huge in ["1e300s", "inf s", "3601s", "NaNms"] {
+            let e = parse_time("jitter", huge).unwrap_err().to_string();
+            assert!(e.starts_with("jitter") || e.contains("not a time"), "{huge}: {e}");
+        }
+        assert!(millis("delay", 1e300).is_err() && millis("delay", -1.0).is_err());
+        assert_eq!(millis("delay", 5.0).unwrap().get(), 5 * MS);
+        assert_eq!(parse_rate("10mbit").unwrap().get(), 10_000_000);
+        assert_eq!(parse_rate("1Gbit").unwrap().get(), 1_000_000_000);
+        assert_eq!(parse_rate("2mbps").unwrap().get(), 16_000_000);
+        assert!(parse_rate("fast").is_err() && parse_rate("1e30gbit").is_err() && parse_rate("0.1bit").is_err());
+        assert_eq!("pareto".parse::<Distribution>().unwrap(), Distribution::Pareto);
+        assert!("gauss".parse::<Distribution>().is_err());
+    }
+
+    #[test]
+    fn rules_between_parameters_hold_for_every_sender() {
+        let reorder = Params { reorder: Probability::new("reorder", 0.5).unwrap(), ..Params::default() };
+        assert!(reorder.check().unwrap_err().to_string().contains("needs a delay"));
+        let gap = Params { gap: 3, ..Params::default() };
+        assert!(gap.check().unwrap_err().to_string().contains("needs a reorder"));
+        // The GUI's JSON form still reads, and bad values in it are refused.
+        let gui = r#"{"delay":{"secs":0,"nanos":5000000},"loss":{"random":{"p":0.1,"correlation":0}},"rate":null}"#;
+        let p: Params = serde_json::from_str(gui).unwrap();
+        assert_eq!(p.delay.get(), 5 * MS);
+        let bad = r#"{"delay":{"secs":100000,"nanos":0}}"#;
+        assert!(serde_json::from_str::<Params>(bad).unwrap_err().to_string().contains("0..=1h"));
+        let bad = r#"{"loss":{"random":{"p":7,"correlation":0}}}"#;
+        assert!(serde_json::from_str::<Params>(bad).is_err());
+        let bad = r#"{"limit":0}"#;
+        assert!(serde_json::from_str::<Params>(bad).unwrap_err().to_string().contains("limit 0"));
+    }
+}
