@@ -1,10 +1,11 @@
 //! The data-plane thread: one poll loop over every port fd, the control
-//! line's waker and the delay line's timerfd. It reads frames in batches
-//! (a port gets `RX_BUDGET` frames, then the others have their turn),
-//! captures and impairs them on ingress, asks the sans-IO
-//! [`Fabric`] where they go and hands them to the egress path
-//! (`egress.rs`); it applies [`Control`] messages between turns, carries
-//! frames across in-switch cables, and releases held frames when due.
+//! line's waker and the delay line's timerfd (if its [`Clock`] moves by
+//! itself). It reads frames in batches (a port gets `RX_BUDGET` frames,
+//! then the others have their turn), captures and impairs them on
+//! ingress, asks the sans-IO [`Fabric`] where they go and hands them to
+//! the egress path (`egress.rs`); it applies [`Control`] messages between
+//! turns, carries frames across in-switch cables, and releases held
+//! frames when due, by the time its [`Clock`] tells.
 //!
 //! Owns: the poll set, the port runtimes, the delay line and its timer,
 //! the buffer pool. Must not touch: the control plane's numbering (ports
@@ -15,13 +16,14 @@ use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::sync::mpsc::{self, Receiver};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 use nix::sys::time::TimeSpec;
 use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
 
+use super::clock::Clock;
 use super::counters::{DropReason, PortCounters};
 use super::delay::{DelayLine, Stage};
 use super::egress::{gso_drop_reason, CaptureSink, WireBuffers};
@@ -46,18 +48,25 @@ const HANDOFF_BUDGET: usize = 1024;
 const WAKER: Token = Token(0);
 const TIMER: Token = Token(usize::MAX);
 
-/// Starts the data-plane thread, with an empty fabric, and returns the
-/// line to it.
-pub(super) fn spawn() -> io::Result<(ControlLine, JoinHandle<()>)> {
+/// Starts the data-plane thread, with an empty fabric and time read from
+/// `clock`, and returns the line to it.
+pub(super) fn spawn(clock: Box<dyn Clock>) -> io::Result<(ControlLine, JoinHandle<()>)> {
     let poll = Poll::new()?;
     let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-    let timer = TimerFd::new(ClockId::CLOCK_MONOTONIC, TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC)
-        .map_err(io::Error::from)?;
-    poll.registry().register(&mut SourceFd(&timer.as_fd().as_raw_fd()), TIMER, Interest::READABLE)?;
+    // A clock that stands still between its owner's moves has nothing a
+    // timerfd could follow; its owner wakes the data plane instead.
+    let timer = if clock.moves_by_itself() {
+        let timer = TimerFd::new(ClockId::CLOCK_MONOTONIC, TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC)
+            .map_err(io::Error::from)?;
+        poll.registry().register(&mut SourceFd(&timer.as_fd().as_raw_fd()), TIMER, Interest::READABLE)?;
+        Some(timer)
+    } else {
+        None
+    };
     let (ctl, ctl_rx) = mpsc::channel();
     let thread = std::thread::Builder::new()
         .name("clonet-switch".into())
-        .spawn(move || DataPlane::new(poll, timer, ctl_rx).run())?;
+        .spawn(move || DataPlane::new(poll, timer, ctl_rx, clock).run())?;
     Ok((ControlLine { ctl, waker }, thread))
 }
 
@@ -129,7 +138,8 @@ pub(super) struct DataPlane {
     ctl: Receiver<Control>,
     pub(super) fabric: Fabric,
     pub(super) ports: Vec<Option<PortRuntime>>,
-    pub(super) started: Instant,
+    /// Read once per wake-up (and per impaired frame), never per plain frame.
+    pub(super) clock: Box<dyn Clock>,
     /// Ports that still had frames when their read budget ran out.
     backlog: VecDeque<PortId>,
     /// Frames crossing in-switch cables: (receiving end, frame).
@@ -146,9 +156,10 @@ pub(super) struct DataPlane {
     held_in: WireBuffers,
     pub(super) cap: WireBuffers,
     pub(super) cap_whole: Vec<u8>,
-    /// Frames held back by impairments, and the timer that releases them.
+    /// Frames held back by impairments, and the timer that releases them
+    /// (none when the clock does not move by itself).
     delay: DelayLine,
-    timer: TimerFd,
+    timer: Option<TimerFd>,
     armed_for: Option<Duration>,
     pub(super) captures: HashMap<CaptureId, CaptureSink>,
 }
@@ -158,13 +169,13 @@ pub(super) fn token(port: PortId) -> Token {
 }
 
 impl DataPlane {
-    fn new(poll: Poll, timer: TimerFd, ctl: Receiver<Control>) -> DataPlane {
+    fn new(poll: Poll, timer: Option<TimerFd>, ctl: Receiver<Control>, clock: Box<dyn Clock>) -> DataPlane {
         DataPlane {
             poll,
             ctl,
             fabric: Fabric::default(),
             ports: Vec::new(),
-            started: Instant::now(),
+            clock,
             backlog: VecDeque::new(),
             handoff: VecDeque::new(),
             pool: Vec::new(),
@@ -198,7 +209,9 @@ impl DataPlane {
                     continue;
                 }
                 if ev.token() == TIMER {
-                    let _ = nix::unistd::read(self.timer.as_fd(), &mut [0u8; 8]);
+                    if let Some(timer) = &self.timer {
+                        let _ = nix::unistd::read(timer.as_fd(), &mut [0u8; 8]);
+                    }
                     self.armed_for = None;
                     continue;
                 }
@@ -289,7 +302,7 @@ impl DataPlane {
                     let _ = ack.send(Ok(()));
                 }
                 Control::Fdb { segment, reply } => {
-                    let now = self.started.elapsed();
+                    let now = self.clock.now();
                     let entries = match self.fabric.segment(segment) {
                         Some(Segment::Lan { fdb, .. }) => fdb
                             .entries(now)
@@ -299,6 +312,10 @@ impl DataPlane {
                         _ => Vec::new(),
                     };
                     let _ = reply.send(entries);
+                }
+                Control::ReleaseDue { ack } => {
+                    self.release_due();
+                    let _ = ack.send(Ok(()));
                 }
                 Control::Shutdown => return false,
             }
@@ -393,7 +410,7 @@ impl DataPlane {
     fn drain(&mut self, id: PortId) {
         let mut bufs = std::mem::take(&mut self.rx_bufs);
         let mut lens = [0usize; RX_BATCH];
-        let now = self.started.elapsed();
+        let now = self.clock.now();
         let mut handled = 0;
         'reading: while handled < RX_BUDGET {
             let Some(port) = self.ports.get_mut(id).and_then(Option::as_mut) else { break };
@@ -523,7 +540,7 @@ impl DataPlane {
 
     /// Lets every held frame that is due go on.
     fn release_due(&mut self) {
-        let now = self.started.elapsed();
+        let now = self.clock.now();
         while let Some(h) = self.delay.release(now) {
             if let Some(p) = self.ports.get_mut(h.port).and_then(Option::as_mut) {
                 if let Some(imp) = p.impaired(h.stage).as_mut() {
@@ -550,7 +567,9 @@ impl DataPlane {
     }
 
     /// Sets the timer for the next held frame (never 0: that would disarm it).
+    /// Without a timer, the clock's owner asks for releases (`ReleaseDue`).
     fn arm_timer(&mut self) {
+        let Some(timer) = &self.timer else { return };
         let Some(due) = self.delay.next_due() else {
             self.armed_for = None;
             return;
@@ -558,8 +577,8 @@ impl DataPlane {
         if self.armed_for == Some(due) {
             return;
         }
-        let wait = due.saturating_sub(self.started.elapsed()).max(Duration::from_nanos(1));
-        match self.timer.set(Expiration::OneShot(TimeSpec::from_duration(wait)), TimerSetTimeFlags::empty()) {
+        let wait = due.saturating_sub(self.clock.now()).max(Duration::from_nanos(1));
+        match timer.set(Expiration::OneShot(TimeSpec::from_duration(wait)), TimerSetTimeFlags::empty()) {
             Ok(()) => self.armed_for = Some(due),
             Err(e) => eprintln!("clonet: switch timer: {e}"),
         }
@@ -604,7 +623,7 @@ impl DataPlane {
     /// captures apply). Frames a hand-off forwards into another cable are
     /// delivered in the same turn, up to `HANDOFF_BUDGET`.
     fn deliver_handoffs(&mut self) {
-        let now = self.started.elapsed();
+        let now = self.clock.now();
         for _ in 0..HANDOFF_BUDGET {
             let Some((to, frame)) = self.handoff.pop_front() else { break };
             self.receive(to, &frame, now);

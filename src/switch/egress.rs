@@ -174,7 +174,7 @@ impl DataPlane {
     fn transmit(&mut self, id: PortId, parts: &[&[u8]], eth_len: usize) {
         let impaired = self.ports.get(id).and_then(Option::as_ref).is_some_and(|p| p.egress.is_some());
         if impaired {
-            let now = self.started.elapsed();
+            let now = self.clock.now();
             self.impair(id, Stage::Egress, parts, eth_len, now);
         } else {
             self.send_now(id, parts, eth_len);
@@ -306,12 +306,12 @@ impl DataPlane {
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::Ordering;
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
 
     use crate::switch::delay::Stage;
     use crate::switch::frame::{ETH_HDR_LEN, VNET_HDR_LEN};
-    use crate::switch::testkit::{cable, frame, recv, settled, Cable};
-    use crate::switch::{gso, impair, CapturePoint};
+    use crate::switch::testkit::{cable, cable_on, frame, ingested, recv, released_after, settled, Cable};
+    use crate::switch::{gso, impair, CapturePoint, FakeClock, Switch};
 
     #[test]
     fn gso_frames_towards_a_port_without_offloads_are_segmented() {
@@ -332,34 +332,44 @@ mod tests {
     }
 
     #[test]
-    fn an_impaired_egress_delays_and_loses_and_a_capture_sees_what_left() {
-        let Cable { mut sw, pa, pb, b: (idb, cb), .. } = cable(1500, 1500, true);
-        let delay = impair::Params { delay: Duration::from_millis(30), ..Default::default() };
+    fn an_impaired_egress_holds_each_frame_its_exact_delay_and_loses_and_a_capture_sees_what_left() {
+        const MS: Duration = Duration::from_millis(1);
+        const NS: Duration = Duration::from_nanos(1);
+        const NOTHING: Vec<Vec<u8>> = Vec::new();
+        let clock = FakeClock::new();
+        let switch = Switch::with_clock(clock.clone()).unwrap();
+        let Cable { mut sw, pa, pb, a: (_, ca), b: (idb, cb) } = cable_on(switch, 1500, 1500, true);
+        let delay = impair::Params { delay: 30 * MS, ..Default::default() };
         sw.set_impairment(idb, Stage::Egress, Some((delay, 1))).unwrap();
         let feed = sw.start_capture(vec![CapturePoint { port: idb, rx: false, tx: true }]).unwrap();
-        let sent = frame([2; 6], [4; 6], 60);
-        let t0 = Instant::now();
-        pa.send(&sent).unwrap();
-        assert_eq!(recv(&pb).unwrap(), sent);
-        let took = t0.elapsed();
-        assert!(took >= Duration::from_millis(30) && took < Duration::from_millis(200), "delayed {took:?}");
-        let copy = feed.frames.recv_timeout(Duration::from_secs(1)).unwrap();
-        assert!(copy.outgoing && copy.port == idb);
-        assert_eq!(copy.data, sent[VNET_HDR_LEN..]);
-        // Everything lost: counted as impairment loss towards b.
+        let (first, second) = (frame([2; 6], [4; 6], 60), frame([2; 6], [4; 6], 61));
+        // One frame at 0 ms, one at 10 ms: each is held 30 ms from its own
+        // arrival, not a nanosecond less, and they leave in that order.
+        ingested(&sw, &pa, &ca, &first);
+        clock.advance(10 * MS);
+        ingested(&sw, &pa, &ca, &second);
+        assert_eq!(released_after(&clock, &sw, &pb, 20 * MS - NS), NOTHING, "nothing before 30 ms");
+        assert_eq!(released_after(&clock, &sw, &pb, NS), vec![first.clone()], "the first frame at 30 ms");
+        assert_eq!(released_after(&clock, &sw, &pb, 10 * MS - NS), NOTHING, "the second is still held");
+        assert_eq!(released_after(&clock, &sw, &pb, NS), vec![second.clone()], "the second frame at 40 ms");
+        for sent in [&first, &second] {
+            let copy = feed.frames.try_recv().expect("captured as it left");
+            assert!(copy.outgoing && copy.port == idb);
+            assert_eq!(copy.data, sent[VNET_HDR_LEN..]);
+        }
+        // Everything lost: counted as impairment loss towards b, never held.
         let lossy =
             impair::Params { loss: impair::LossModel::Random { p: 1.0, correlation: 0.0 }, ..Default::default() };
         sw.set_impairment(idb, Stage::Egress, Some((lossy, 1))).unwrap();
         for _ in 0..3 {
-            pa.send(&sent).unwrap();
+            ingested(&sw, &pa, &ca, &first);
         }
-        pb.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
-        assert!(recv(&pb).is_none(), "lost frames never arrive");
-        assert!(settled(|| cb.snapshot().tx_drops.get("impair_loss") == Some(&3)), "{:?}", cb.snapshot());
+        assert_eq!(cb.snapshot().tx_drops.get("impair_loss"), Some(&3), "{:?}", cb.snapshot());
+        assert_eq!(released_after(&clock, &sw, &pb, Duration::from_secs(3600)), NOTHING, "lost frames never arrive");
         // Plain again: frames cross at once; the capture ends when stopped.
         sw.set_impairment(idb, Stage::Egress, None).unwrap();
-        pa.send(&sent).unwrap();
-        assert_eq!(recv(&pb).unwrap(), sent);
+        pa.send(&first).unwrap();
+        assert_eq!(recv(&pb).unwrap(), first);
         sw.stop_capture(feed.id).unwrap();
         let rest: Vec<_> = feed.frames.iter().collect();
         assert_eq!(rest.len(), 1, "only the last frame was delivered while capturing");

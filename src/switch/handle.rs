@@ -15,6 +15,7 @@ use std::time::{Duration, SystemTime};
 
 use mio::Waker;
 
+use super::clock::{Clock, MonotonicClock};
 use super::counters::PortCounters;
 use super::dataplane;
 use super::delay::Stage;
@@ -91,6 +92,7 @@ pub(super) enum Control {
     StartCapture { id: CaptureId, points: Vec<CapturePoint>, sink: CaptureSink, ack: Ack },
     StopCapture { id: CaptureId, ack: Ack },
     Fdb { segment: SegmentId, reply: Sender<Vec<FdbEntry>> },
+    ReleaseDue { ack: Ack },
     Shutdown,
 }
 
@@ -157,8 +159,16 @@ impl CaptureControl {
 }
 
 impl Switch {
+    /// Starts a switch on the host's monotonic clock.
     pub fn start() -> Result<Switch, SwitchError> {
-        let (line, thread) = dataplane::spawn()?;
+        Switch::with_clock(MonotonicClock::new())
+    }
+
+    /// Starts a switch whose data plane reads the time from `clock`; with
+    /// a [`FakeClock`](super::FakeClock), held frames leave only when the
+    /// test moves it and calls [`Switch::release_due`].
+    pub fn with_clock(clock: impl Clock) -> Result<Switch, SwitchError> {
+        let (line, thread) = dataplane::spawn(Box::new(clock))?;
         let captures = CaptureControl { line: line.clone(), next: Arc::new(AtomicUsize::new(1)) };
         Ok(Switch { line, thread: Some(thread), next_port: 1, next_segment: 1, captures })
     }
@@ -287,6 +297,15 @@ impl Switch {
         let (reply, rx) = mpsc::channel();
         self.send(Control::Fdb { segment, reply })?;
         rx.recv().map_err(|_| SwitchError::Stopped)
+    }
+
+    /// Makes the data plane release every held frame due by its clock now,
+    /// and waits until it has: a released frame that leaves through a
+    /// port has been written (or queued) when this returns; one that
+    /// crosses an in-switch cable arrives on the next turn. Needed only
+    /// with a clock that does not move by itself.
+    pub fn release_due(&self) -> Result<(), SwitchError> {
+        self.call(|ack| Control::ReleaseDue { ack })
     }
 
     /// Stops the data plane and closes every port. Idempotent.

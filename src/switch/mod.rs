@@ -10,6 +10,9 @@
 //! Impaired directions ([`impair`]) hand their frames to a [`delay`] line;
 //! a timerfd in the same poll set wakes the thread when the next one is
 //! due, so delays are kept to the microsecond, not to epoll's millisecond.
+//! The data plane reads the time from a [`Clock`]: the host's monotonic
+//! clock, or in tests a [`FakeClock`] that stands still until moved (then
+//! [`Switch::release_due`] takes the timer's place).
 //! Captures receive copies of the frames crossing chosen ports through
 //! bounded channels (a slow reader loses copies, counted, never stalls
 //! the switch).
@@ -21,6 +24,7 @@
 //!
 //! Owns: port fds once added, forwarding, impairment state, captures,
 //! counters. Must not touch: namespaces, processes, the topology model.
+pub mod clock;
 pub mod counters;
 pub mod delay;
 pub mod fabric;
@@ -39,6 +43,7 @@ mod handle;
 #[cfg(test)]
 mod testkit;
 
+pub use clock::{Clock, FakeClock, MonotonicClock};
 pub use egress::TX_QUEUE_FRAMES;
 pub use handle::{
     CaptureControl, CaptureFeed, CapturePoint, CapturedFrame, FdbEntry, Switch, SwitchError, CAPTURE_QUEUE_FRAMES,

@@ -14,7 +14,7 @@ use super::fabric::Segment;
 use super::frame::{MAX_BUFFER_LEN, VNET_HDR_LEN};
 use super::port::FdPort;
 use super::vlan::VlanMode;
-use super::{PortId, Switch};
+use super::{FakeClock, PortId, Switch};
 
 /// A seqpacket pair: one end becomes a switch port, the test holds the other.
 pub(super) fn wire() -> (OwnedFd, UnixDatagram) {
@@ -50,6 +50,33 @@ pub(super) fn recv(peer: &UnixDatagram) -> Option<Vec<u8>> {
     peer.recv(&mut buf).ok().map(|n| buf[..n].to_vec())
 }
 
+/// The frames `peer` has already been handed, without waiting for more.
+pub(super) fn waiting(peer: &UnixDatagram) -> Vec<Vec<u8>> {
+    peer.set_nonblocking(true).unwrap();
+    let frames = std::iter::from_fn(|| recv(peer)).collect();
+    peer.set_nonblocking(false).unwrap();
+    frames
+}
+
+/// Moves `clock` (the switch's) on by `by`, lets the switch release what
+/// has come due, and returns what `peer` has been handed by then.
+pub(super) fn released_after(clock: &FakeClock, sw: &Switch, peer: &UnixDatagram, by: Duration) -> Vec<Vec<u8>> {
+    clock.advance(by);
+    sw.release_due().unwrap();
+    waiting(peer)
+}
+
+/// Sends `frame` from `peer` (whose switch port counts into `counters`)
+/// and returns once the data plane has read it and finished that turn:
+/// an impaired frame is then held, from the clock's present time.
+pub(super) fn ingested(sw: &Switch, peer: &UnixDatagram, counters: &PortCounters, frame: &[u8]) {
+    let before = counters.snapshot().rx_frames;
+    peer.send(frame).unwrap();
+    assert!(settled(|| counters.snapshot().rx_frames == before + 1), "the switch never read the frame");
+    // A control round trip: it is answered after the turn that read the frame.
+    sw.release_due().unwrap();
+}
+
 /// A switch with one point-to-point link; the test holds both peers.
 pub(super) struct Cable {
     pub(super) sw: Switch,
@@ -60,7 +87,11 @@ pub(super) struct Cable {
 }
 
 pub(super) fn cable(mtu_a: usize, mtu_b: usize, gso_b: bool) -> Cable {
-    let mut sw = Switch::start().unwrap();
+    cable_on(Switch::start().unwrap(), mtu_a, mtu_b, gso_b)
+}
+
+/// [`cable`] on a switch the test started (e.g. on a fake clock).
+pub(super) fn cable_on(mut sw: Switch, mtu_a: usize, mtu_b: usize, gso_b: bool) -> Cable {
     let seg = sw.add_segment(Segment::point_to_point()).unwrap();
     let (fa, pa) = wire();
     let (fb, pb) = wire();
