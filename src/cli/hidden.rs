@@ -1,0 +1,31 @@
+//! The hidden subcommands clonet runs as itself, inside the namespaces of
+//! `ns` nodes and between TAPs: `__ns-init`, `__ns-enter`,
+//! `__tap-forward`. The library does the work; these only pass the
+//! arguments on.
+//!
+//! Owns: their argument shapes. Must not touch: anything else (they run
+//! in a node's namespaces, with the node's environment).
+use std::path::Path;
+
+use clonet::host::helpers::{ns_enter_main, ns_init_main, RootLayers};
+
+/// `__ns-init HOSTNAME HOSTS [LOWER UPPER WORK MERGED]`: a node's init.
+pub fn ns_init(hostname: &str, hosts: &Path, root: &[String]) -> ! {
+    let layers = match root {
+        [lower, upper, work, merged] => {
+            Some(RootLayers { lower: lower.clone(), upper: upper.into(), work: work.into(), merged: merged.into() })
+        }
+        _ => None,
+    };
+    ns_init_main(hostname, hosts, layers)
+}
+
+/// `__ns-enter PID -- ARGV`: runs a command in a node's namespaces.
+pub fn ns_enter(pid: i32, argv: &[String]) -> ! {
+    ns_enter_main(pid, argv)
+}
+
+/// `__tap-forward PID_A PID_B OWNER`: the benchmark's TAP-to-TAP baseline.
+pub fn tap_forward(pid_a: i32, pid_b: i32, owner: i32) -> ! {
+    clonet::host::tapfwd::tap_forward_main(pid_a, pid_b, owner)
+}
