@@ -2,6 +2,7 @@
 //! and SIGHUP, and polled by long operations (script progress, `exec`,
 //! `sleep`) so that they end early and the lab is torn down.
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::OnceLock;
 
 static FLAG: AtomicBool = AtomicBool::new(false);
 /// Set while a REPL waits for input: nothing polls the flag then, so a
@@ -14,6 +15,16 @@ pub fn exit_on_termination(on: bool) {
     TERM_EXITS.store(on, Ordering::Relaxed);
 }
 static SIGNAL: AtomicI32 = AtomicI32::new(0);
+/// What a signal that ends the process at once does first; the lab layer
+/// registers the removal of its run directories (this layer sits below
+/// the lab and does not know it).
+static BEFORE_FORCED_EXIT: OnceLock<fn()> = OnceLock::new();
+
+/// Sets what to do before a termination signal ends the process without
+/// unwinding (the first registration wins).
+pub fn before_forced_exit(cleanup: fn()) {
+    let _ = BEFORE_FORCED_EXIT.set(cleanup);
+}
 
 /// Whether an interrupt was requested.
 pub fn requested() -> bool {
@@ -48,7 +59,9 @@ pub fn install() -> std::io::Result<()> {
     std::thread::Builder::new().name("clonet-signals".into()).spawn(move || {
         for sig in signals.forever() {
             if sig != SIGINT && TERM_EXITS.load(Ordering::Relaxed) {
-                crate::lab::rundir::remove_registered();
+                if let Some(cleanup) = BEFORE_FORCED_EXIT.get() {
+                    cleanup();
+                }
                 std::process::exit(128 + sig);
             }
             if requested() {

@@ -15,3 +15,6 @@ pub mod switch;
 pub mod sys;
 pub mod testing;
 pub mod vocab;
+
+#[cfg(test)]
+mod layering;

@@ -124,6 +124,7 @@ impl RunDir {
         }
         dir.path = path;
         LIVE.lock().unwrap_or_else(|p| p.into_inner()).push(dir.path.clone());
+        crate::interrupt::before_forced_exit(remove_registered);
         Ok(dir)
     }
 
