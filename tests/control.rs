@@ -2,65 +2,12 @@
 //! serve`, `ls`, `attach`, `exec`, `stop`, and raw JSON-line clients.
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
 use common::*;
-
-/// A raw client: JSON lines in, JSON values out.
-struct Raw {
-    reader: BufReader<UnixStream>,
-    writer: UnixStream,
-}
-
-impl Raw {
-    fn connect(socket: &PathBuf) -> Raw {
-        let s = UnixStream::connect(socket).expect("connect to the control socket");
-        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        Raw { writer: s.try_clone().unwrap(), reader: BufReader::new(s) }
-    }
-
-    fn send(&mut self, line: &str) {
-        self.writer.write_all(format!("{line}\n").as_bytes()).unwrap();
-    }
-
-    fn next(&mut self) -> serde_json::Value {
-        let mut line = String::new();
-        self.reader.read_line(&mut line).expect("a line from the lab");
-        serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line:?}"))
-    }
-
-    /// The answer to request `id` (events before it are kept in `seen`).
-    fn answer(&mut self, id: u64, seen: &mut Vec<serde_json::Value>) -> serde_json::Value {
-        loop {
-            let v = self.next();
-            if v.get("event").is_some() {
-                seen.push(v);
-            } else if v["id"] == id {
-                return v;
-            }
-        }
-    }
-
-    /// Events until one matches `want` (or none within the read timeout).
-    fn event_where(&mut self, seen: &mut Vec<serde_json::Value>, want: impl Fn(&serde_json::Value) -> bool) -> bool {
-        if seen.iter().any(&want) {
-            return true;
-        }
-        loop {
-            let v = self.next();
-            let hit = want(&v);
-            seen.push(v);
-            if hit {
-                return true;
-            }
-        }
-    }
-}
 
 const TWO_NODES: &str = r#"
 let a = node("a"); let b = node("b");

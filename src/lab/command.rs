@@ -368,12 +368,20 @@ pub enum Reply {
     Ping {
         rtt_us: Option<u64>,
     },
-    Counters(Vec<PortReport>),
-    Fdb(Vec<FdbRow>),
+    // Lists are fields of struct variants: an internally tagged enum
+    // cannot carry a bare sequence.
+    Counters {
+        ports: Vec<PortReport>,
+    },
+    Fdb {
+        rows: Vec<FdbRow>,
+    },
     Topology(Topology),
     Console(crate::host::console::ConsoleTarget),
     Snapshot(SnapshotInfo),
-    Snapshots(Vec<SnapshotInfo>),
+    Snapshots {
+        snapshots: Vec<SnapshotInfo>,
+    },
     Capture(CaptureInfo),
     LabInfo(LabInfo),
     /// A capture ended: frames written, copies lost to a slow writer.
@@ -402,5 +410,26 @@ mod tests {
         assert!(matches!(back, Command::AddLink { ip_a: Some(_), .. }));
         let r = serde_json::to_string(&Reply::Ping { rtt_us: Some(42) }).unwrap();
         assert_eq!(r, r#"{"reply":"ping","rtt_us":42}"#);
+    }
+
+    #[test]
+    fn every_reply_with_a_list_or_an_enum_goes_through_json_and_back() {
+        let snapshot = SnapshotInfo { name: "s".into(), node: "a".into(), kind: NodeKind::Ns, bytes: 1, users: vec![] };
+        let port =
+            PortReport { node: "a".into(), iface: "eth0".into(), segment: "a--b".into(), counters: Default::default() };
+        let row =
+            FdbRow { vlan: 1, mac: "02:00:00:00:00:01".into(), node: "a".into(), iface: "eth0".into(), age_ms: 5 };
+        let console = crate::host::console::ConsoleTarget::Socket("/run/x".into());
+        for reply in [
+            Reply::Counters { ports: vec![port] },
+            Reply::Fdb { rows: vec![row] },
+            Reply::Snapshots { snapshots: vec![snapshot] },
+            Reply::Console(console),
+            Reply::Done,
+        ] {
+            let json = serde_json::to_string(&reply).unwrap_or_else(|e| panic!("{reply:?}: {e}"));
+            let back: Reply = serde_json::from_str(&json).unwrap_or_else(|e| panic!("{json}: {e}"));
+            assert_eq!(format!("{back:?}"), format!("{reply:?}"));
+        }
     }
 }

@@ -101,8 +101,13 @@ impl Answer {
         }
     }
 
+    /// The answer as one JSON line; a reply that cannot be written as
+    /// JSON becomes an error answer rather than ending the connection.
     pub fn line(&self) -> String {
-        serde_json::to_string(self).expect("answers serialize")
+        serde_json::to_string(self).unwrap_or_else(|e| {
+            let failed = Answer { id: self.id, ok: None, error: Some(format!("the reply cannot be sent: {e}")) };
+            serde_json::to_string(&failed).unwrap_or_default()
+        })
     }
 }
 

@@ -23,6 +23,9 @@ pub mod save;
 pub mod snapshot;
 pub mod topology;
 
+#[cfg(test)]
+mod protocol_fuzz;
+
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::Path;
@@ -385,7 +388,9 @@ impl Lab {
             Command::Restore { node, snapshot } => self.restore(&node, &snapshot).map(|()| Reply::Done),
             Command::Snapshots => {
                 let names: Vec<String> = self.snapshots.all().map(|r| r.name.clone()).collect();
-                Ok(Reply::Snapshots(names.iter().map(|n| self.snapshot_info(n)).collect::<Result<_, _>>()?))
+                Ok(Reply::Snapshots {
+                    snapshots: names.iter().map(|n| self.snapshot_info(n)).collect::<Result<_, _>>()?,
+                })
             }
             Command::DeleteSnapshot { name } => self.delete_snapshot(&name).map(|()| Reply::Done),
             Command::SaveLab { dir } => self.save_lab(&dir).map(|()| Reply::Done),
@@ -393,7 +398,7 @@ impl Lab {
             Command::PauseNode { node, paused } => {
                 self.running_mut(&node)?.pause(paused).map(|()| Reply::Done).map_err(Into::into)
             }
-            Command::Counters => Ok(Reply::Counters(self.counters())),
+            Command::Counters => Ok(Reply::Counters { ports: self.counters() }),
             Command::Fdb { lan } => self.fdb(&lan),
             Command::Topology => Ok(Reply::Topology(self.topo.clone())),
         }
@@ -1303,7 +1308,7 @@ impl Lab {
                 FdbRow { vlan: e.vid, mac: e.mac.to_string(), node, iface, age_ms: e.age.as_millis() as u64 }
             })
             .collect();
-        Ok(Reply::Fdb(rows))
+        Ok(Reply::Fdb { rows })
     }
 
     /// Stops everything the lab created. Safe to call more than once.
@@ -1469,7 +1474,7 @@ mod tests {
         assert_eq!(&buf[VNET_HDR_LEN + 12..VNET_HDR_LEN + 14], &[0x08, 0x06]);
         assert!(h.recv(&mut buf).is_err(), "VLAN 10 sees nothing");
         let fdb = match lab.execute(Command::Fdb { lan: "sw".into() }).unwrap() {
-            Reply::Fdb(rows) => rows,
+            Reply::Fdb { rows } => rows,
             _ => unreachable!(),
         };
         assert_eq!(fdb.iter().map(|r| (r.node.as_str(), r.vlan)).collect::<Vec<_>>(), vec![("h", 10), ("r", 20)]);

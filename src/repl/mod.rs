@@ -182,7 +182,7 @@ impl Repl {
 
     fn counters(&self) -> Result<Vec<PortReport>, String> {
         match self.call(Command::Counters)? {
-            Reply::Counters(c) => Ok(c),
+            Reply::Counters { ports } => Ok(ports),
             _ => Err("unexpected reply".into()),
         }
     }

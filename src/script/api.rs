@@ -246,7 +246,7 @@ fn port_map(p: crate::lab::command::PortReport) -> Dynamic {
 
 /// Every port's counters, optionally only those of one link or LAN.
 fn port_counters(ctx: &NativeCallContext, segment: Option<&str>) -> RhaiResult<Array> {
-    let Reply::Counters(ports) = call(ctx, Command::Counters)? else {
+    let Reply::Counters { ports } = call(ctx, Command::Counters)? else {
         return Err(script_error("unexpected reply"));
     };
     Ok(ports.into_iter().filter(|p| segment.is_none_or(|s| p.segment == s)).map(port_map).collect())
@@ -267,12 +267,12 @@ fn positive_ms(fn_name: &str, ms: i64) -> RhaiResult<u64> {
     u64::try_from(ms).map_err(|_| script_error(format!("{fn_name}(): a time in ms must not be negative, got {ms}")))
 }
 
-/// The instant `ms` from now; a time too far away to name is an error,
-/// not a panic.
-fn deadline(fn_name: &str, ms: i64) -> RhaiResult<std::time::Instant> {
-    std::time::Instant::now()
-        .checked_add(std::time::Duration::from_millis(positive_ms(fn_name, ms)?))
-        .ok_or_else(|| script_error(format!("{fn_name}(): {ms} ms is too far in the future")))
+/// The instant `ms` from now, at most an hour away: a script (perhaps a
+/// student's answer) cannot hold the lab for longer in one call.
+fn deadline(fn_name: &'static str, ms: i64) -> RhaiResult<std::time::Instant> {
+    let wait = crate::vocab::Delay::new(fn_name, std::time::Duration::from_millis(positive_ms(fn_name, ms)?))
+        .map_err(refused(fn_name))?;
+    Ok(std::time::Instant::now() + wait.get())
 }
 
 /// A node of the lab, as scripts hold it.
@@ -1054,7 +1054,7 @@ pub mod link_api {
     #[rhai_fn(return_raw)]
     pub fn fdb(ctx: NativeCallContext, lan: &mut Lan) -> RhaiResult<Array> {
         match call(&ctx, Command::Fdb { lan: lan.name.clone() })? {
-            Reply::Fdb(rows) => Ok(rows.into_iter().map(rhai::serde::to_dynamic).collect::<Result<_, _>>()?),
+            Reply::Fdb { rows } => Ok(rows.into_iter().map(rhai::serde::to_dynamic).collect::<Result<_, _>>()?),
             _ => Err(script_error("unexpected reply")),
         }
     }
@@ -1798,7 +1798,7 @@ pub mod snapshot_api {
     #[rhai_fn(return_raw)]
     pub fn snapshots(ctx: NativeCallContext) -> RhaiResult<Array> {
         match call(&ctx, Command::Snapshots)? {
-            Reply::Snapshots(list) => Ok(list.iter().map(|i| snapshot_map(i).into()).collect()),
+            Reply::Snapshots { snapshots: list } => Ok(list.iter().map(|i| snapshot_map(i).into()).collect()),
             _ => Err(script_error("unexpected reply")),
         }
     }
@@ -1861,7 +1861,9 @@ pub mod snapshot_api {
     #[rhai_fn(return_raw)]
     pub fn get_snapshot(ctx: NativeCallContext, name: &str) -> RhaiResult<Snapshot> {
         match call(&ctx, Command::Snapshots)? {
-            Reply::Snapshots(list) if list.iter().any(|i| i.name == name) => Ok(SnapshotRef { name: name.to_string() }),
+            Reply::Snapshots { snapshots: list } if list.iter().any(|i| i.name == name) => {
+                Ok(SnapshotRef { name: name.to_string() })
+            }
             _ => Err(script_error(format!("no snapshot called {name:?}"))),
         }
     }
@@ -1886,7 +1888,7 @@ pub mod snapshot_api {
     #[rhai_fn(get = "bytes", pure, return_raw)]
     pub fn bytes(ctx: NativeCallContext, s: &mut Snapshot) -> RhaiResult<i64> {
         match call(&ctx, Command::Snapshots)? {
-            Reply::Snapshots(list) => list
+            Reply::Snapshots { snapshots: list } => list
                 .iter()
                 .find(|i| i.name == s.name)
                 .map(|i| i.bytes as i64)

@@ -46,7 +46,7 @@ impl std::fmt::Display for Distribution {
 
 /// Which frames are lost.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "lowercase", try_from = "RawLoss")]
 pub enum LossModel {
     #[default]
     None,
@@ -62,7 +62,7 @@ pub enum LossModel {
 
 /// The impairments of one direction of a link.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, try_from = "RawParams")]
 pub struct Params {
     pub delay: Delay,
     pub jitter: Delay,
@@ -77,6 +77,89 @@ pub struct Params {
     pub rate: Option<Rate>,
     /// Frames the direction may hold at once.
     pub limit: QueueLimit,
+}
+
+/// `LossModel` as it arrives, before each probability is checked under
+/// its own name (serde alone could only say "probability").
+#[derive(Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum RawLoss {
+    None,
+    Random { p: f64, correlation: f64 },
+    Gilbert { p: f64, r: f64, h: f64, k: f64 },
+}
+
+impl TryFrom<RawLoss> for LossModel {
+    type Error = VocabError;
+
+    fn try_from(raw: RawLoss) -> Result<LossModel, VocabError> {
+        let prob = Probability::new;
+        Ok(match raw {
+            RawLoss::None => LossModel::None,
+            RawLoss::Random { p, correlation } => {
+                LossModel::Random { p: prob("loss", p)?, correlation: prob("loss_correlation", correlation)? }
+            }
+            RawLoss::Gilbert { p, r, h, k } => LossModel::Gilbert {
+                p: prob("gilbert p", p)?,
+                r: prob("gilbert r", r)?,
+                h: prob("gilbert h", h)?,
+                k: prob("gilbert k", k)?,
+            },
+        })
+    }
+}
+
+/// `Params` as it arrives, so that a refused time or probability is
+/// named by its field (`jitter`, `corrupt`), not by its type.
+#[derive(Deserialize)]
+#[serde(default)]
+struct RawParams {
+    delay: Duration,
+    jitter: Duration,
+    distribution: Distribution,
+    loss: LossModel,
+    duplicate: f64,
+    reorder: f64,
+    gap: u32,
+    corrupt: f64,
+    rate: Option<Rate>,
+    limit: QueueLimit,
+}
+
+impl Default for RawParams {
+    fn default() -> RawParams {
+        RawParams {
+            delay: Duration::ZERO,
+            jitter: Duration::ZERO,
+            distribution: Distribution::Uniform,
+            loss: LossModel::None,
+            duplicate: 0.0,
+            reorder: 0.0,
+            gap: 0,
+            corrupt: 0.0,
+            rate: None,
+            limit: QueueLimit::DEFAULT,
+        }
+    }
+}
+
+impl TryFrom<RawParams> for Params {
+    type Error = VocabError;
+
+    fn try_from(raw: RawParams) -> Result<Params, VocabError> {
+        Ok(Params {
+            delay: Delay::new("delay", raw.delay)?,
+            jitter: Delay::new("jitter", raw.jitter)?,
+            distribution: raw.distribution,
+            loss: raw.loss,
+            duplicate: Probability::new("duplicate", raw.duplicate)?,
+            reorder: Probability::new("reorder", raw.reorder)?,
+            gap: raw.gap,
+            corrupt: Probability::new("corrupt", raw.corrupt)?,
+            rate: raw.rate,
+            limit: raw.limit,
+        })
+    }
 }
 
 impl Default for Params {
@@ -149,12 +232,18 @@ impl LinkImpairment {
     }
 }
 
+/// `"1.5e3ms"` as `("1.5e3", "ms")`: the unit is the trailing letters, so
+/// a number may have an exponent.
+fn split_unit(text: &str) -> Option<(&str, &str)> {
+    let num = text.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    (num.len() < text.len()).then(|| (num, &text[num.len()..]))
+}
+
 /// "20ms", "1.5s", "250us", "3ns": at most an hour, not negative.
 pub fn parse_time(option: &'static str, text: &str) -> Result<Delay, VocabError> {
     let t = text.trim();
     let bad = || VocabError::NotATime(text.to_string());
-    let split = t.find(|c: char| c.is_ascii_alphabetic()).ok_or_else(bad)?;
-    let (num, unit) = t.split_at(split);
+    let (num, unit) = split_unit(t).ok_or_else(bad)?;
     let value: f64 = num.trim().parse().map_err(|_| bad())?;
     let scale = match unit {
         "s" => 1.0,
@@ -183,8 +272,7 @@ pub fn millis(option: &'static str, ms: f64) -> Result<Delay, VocabError> {
 pub fn parse_rate(text: &str) -> Result<Rate, VocabError> {
     let t = text.trim().to_ascii_lowercase();
     let bad = || VocabError::NotARate(text.to_string());
-    let split = t.find(|c: char| c.is_ascii_alphabetic()).ok_or_else(bad)?;
-    let (num, unit) = t.split_at(split);
+    let (num, unit) = split_unit(&t).ok_or_else(bad)?;
     let value: f64 = num.trim().parse().map_err(|_| bad())?;
     let factor = match unit {
         "bit" => 1.0,
@@ -223,6 +311,8 @@ mod tests {
         }
         assert!(millis("delay", 1e300).is_err() && millis("delay", -1.0).is_err());
         assert_eq!(millis("delay", 5.0).unwrap().get(), 5 * MS);
+        assert_eq!(parse_time("delay", "1.5e3ms").unwrap().get(), Duration::from_millis(1500));
+        assert!(parse_time("delay", "1e300s").unwrap_err().to_string().contains("out of range"));
         assert_eq!(parse_rate("10mbit").unwrap().get(), 10_000_000);
         assert_eq!(parse_rate("1Gbit").unwrap().get(), 1_000_000_000);
         assert_eq!(parse_rate("2mbps").unwrap().get(), 16_000_000);
@@ -244,7 +334,9 @@ mod tests {
         let bad = r#"{"delay":{"secs":100000,"nanos":0}}"#;
         assert!(serde_json::from_str::<Params>(bad).unwrap_err().to_string().contains("0..=1h"));
         let bad = r#"{"loss":{"random":{"p":7,"correlation":0}}}"#;
-        assert!(serde_json::from_str::<Params>(bad).is_err());
+        assert!(serde_json::from_str::<Params>(bad).unwrap_err().to_string().contains("loss 7 is out of range"));
+        let bad = r#"{"jitter":{"secs":7200,"nanos":0}}"#;
+        assert!(serde_json::from_str::<Params>(bad).unwrap_err().to_string().starts_with("jitter 7200s"));
         let bad = r#"{"limit":0}"#;
         assert!(serde_json::from_str::<Params>(bad).unwrap_err().to_string().contains("limit 0"));
     }

@@ -216,3 +216,61 @@ impl Drop for Served {
         }
     }
 }
+
+/// A raw client: JSON lines in, JSON values out.
+pub struct Raw {
+    pub reader: std::io::BufReader<std::os::unix::net::UnixStream>,
+    pub writer: std::os::unix::net::UnixStream,
+}
+
+impl Raw {
+    pub fn connect(socket: &Path) -> Raw {
+        use std::os::unix::net::UnixStream;
+        let s = UnixStream::connect(socket).expect("connect to the control socket");
+        s.set_read_timeout(Some(std::time::Duration::from_secs(30))).unwrap();
+        Raw { writer: s.try_clone().unwrap(), reader: std::io::BufReader::new(s) }
+    }
+
+    pub fn send(&mut self, line: &str) {
+        use std::io::Write;
+        self.writer.write_all(format!("{line}\n").as_bytes()).unwrap();
+    }
+
+    pub fn next(&mut self) -> serde_json::Value {
+        use std::io::BufRead;
+        let mut line = String::new();
+        self.reader.read_line(&mut line).expect("a line from the lab");
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line:?}"))
+    }
+
+    /// The answer to request `id` (events before it are kept in `seen`).
+    pub fn answer(&mut self, id: u64, seen: &mut Vec<serde_json::Value>) -> serde_json::Value {
+        loop {
+            let v = self.next();
+            if v.get("event").is_some() {
+                seen.push(v);
+            } else if v["id"] == id {
+                return v;
+            }
+        }
+    }
+
+    /// Events until one matches `want` (or none within the read timeout).
+    pub fn event_where(
+        &mut self,
+        seen: &mut Vec<serde_json::Value>,
+        want: impl Fn(&serde_json::Value) -> bool,
+    ) -> bool {
+        if seen.iter().any(&want) {
+            return true;
+        }
+        loop {
+            let v = self.next();
+            let hit = want(&v);
+            seen.push(v);
+            if hit {
+                return true;
+            }
+        }
+    }
+}
