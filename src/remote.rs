@@ -34,7 +34,7 @@ pub fn uptime(secs: u64) -> String {
 fn lab_info(dir: &std::path::Path, state: &rundir::LabState) -> Result<LabInfo, serde_json::Value> {
     let asked = Client::connect(dir).and_then(|mut c| {
         c.set_timeout(Some(Duration::from_secs(2)));
-        c.execute(Command::LabInfo)
+        c.execute(Command::LabInfo).map_err(|e| e.to_string())
     });
     match asked {
         Ok(Reply::LabInfo(info)) => Ok(info),

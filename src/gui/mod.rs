@@ -183,7 +183,7 @@ impl Site {
         }
         let opened = Client::connect(&self.run_dir).and_then(|mut c| {
             let req = crate::lab::capture::CaptureRequest { target: target.clone(), count: None };
-            c.request(Request { capture: Some(req), ..Default::default() }, |_| {})?;
+            c.request(Request { capture: Some(req), ..Default::default() }, |_| {}).map_err(|e| e.to_string())?;
             Ok(c.into_reader())
         });
         let mut pcap = match opened {
@@ -227,8 +227,8 @@ impl Site {
     /// Relays a node's console: a machine's console socket, or a shell in
     /// an ns node (through pipes: line by line, no terminal).
     fn relay_console(&self, mut ws: WebSocket<TcpStream>, node: &str) -> io::Result<()> {
-        let target =
-            Client::connect(&self.run_dir).and_then(|mut c| c.execute(Command::Console { node: node.to_string() }));
+        let target = Client::connect(&self.run_dir)
+            .and_then(|mut c| c.execute(Command::Console { node: node.to_string() }).map_err(|e| e.to_string()));
         let target = match target {
             Ok(Reply::Console(t)) => t,
             Ok(_) => return Ok(()),

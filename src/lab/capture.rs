@@ -183,7 +183,8 @@ pub fn serve_capture(
     let feed = match feed {
         Ok(f) => f,
         Err(e) => {
-            let _ = out.write_all(format!("{}\n", Answer::new(id, Err(e)).line()).as_bytes());
+            let answer = Answer::failed(id, super::errors::ErrorKind::Invalid, e);
+            let _ = out.write_all(format!("{}\n", answer.line()).as_bytes());
             return;
         }
     };
@@ -200,7 +201,7 @@ pub fn follow(run_dir: &Path, target: &str, count: Option<u64>, mut out: impl Wr
     use super::control::{Client, Request};
     let mut client = Client::connect(run_dir)?;
     let request = CaptureRequest { target: target.to_string(), count };
-    client.request(Request { capture: Some(request), ..Default::default() }, |_| {})?;
+    client.request(Request { capture: Some(request), ..Default::default() }, |_| {}).map_err(|e| e.to_string())?;
     let mut reader = client.into_reader();
     let mut buf = vec![0u8; 64 * 1024];
     loop {

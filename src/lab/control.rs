@@ -13,8 +13,11 @@
 //! | `stop: true` | tears the lab down (as SIGTERM would) |
 //! | `capture: {target, count}` | first request only: the connection becomes a pcap stream |
 //!
-//! An answer is `{"id":…,"ok":REPLY}` or `{"id":…,"error":"why"}`; an
-//! event is `{"event":"node_added",…}`. A malformed request gets an error
+//! An answer is `{"id":…,"ok":REPLY}` or
+//! `{"id":…,"error":"why","kind":KIND}`, where `KIND` says what sort of
+//! failure it is (`invalid`, `not_found`, `conflict`, `state`, `host`,
+//! `switch`, `unsupported`, `unavailable`, `denied`: `errors::ErrorKind`),
+//! so a remote error keeps its kind. An event is `{"event":"node_added",…}`. A malformed request gets an error
 //! answer and the connection and the lab go on.
 //!
 //! Owns: the listener, one thread per client (plus one writer each), the
@@ -36,6 +39,7 @@ use serde::{Deserialize, Serialize};
 
 use super::capture::{self, CaptureRequest, PortDirectory};
 use super::command::{Command, Reply};
+use super::errors::{ErrorKind, RemoteError};
 use super::Lab;
 use crate::switch::CaptureControl;
 
@@ -91,21 +95,28 @@ pub struct Answer {
     pub ok: Option<Reply>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// What sort of failure `error` is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<ErrorKind>,
 }
 
 impl Answer {
-    pub fn new(id: Option<u64>, result: Result<Reply, String>) -> Answer {
+    pub fn new(id: Option<u64>, result: Result<Reply, RemoteError>) -> Answer {
         match result {
-            Ok(r) => Answer { id, ok: Some(r), error: None },
-            Err(e) => Answer { id, ok: None, error: Some(e) },
+            Ok(r) => Answer { id, ok: Some(r), error: None, kind: None },
+            Err(e) => Answer { id, ok: None, error: Some(e.message), kind: Some(e.kind) },
         }
+    }
+
+    pub fn failed(id: Option<u64>, kind: ErrorKind, message: impl Into<String>) -> Answer {
+        Answer::new(id, Err(RemoteError::new(kind, message)))
     }
 
     /// The answer as one JSON line; a reply that cannot be written as
     /// JSON becomes an error answer rather than ending the connection.
     pub fn line(&self) -> String {
         serde_json::to_string(self).unwrap_or_else(|e| {
-            let failed = Answer { id: self.id, ok: None, error: Some(format!("the reply cannot be sent: {e}")) };
+            let failed = Answer::failed(self.id, ErrorKind::Host, format!("the reply cannot be sent: {e}"));
             serde_json::to_string(&failed).unwrap_or_default()
         })
     }
@@ -177,13 +188,13 @@ impl Shared {
     /// while its nodes should live on.
     fn with_lab<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&mut Lab) -> Result<T, String> + Send + 'static,
-    ) -> Result<T, String> {
+        f: impl FnOnce(&mut Lab) -> Result<T, RemoteError> + Send + 'static,
+    ) -> Result<T, RemoteError> {
         let (done, result) = mpsc::sync_channel(1);
         let job: Job = Box::new(move |lab| {
             let _ = done.send(f(lab));
         });
-        let ended = || "the lab has ended".to_string();
+        let ended = || RemoteError::new(ErrorKind::Unavailable, "the lab has ended");
         self.jobs.lock().unwrap_or_else(PoisonError::into_inner).send(job).map_err(|_| ended())?;
         result.recv().map_err(|_| ended())?
     }
@@ -329,7 +340,7 @@ fn serve_client(stream: UnixStream, shared: &Arc<Shared>) {
     let _ = stream.set_nonblocking(false);
     let Ok(mut out) = stream.try_clone() else { return };
     if !peer_allowed(&stream) {
-        let _ = writeln!(out, "{}", Answer::new(None, Err("not the lab's owner".into())).line());
+        let _ = writeln!(out, "{}", Answer::failed(None, ErrorKind::Denied, "not the lab's owner").line());
         return;
     }
     let mut reader = BufReader::new(stream);
@@ -345,7 +356,7 @@ fn serve_client(stream: UnixStream, shared: &Arc<Shared>) {
             Ok(_) => {}
         }
         if !line.ends_with('\n') && line.len() as u64 >= MAX_LINE {
-            let _ = writeln!(out, "{}", Answer::new(None, Err("request line too long".into())).line());
+            let _ = writeln!(out, "{}", Answer::failed(None, ErrorKind::Invalid, "request line too long").line());
             break;
         }
         if line.trim().is_empty() {
@@ -366,8 +377,10 @@ fn serve_client(stream: UnixStream, shared: &Arc<Shared>) {
                 .ok();
         }
         let result = match action {
-            Err(e) => Err(e),
-            Ok(Action::Command(cmd)) => shared.with_lab(move |lab| lab.execute(*cmd).map_err(|e| e.to_string())),
+            Err(e) => Err(RemoteError::new(ErrorKind::Invalid, e)),
+            Ok(Action::Command(cmd)) => {
+                shared.with_lab(move |lab| lab.execute(*cmd).map_err(|e| RemoteError::new(e.kind(), e.to_string())))
+            }
             Ok(Action::Watch) => match watcher {
                 Some(_) => Ok(Reply::Done),
                 None => {
@@ -385,7 +398,9 @@ fn serve_client(stream: UnixStream, shared: &Arc<Shared>) {
                 let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGTERM);
                 continue;
             }
-            Ok(Action::Capture(_)) => Err("a capture needs a connection of its own (its first request)".into()),
+            Ok(Action::Capture(_)) => {
+                Err(RemoteError::new(ErrorKind::Invalid, "a capture needs a connection of its own (its first request)"))
+            }
         };
         if tx.send(Answer::new(id, result).line()).is_err() {
             break;
@@ -444,39 +459,41 @@ impl Client {
 
     /// Sends a request and waits for its answer; events that arrive in
     /// between are handed to `on_event`.
-    pub fn request(&mut self, mut request: Request, mut on_event: impl FnMut(&str)) -> Result<Reply, String> {
+    pub fn request(&mut self, mut request: Request, mut on_event: impl FnMut(&str)) -> Result<Reply, RemoteError> {
         let id = self.next_id;
         self.next_id += 1;
         request.id = Some(id);
-        let mut line = serde_json::to_string(&request).map_err(|e| e.to_string())?;
+        let gone = |why: String| RemoteError::new(ErrorKind::Unavailable, why);
+        let mut line =
+            serde_json::to_string(&request).map_err(|e| RemoteError::new(ErrorKind::Invalid, e.to_string()))?;
         line.push('\n');
         // One write: the server may answer and close as soon as it has the line.
-        self.writer.write_all(line.as_bytes()).map_err(|e| format!("the lab went away: {e}"))?;
+        self.writer.write_all(line.as_bytes()).map_err(|e| gone(format!("the lab went away: {e}")))?;
         loop {
             let mut answer = String::new();
             match self.reader.read_line(&mut answer) {
-                Ok(0) => return Err("the lab went away".into()),
+                Ok(0) => return Err(gone("the lab went away".into())),
                 Ok(_) => {}
-                Err(e) => return Err(format!("the lab went away: {e}")),
+                Err(e) => return Err(gone(format!("the lab went away: {e}"))),
             }
             if answer.starts_with("{\"event\"") {
                 on_event(answer.trim_end());
                 continue;
             }
-            let a: Answer = serde_json::from_str(&answer).map_err(|e| format!("bad answer from the lab: {e}"))?;
+            let a: Answer = serde_json::from_str(&answer).map_err(|e| gone(format!("bad answer from the lab: {e}")))?;
             if a.id.is_some_and(|got| got != id) {
                 continue;
             }
             return match (a.ok, a.error) {
                 (Some(r), _) => Ok(r),
-                (None, Some(e)) => Err(e),
-                (None, None) => Err("empty answer from the lab".into()),
+                (None, Some(e)) => Err(RemoteError::new(a.kind.unwrap_or_default(), e)),
+                (None, None) => Err(gone("empty answer from the lab".into())),
             };
         }
     }
 
     /// Runs one lab command.
-    pub fn execute(&mut self, cmd: Command) -> Result<Reply, String> {
+    pub fn execute(&mut self, cmd: Command) -> Result<Reply, RemoteError> {
         self.request(Request { command: Some(cmd), ..Default::default() }, |_| {})
     }
 
@@ -537,7 +554,10 @@ mod tests {
     #[test]
     fn answers_carry_a_reply_or_an_error() {
         assert_eq!(Answer::new(Some(1), Ok(Reply::Done)).line(), r#"{"id":1,"ok":{"reply":"done"}}"#);
-        assert_eq!(Answer::new(None, Err("no".into())).line(), r#"{"id":null,"error":"no"}"#);
+        assert_eq!(
+            Answer::failed(None, ErrorKind::NotFound, "no").line(),
+            r#"{"id":null,"error":"no","kind":"not_found"}"#
+        );
         let back: Answer = serde_json::from_str(r#"{"id":2,"ok":{"reply":"ping","rtt_us":5}}"#).unwrap();
         assert!(matches!(back.ok, Some(Reply::Ping { rtt_us: Some(5) })));
     }

@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::command::{Command, Reply};
 use super::control::{self, Client, SharedLab};
+use super::errors;
 use super::topology::Topology;
 use super::{Lab, LabError};
 
@@ -53,7 +54,10 @@ impl LabRef {
         }
         match self.execute(Command::Topology)? {
             Reply::Topology(t) => Ok(t),
-            _ => Err(LabError::Remote("unexpected reply to a topology request".into())),
+            _ => {
+                Err(errors::RemoteError::new(errors::ErrorKind::Unavailable, "unexpected reply to a topology request")
+                    .into())
+            }
         }
     }
 

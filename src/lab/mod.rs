@@ -11,6 +11,7 @@
 pub mod capture;
 pub mod command;
 pub mod control;
+pub mod errors;
 pub mod events;
 pub mod graph;
 pub mod handle;
@@ -77,8 +78,8 @@ pub enum LabError {
     #[error("{0:?} is a port of link {1:?}: set the link's impairments (a_to_b / b_to_a)")]
     PortOfLink(String, String),
     /// An error reported by a lab served by another process.
-    #[error("{0}")]
-    Remote(String),
+    #[error(transparent)]
+    Remote(#[from] errors::RemoteError),
     #[error("{0} needs the lab in this process (it is attached)")]
     NotLocal(&'static str),
 }

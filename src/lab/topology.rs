@@ -31,8 +31,6 @@ pub enum TopologyError {
     NoSuchLan(String),
     #[error("node {0:?} has no interface {1:?}")]
     NoSuchIface(String, String),
-    #[error("unknown node kind {0:?} (expected \"ns\", \"uml\" or \"kvm\")")]
-    UnknownKind(String),
     #[error("a link needs two different nodes, got {0:?} twice")]
     SelfLink(String),
     #[error("node {0:?} already has the maximum of {1} interfaces")]

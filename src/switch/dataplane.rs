@@ -245,7 +245,7 @@ impl DataPlane {
         while let Ok(msg) = self.ctl.try_recv() {
             match msg {
                 Control::AddSegment { id, segment, ack } => {
-                    let _ = ack.send(self.fabric.add_segment(id, segment).map_err(|e| format!("{e:?}")));
+                    let _ = ack.send(self.fabric.add_segment(id, segment).map_err(|e| e.to_string()));
                 }
                 Control::RemoveSegment { id, ack } => {
                     self.fabric.remove_segment(id);
@@ -269,7 +269,7 @@ impl DataPlane {
                     let _ = ack.send(Ok(()));
                 }
                 Control::SetPortUp { id, up, ack } => {
-                    let mut result = self.fabric.set_port_up(id, up).map_err(|e| format!("{e:?}"));
+                    let mut result = self.fabric.set_port_up(id, up).map_err(|e| e.to_string());
                     if let (Ok(()), Some(p)) = (&result, self.ports.get_mut(id).and_then(Option::as_mut)) {
                         result = p.io.set_carrier(up).map_err(|e| format!("setting carrier: {e}"));
                     }
@@ -338,7 +338,7 @@ impl DataPlane {
             // An egress that draws per frame works on wire frames: GSO
             // super-frames are cut first.
             let shaped = port.egress.as_ref().is_some_and(|i| i.per_wire_frame);
-            self.fabric.set_port_shaped(id, shaped).map_err(|e| format!("{e:?}"))?;
+            self.fabric.set_port_shaped(id, shaped).map_err(|e| e.to_string())?;
         }
         Ok(())
     }
@@ -352,7 +352,7 @@ impl DataPlane {
         cable_to: Option<PortId>,
     ) -> Result<(), String> {
         let fd = io.raw_fd();
-        self.fabric.add_port(id, info).map_err(|e| format!("{e:?}"))?;
+        self.fabric.add_port(id, info).map_err(|e| e.to_string())?;
         let polled = cable_to.is_none();
         if polled {
             if let Err(e) = self.poll.registry().register(&mut SourceFd(&fd), token(id), Interest::READABLE) {

@@ -84,11 +84,15 @@ pub enum Egress {
     Drop(DropReason),
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FabricError {
+    #[error("the switch has no port {0}")]
     NoSuchPort(PortId),
+    #[error("the switch has no segment {0}")]
     NoSuchSegment(SegmentId),
+    #[error("segment {0} is a point-to-point link that already has both its ports")]
     SegmentFull(SegmentId),
+    #[error("the switch already has a port or segment with this number")]
     Exists,
 }
 
