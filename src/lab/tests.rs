@@ -1,0 +1,231 @@
+//! The Lab's unit tests: whole commands against a real switch and the
+//! recording fake host, so no root is needed.
+//!
+//! Owns: nothing but its temporary run directories. Must not touch: real
+//! nodes or namespaces.
+use super::*;
+use crate::vocab::addr::Cidr;
+#[allow(unused_imports)]
+use crate::vocab::units::test_values::{delay, limit, p as prob, rate};
+#[allow(unused_imports)]
+use crate::vocab::VlanId;
+use crate::vocab::VlanMode;
+use command::{LinkOptions, NodeOptions};
+use std::time::Duration;
+#[allow(dead_code)]
+fn vid(v: u16) -> VlanId {
+    VlanId::new(v).unwrap()
+}
+use crate::host::fake::FakeHost;
+use crate::switch::frame::VNET_HDR_LEN;
+
+fn lab(host: &FakeHost) -> (Lab, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    (Lab::new("t", Box::new(host.clone()), dir.path(), None).unwrap(), dir)
+}
+
+#[test]
+fn builds_a_link_and_frames_cross_the_real_switch() {
+    let host = FakeHost::default();
+    let (mut lab, dir) = lab(&host);
+    lab.execute(Command::AddNode { options: NodeOptions::default(), name: "a".into(), kind: NodeKind::Ns }).unwrap();
+    lab.execute(Command::AddNode { options: NodeOptions::default(), name: "b".into(), kind: NodeKind::Ns }).unwrap();
+    let reply = lab
+        .execute(Command::AddLink {
+            a: "a".into(),
+            b: "b".into(),
+            ip_a: Some("10.0.0.1/24".parse().unwrap()),
+            ip_b: Some("10.0.0.2/24".parse().unwrap()),
+            options: LinkOptions::default(),
+        })
+        .unwrap();
+    assert!(matches!(reply, Reply::Link(ref l) if l.name == "a--b"));
+    let calls = host.calls();
+    assert_eq!(calls[0], "start a");
+    assert!(calls.iter().any(|c| c == "addr a:eth0 10.0.0.1/24"), "{calls:?}");
+    let hosts = std::fs::read_to_string(dir.path().join("t/hosts")).unwrap();
+    assert!(hosts.contains("10.0.0.2\tb"), "{hosts}");
+
+    let wa = host.wire("a", "eth0").unwrap();
+    let wb = host.wire("b", "eth0").unwrap();
+    wb.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+    let mut frame = vec![0u8; VNET_HDR_LEN];
+    frame.extend_from_slice(&[0xff; 6]);
+    frame.extend_from_slice(&[2, 0, 0, 0, 0, 1, 0x08, 0x06]);
+    frame.resize(VNET_HDR_LEN + 60, 0);
+    wa.send(&frame).unwrap();
+    let mut buf = [0u8; 2048];
+    assert_eq!(wb.recv(&mut buf).unwrap(), frame.len());
+    // Counters move just after the write the peer already read.
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    while lab.counters()[1].counters.tx_frames == 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let c = lab.counters();
+    assert_eq!(c.len(), 2);
+    assert_eq!((c[0].counters.rx_frames, c[1].counters.tx_frames), (1, 1));
+    assert_eq!(c[0].segment, "a--b");
+}
+
+#[test]
+fn a_trunk_towards_a_node_carries_tagged_frames() {
+    let host = FakeHost::default();
+    let (mut lab, _dir) = lab(&host);
+    lab.execute(Command::AddLan { name: "sw".into() }).unwrap();
+    for (n, vlan) in [
+        ("h", VlanMode::Access(vid(10))),
+        ("r", VlanMode::Trunk(vec![vid(10), vid(20)])),
+        ("g", VlanMode::Access(vid(20))),
+    ] {
+        lab.execute(Command::AddNode { options: NodeOptions::default(), name: n.into(), kind: NodeKind::Ns }).unwrap();
+        let options = LinkOptions { vlan: Some(vlan), ..Default::default() };
+        lab.execute(Command::JoinLan { node: n.into(), lan: "sw".into(), ip: None, options }).unwrap();
+    }
+    let wire = |n: &str| {
+        let w = host.wire(n, "eth0").unwrap();
+        w.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+        w
+    };
+    let (h, r, g) = (wire("h"), wire("r"), wire("g"));
+    let mut buf = [0u8; 2048];
+    // Untagged from the VLAN 10 access port: tagged 10 on the trunk.
+    let mut frame = vec![0u8; VNET_HDR_LEN];
+    frame.extend_from_slice(&[0xff; 6]);
+    frame.extend_from_slice(&[2, 0, 0, 0, 0, 1, 0x08, 0x06]);
+    frame.resize(VNET_HDR_LEN + 60, 0x11);
+    h.send(&frame).unwrap();
+    let n = r.recv(&mut buf).unwrap();
+    assert_eq!(n, frame.len() + 4);
+    let eth = &buf[VNET_HDR_LEN..n];
+    assert_eq!(&eth[12..16], &[0x81, 0x00, 0x00, 10], "802.1Q tag with VID 10");
+    assert_eq!(&eth[16..18], &[0x08, 0x06], "the original EtherType follows the tag");
+    assert!(g.recv(&mut buf).is_err(), "VLAN 20 sees nothing");
+    // Tagged 20 from the trunk: untagged on the VLAN 20 access port only.
+    let mut tagged = vec![0u8; VNET_HDR_LEN];
+    tagged.extend_from_slice(&[0xff; 6]);
+    tagged.extend_from_slice(&[2, 0, 0, 0, 0, 2, 0x81, 0x00, 0x00, 20, 0x08, 0x06]);
+    tagged.resize(VNET_HDR_LEN + 64, 0x22);
+    r.send(&tagged).unwrap();
+    let n = g.recv(&mut buf).unwrap();
+    assert_eq!(n, tagged.len() - 4);
+    assert_eq!(&buf[VNET_HDR_LEN + 12..VNET_HDR_LEN + 14], &[0x08, 0x06]);
+    assert!(h.recv(&mut buf).is_err(), "VLAN 10 sees nothing");
+    let fdb = match lab.execute(Command::Fdb { lan: "sw".into() }).unwrap() {
+        Reply::Fdb { rows } => rows,
+        _ => unreachable!(),
+    };
+    assert_eq!(fdb.iter().map(|r| (r.node.as_str(), r.vlan)).collect::<Vec<_>>(), vec![("h", 10), ("r", 20)]);
+}
+
+#[test]
+fn a_link_whose_address_fails_is_taken_away_again() {
+    let host = FakeHost::default();
+    let (mut lab, _dir) = lab(&host);
+    for n in ["a", "b"] {
+        lab.execute(Command::AddNode { options: NodeOptions::default(), name: n.into(), kind: NodeKind::Ns }).unwrap();
+    }
+    lab.execute(Command::AddLan { name: "sw".into() }).unwrap();
+    let refused: Cidr = "10.66.0.1/24".parse().unwrap();
+    host.fail_addr(refused);
+    let before = lab.topology().clone();
+    let link = Command::AddLink {
+        a: "a".into(),
+        b: "b".into(),
+        ip_a: None,
+        ip_b: Some(refused),
+        options: LinkOptions::default(),
+    };
+    assert!(lab.execute(link).is_err());
+    let join =
+        Command::JoinLan { node: "a".into(), lan: "sw".into(), ip: Some(refused), options: LinkOptions::default() };
+    assert!(lab.execute(join).is_err());
+    assert_eq!(lab.topology().links, before.links);
+    assert_eq!(lab.topology().lans, before.lans);
+    assert_eq!(lab.topology().nodes, before.nodes);
+    assert!(lab.counters().is_empty(), "no switch port left behind");
+}
+
+#[test]
+fn failed_commands_change_nothing() {
+    let host = FakeHost::default();
+    let (mut lab, _dir) = lab(&host);
+    lab.execute(Command::AddNode { options: NodeOptions::default(), name: "a".into(), kind: NodeKind::Ns }).unwrap();
+    assert!(lab
+        .execute(Command::AddNode { options: NodeOptions::default(), name: "a".into(), kind: NodeKind::Ns })
+        .is_err());
+    assert!(lab
+        .execute(Command::AddNode { options: NodeOptions::default(), name: "x/y".into(), kind: NodeKind::Ns })
+        .is_err());
+    let e = lab
+        .execute(Command::JoinLan { node: "a".into(), lan: "nolan".into(), ip: None, options: LinkOptions::default() })
+        .unwrap_err();
+    assert!(e.to_string().contains("no LAN called \"nolan\""), "{e}");
+    let e = lab
+        .execute(Command::AddLink {
+            a: "a".into(),
+            b: "a".into(),
+            ip_a: None,
+            ip_b: None,
+            options: LinkOptions::default(),
+        })
+        .unwrap_err();
+    assert!(matches!(e, LabError::Topology(TopologyError::SelfLink(_))));
+    assert_eq!(host.calls(), vec!["start a".to_string()]);
+    assert!(lab.topology().node("a").unwrap().ifaces.is_empty());
+}
+
+#[test]
+fn a_half_made_link_is_rolled_back() {
+    let host = FakeHost::default();
+    let (mut lab, _dir) = lab(&host);
+    lab.execute(Command::AddNode { options: NodeOptions::default(), name: "a".into(), kind: NodeKind::Ns }).unwrap();
+    lab.execute(Command::AddNode { options: NodeOptions::default(), name: "b".into(), kind: NodeKind::Ns }).unwrap();
+    host.fail_ifaces_on("b");
+    let link = |lab: &mut Lab| {
+        lab.execute(Command::AddLink {
+            a: "a".into(),
+            b: "b".into(),
+            ip_a: None,
+            ip_b: None,
+            options: LinkOptions::default(),
+        })
+    };
+    assert!(link(&mut lab).is_err());
+    assert!(lab.counters().is_empty(), "a's port was removed again");
+    assert!(lab.topology().links.is_empty());
+    assert!(lab.topology().node("a").unwrap().ifaces.is_empty());
+    // a's end of the half-made link was closed by the switch.
+    let wire = host.wire("a", "eth0").unwrap();
+    assert!(wire.send(&[0u8; 64]).is_err(), "the port's fd is closed");
+}
+
+#[test]
+fn a_panic_still_tears_the_lab_down() {
+    let host = FakeHost::default();
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().to_path_buf();
+    let h = host.clone();
+    let result = std::panic::catch_unwind(move || {
+        let mut lab = Lab::new("p", Box::new(h), &base, None).unwrap();
+        lab.execute(Command::AddNode { options: NodeOptions::default(), name: "a".into(), kind: NodeKind::Ns })
+            .unwrap();
+        panic!("something broke");
+    });
+    assert!(result.is_err());
+    assert!(host.calls().contains(&"stop a".to_string()));
+    assert!(!dir.path().join("p").exists(), "run directory removed while unwinding");
+}
+
+#[test]
+fn teardown_stops_nodes_and_removes_the_run_directory() {
+    let host = FakeHost::default();
+    let (mut lab, dir) = lab(&host);
+    lab.execute(Command::AddNode { options: NodeOptions::default(), name: "a".into(), kind: NodeKind::Ns }).unwrap();
+    lab.execute(Command::AddLan { name: "sw".into() }).unwrap();
+    lab.execute(Command::JoinLan { node: "a".into(), lan: "sw".into(), ip: None, options: LinkOptions::default() })
+        .unwrap();
+    assert!(dir.path().join("t/state.json").exists());
+    drop(lab);
+    assert!(host.calls().contains(&"stop a".to_string()));
+    assert!(!dir.path().join("t").exists());
+}
