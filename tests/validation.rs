@@ -81,6 +81,7 @@ fn the_control_socket_refuses_every_value_out_of_range_and_the_lab_goes_on() {
         let answer = raw.answer(id, &mut seen);
         let error = answer["error"].as_str().unwrap_or_else(|| panic!("{command} was accepted: {answer}"));
         assert!(error.contains(why), "{command}: {error:?} does not say {why:?}");
+        assert_eq!(answer["kind"], "invalid", "{command}: {answer}");
         // After each refusal the lab still answers, and the refused command changed nothing.
         raw.send(r#"{"id":2,"command":{"op":"exec","node":"a","request":{"argv":["ping","-c1","-W2","10.0.0.2"],"stdin":[],"timeout":{"secs":10,"nanos":0}}}}"#);
         let exec = raw.answer(2, &mut seen);
@@ -89,6 +90,10 @@ fn the_control_socket_refuses_every_value_out_of_range_and_the_lab_goes_on() {
     raw.send(r#"{"id":3,"command":{"op":"topology"}}"#);
     let after = raw.answer(3, &mut seen)["ok"].clone();
     assert_eq!(before, after, "refused commands left the topology as it was");
+    // A command that is valid but names nothing that exists says so in its kind.
+    raw.send(r#"{"id":5,"command":{"op":"node_info","node":"zz"}}"#);
+    let answer = raw.answer(5, &mut seen);
+    assert_eq!(answer["kind"], "not_found", "{answer}");
     // Outside a command, a malformed request names the field it got wrong.
     raw.send(r#"{"id":4,"watch":"yes"}"#);
     let error = raw.answer(4, &mut seen)["error"].as_str().unwrap().to_string();
