@@ -1,5 +1,5 @@
 //! The link impairment model (sans-IO): what happens to one frame leaving
-//! one direction of a link, in netem's order (DESIGN §2): duplicate, loss
+//! one direction of a link, in netem's order: duplicate, loss
 //! (random with correlation, or Gilbert-Elliott), corrupt, queue limit,
 //! reorder, delay with jitter, rate. Time comes in as an argument, and
 //! every random draw comes from the direction's own seeded generator, so
