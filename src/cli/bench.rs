@@ -50,7 +50,6 @@ pub fn bench(names: &[String], json: bool, quick: bool, dir: &Path) -> Result<Ex
         // that could read the environment starts.
         std::env::set_var("BENCH_QUICK", "1");
     }
-    bench::reserve_stdout(true);
     let mut rows = Vec::new();
     let mut failed = false;
     for file in files {

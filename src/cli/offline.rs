@@ -30,11 +30,10 @@ pub fn graph(file: &Path, output: Option<&Path>, format: Option<&str>) -> Result
     // A scratch run directory: the dry lab's state, removed afterwards.
     let scratch = std::env::temp_dir().join(format!("clonet-graph-{}", std::process::id()));
     let host = Box::new(clonet::host::fake::FakeHost::dry());
-    // The picture goes to stdout; what the script prints, to stderr.
-    clonet::testing::bench::reserve_stdout(true);
     let lab = LabRef::local(Lab::new(&lab_name(file, None), host, &scratch, Some(file)).map_err(CliError::error)?);
-    script::api::set_dry_run(true);
-    let engine = script::engine(lab.clone(), script::script_dir(file));
+    // The picture goes to stdout; what the script prints, to stderr.
+    let context = script::ScriptContext::new(lab.clone()).dry_run().print_to_stderr();
+    let engine = script::engine_with(context, script::script_dir(file));
     if let Err(report) = script::run_file(&engine, file) {
         eprint!("{}", report.render(&script::report::read_source, color()));
         eprintln!("{}: the script stopped there; drawing what it had built", "warning".yellow().bold());

@@ -77,7 +77,9 @@ fn session(file: Option<&Path>, restore: Option<&Path>, name: String, after: Aft
         eprintln!("clonet: lab {name} restored from {}", saved.display());
     }
     let dir = file.map_or(Path::new("."), script::script_dir);
-    let engine = script::engine(lab.clone(), dir);
+    // A benchmark lab run on its own prints its rows as they come.
+    let rows = clonet::testing::bench::collector(Default::default(), false);
+    let engine = script::engine_with(script::ScriptContext::new(lab.clone()).collecting_rows(rows), dir);
     let mut scope = rhai::Scope::new();
     let mut status = ExitCode::SUCCESS;
     if let Some(file) = file {

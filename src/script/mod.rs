@@ -6,6 +6,7 @@
 //! Owns: the Rhai engine. Must not touch: the host, except through
 //! lab `Command`s.
 pub mod api;
+pub mod context;
 pub mod docs;
 pub mod report;
 pub mod stdlib;
@@ -16,19 +17,34 @@ use std::path::Path;
 use rhai::{exported_module, Dynamic, Engine, Scope, AST};
 
 pub use api::LabRef;
+pub use context::ScriptContext;
 use report::ErrorReport;
+
+/// The start of the message of a `skip()`ped test (`clonet test` tells a
+/// skip from a failure by it).
+pub const SKIP_MARK: &str = "\u{1}skipped\u{1} ";
 
 /// Creates an engine wired to `lab`, resolving imports from the stdlib and
 /// then from `script_dir`.
 pub fn engine(lab: LabRef, script_dir: &Path) -> Engine {
-    let mut engine = bare_engine(script_dir);
-    engine.set_default_tag(Dynamic::from(lab));
+    engine_with(ScriptContext::new(lab), script_dir)
+}
+
+/// An engine with its own context: its lab, where it prints, and where
+/// benchmark rows go.
+pub fn engine_with(context: ScriptContext, script_dir: &Path) -> Engine {
+    let mut engine = bare_engine_printing(script_dir, context.print_to_stderr);
+    engine.set_default_tag(Dynamic::from(context));
     engine
 }
 
 /// An engine with the whole API but no lab: for documentation and checks.
 /// Lab functions called on it fail with a clear error.
 pub fn bare_engine(script_dir: &Path) -> Engine {
+    bare_engine_printing(script_dir, false)
+}
+
+fn bare_engine_printing(script_dir: &Path, print_to_stderr: bool) -> Engine {
     let mut engine = Engine::new();
     engine.register_global_module(exported_module!(api::node_api).into());
     engine.register_global_module(exported_module!(api::link_api).into());
@@ -37,9 +53,9 @@ pub fn bare_engine(script_dir: &Path) -> Engine {
     engine.register_global_module(exported_module!(api::capture_api).into());
     engine.register_global_module(exported_module!(api::bench_api).into());
     engine.set_module_resolver(stdlib::Resolver::new(script_dir));
-    engine.on_print(|s| {
+    engine.on_print(move |s| {
         crate::lab::progress::print_around(|| {
-            if crate::testing::bench::stdout_reserved() {
+            if print_to_stderr {
                 eprintln!("{s}");
                 return;
             }

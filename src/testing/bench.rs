@@ -6,9 +6,11 @@
 //! rows are collected for the process, so `clonet bench` can run several
 //! labs and print one table, and `clonet run` of a single lab prints them
 //! as they come.
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
+
+use crate::script::context::{BenchFields, RowSink};
 
 /// One measured comparison.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -202,38 +204,22 @@ pub fn table(rows: &[BenchRow]) -> String {
     out
 }
 
-/// Whether stdout is kept for the report (`clonet bench`, whose stdout is
-/// the table or the JSON): rows as they come and the scripts' own `print`
-/// output then go to stderr.
-static STDOUT_RESERVED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-pub fn reserve_stdout(on: bool) {
-    STDOUT_RESERVED.store(on, std::sync::atomic::Ordering::Relaxed);
-}
-
-pub fn stdout_reserved() -> bool {
-    STDOUT_RESERVED.load(std::sync::atomic::Ordering::Relaxed)
-}
-
-/// Prints a row as it is reported.
-pub fn announce(row: &BenchRow) {
-    if stdout_reserved() {
-        eprintln!("{}", row.line());
-    } else {
-        println!("{}", row.line());
-    }
-}
-
-/// The rows reported so far in this process.
-static ROWS: Mutex<Vec<BenchRow>> = Mutex::new(Vec::new());
-
-pub fn record(row: BenchRow) {
-    ROWS.lock().unwrap_or_else(|p| p.into_inner()).push(row);
-}
-
-/// Takes the rows reported so far.
-pub fn take_rows() -> Vec<BenchRow> {
-    std::mem::take(&mut *ROWS.lock().unwrap_or_else(|p| p.into_inner()))
+/// A sink for a script's `bench_row` calls: each row is checked, printed
+/// as it comes (on stderr when stdout is kept for the report, as with
+/// `clonet bench`, whose stdout is the table or the JSON), and kept in
+/// `rows`.
+pub fn collector(rows: Arc<Mutex<Vec<BenchRow>>>, to_stderr: bool) -> RowSink {
+    Arc::new(move |f: BenchFields| {
+        let row = BenchRow::new(&f.lab, &f.row, &f.what, &f.unit, f.value, f.baseline, f.target)
+            .map_err(|e| e.to_string())?;
+        if to_stderr {
+            eprintln!("{}", row.line());
+        } else {
+            println!("{}", row.line());
+        }
+        rows.lock().unwrap_or_else(|p| p.into_inner()).push(row);
+        Ok(())
+    })
 }
 
 #[cfg(test)]

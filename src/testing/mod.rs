@@ -27,7 +27,7 @@ use report::{CheckResult, Grade, Outcome, TestResult};
 
 /// What `skip(reason)` puts in front of its error, so the runner can tell
 /// a skip from a failure.
-pub const SKIP_MARK: &str = "\u{1}skipped\u{1} ";
+pub use crate::script::SKIP_MARK;
 
 /// Runs one benchmark lab (a script that reports with `bench_row`) on its
 /// own lab, torn down afterwards; the rows it reported, or its error.
@@ -39,12 +39,15 @@ pub fn run_bench(
 ) -> Result<Vec<bench::BenchRow>, String> {
     let lab = new_lab(&lab_name_for(path, "bench-"), host, run_base, path)?;
     let dir = script::script_dir(path);
-    let engine = script::engine(lab.clone(), dir);
-    bench::take_rows();
+    // `clonet bench` keeps stdout for its report: rows and prints go to stderr.
+    let rows = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let context =
+        script::ScriptContext::new(lab.clone()).print_to_stderr().collecting_rows(bench::collector(rows.clone(), true));
+    let engine = script::engine_with(context, dir);
     let ran = script::run_file(&engine, path).map_err(|r| r.render(&read_source, color).trim_end().to_string());
     drop(engine);
     lab.teardown();
-    let rows = bench::take_rows();
+    let rows = std::mem::take(&mut *rows.lock().unwrap_or_else(|p| p.into_inner()));
     ran.map(|()| rows)
 }
 

@@ -1,8 +1,8 @@
 //! The `bench_api` Rhai module: `bench_row`, which benchmark scripts call
 //! to report a figure.
 //!
-//! Owns: reading a row's fields. Must not touch: the lab; rows go to
-//! `testing::bench`.
+//! Owns: reading a row's fields. Must not touch: the lab; rows go to the
+//! sink in the script's context (`clonet bench` and `clonet run` give one).
 use rhai::plugin::*;
 use rhai::{Map, NativeCallContext};
 
@@ -12,7 +12,7 @@ use super::{check_keys, opt_number, opt_str, script_error, RhaiResult};
 #[export_module]
 pub mod bench_api {
     use super::*;
-    use crate::testing::bench::{self, BenchRow};
+    use crate::script::context::BenchFields;
 
     /// Reports one benchmark figure: clonet's `value` in `unit`, and the
     /// baseline measured in the same run, with the ratio of the two and
@@ -42,10 +42,10 @@ pub mod bench_api {
         let target = opt_str(F, &fields, "target")?;
         let source = ctx.call_source().unwrap_or("script");
         let lab = std::path::Path::new(source).file_stem().map(|s| s.to_string_lossy().to_string());
-        let r = BenchRow::new(&lab.unwrap_or_default(), &row, &what, &unit, value, baseline, target)
-            .map_err(|e| script_error(format!("{F}(): {e}")))?;
-        bench::announce(&r);
-        bench::record(r);
-        Ok(())
+        let Some(sink) = super::super::context_of(&ctx).and_then(|c| c.rows) else {
+            return Err(script_error(format!("{F}(): this interpreter does not collect benchmark rows")));
+        };
+        let fields = BenchFields { lab: lab.unwrap_or_default(), row, what, unit, value, baseline, target };
+        sink(fields).map_err(|e| script_error(format!("{F}(): {e}")))
     }
 }

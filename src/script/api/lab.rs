@@ -34,11 +34,26 @@ fn target(addr: &str) -> RhaiResult<PingTarget> {
     addr.parse().map(PingTarget::Addr).map_err(|_| script_error(format!("ping(): {addr:?} is not an IP address")))
 }
 
+/// Waits `ms` (at most an hour), ending early on Ctrl-C; a dry build does
+/// not wait.
+fn pause(fn_name: &'static str, ms: i64, dry: bool) -> RhaiResult<()> {
+    let end = deadline(fn_name, ms)?;
+    if dry {
+        return Ok(());
+    }
+    while std::time::Instant::now() < end {
+        if crate::interrupt::requested() {
+            return Err(EvalAltResult::ErrorTerminated(Dynamic::UNIT, Position::NONE).into());
+        }
+        std::thread::sleep((end - std::time::Instant::now()).min(std::time::Duration::from_millis(20)));
+    }
+    Ok(())
+}
+
 /// Lab-wide tools: reachability, counters, time, the host, JSON.
 #[export_module]
 pub mod lab_api {
     use super::*;
-    use std::time::Duration;
 
     /// Default time `ping` waits for an answer.
     pub const PING_TIMEOUT_MS: i64 = 2_000;
@@ -101,7 +116,7 @@ pub mod lab_api {
             if std::time::Instant::now() >= end {
                 return Ok(false);
             }
-            sleep(50)?;
+            pause("wait_until", 50, dry_run(&ctx))?;
         }
     }
 
@@ -231,7 +246,7 @@ pub mod lab_api {
     /// ```
     #[rhai_fn(return_raw)]
     pub fn skip(reason: &str) -> RhaiResult<()> {
-        Err(script_error(format!("{}{reason}", crate::testing::SKIP_MARK)))
+        Err(script_error(format!("{}{reason}", crate::script::SKIP_MARK)))
     }
 
     /// Seeds every impaired link direction that has no `seed` of its own:
@@ -255,18 +270,8 @@ pub mod lab_api {
     /// sleep(100);
     /// ```
     #[rhai_fn(return_raw)]
-    pub fn sleep(ms: i64) -> RhaiResult<()> {
-        let end = deadline("sleep", ms)?;
-        if dry_run() {
-            return Ok(());
-        }
-        while std::time::Instant::now() < end {
-            if crate::interrupt::requested() {
-                return Err(EvalAltResult::ErrorTerminated(Dynamic::UNIT, Position::NONE).into());
-            }
-            std::thread::sleep((end - std::time::Instant::now()).min(Duration::from_millis(20)));
-        }
-        Ok(())
+    pub fn sleep(ctx: NativeCallContext, ms: i64) -> RhaiResult<()> {
+        pause("sleep", ms, dry_run(&ctx))
     }
 
     /// Runs a shell command on the host (outside every node), as the user
@@ -278,8 +283,8 @@ pub mod lab_api {
     /// print(r.stdout);
     /// ```
     #[rhai_fn(return_raw)]
-    pub fn host_exec(command: &str) -> RhaiResult<Map> {
-        if dry_run() {
+    pub fn host_exec(ctx: NativeCallContext, command: &str) -> RhaiResult<Map> {
+        if dry_run(&ctx) {
             // A dry build changes nothing on the host: an empty success.
             return Ok(exec_map(crate::host::ExecOutput::default()));
         }

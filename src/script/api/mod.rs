@@ -35,16 +35,16 @@ use rhai::{Array, Blob, Dynamic, EvalAltResult, Map, NativeCallContext, Position
 
 use crate::lab::{Command, LabError, Reply};
 
-/// Set for a dry build (`clonet graph`): the script runs against a host
-/// that starts nothing, and `host_exec` and `sleep` do nothing either.
-static DRY_RUN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-pub fn set_dry_run(on: bool) {
-    DRY_RUN.store(on, std::sync::atomic::Ordering::Relaxed);
+/// Whether the calling script is a dry build (`clonet graph`): it runs
+/// against a host that starts nothing, and `host_exec` and `sleep` do
+/// nothing either.
+fn dry_run(ctx: &NativeCallContext) -> bool {
+    context_of(ctx).is_some_and(|c| c.dry_run)
 }
 
-fn dry_run() -> bool {
-    DRY_RUN.load(std::sync::atomic::Ordering::Relaxed)
+/// The calling script's context (none on a bare engine).
+fn context_of(ctx: &NativeCallContext) -> Option<super::context::ScriptContext> {
+    ctx.tag().and_then(|t| t.clone().try_cast::<super::context::ScriptContext>())
 }
 
 /// The lab a script drives, shared with the engine through its tag.
@@ -65,9 +65,7 @@ fn script_error(msg: impl Into<String>) -> Box<EvalAltResult> {
 }
 
 fn lab_of(ctx: &NativeCallContext) -> RhaiResult<LabRef> {
-    ctx.tag()
-        .and_then(|t| t.clone().try_cast::<LabRef>())
-        .ok_or_else(|| script_error("no lab is attached to this interpreter"))
+    context_of(ctx).map(|c| c.lab).ok_or_else(|| script_error("no lab is attached to this interpreter"))
 }
 
 /// Runs one command against the lab of the calling script.
