@@ -122,7 +122,7 @@ const BAD_CALLS: &[(&str, &str)] = &[
     (r#"link(a, b, #{ limit: 1000000 })"#, "limit 1000000 is out of range"),
     (r#"a.exec("true", #{ timeout_ms: 0 })"#, "timeout"),
     (r#"a.exec("true", #{ timeout_ms: 9223372036854775807 })"#, "1ms..=1h"),
-    (r#"ping(a, b, #{ timeout_ms: -5 })"#, "timeout"),
+    (r#"ping(a, b, #{ timeout_ms: -5 })"#, "must not be negative"),
     (r#"clone(a, "c", #{ cpus: 0 })"#, "cpus 0 is out of range"),
     (r#"sleep(9223372036854775807)"#, "out of range (0..=1h)"),
     (r#"wait_until(|| true, 9223372036854775807)"#, "out of range (0..=1h)"),

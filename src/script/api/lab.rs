@@ -15,7 +15,7 @@ use crate::lab::command::PingTarget;
 use crate::lab::{Command, Reply};
 
 fn ping_rtt(ctx: &NativeCallContext, from: &NodeRef, to: PingTarget, timeout_ms: i64) -> RhaiResult<Option<u64>> {
-    let timeout_ms = crate::vocab::Timeout::from_millis(timeout_ms).map_err(refused("ping"))?;
+    let timeout_ms = crate::vocab::Timeout::from_millis(positive_ms("ping", timeout_ms)?).map_err(refused("ping"))?;
     match call(ctx, Command::Ping { from: from.name.clone(), to, timeout_ms })? {
         Reply::Ping { rtt_us } => Ok(rtt_us),
         _ => Err(script_error("unexpected reply")),

@@ -13,7 +13,7 @@ use crate::lab::{Command, Reply};
 fn run(ctx: &NativeCallContext, node: &NodeRef, argv: Vec<String>, options: &Map) -> RhaiResult<Map> {
     check_keys("exec", options, &["timeout_ms", "stdin"])?;
     let timeout_ms = opt_int("exec", options, "timeout_ms")?.unwrap_or(node_api::EXEC_TIMEOUT_MS);
-    let timeout = crate::vocab::Timeout::from_millis(timeout_ms).map_err(refused("exec"))?;
+    let timeout = crate::vocab::Timeout::from_millis(positive_ms("exec", timeout_ms)?).map_err(refused("exec"))?;
     let stdin = match options.get("stdin") {
         None => Vec::new(),
         Some(v) if v.is_blob() => v.clone().into_blob().unwrap_or_default(),
