@@ -9,19 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use super::{run_command as run, HostError};
+/// Kept here too: the engine measures disk layers through the host.
+pub use crate::image::bytes_on_disk;
 use crate::vocab::NodeKind;
-
-/// Bytes a file, or everything under a directory, takes on disk
-/// (allocated blocks: holes in COW files do not count).
-pub fn bytes_on_disk(path: &Path) -> u64 {
-    use std::os::unix::fs::MetadataExt;
-    let Ok(meta) = std::fs::symlink_metadata(path) else { return 0 };
-    let own = meta.blocks() * 512;
-    if !meta.is_dir() {
-        return own;
-    }
-    own + std::fs::read_dir(path).into_iter().flatten().flatten().map(|e| bytes_on_disk(&e.path())).sum::<u64>()
-}
 
 /// Where a node's disk rests while it is stopped, in the lab's run dir.
 pub fn at_rest(kind: NodeKind, run_dir: &Path, node: &str) -> PathBuf {

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
 
-use super::{ExecOutput, ExecRequest, HostError, NodeHost, NodeSpec, ProcRecord, RunningNode};
+use super::{BootMedia, ExecOutput, ExecRequest, HostError, KvmBoot, NodeHost, NodeSpec, ProcRecord, RunningNode};
 use crate::switch::port::{FdPort, PortIo};
 use crate::vocab::addr::{Cidr, Route};
 use crate::vocab::MacAddr;
@@ -66,6 +66,29 @@ impl FakeHost {
 }
 
 impl NodeHost for FakeHost {
+    /// Fixed paths under `/fake`, which nothing reads: fake nodes boot
+    /// nothing. Not recorded, so the calls stay those that change the host.
+    fn resolve_boot(
+        &self,
+        _node: &str,
+        kind: crate::vocab::NodeKind,
+        options: &crate::vocab::NodeOptions,
+    ) -> Result<BootMedia, HostError> {
+        let fake = |file: &str| std::path::PathBuf::from("/fake").join(file);
+        Ok(match kind {
+            crate::vocab::NodeKind::Ns => BootMedia::Namespace,
+            crate::vocab::NodeKind::Uml => {
+                BootMedia::Uml { image: options.image.clone().unwrap_or(fake("busybox.img")) }
+            }
+            crate::vocab::NodeKind::Kvm => BootMedia::Kvm(KvmBoot {
+                kernel: fake("vmlinuz"),
+                initrd: fake("initrd.img"),
+                disk: options.image.clone().unwrap_or(fake("disk.qcow2")),
+                accel: options.accel.unwrap_or(crate::vocab::Accel::Tcg),
+            }),
+        })
+    }
+
     fn start_node(&self, spec: &NodeSpec) -> Result<Box<dyn RunningNode>, HostError> {
         self.record(format!("start {}", spec.name));
         Ok(Box::new(FakeNode { name: spec.name.clone(), host: self.clone() }))

@@ -13,7 +13,10 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 use super::rtnl::Rtnl;
-use super::{proc_start_time, ExecOutput, ExecRequest, HostError, NodeHost, NodeSpec, ProcRecord, RunningNode};
+use super::{
+    proc_start_time, BootMedia, ExecOutput, ExecRequest, HostError, KvmBoot, NodeHost, NodeSpec, ProcRecord,
+    RunningNode,
+};
 use crate::switch::port::{FdPort, PortIo};
 use crate::sys::netns::in_netns;
 use crate::sys::proc::node_process;
@@ -73,9 +76,12 @@ impl Collector {
     }
 }
 
-/// The real host: Linux namespaces.
-#[derive(Default)]
-pub struct LinuxHost;
+/// The real host: Linux namespaces. Its clones share what they found
+/// (clonet's images), so a process that runs many labs checks them once.
+#[derive(Clone, Default)]
+pub struct LinuxHost {
+    images: ImageCache,
+}
 
 /// The program clonet runs its helpers from. `/proc/self/exe` keeps
 /// working even if the binary on disk is replaced while a lab runs.
@@ -121,37 +127,63 @@ impl NodeHost for LinuxHost {
         super::disks::import(kind, saved, run_dir, node)
     }
 
+    fn resolve_boot(
+        &self,
+        node: &str,
+        kind: crate::vocab::NodeKind,
+        options: &crate::vocab::NodeOptions,
+    ) -> Result<BootMedia, HostError> {
+        let fail = |why: String| HostError::Start(node.to_string(), why);
+        let no_image = |path: &std::path::Path| fail(format!("no image at {}", path.display()));
+        match kind {
+            crate::vocab::NodeKind::Ns => Ok(BootMedia::Namespace),
+            crate::vocab::NodeKind::Uml => {
+                let image = match &options.image {
+                    Some(path) => path.clone(),
+                    None => self.images.busybox().map(|i| i.path).map_err(|e| fail(e.to_string()))?,
+                };
+                if !image.is_file() {
+                    return Err(no_image(&image));
+                }
+                Ok(BootMedia::Uml { image })
+            }
+            crate::vocab::NodeKind::Kvm => {
+                if let Some(path) = options.image.as_ref().filter(|p| !p.is_file()) {
+                    return Err(no_image(path));
+                }
+                let built = self.images.kvm().map_err(|e| fail(e.to_string()))?;
+                let accel = match options.accel {
+                    Some(chosen) => chosen,
+                    None => {
+                        let cache = crate::image::cache_dir().join(crate::image::ACCEL_CACHE);
+                        super::kvm::choose_accel(&built.kernel, &built.initrd, &cache)
+                    }
+                };
+                Ok(BootMedia::Kvm(KvmBoot {
+                    kernel: built.kernel,
+                    initrd: built.initrd,
+                    disk: options.image.clone().unwrap_or(built.disk),
+                    accel,
+                }))
+            }
+        }
+    }
+
     fn start_node(&self, spec: &NodeSpec) -> Result<Box<dyn RunningNode>, HostError> {
+        let wrong_media = || {
+            HostError::Start(spec.name.clone(), format!("{:?} is no boot medium of a {} node", spec.boot, spec.kind))
+        };
         match spec.kind {
             crate::vocab::NodeKind::Ns => start_ns(spec),
             crate::vocab::NodeKind::Uml => {
-                let image = match &spec.options.image {
-                    Some(path) => path.clone(),
-                    None => busybox_image()
-                        .map(|i| i.path)
-                        .map_err(|e| HostError::Start(spec.name.clone(), e.to_string()))?,
-                };
-                if !image.is_file() {
-                    return Err(HostError::Start(spec.name.clone(), format!("no image at {}", image.display())));
-                }
-                super::uml::start(spec, &image, spec.options.mem_mb.map_or(super::uml::DEFAULT_MEM_MB, |m| m.get()))
+                let BootMedia::Uml { image } = &spec.boot else { return Err(wrong_media()) };
+                super::uml::start(spec, image, spec.options.mem_mb.map_or(super::uml::DEFAULT_MEM_MB, |m| m.get()))
             }
             crate::vocab::NodeKind::Kvm => {
-                let fail = |e: String| HostError::Start(spec.name.clone(), e);
-                if let Some(path) = spec.options.image.as_ref().filter(|p| !p.is_file()) {
-                    return Err(fail(format!("no image at {}", path.display())));
-                }
-                let images = kvm_images().map_err(|e| fail(e.to_string()))?;
-                let cache = crate::image::cache_dir().join(crate::image::ACCEL_CACHE);
-                let accel = match spec.options.accel {
-                    Some(chosen) => chosen,
-                    None => super::kvm::choose_accel(&images.kernel, &images.initrd, &cache),
-                };
+                let BootMedia::Kvm(boot) = &spec.boot else { return Err(wrong_media()) };
                 super::kvm::start(
                     spec,
-                    &images,
-                    spec.options.image.as_deref(),
-                    accel,
+                    boot,
                     spec.options.mem_mb.map_or(super::kvm::DEFAULT_MEM_MB, |m| m.get()),
                     spec.options.cpus.map_or(1, |c| c.get()),
                 )
@@ -160,29 +192,40 @@ impl NodeHost for LinuxHost {
     }
 }
 
-/// The cached kvm kernel, initramfs and disk, built on first use.
-fn kvm_images() -> Result<super::kvm::KvmImages, crate::image::ImageError> {
-    static FOUND: std::sync::Mutex<Option<crate::image::kvm::KvmImage>> = std::sync::Mutex::new(None);
-    let mut found = FOUND.lock().unwrap_or_else(|p| p.into_inner());
-    if found.is_none() {
-        let rootfs = busybox_image()?;
-        *found = Some(crate::image::kvm::build(&crate::image::cache_dir(), &rootfs, false, &mut |_| {})?.0);
-    }
-    let k = found.clone().expect("set above");
-    Ok(super::kvm::KvmImages { kernel: k.kernel, initrd: k.initrd, disk: k.disk })
+/// clonet's own images, built or checked on first use and then kept for
+/// the life of the host value (and its clones). Checking the busybox
+/// recipe reads and hashes megabytes (busybox, iperf3 and its libraries)
+/// and runs `ldd`: done once, not for every node.
+#[derive(Clone, Default)]
+struct ImageCache {
+    busybox: std::sync::Arc<Mutex<Option<crate::image::ImageInfo>>>,
+    kvm: std::sync::Arc<Mutex<Option<crate::image::kvm::KvmImage>>>,
 }
 
-/// The cached busybox image, built on first use. Checking the recipe
-/// reads and hashes megabytes (busybox, iperf3 and its libraries) and
-/// runs `ldd`: done once per process, not for every node.
-fn busybox_image() -> Result<crate::image::ImageInfo, crate::image::ImageError> {
-    static FOUND: std::sync::Mutex<Option<crate::image::ImageInfo>> = std::sync::Mutex::new(None);
-    let mut found = FOUND.lock().unwrap_or_else(|p| p.into_inner());
-    if found.is_none() {
+impl ImageCache {
+    /// The busybox image (uml nodes boot it; kvm nodes' disk is made from it).
+    fn busybox(&self) -> Result<crate::image::ImageInfo, crate::image::ImageError> {
+        let mut found = self.busybox.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(info) = &*found {
+            return Ok(info.clone());
+        }
         let recipe = crate::image::default_recipe()?;
-        *found = Some(crate::image::build(&recipe, &crate::image::cache_dir(), false, &mut |_| {})?.0);
+        let info = crate::image::build(&recipe, &crate::image::cache_dir(), false, &mut |_| {})?.0;
+        *found = Some(info.clone());
+        Ok(info)
     }
-    Ok(found.clone().expect("set above"))
+
+    /// The kvm kernel, initramfs and disk.
+    fn kvm(&self) -> Result<crate::image::kvm::KvmImage, crate::image::ImageError> {
+        let mut found = self.kvm.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(images) = &*found {
+            return Ok(images.clone());
+        }
+        let rootfs = self.busybox()?;
+        let images = crate::image::kvm::build(&crate::image::cache_dir(), &rootfs, false, &mut |_| {})?.0;
+        *found = Some(images.clone());
+        Ok(images)
+    }
 }
 
 /// Where an ns node's root layers live: `<storage>/<node>/`.
@@ -744,5 +787,22 @@ fn wait_with_deadline(child: &mut Child, timeout: Duration) -> Result<i32, HostE
         }
         std::thread::sleep(pause);
         pause = (pause * 2).min(Duration::from_millis(5));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vocab::{NodeKind, NodeOptions};
+
+    #[test]
+    fn boot_media_of_a_missing_image_say_the_node_did_not_start() {
+        let host = LinuxHost::default();
+        let options = NodeOptions { image: Some("/nonexistent.img".into()), ..NodeOptions::default() };
+        for kind in [NodeKind::Uml, NodeKind::Kvm] {
+            let err = host.resolve_boot("m", kind, &options).unwrap_err();
+            assert_eq!(err.to_string(), "node \"m\" did not start: no image at /nonexistent.img", "{kind}");
+        }
+        assert_eq!(host.resolve_boot("n", NodeKind::Ns, &options).unwrap(), BootMedia::Namespace);
     }
 }

@@ -434,9 +434,19 @@ impl Lab {
         options: NodeOptions,
         disk: crate::host::DiskStart,
     ) -> Result<NodeSpec, LabError> {
+        let boot = self.host.resolve_boot(name, kind, &options)?;
         let hosts_file = self.write_hosts()?;
         let run_dir = self.run_dir_mut().path().to_path_buf();
-        Ok(NodeSpec { lab: self.topo.lab.clone(), name: name.to_string(), kind, hosts_file, run_dir, options, disk })
+        Ok(NodeSpec {
+            lab: self.topo.lab.clone(),
+            name: name.to_string(),
+            kind,
+            hosts_file,
+            run_dir,
+            options,
+            disk,
+            boot,
+        })
     }
 
     fn add_node(&mut self, name: &str, kind: NodeKind, options: NodeOptions) -> Result<Reply, LabError> {
