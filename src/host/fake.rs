@@ -29,6 +29,9 @@ pub struct FakeHost {
     refused: Arc<Mutex<Vec<Cidr>>>,
     /// Pings are answered (a dry build goes on), not lost.
     answer_pings: bool,
+    /// The run directories whose storage was released, apart from `calls`
+    /// (a lab releases its own at teardown, after a test looked at them).
+    released: Arc<Mutex<Vec<std::path::PathBuf>>>,
 }
 
 impl FakeHost {
@@ -44,6 +47,11 @@ impl FakeHost {
 
     pub fn calls(&self) -> Vec<String> {
         self.calls.lock().expect("not poisoned").clone()
+    }
+
+    /// The run directories `release` was called for, in order.
+    pub fn released(&self) -> Vec<std::path::PathBuf> {
+        self.released.lock().expect("not poisoned").clone()
     }
 
     /// Makes every later attempt to add `cidr` fail.
@@ -87,6 +95,10 @@ impl NodeHost for FakeHost {
                 accel: options.accel.unwrap_or(crate::vocab::Accel::Tcg),
             }),
         })
+    }
+
+    fn release(&self, run_dir: &std::path::Path) {
+        self.released.lock().expect("not poisoned").push(run_dir.to_path_buf());
     }
 
     fn start_node(&self, spec: &NodeSpec) -> Result<Box<dyn RunningNode>, HostError> {

@@ -260,7 +260,7 @@ fn btrfs(args: &[&std::ffi::OsStr], what: &str) -> Result<(), HostError> {
 
 /// Deletes the btrfs layer storage a run directory links to (teardown,
 /// `clonet clean`): every subvolume, read-only snapshots included.
-pub fn release_storage(run_dir: &std::path::Path) {
+fn release_storage(run_dir: &std::path::Path) {
     let Ok(storage) = std::fs::read_link(run_dir.join(BTRFS_LINK)) else { return };
     let mut subvolumes = Vec::new();
     for e in std::fs::read_dir(&storage).into_iter().flatten().flatten() {
