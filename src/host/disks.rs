@@ -67,14 +67,20 @@ pub fn export(kind: NodeKind, layer: &Path, dest: &Path, node: &str) -> Result<S
 
 /// Makes a saved disk usable as a node's starting layer
 /// (`DiskStart::From`) in a lab whose run directory is `run_dir`.
-pub fn import(kind: NodeKind, saved: &Path, run_dir: &Path, node: &str) -> Result<PathBuf, HostError> {
+pub fn import(
+    sys: &dyn super::syscall::Syscall,
+    kind: NodeKind,
+    saved: &Path,
+    run_dir: &Path,
+    node: &str,
+) -> Result<PathBuf, HostError> {
     match kind {
         // Nodes start on a copy (uml) or on an overlay (kvm) of it.
         NodeKind::Uml | NodeKind::Kvm => Ok(saved.to_path_buf()),
         NodeKind::Ns => {
             // Overlayfs wants its layers in the lab's layer storage.
             let what = format!("loading the disk of {node}");
-            let storage = super::ns::layer_storage(run_dir)?.join(".snapshots").join(format!("loaded-{node}"));
+            let storage = super::ns::layer_storage(sys, run_dir)?.join(".snapshots").join(format!("loaded-{node}"));
             let _ = std::fs::remove_dir_all(&storage);
             std::fs::create_dir_all(&storage).map_err(HostError::io(what.clone()))?;
             let count: usize =

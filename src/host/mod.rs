@@ -22,6 +22,9 @@ pub mod ns;
 pub mod ping;
 pub mod qmp;
 pub mod rtnl;
+pub mod syscall;
+#[cfg(test)]
+mod syscall_fake;
 pub mod tapfwd;
 pub mod uml;
 
