@@ -52,13 +52,14 @@ pub fn bench(names: &[String], json: bool, quick: bool, dir: &Path) -> Result<Ex
     }
     let mut rows = Vec::new();
     let mut failed = false;
+    let host = LinuxHost::default();
     for file in files {
         if clonet::interrupt::requested() {
             failed = true;
             break;
         }
         eprintln!("clonet bench: {}", file.display());
-        match clonet::testing::run_bench(&file, Box::new(LinuxHost), &rundir::base_dir(), color()) {
+        match clonet::testing::run_bench(&file, Box::new(host.clone()), &rundir::base_dir(), color()) {
             Ok(r) if r.is_empty() => {
                 CliError::error(format!("{} reported no rows", file.display())).print();
                 failed = true;

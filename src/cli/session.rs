@@ -64,7 +64,7 @@ fn session(file: Option<&Path>, restore: Option<&Path>, name: String, after: Aft
     if let Some(f) = file.filter(|f| !f.is_file()) {
         return Err(CliError::error(format!("cannot read {}: no such file", f.display())));
     }
-    let lab = Lab::new(&name, Box::new(LinuxHost), &rundir::base_dir(), file).map_err(CliError::error)?;
+    let lab = Lab::new(&name, Box::new(LinuxHost::default()), &rundir::base_dir(), file).map_err(CliError::error)?;
     let lab = LabRef::served(lab).map_err(CliError::error)?;
     if let Some(saved) = restore {
         let loaded = lab.execute(clonet::lab::command::Command::LoadLab { dir: saved.to_path_buf() });

@@ -46,6 +46,8 @@ pub fn run_tests(
     let paths = if paths.is_empty() { vec![PathBuf::from(".")] } else { paths };
     let files = clonet::testing::discover(&paths).map_err(CliError::clonet)?;
     let mut all = Vec::new();
+    // One host for every file: its clones share the images it checked.
+    let host = LinuxHost::default();
     for file in files {
         if clonet::interrupt::requested() {
             break;
@@ -60,7 +62,7 @@ pub fn run_tests(
         };
         let results = clonet::testing::run_file(
             &file,
-            Box::new(LinuxHost),
+            Box::new(host.clone()),
             &rundir::base_dir(),
             filter.as_deref(),
             color(),
@@ -92,11 +94,12 @@ pub fn exercise(cmd: ExerciseCmd) -> Result<ExitCode, CliError> {
     prepare_terminal()?;
     let exercise = dir.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
     let mut grades = Vec::new();
+    let host = LinuxHost::default();
     for a in &answer {
         if clonet::interrupt::requested() {
             break;
         }
-        let g = clonet::testing::grade(&dir, a, Box::new(LinuxHost), &rundir::base_dir(), color())
+        let g = clonet::testing::grade(&dir, a, Box::new(host.clone()), &rundir::base_dir(), color())
             .map_err(|e| CliError::error(format!("{exercise}: {e}")))?;
         print!("{}", grade_report(&exercise, &g));
         grades.push(g);

@@ -9,19 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use super::{run_command as run, HostError};
+/// Kept here too: the engine measures disk layers through the host.
+pub use crate::image::bytes_on_disk;
 use crate::vocab::NodeKind;
-
-/// Bytes a file, or everything under a directory, takes on disk
-/// (allocated blocks: holes in COW files do not count).
-pub fn bytes_on_disk(path: &Path) -> u64 {
-    use std::os::unix::fs::MetadataExt;
-    let Ok(meta) = std::fs::symlink_metadata(path) else { return 0 };
-    let own = meta.blocks() * 512;
-    if !meta.is_dir() {
-        return own;
-    }
-    own + std::fs::read_dir(path).into_iter().flatten().flatten().map(|e| bytes_on_disk(&e.path())).sum::<u64>()
-}
 
 /// Where a node's disk rests while it is stopped, in the lab's run dir.
 pub fn at_rest(kind: NodeKind, run_dir: &Path, node: &str) -> PathBuf {
@@ -77,14 +67,20 @@ pub fn export(kind: NodeKind, layer: &Path, dest: &Path, node: &str) -> Result<S
 
 /// Makes a saved disk usable as a node's starting layer
 /// (`DiskStart::From`) in a lab whose run directory is `run_dir`.
-pub fn import(kind: NodeKind, saved: &Path, run_dir: &Path, node: &str) -> Result<PathBuf, HostError> {
+pub fn import(
+    sys: &dyn super::syscall::Syscall,
+    kind: NodeKind,
+    saved: &Path,
+    run_dir: &Path,
+    node: &str,
+) -> Result<PathBuf, HostError> {
     match kind {
         // Nodes start on a copy (uml) or on an overlay (kvm) of it.
         NodeKind::Uml | NodeKind::Kvm => Ok(saved.to_path_buf()),
         NodeKind::Ns => {
             // Overlayfs wants its layers in the lab's layer storage.
             let what = format!("loading the disk of {node}");
-            let storage = super::ns::layer_storage(run_dir)?.join(".snapshots").join(format!("loaded-{node}"));
+            let storage = super::ns::layer_storage(sys, run_dir)?.join(".snapshots").join(format!("loaded-{node}"));
             let _ = std::fs::remove_dir_all(&storage);
             std::fs::create_dir_all(&storage).map_err(HostError::io(what.clone()))?;
             let count: usize =

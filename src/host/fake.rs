@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
 
-use super::{ExecOutput, ExecRequest, HostError, NodeHost, NodeSpec, ProcRecord, RunningNode};
+use super::{BootMedia, ExecOutput, ExecRequest, HostError, KvmBoot, NodeHost, NodeSpec, ProcRecord, RunningNode};
 use crate::switch::port::{FdPort, PortIo};
 use crate::vocab::addr::{Cidr, Route};
 use crate::vocab::MacAddr;
@@ -29,6 +29,9 @@ pub struct FakeHost {
     refused: Arc<Mutex<Vec<Cidr>>>,
     /// Pings are answered (a dry build goes on), not lost.
     answer_pings: bool,
+    /// The run directories whose storage was released, apart from `calls`
+    /// (a lab releases its own at teardown, after a test looked at them).
+    released: Arc<Mutex<Vec<std::path::PathBuf>>>,
 }
 
 impl FakeHost {
@@ -44,6 +47,11 @@ impl FakeHost {
 
     pub fn calls(&self) -> Vec<String> {
         self.calls.lock().expect("not poisoned").clone()
+    }
+
+    /// The run directories `release` was called for, in order.
+    pub fn released(&self) -> Vec<std::path::PathBuf> {
+        self.released.lock().expect("not poisoned").clone()
     }
 
     /// Makes every later attempt to add `cidr` fail.
@@ -66,6 +74,33 @@ impl FakeHost {
 }
 
 impl NodeHost for FakeHost {
+    /// Fixed paths under `/fake`, which nothing reads: fake nodes boot
+    /// nothing. Not recorded, so the calls stay those that change the host.
+    fn resolve_boot(
+        &self,
+        _node: &str,
+        kind: crate::vocab::NodeKind,
+        options: &crate::vocab::NodeOptions,
+    ) -> Result<BootMedia, HostError> {
+        let fake = |file: &str| std::path::PathBuf::from("/fake").join(file);
+        Ok(match kind {
+            crate::vocab::NodeKind::Ns => BootMedia::Namespace,
+            crate::vocab::NodeKind::Uml => {
+                BootMedia::Uml { image: options.image.clone().unwrap_or(fake("busybox.img")) }
+            }
+            crate::vocab::NodeKind::Kvm => BootMedia::Kvm(KvmBoot {
+                kernel: fake("vmlinuz"),
+                initrd: fake("initrd.img"),
+                disk: options.image.clone().unwrap_or(fake("disk.qcow2")),
+                accel: options.accel.unwrap_or(crate::vocab::Accel::Tcg),
+            }),
+        })
+    }
+
+    fn release(&self, run_dir: &std::path::Path) {
+        self.released.lock().expect("not poisoned").push(run_dir.to_path_buf());
+    }
+
     fn start_node(&self, spec: &NodeSpec) -> Result<Box<dyn RunningNode>, HostError> {
         self.record(format!("start {}", spec.name));
         Ok(Box::new(FakeNode { name: spec.name.clone(), host: self.clone() }))

@@ -8,19 +8,29 @@
 //!   when asked to stop (timeout or interrupt).
 //!
 //! Both are single-threaded programs, which `fork` and `setns(CLONE_NEWNS)`
-//! require.
+//! require. Being single-threaded, a helper's forked child may call
+//! anything, so what the helpers set up (namespaces, host name, mounts,
+//! the pivot into the node's root) goes through [`Syscall`]
+//! ([`set_up_node`], [`join_node`]) and is tested on the recording fake;
+//! how a helper runs (`fork`, `prctl`, `sigprocmask`, `waitpid`, `execvp`)
+//! calls nix directly.
+//!
+//! Owns: the helpers' protocol (`pid N`, `ready`, `error: …`) and the
+//! order of their set-up calls. Must not touch: the engine, the switch.
 use std::ffi::CString;
 use std::fs::File;
 use std::io::Write;
 use std::os::fd::AsFd;
 use std::path::Path;
 
-use nix::mount::{mount, MsFlags};
-use nix::sched::{setns, unshare, CloneFlags};
+use nix::mount::{MntFlags, MsFlags};
+use nix::sched::CloneFlags;
 use nix::sys::signal::{kill, sigprocmask, SigSet, SigmaskHow, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-use nix::unistd::{chdir, execvp, sethostname, setpgid, Pid};
+use nix::unistd::{execvp, setpgid, Pid};
 
+use super::syscall::{LinuxSyscall, Syscall};
+use super::HostError;
 use crate::sys::proc::{fork_process, Forked};
 
 /// Exit status of a helper that failed before running anything.
@@ -30,6 +40,14 @@ pub const HELPER_FAILED: i32 = 111;
 fn die(what: &str, err: impl std::fmt::Display) -> ! {
     let _ = writeln!(std::io::stdout(), "error: {what}: {err}");
     std::process::exit(HELPER_FAILED)
+}
+
+/// `die` for a failed set-up step, which names itself.
+fn die_at(e: HostError) -> ! {
+    match e {
+        HostError::Io { what, source } => die(&what, source),
+        e => die("setting up the node", e),
+    }
 }
 
 /// `__ns-enter`'s stdout belongs to the command: report on stderr.
@@ -54,18 +72,43 @@ fn blocked_signals() -> SigSet {
     set
 }
 
+/// One mount; a failure says what was mounted where.
+fn mount_as(
+    sys: &dyn Syscall,
+    what: &str,
+    source: Option<&Path>,
+    target: &Path,
+    fstype: Option<&str>,
+    flags: MsFlags,
+    data: Option<&str>,
+) -> Result<(), HostError> {
+    sys.mount(source, target, fstype, flags, data)
+        .map_err(HostError::io(format!("mounting {what} on {}", target.display())))
+}
+
+/// Stops mounts made in the node's mount namespace from reaching the
+/// host's (and the host's from reaching the node's).
+fn make_mounts_private(sys: &dyn Syscall) -> Result<(), HostError> {
+    let flags = MsFlags::MS_REC | MsFlags::MS_PRIVATE;
+    sys.mount(None, Path::new("/"), None, flags, None).map_err(HostError::io("making the node's mounts private"))
+}
+
 /// Mounts the node's private view: its own /proc and /sys, a private /tmp
 /// and /run, and the lab's hosts file as /etc/hosts.
-fn private_mounts(hosts: &Path) -> nix::Result<()> {
-    let none: Option<&str> = None;
-    mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_PRIVATE, none)?;
+fn private_mounts(sys: &dyn Syscall, hosts: &Path) -> Result<(), HostError> {
+    make_mounts_private(sys)?;
     // Bind the hosts file before /run is hidden: it may live under /run.
-    mount(Some(hosts), "/etc/hosts", none, MsFlags::MS_BIND, none)?;
+    mount_as(sys, "the lab's hosts file", Some(hosts), Path::new("/etc/hosts"), None, MsFlags::MS_BIND, None)?;
     let nodev = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
-    mount(Some("tmpfs"), "/tmp", Some("tmpfs"), nodev, Some("mode=1777"))?;
-    mount(Some("tmpfs"), "/run", Some("tmpfs"), nodev, Some("mode=0755"))?;
-    mount(Some("proc"), "/proc", Some("proc"), nodev | MsFlags::MS_NOEXEC, none)?;
-    mount(Some("sysfs"), "/sys", Some("sysfs"), nodev | MsFlags::MS_NOEXEC, none)?;
+    for (dir, fstype, flags, data) in [
+        ("/tmp", "tmpfs", nodev, Some("mode=1777")),
+        ("/run", "tmpfs", nodev, Some("mode=0755")),
+        ("/proc", "proc", nodev | MsFlags::MS_NOEXEC, None),
+        ("/sys", "sysfs", nodev | MsFlags::MS_NOEXEC, None),
+    ] {
+        let source = Path::new(fstype);
+        mount_as(sys, fstype, Some(source), Path::new(dir), Some(fstype), flags, data)?;
+    }
     Ok(())
 }
 
@@ -86,25 +129,28 @@ pub const WHOLE_ROOT: &str = "-";
 
 /// Makes the node's `/` an overlay of `layers` (or the upper directory
 /// alone, see `WHOLE_ROOT`), with the same private mounts as
-/// `private_mounts`, then pivots into it: writes land in the upper
-/// directory and never reach the lower layers (the host's `/`).
-fn overlay_root(layers: &RootLayers, hosts: &Path) -> nix::Result<()> {
-    let none: Option<&str> = None;
-    mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_PRIVATE, none)?;
+/// `private_mounts` where the new root has the directories, then pivots
+/// into it: writes land in the upper directory and never reach the lower
+/// layers (the host's `/`). Nothing is undone on failure: the init exits,
+/// and its mount namespace, with every mount made here, goes with it.
+fn overlay_root(sys: &dyn Syscall, layers: &RootLayers, hosts: &Path) -> Result<(), HostError> {
+    make_mounts_private(sys)?;
     let m = &layers.merged;
     if layers.lower == WHOLE_ROOT {
-        mount(Some(&layers.upper), m, none, MsFlags::MS_BIND, none)?;
+        mount_as(sys, "the node's root", Some(&layers.upper), m, None, MsFlags::MS_BIND, None)?;
     } else {
         let options =
             format!("lowerdir={},upperdir={},workdir={}", layers.lower, layers.upper.display(), layers.work.display());
-        mount(Some("overlay"), m, Some("overlay"), MsFlags::empty(), Some(options.as_str()))?;
+        let overlay = Path::new("overlay");
+        mount_as(sys, "the node's root", Some(overlay), m, Some("overlay"), MsFlags::empty(), Some(&options))?;
     }
     if m.join("etc/hosts").exists() {
-        mount(Some(hosts), &m.join("etc/hosts"), none, MsFlags::MS_BIND, none)?;
+        mount_as(sys, "the lab's hosts file", Some(hosts), &m.join("etc/hosts"), None, MsFlags::MS_BIND, None)?;
     }
     let nodev = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
     if m.join("dev").is_dir() {
-        mount(Some("/dev"), &m.join("dev"), none, MsFlags::MS_BIND | MsFlags::MS_REC, none)?;
+        let (dev, flags) = (Path::new("/dev"), MsFlags::MS_BIND | MsFlags::MS_REC);
+        mount_as(sys, "the host's /dev", Some(dev), &m.join("dev"), None, flags, None)?;
     }
     for (dir, fstype, flags, data) in [
         ("tmp", "tmpfs", nodev, Some("mode=1777")),
@@ -113,14 +159,62 @@ fn overlay_root(layers: &RootLayers, hosts: &Path) -> nix::Result<()> {
         ("sys", "sysfs", nodev | MsFlags::MS_NOEXEC, None),
     ] {
         if m.join(dir).is_dir() {
-            mount(Some(fstype), &m.join(dir), Some(fstype), flags, data)?;
+            mount_as(sys, fstype, Some(Path::new(fstype)), &m.join(dir), Some(fstype), flags, data)?;
         }
     }
     // pivot_root(".", ".") stacks the old root under the new one; detach it.
-    chdir(m)?;
-    nix::unistd::pivot_root(".", ".")?;
-    nix::mount::umount2(".", nix::mount::MntFlags::MNT_DETACH)?;
-    chdir("/")
+    let here = Path::new(".");
+    sys.chdir(m).map_err(HostError::io(format!("entering {}", m.display())))?;
+    sys.pivot_root(here, here).map_err(HostError::io("pivot_root into the node's root"))?;
+    sys.umount(here, MntFlags::MNT_DETACH).map_err(HostError::io("detaching the host's root"))?;
+    sys.chdir(Path::new("/")).map_err(HostError::io("entering the node's root"))
+}
+
+/// What a node's init sets up once it is PID 1 of its new namespaces: its
+/// host name, then its root (a copy-on-write one on `root`'s layers, or
+/// the host's with private mounts).
+pub fn set_up_node(
+    sys: &dyn Syscall,
+    hostname: &str,
+    hosts: &Path,
+    root: Option<&RootLayers>,
+) -> Result<(), HostError> {
+    sys.sethostname(hostname).map_err(HostError::io("sethostname"))?;
+    match root {
+        Some(layers) => overlay_root(sys, layers, hosts),
+        None => private_mounts(sys, hosts),
+    }
+}
+
+/// The namespaces a node's init creates.
+pub const NODE_NAMESPACES: CloneFlags = CloneFlags::CLONE_NEWNET
+    .union(CloneFlags::CLONE_NEWNS)
+    .union(CloneFlags::CLONE_NEWUTS)
+    .union(CloneFlags::CLONE_NEWIPC)
+    .union(CloneFlags::CLONE_NEWPID);
+
+/// Joins the namespaces of the node whose init has host pid `pid`, the
+/// mount namespace last, and enters its `/`.
+pub fn join_node(sys: &dyn Syscall, pid: i32) -> Result<(), HostError> {
+    // Open every namespace first: after joining the mount namespace, /proc
+    // paths would resolve inside the node.
+    let kinds = [
+        ("ipc", CloneFlags::CLONE_NEWIPC),
+        ("uts", CloneFlags::CLONE_NEWUTS),
+        ("net", CloneFlags::CLONE_NEWNET),
+        ("pid", CloneFlags::CLONE_NEWPID),
+        ("mnt", CloneFlags::CLONE_NEWNS),
+    ];
+    let mut fds = Vec::new();
+    for (name, kind) in kinds {
+        let path = format!("/proc/{pid}/ns/{name}");
+        let file = File::open(&path).map_err(HostError::io(format!("open {path}")))?;
+        fds.push((name, file, kind));
+    }
+    for (name, file, kind) in &fds {
+        sys.setns(file.as_fd(), *kind).map_err(HostError::io(format!("setns {name}")))?;
+    }
+    sys.chdir(Path::new("/")).map_err(HostError::io("chdir /"))
 }
 
 /// Whether every write end of `pipe` is closed (its holder died).
@@ -135,12 +229,10 @@ fn parent_gone(pipe: &std::os::fd::OwnedFd) -> bool {
 /// `pid N` (the host pid of the node's init) and then `ready`, or
 /// `error: …`. With layers, the node's `/` is a copy-on-write overlay.
 pub fn ns_init_main(hostname: &str, hosts: &Path, root: Option<RootLayers>) -> ! {
-    let flags = CloneFlags::CLONE_NEWNET
-        | CloneFlags::CLONE_NEWNS
-        | CloneFlags::CLONE_NEWUTS
-        | CloneFlags::CLONE_NEWIPC
-        | CloneFlags::CLONE_NEWPID;
-    if let Err(e) = unshare(flags) {
+    // The real calls: this helper is single-threaded, so its forked child
+    // below may call through them too (see the module's header).
+    let sys = LinuxSyscall;
+    if let Err(e) = sys.unshare(NODE_NAMESPACES) {
         die("unshare", e);
     }
     // Held open by this process only: the child sees it close if we die
@@ -177,15 +269,8 @@ pub fn ns_init_main(hostname: &str, hosts: &Path, root: Option<RootLayers>) -> !
                 std::process::exit(1);
             }
             drop(parent_alive);
-            if let Err(e) = sethostname(hostname) {
-                die("sethostname", e);
-            }
-            let mounted = match &root {
-                Some(layers) => overlay_root(layers, hosts),
-                None => private_mounts(hosts),
-            };
-            if let Err(e) = mounted {
-                die("mount", e);
+            if let Err(e) = set_up_node(&sys, hostname, hosts, root.as_ref()) {
+                die_at(e);
             }
             let signals = blocked_signals();
             if let Err(e) = sigprocmask(SigmaskHow::SIG_BLOCK, Some(&signals), None) {
@@ -220,30 +305,10 @@ pub fn ns_enter_main(pid: i32, argv: &[String]) -> ! {
     if argv.is_empty() {
         enter_failed("ns-enter", "no command");
     }
-    // Open every namespace first: after joining the mount namespace, /proc
-    // paths would resolve inside the node.
-    let kinds = [
-        ("ipc", CloneFlags::CLONE_NEWIPC),
-        ("uts", CloneFlags::CLONE_NEWUTS),
-        ("net", CloneFlags::CLONE_NEWNET),
-        ("pid", CloneFlags::CLONE_NEWPID),
-        ("mnt", CloneFlags::CLONE_NEWNS),
-    ];
-    let mut fds = Vec::new();
-    for (name, flag) in kinds {
-        match File::open(format!("/proc/{pid}/ns/{name}")) {
-            Ok(f) => fds.push((f, flag)),
-            Err(e) => enter_failed(&format!("open /proc/{pid}/ns/{name}"), e),
-        }
-    }
-    for (f, flag) in &fds {
-        if let Err(e) = setns(f.as_fd(), *flag) {
-            enter_failed("setns", e);
-        }
-    }
-    drop(fds);
-    if let Err(e) = chdir("/") {
-        enter_failed("chdir", e);
+    match join_node(&LinuxSyscall, pid) {
+        Ok(()) => {}
+        Err(HostError::Io { what, source }) => enter_failed(&what, source),
+        Err(e) => enter_failed("ns-enter", e),
     }
     let args: Vec<CString> = match argv.iter().map(|a| CString::new(a.as_bytes())).collect() {
         Ok(a) => a,
@@ -284,5 +349,151 @@ pub fn ns_enter_main(pid: i32, argv: &[String]) -> ! {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use nix::errno::Errno;
+
+    use super::*;
+    use crate::host::syscall::{Call, RecordingSyscall};
+
+    const NODEV: MsFlags = MsFlags::MS_NOSUID.union(MsFlags::MS_NODEV);
+    const PRIVATE: MsFlags = MsFlags::MS_REC.union(MsFlags::MS_PRIVATE);
+
+    /// A node's layers whose merged directory has the given entries.
+    fn layers_with(dir: &Path, lower: &str, entries: &[&str]) -> RootLayers {
+        let merged = dir.join("merged");
+        for e in entries {
+            let p = merged.join(e);
+            if e.contains('.') || *e == "etc/hosts" {
+                std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+                std::fs::write(p, "").unwrap();
+            } else {
+                std::fs::create_dir_all(p).unwrap();
+            }
+        }
+        std::fs::create_dir_all(&merged).unwrap();
+        RootLayers { lower: lower.into(), upper: dir.join("upper"), work: dir.join("work"), merged }
+    }
+
+    fn mounts(sys: &RecordingSyscall) -> Vec<Call> {
+        sys.calls_where(|c| matches!(c, Call::Mount { .. }))
+    }
+
+    #[test]
+    fn an_overlay_root_is_mounted_in_order_then_pivoted_into() {
+        let dir = tempfile::tempdir().unwrap();
+        let layers = layers_with(dir.path(), "/", &["etc/hosts", "dev", "tmp", "run", "proc", "sys"]);
+        let sys = RecordingSyscall::default();
+        set_up_node(&sys, "n1", Path::new("/run/lab/hosts"), Some(&layers)).unwrap();
+        let m = &layers.merged;
+        let options = format!("lowerdir=/,upperdir={},workdir={}", layers.upper.display(), layers.work.display());
+        let expected = vec![
+            Call::Sethostname { name: "n1".into() },
+            Call::mount(None, Path::new("/"), None, PRIVATE, None),
+            Call::mount(Some("overlay"), m, Some("overlay"), MsFlags::empty(), Some(&options)),
+            Call::mount(Some("/run/lab/hosts"), &m.join("etc/hosts"), None, MsFlags::MS_BIND, None),
+            Call::mount(Some("/dev"), &m.join("dev"), None, MsFlags::MS_BIND | MsFlags::MS_REC, None),
+            Call::mount(Some("tmpfs"), &m.join("tmp"), Some("tmpfs"), NODEV, Some("mode=1777")),
+            Call::mount(Some("tmpfs"), &m.join("run"), Some("tmpfs"), NODEV, Some("mode=0755")),
+            Call::mount(Some("proc"), &m.join("proc"), Some("proc"), NODEV | MsFlags::MS_NOEXEC, None),
+            Call::mount(Some("sysfs"), &m.join("sys"), Some("sysfs"), NODEV | MsFlags::MS_NOEXEC, None),
+            Call::Chdir { dir: m.clone() },
+            Call::PivotRoot { new_root: ".".into(), put_old: ".".into() },
+            Call::Umount { target: ".".into(), flags: MntFlags::MNT_DETACH },
+            Call::Chdir { dir: "/".into() },
+        ];
+        assert_eq!(sys.calls(), expected);
+    }
+
+    #[test]
+    fn a_btrfs_root_is_bound_not_overlaid_and_missing_directories_get_no_mount() {
+        let dir = tempfile::tempdir().unwrap();
+        let layers = layers_with(dir.path(), WHOLE_ROOT, &["proc"]);
+        let sys = RecordingSyscall::default();
+        overlay_root(&sys, &layers, Path::new("/hosts")).unwrap();
+        let targets: Vec<PathBuf> = mounts(&sys)
+            .into_iter()
+            .map(|c| match c {
+                Call::Mount { target, .. } => target,
+                _ => unreachable!(),
+            })
+            .collect();
+        assert_eq!(targets, vec![PathBuf::from("/"), layers.merged.clone(), layers.merged.join("proc")]);
+        assert_eq!(
+            mounts(&sys)[1],
+            Call::mount(Some(layers.upper.to_str().unwrap()), &layers.merged, None, MsFlags::MS_BIND, None)
+        );
+    }
+
+    #[test]
+    fn a_failed_mount_is_named_and_nothing_after_it_is_tried() {
+        let dir = tempfile::tempdir().unwrap();
+        let layers = layers_with(dir.path(), "/", &["tmp", "proc", "sys"]);
+        let sys = RecordingSyscall::default();
+        sys.fail_when(|c| matches!(c, Call::Mount { fstype: Some(t), .. } if t == "proc"), Errno::EPERM);
+        let err = set_up_node(&sys, "n1", Path::new("/hosts"), Some(&layers)).unwrap_err();
+        let proc_dir = layers.merged.join("proc");
+        match &err {
+            HostError::Io { what, source } => {
+                assert_eq!(what, &format!("mounting proc on {}", proc_dir.display()));
+                assert_eq!(source.raw_os_error(), Some(Errno::EPERM as i32));
+            }
+            e => panic!("{e}"),
+        }
+        let last = sys.calls().last().cloned().unwrap();
+        assert!(matches!(last, Call::Mount { target, .. } if target == proc_dir), "sysfs, pivot_root: not tried");
+    }
+
+    #[test]
+    fn without_layers_the_hosts_file_is_bound_before_run_is_hidden() {
+        let sys = RecordingSyscall::default();
+        set_up_node(&sys, "n2", Path::new("/run/clonet/lab/hosts"), None).unwrap();
+        let targets: Vec<String> = mounts(&sys)
+            .into_iter()
+            .map(|c| match c {
+                Call::Mount { target, .. } => target.display().to_string(),
+                _ => unreachable!(),
+            })
+            .collect();
+        assert_eq!(targets, ["/", "/etc/hosts", "/tmp", "/run", "/proc", "/sys"]);
+        assert!(!sys.calls().iter().any(|c| matches!(c, Call::PivotRoot { .. })), "the host's root stays");
+    }
+
+    #[test]
+    fn a_refused_host_name_stops_the_set_up_before_any_mount() {
+        let sys = RecordingSyscall::default();
+        sys.fail_nth(0, Errno::EINVAL);
+        let err = set_up_node(&sys, "n3", Path::new("/hosts"), None).unwrap_err();
+        assert!(err.to_string().starts_with("sethostname:"), "{err}");
+        assert_eq!(sys.calls(), vec![Call::Sethostname { name: "n3".into() }]);
+    }
+
+    #[test]
+    fn joining_a_node_enters_its_mount_namespace_last_and_stops_at_the_first_refusal() {
+        // Our own namespaces stand in for a node's: opening them needs no root.
+        let me = std::process::id() as i32;
+        let sys = RecordingSyscall::default();
+        join_node(&sys, me).unwrap();
+        let kinds = [
+            CloneFlags::CLONE_NEWIPC,
+            CloneFlags::CLONE_NEWUTS,
+            CloneFlags::CLONE_NEWNET,
+            CloneFlags::CLONE_NEWPID,
+            CloneFlags::CLONE_NEWNS,
+        ];
+        let mut expected: Vec<Call> = kinds.iter().map(|&kind| Call::Setns { kind }).collect();
+        expected.push(Call::Chdir { dir: "/".into() });
+        assert_eq!(sys.calls(), expected);
+
+        let refusing = RecordingSyscall::default();
+        refusing.fail_when(|c| c == &Call::Setns { kind: CloneFlags::CLONE_NEWNET }, Errno::EPERM);
+        let err = join_node(&refusing, me).unwrap_err();
+        assert!(err.to_string().starts_with("setns net:"), "{err}");
+        assert_eq!(refusing.calls().len(), 3, "ipc, uts, then net refused: {:?}", refusing.calls());
     }
 }

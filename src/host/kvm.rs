@@ -18,7 +18,7 @@ use serde_json::json;
 
 use super::guest::{bring_up_nic, console_log, console_socket, console_tail, route_command, AgentLine};
 use super::qmp::Qmp;
-use super::{proc_start_time, ExecOutput, ExecRequest, HostError, NodeSpec, ProcRecord, RunningNode};
+use super::{proc_start_time, ExecOutput, ExecRequest, HostError, KvmBoot, NodeSpec, ProcRecord, RunningNode};
 use crate::switch::port::{PortIo, StreamPort};
 use crate::sys::proc::node_process;
 use crate::vocab::addr::{Cidr, Route};
@@ -215,30 +215,16 @@ pub struct KvmNode {
     next_nic: u32,
 }
 
-/// The clonet kernel, initramfs and base disk for kvm nodes.
-pub struct KvmImages {
-    pub kernel: PathBuf,
-    pub initrd: PathBuf,
-    pub disk: PathBuf,
-}
-
-/// Starts a kvm node booting and returns once QEMU is connected; the
-/// first request to the node waits for the boot to end. `user_disk`, if
-/// given, replaces clonet's base disk (never written either): an ext4
-/// root file system with an `/init`, such as a customised copy of
-/// clonet's own disk.
-pub fn start(
-    spec: &NodeSpec,
-    images: &KvmImages,
-    user_disk: Option<&Path>,
-    accel: Accel,
-    mem_mb: u32,
-    cpus: u32,
-) -> Result<Box<dyn RunningNode>, HostError> {
+/// Starts a kvm node booting from `boot` and returns once QEMU is
+/// connected; the first request to the node waits for the boot to end.
+/// The base disk, `boot.disk`, is never written: clonet's own, or the
+/// node's `image` (an ext4 root file system with an `/init`, such as a
+/// customised copy of clonet's own disk).
+pub fn start(spec: &NodeSpec, boot: &KvmBoot, mem_mb: u32, cpus: u32) -> Result<Box<dyn RunningNode>, HostError> {
     let err = |why: String| HostError::Start(spec.name.clone(), why);
     let run_dir = spec.run_dir.clone();
     let overlay = run_dir.join(format!("{}.qcow2", spec.name));
-    let base = user_disk.unwrap_or(&images.disk);
+    let (base, accel) = (&boot.disk, boot.accel);
     match &spec.disk {
         super::DiskStart::Keep if overlay.is_file() => {}
         super::DiskStart::Fresh | super::DiskStart::Keep => create_overlay(base, &overlay).map_err(err)?,
@@ -263,8 +249,8 @@ pub fn start(
         accel,
         mem_mb,
         cpus,
-        kernel: images.kernel.clone(),
-        initrd: images.initrd.clone(),
+        kernel: boot.kernel.clone(),
+        initrd: boot.initrd.clone(),
         disk: overlay.clone(),
         agent_socket: agent_socket.clone(),
         qmp_socket: qmp_socket.clone(),

@@ -22,6 +22,9 @@ pub mod ns;
 pub mod ping;
 pub mod qmp;
 pub mod rtnl;
+pub mod syscall;
+#[cfg(test)]
+mod syscall_fake;
 pub mod tapfwd;
 pub mod uml;
 
@@ -85,6 +88,33 @@ pub struct NodeSpec {
     pub options: crate::vocab::NodeOptions,
     /// Where a machine's disk starts from.
     pub disk: DiskStart,
+    /// What the node boots from, resolved by [`NodeHost::resolve_boot`]
+    /// before it starts.
+    pub boot: BootMedia,
+}
+
+/// What a node boots from. Resolved before the node starts, so that
+/// starting it builds nothing and looks nothing up: a missing image is
+/// reported before any process runs, and a fake host can name fixed files.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BootMedia {
+    /// An ns node runs the host's programs (or its `rootfs`): nothing to boot.
+    Namespace,
+    /// A uml node's base image, never written.
+    Uml { image: PathBuf },
+    /// A kvm node's kernel, initramfs, base disk and accelerator.
+    Kvm(KvmBoot),
+}
+
+/// What a kvm node boots: clonet's kernel and initramfs, a base disk
+/// (clonet's own, or the node's `image`), never written, and the
+/// accelerator (the node's `accel`, else the probed choice).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KvmBoot {
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+    pub disk: PathBuf,
+    pub accel: crate::vocab::Accel,
 }
 
 /// Where a machine's disk starts from when it boots.
@@ -127,6 +157,16 @@ pub struct ProcRecord {
 
 /// Starts nodes, and moves their disks in and out of saved labs.
 pub trait NodeHost: Send {
+    /// Finds (building it the first time, if it is clonet's own) what node
+    /// `node` of `kind` boots from; its errors say that the node did not
+    /// start.
+    fn resolve_boot(
+        &self,
+        node: &str,
+        kind: NodeKind,
+        options: &crate::vocab::NodeOptions,
+    ) -> Result<BootMedia, HostError>;
+    /// Starts a node from `spec`, whose `boot` came from `resolve_boot`.
     fn start_node(&self, spec: &NodeSpec) -> Result<Box<dyn RunningNode>, HostError>;
     /// Told before a lab grows to `count` interfaces, so that host-wide
     /// limits they share (the kernel's neighbour tables) can make room.

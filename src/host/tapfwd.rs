@@ -9,6 +9,7 @@ use std::fs::File;
 use std::os::fd::{AsFd, OwnedFd};
 use std::time::Duration;
 
+use super::syscall::Netlink;
 use crate::switch::frame::MAX_BUFFER_LEN;
 use crate::sys::netns::in_netns;
 use crate::sys::tap::open_tap;

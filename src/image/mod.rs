@@ -6,7 +6,9 @@
 //! their recipe changes: the recipe's fingerprint covers the init script,
 //! the busybox binary's bytes, the layout and the size.
 //!
-//! Owns: the image cache. Must not touch: labs, nodes, the switch.
+//! Owns: the image cache, and measuring what files take on disk
+//! ([`bytes_on_disk`], which the host's disk layers use too). Must not
+//! touch: labs, nodes, the switch, the host layer.
 pub mod kvm;
 
 use std::path::{Path, PathBuf};
@@ -240,12 +242,24 @@ pub fn unused(dir: &Path) -> Vec<(PathBuf, u64)> {
         .map(|e| e.path())
         .filter(|p| !keep.contains(p))
         .map(|p| {
-            let bytes = crate::host::disks::bytes_on_disk(&p);
+            let bytes = bytes_on_disk(&p);
             (p, bytes)
         })
         .collect();
     out.sort();
     out
+}
+
+/// Bytes a file, or everything under a directory, takes on disk
+/// (allocated blocks: holes in COW files do not count).
+pub fn bytes_on_disk(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = std::fs::symlink_metadata(path) else { return 0 };
+    let own = meta.blocks() * 512;
+    if !meta.is_dir() {
+        return own;
+    }
+    own + std::fs::read_dir(path).into_iter().flatten().flatten().map(|e| bytes_on_disk(&e.path())).sum::<u64>()
 }
 
 /// The file where the KVM probe's verdict is kept.

@@ -151,7 +151,7 @@ impl Lab {
     /// Creates the lab's run directory and starts its switch.
     pub fn new(name: &str, host: Box<dyn NodeHost>, run_base: &Path, script: Option<&Path>) -> Result<Lab, LabError> {
         names::validate("lab", name).map_err(TopologyError::from)?;
-        let run_dir = RunDir::create(run_base, name, script)?;
+        let run_dir = RunDir::create(run_base, name, script, host.as_ref())?;
         let mut lab = Lab {
             topo: Topology::new(name),
             host,

@@ -43,9 +43,21 @@ impl Lab {
         options: NodeOptions,
         disk: crate::host::DiskStart,
     ) -> Result<NodeSpec, LabError> {
+        // What the node boots from is found before it starts (the host
+        // keeps images once found), so a start itself only starts.
+        let boot = self.host.resolve_boot(name, kind, &options)?;
         let hosts_file = self.write_hosts()?;
         let run_dir = self.run_dir_mut().path().to_path_buf();
-        Ok(NodeSpec { lab: self.topo.lab.clone(), name: name.to_string(), kind, hosts_file, run_dir, options, disk })
+        Ok(NodeSpec {
+            lab: self.topo.lab.clone(),
+            name: name.to_string(),
+            kind,
+            hosts_file,
+            run_dir,
+            options,
+            disk,
+            boot,
+        })
     }
 
     pub(super) fn add_node(&mut self, name: &str, kind: NodeKind, options: NodeOptions) -> Result<Reply, LabError> {

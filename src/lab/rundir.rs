@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use nix::fcntl::{Flock, FlockArg};
 
-use crate::host::{is_alive, proc_start_time, ProcRecord};
+use crate::host::{is_alive, proc_start_time, NodeHost, ProcRecord};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunDirError {
@@ -88,8 +88,9 @@ fn lock_dir(dir: &Path) -> Result<Option<Flock<fs::File>>, RunDirError> {
 }
 
 impl RunDir {
-    /// Creates `base/lab`. A stale directory of a dead lab is cleaned first.
-    pub fn create(base: &Path, lab: &str, script: Option<&Path>) -> Result<RunDir, RunDirError> {
+    /// Creates `base/lab`. A stale directory of a dead lab is cleaned
+    /// first, `host` releasing what its nodes kept elsewhere.
+    pub fn create(base: &Path, lab: &str, script: Option<&Path>, host: &dyn NodeHost) -> Result<RunDir, RunDirError> {
         fs::create_dir_all(base).map_err(io_at(base))?;
         let path = base.join(lab);
         let running = |path: &Path| {
@@ -101,7 +102,7 @@ impl RunDir {
                 None => return Err(running(&path)),
                 Some(_stale) => {
                     eprintln!("clonet: removing what a previous run of lab {lab:?} left behind");
-                    clean_one(&path)?;
+                    clean_one(&path, host)?;
                 }
             }
         }
@@ -269,8 +270,9 @@ fn mounts_under(dir: &Path) -> Vec<String> {
     v
 }
 
-/// Removes one dead lab's leftovers: processes, mounts, files.
-fn clean_one(dir: &Path) -> Result<CleanReport, RunDirError> {
+/// Removes one dead lab's leftovers: processes, what `host` keeps outside
+/// the directory, mounts, files.
+fn clean_one(dir: &Path, host: &dyn NodeHost) -> Result<CleanReport, RunDirError> {
     let mut report = CleanReport::default();
     if let Some(state) = read_state(dir) {
         for rec in state.nodes.values().flatten() {
@@ -284,7 +286,7 @@ fn clean_one(dir: &Path) -> Result<CleanReport, RunDirError> {
         }
     }
     // btrfs subvolumes of its ns nodes live outside the run directory.
-    crate::host::ns::release_storage(dir);
+    host.release(dir);
     for m in mounts_under(dir) {
         if nix::mount::umount2(m.as_str(), nix::mount::MntFlags::MNT_DETACH).is_ok() {
             report.unmounted.push(m);
@@ -295,8 +297,9 @@ fn clean_one(dir: &Path) -> Result<CleanReport, RunDirError> {
     Ok(report)
 }
 
-/// Cleans every run directory under `base` whose owner is dead.
-pub fn clean(base: &Path) -> Result<CleanReport, RunDirError> {
+/// Cleans every run directory under `base` whose owner is dead; `host`
+/// releases what their nodes kept elsewhere.
+pub fn clean(base: &Path, host: &dyn NodeHost) -> Result<CleanReport, RunDirError> {
     let mut report = CleanReport::default();
     let entries = match fs::read_dir(base) {
         Ok(e) => e,
@@ -321,7 +324,7 @@ pub fn clean(base: &Path) -> Result<CleanReport, RunDirError> {
             report.running.push(name);
             continue;
         };
-        let one = clean_one(&dir)?;
+        let one = clean_one(&dir, host)?;
         report.removed.extend(one.removed);
         report.killed.extend(one.killed);
         report.unmounted.extend(one.unmounted);
@@ -332,26 +335,30 @@ pub fn clean(base: &Path) -> Result<CleanReport, RunDirError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::host::fake::FakeHost;
 
     #[test]
     fn a_live_lab_is_refused_and_a_dead_one_is_cleaned() {
         let base = tempfile::tempdir().unwrap();
-        let mut d = RunDir::create(base.path(), "lab1", None).unwrap();
+        let host = FakeHost::default();
+        let mut d = RunDir::create(base.path(), "lab1", None, &host).unwrap();
         d.record_node("a", vec![]).unwrap();
-        assert!(matches!(RunDir::create(base.path(), "lab1", None), Err(RunDirError::Running { .. })));
-        let report = clean(base.path()).unwrap();
+        assert!(matches!(RunDir::create(base.path(), "lab1", None, &host), Err(RunDirError::Running { .. })));
+        let report = clean(base.path(), &host).unwrap();
         assert_eq!(report.running, vec!["lab1".to_string()], "our own lab is alive");
+        assert!(host.released().is_empty(), "a live lab keeps its storage");
         // The owner dies: its lock goes with it, the directory stays.
         drop(d);
-        let report = clean(base.path()).unwrap();
+        let report = clean(base.path(), &host).unwrap();
         assert_eq!(report.removed, vec!["lab1".to_string()]);
         assert!(!base.path().join("lab1").exists());
+        assert_eq!(host.released(), vec![base.path().join("lab1")], "released through the host");
     }
 
     #[test]
     fn the_node_log_replays_into_the_state_and_a_torn_line_is_skipped() {
         let base = tempfile::tempdir().unwrap();
-        let mut d = RunDir::create(base.path(), "lab3", None).unwrap();
+        let mut d = RunDir::create(base.path(), "lab3", None, &FakeHost::default()).unwrap();
         let rec = |pid| ProcRecord { pid, start_time: 7 };
         d.record_node("a", vec![rec(10), rec(11)]).unwrap();
         d.record_node("b", vec![rec(20)]).unwrap();
@@ -377,8 +384,10 @@ mod tests {
             r#"{"lab":"lab2","owner":{"pid":2147483000,"start_time":5},"script":null,"nodes":{}}"#,
         )
         .unwrap();
-        let d = RunDir::create(base.path(), "lab2", None).unwrap();
+        let host = FakeHost::default();
+        let d = RunDir::create(base.path(), "lab2", None, &host).unwrap();
         assert_eq!(d.state().owner.as_ref().unwrap().pid, std::process::id() as i32);
+        assert_eq!(host.released(), vec![stale.clone()], "the stale lab's storage is released");
         d.remove().unwrap();
         assert!(!stale.exists());
     }
@@ -389,7 +398,9 @@ mod tests {
         let other = base.path().join("notours");
         fs::create_dir(&other).unwrap();
         fs::write(other.join("data"), "x").unwrap();
-        clean(base.path()).unwrap();
+        let host = FakeHost::default();
+        clean(base.path(), &host).unwrap();
         assert!(other.join("data").exists());
+        assert!(host.released().is_empty());
     }
 }

@@ -8,8 +8,8 @@ use rhai::plugin::*;
 use rhai::{Array, Dynamic, FnPtr, Map, NativeCallContext};
 
 use super::{
-    call, check_keys, deadline, dry_run, exec_map, lab_error, lab_topology, opt_int, port_counters, refused,
-    script_error, NodeRef, RhaiResult,
+    call, check_keys, deadline, dry_run, exec_map, lab_error, lab_topology, opt_int, port_counters, positive_ms,
+    refused, script_error, NodeRef, RhaiResult,
 };
 use crate::lab::command::PingTarget;
 use crate::lab::{Command, Reply};

@@ -7,7 +7,7 @@
 use rhai::plugin::*;
 use rhai::{Array, Dynamic, Map, NativeCallContext};
 
-use super::{call, check_keys, exec_map, opt_int, opt_str, refused, script_error, NodeRef, RhaiResult};
+use super::{call, check_keys, exec_map, opt_int, opt_str, positive_ms, refused, script_error, NodeRef, RhaiResult};
 use crate::lab::{Command, Reply};
 
 fn run(ctx: &NativeCallContext, node: &NodeRef, argv: Vec<String>, options: &Map) -> RhaiResult<Map> {
