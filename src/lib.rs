@@ -2,6 +2,7 @@
 //! in Rhai, with its own userspace Ethernet switch. See `src/README.md` for
 //! the map of the code.
 #![deny(unsafe_code)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod gui;
 pub mod host;

@@ -94,7 +94,9 @@ fn another_user_cannot_connect_even_through_an_open_directory() {
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o711)).unwrap();
     }
     let addr = UnixAddr::new(&lab.socket).unwrap();
-    // The child only makes system calls (no allocation) between fork and exit.
+    // SAFETY: the child only makes system calls (no allocation, no lock)
+    // between fork and exit, so the test harness's other threads cannot
+    // leave it waiting on a lock they held.
     let code = match unsafe { fork() }.unwrap() {
         ForkResult::Child => {
             let code = (|| {
@@ -108,6 +110,8 @@ fn another_user_cannot_connect_even_through_an_open_directory() {
                 })
             })()
             .unwrap_or(3);
+            // SAFETY: _exit ends the child at once, running nothing of the
+            // parent's (no atexit handlers, no destructors).
             unsafe { nix::libc::_exit(code) }
         }
         ForkResult::Parent { child } => match waitpid(child, None).unwrap() {

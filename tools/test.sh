@@ -5,7 +5,8 @@
 #      (vde_switch, vde_plug2tap) for the benchmarks' baselines, qemu and a
 #      kernel for kvm nodes, btrfs-progs,
 #      tshark to read captures back, frr for the routing exercises);
-#   2. builds clonet and runs the unit and integration tests.
+#   2. lints (clippy, warnings denied, every unsafe block documented),
+#      builds clonet and runs the unit and integration tests.
 # CI runs exactly this (see .ci/run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,5 +29,10 @@ if [ ${#missing[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+if ! cargo clippy --version >/dev/null 2>&1; then
+    echo "tools/test.sh: cargo clippy is missing (rustup component add clippy)" >&2
+    exit 1
+fi
+cargo clippy --all-targets --locked -- -D warnings -D clippy::undocumented_unsafe_blocks
 cargo build --release --locked
 cargo test --release --locked

@@ -31,7 +31,7 @@ use nix::unistd::{execvp, setpgid, Pid};
 
 use super::syscall::{LinuxSyscall, Syscall};
 use super::HostError;
-use crate::sys::proc::{fork_process, Forked};
+use crate::sys::proc::{fork_single_threaded, Forked};
 
 /// Exit status of a helper that failed before running anything.
 pub const HELPER_FAILED: i32 = 111;
@@ -241,7 +241,7 @@ pub fn ns_init_main(hostname: &str, hosts: &Path, root: Option<RootLayers>) -> !
         Ok(p) => p,
         Err(e) => die("pipe", e),
     };
-    match fork_process() {
+    match fork_single_threaded() {
         Err(e) => die("fork", e),
         Ok(Forked::Parent(child)) => {
             drop(parent_alive);
@@ -318,7 +318,7 @@ pub fn ns_enter_main(pid: i32, argv: &[String]) -> ! {
     if let Err(e) = sigprocmask(SigmaskHow::SIG_BLOCK, Some(&signals), None) {
         enter_failed("sigprocmask", e);
     }
-    match fork_process() {
+    match fork_single_threaded() {
         Err(e) => enter_failed("fork", e),
         Ok(Forked::Child) => {
             let _ = setpgid(Pid::from_raw(0), Pid::from_raw(0));

@@ -4,7 +4,7 @@
 //! whose fd speaks that layout natively (a TAP opened with `IFF_VNET_HDR`,
 //! or a SOCK_SEQPACKET peer that does the same) is an `FdPort`.
 use std::io::{self, IoSlice};
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 
 /// Writes one message made of `parts`, leaving out its first `skip` bytes,
 /// with one writev and no allocation (at most 8 parts).
@@ -112,7 +112,7 @@ impl FdPort {
     /// A TAP made persistent (it lives in a node's namespace, and goes
     /// with it unless the port is removed first).
     pub fn persistent_tap(fd: OwnedFd) -> io::Result<FdPort> {
-        crate::sys::tap::set_persistent(fd.as_raw_fd(), true)?;
+        crate::sys::tap::set_persistent(fd.as_fd(), true)?;
         Ok(FdPort { fd, is_tap: true, persistent: true })
     }
 
@@ -125,7 +125,7 @@ impl FdPort {
 impl PortIo for FdPort {
     fn release(&mut self) {
         if self.persistent {
-            let _ = crate::sys::tap::set_persistent(self.fd.as_raw_fd(), false);
+            let _ = crate::sys::tap::set_persistent(self.fd.as_fd(), false);
         }
     }
 
@@ -138,7 +138,7 @@ impl PortIo for FdPort {
             lens[0] = self.recv(&mut bufs[0])?;
             return Ok(1);
         }
-        crate::sys::socket::recv_many(self.fd.as_raw_fd(), bufs, lens, 0)
+        crate::sys::socket::recv_many(self.fd.as_fd(), bufs, lens, 0)
     }
 
     fn send(&mut self, buf: &[u8]) -> io::Result<()> {
@@ -159,7 +159,7 @@ impl PortIo for FdPort {
 
     fn set_carrier(&mut self, up: bool) -> io::Result<()> {
         if self.is_tap {
-            crate::sys::tap::set_carrier(self.fd.as_raw_fd(), up)?;
+            crate::sys::tap::set_carrier(self.fd.as_fd(), up)?;
         }
         Ok(())
     }
@@ -184,7 +184,7 @@ impl RawPort {
 impl PortIo for RawPort {
     fn recv_batch(&mut self, bufs: &mut [Vec<u8>], lens: &mut [usize]) -> io::Result<usize> {
         const HDR: usize = super::frame::VNET_HDR_LEN;
-        let n = crate::sys::socket::recv_many(self.fd.as_raw_fd(), bufs, lens, HDR)?;
+        let n = crate::sys::socket::recv_many(self.fd.as_fd(), bufs, lens, HDR)?;
         for (buf, len) in bufs.iter_mut().zip(lens.iter_mut()).take(n) {
             if *len > 0 {
                 buf[..HDR].fill(0);

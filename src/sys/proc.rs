@@ -28,15 +28,33 @@ pub enum Forked {
     Child,
 }
 
-/// Forks the current process. Only for the single-threaded helper
-/// subcommands (`__ns-init`, `__ns-enter`), never for the engine.
-pub fn fork_process() -> io::Result<Forked> {
-    // SAFETY: callers are single-threaded helper processes (documented above),
-    // so the child does not inherit locks held by other threads.
+/// Forks the current process.
+///
+/// # Safety
+///
+/// The calling process must be single-threaded (the helper subcommands
+/// `__ns-init` and `__ns-enter`, never the engine): in a threaded process
+/// the child inherits locks that other threads held, and may deadlock on
+/// the first allocation.
+pub unsafe fn fork_process() -> io::Result<Forked> {
+    // SAFETY: the caller promises a single-threaded process (see above).
     match unsafe { fork() }.map_err(io::Error::from)? {
         ForkResult::Parent { child } => Ok(Forked::Parent(child)),
         ForkResult::Child => Ok(Forked::Child),
     }
+}
+
+/// Forks the current process if it has only one thread, and refuses
+/// otherwise: the safe form of [`fork_process`]. A single-threaded process
+/// cannot gain a thread between the check and the fork, since only its one
+/// thread could start it.
+pub fn fork_single_threaded() -> io::Result<Forked> {
+    let threads = std::fs::read_dir("/proc/self/task")?.count();
+    if threads != 1 {
+        return Err(io::Error::other(format!("refusing to fork a process with {threads} threads")));
+    }
+    // SAFETY: the process has exactly one thread (checked just above).
+    unsafe { fork_process() }
 }
 
 /// A pidfd for `pid` (pidfd_open(2), Linux 5.3+): it becomes readable when

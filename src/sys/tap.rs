@@ -4,7 +4,7 @@
 //! (non-persistent) TAP device disappears with it.
 use std::fs::OpenOptions;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 
 /// Size of the virtio-net header the kernel prepends to every frame
@@ -37,20 +37,20 @@ nix::ioctl_write_int_bad!(tun_set_persist, 0x4004_54cb);
 /// node's namespace is instead deleted with that namespace, together with
 /// every other device of every namespace dying at the same time: a
 /// 1000-node ring tears down in seconds instead of 40.
-pub fn set_persistent(fd: RawFd, on: bool) -> io::Result<()> {
-    // SAFETY: `fd` is an open tun fd owned by the caller; TUNSETPERSIST
-    // takes its argument by value.
-    unsafe { tun_set_persist(fd, libc::c_int::from(on)) }?;
+pub fn set_persistent(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
+    // SAFETY: `fd` is borrowed, so open for the call (a tun fd, or the
+    // ioctl fails with an error); TUNSETPERSIST takes its argument by value.
+    unsafe { tun_set_persist(fd.as_raw_fd(), libc::c_int::from(on)) }?;
     Ok(())
 }
 
 /// Turns the carrier of a TAP on or off (`TUNSETCARRIER`): the interface
 /// inside the node shows NO-CARRIER while it is off.
-pub fn set_carrier(fd: RawFd, up: bool) -> io::Result<()> {
+pub fn set_carrier(fd: BorrowedFd<'_>, up: bool) -> io::Result<()> {
     let on: libc::c_int = up.into();
-    // SAFETY: `fd` is an open tun fd owned by the caller; the argument is a
+    // SAFETY: `fd` is borrowed, so open for the call; the argument is a
     // pointer to an int on the stack, as TUNSETCARRIER expects.
-    unsafe { tun_set_carrier(fd, &on) }?;
+    unsafe { tun_set_carrier(fd.as_raw_fd(), &on) }?;
     Ok(())
 }
 
