@@ -123,7 +123,7 @@ impl RunningNode for FakeNode {
 
     fn add_iface(&mut self, ifname: &str, mac: MacAddr, mtu: u32) -> Result<Box<dyn PortIo>, HostError> {
         if self.host.failing.lock().expect("not poisoned").contains(&self.name) {
-            return Err(HostError::Start(self.name.clone(), "injected failure".into()));
+            return Err(HostError::start(self.name.clone(), "injected failure"));
         }
         self.host.record(format!("iface {}:{ifname} {mac} mtu {mtu}", self.name));
         let (a, b) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_NONBLOCK)

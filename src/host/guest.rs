@@ -129,7 +129,7 @@ impl AgentLine {
                 Ok(AgentMsg::Result { id: got, output }) if got == id => return Ok(output),
                 // An answer to an earlier, abandoned request: skip it.
                 Ok(_) => continue,
-                Err(e) => return Err(HostError::Start(self.node.clone(), e.to_string())),
+                Err(e) => return Err(HostError::start_from(&self.node, "", e)),
             }
         }
     }

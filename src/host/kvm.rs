@@ -221,7 +221,7 @@ pub struct KvmNode {
 /// node's `image` (an ext4 root file system with an `/init`, such as a
 /// customised copy of clonet's own disk).
 pub fn start(spec: &NodeSpec, boot: &KvmBoot, mem_mb: u32, cpus: u32) -> Result<Box<dyn RunningNode>, HostError> {
-    let err = |why: String| HostError::Start(spec.name.clone(), why);
+    let err = |why: String| HostError::start(spec.name.clone(), why);
     let run_dir = spec.run_dir.clone();
     let overlay = run_dir.join(format!("{}.qcow2", spec.name));
     let (base, accel) = (&boot.disk, boot.accel);
@@ -234,7 +234,7 @@ pub fn start(spec: &NodeSpec, boot: &KvmBoot, mem_mb: u32, cpus: u32) -> Result<
     let qmp_socket = run_dir.join(format!("{}.qmp.sock", spec.name));
     let listen = |p: &Path| {
         let _ = std::fs::remove_file(p);
-        UnixListener::bind(p).map_err(|e| HostError::Start(spec.name.clone(), format!("{}: {e}", p.display())))
+        UnixListener::bind(p).map_err(|e| HostError::start_from(&spec.name, &p.display().to_string(), e))
     };
     let agent_listener = listen(&agent_socket)?;
     let qmp_listener = listen(&qmp_socket)?;
@@ -318,7 +318,7 @@ impl KvmNode {
             if !self.agent.wait_hello(self.boot_deadline) {
                 self.kill();
                 let tail = console_tail(&self.run_dir, &self.name);
-                return Err(HostError::Start(
+                return Err(HostError::start(
                     self.name.clone(),
                     format!(
                         "the guest agent did not answer within {:?} ({}); console ends with: {tail}",
@@ -351,13 +351,13 @@ impl KvmNode {
             .map_err(|e| self.qmp_err(e))?;
         let text = out.as_str().unwrap_or_default().trim().to_string();
         if text.to_lowercase().contains("error") || text.contains("not found") || text.contains("could not") {
-            return Err(HostError::Start(self.name.clone(), format!("{command}: {text}")));
+            return Err(HostError::start(self.name.clone(), format!("{command}: {text}")));
         }
         Ok(())
     }
 
     fn qmp_err(&self, e: super::qmp::QmpError) -> HostError {
-        HostError::Start(self.name.clone(), e.to_string())
+        HostError::start_from(&self.name, "", e)
     }
 
     /// How this machine runs guest code.
@@ -386,7 +386,7 @@ impl RunningNode for KvmNode {
         // place, made here so that its backing path names the moved file.
         let active = self.run_dir.join(format!("{}.qcow2", self.name));
         let layer = dir.join(format!("{name}.qcow2"));
-        let size = virtual_size(&active).map_err(|e| HostError::Start(self.name.clone(), e))?;
+        let size = virtual_size(&active).map_err(|e| HostError::start(self.name.clone(), e))?;
         std::fs::rename(&active, &layer).map_err(HostError::io(format!("moving {}", active.display())))?;
         let made = Command::new("qemu-img")
             .args(["create", "-q", "-u", "-f", "qcow2", "-o", OVERLAY_OPTIONS, "-F", "qcow2", "-b"])
@@ -404,7 +404,7 @@ impl RunningNode for KvmNode {
                 )
                 .map_err(|e| self.qmp_err(e))
         } else {
-            Err(HostError::Start(self.name.clone(), String::from_utf8_lossy(&made.stderr).trim().to_string()))
+            Err(HostError::start(self.name.clone(), String::from_utf8_lossy(&made.stderr).trim().to_string()))
         };
         if let Err(e) = switched {
             // Put the disk back where it was: the machine never left it.
@@ -465,7 +465,7 @@ impl RunningNode for KvmNode {
             .map_err(|e| self.qmp_err(e))?;
         let stream = match accept_from(&listener, &mut self.child, CONNECT_TIMEOUT) {
             Ok(s) => s,
-            Err(why) => return Err(HostError::Start(self.name.clone(), why)),
+            Err(why) => return Err(HostError::start(self.name.clone(), why)),
         };
         drop(listener);
         let _ = std::fs::remove_file(&sock);

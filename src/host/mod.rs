@@ -43,8 +43,15 @@ use crate::vocab::MacAddr;
 pub enum HostError {
     #[error("{what}: {source}")]
     Io { what: String, source: io::Error },
-    #[error("node {0:?} did not start: {1}")]
-    Start(String, String),
+    /// `why` is the whole story for a person; `source`, when there is one,
+    /// is the error underneath, kept for programs that walk the chain.
+    #[error("node {node:?} did not start: {why}")]
+    Start {
+        node: String,
+        why: String,
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
     #[error("command timed out after {0:?}")]
     Timeout(Duration),
     #[error("interrupted")]
@@ -56,6 +63,22 @@ pub enum HostError {
 }
 
 impl HostError {
+    /// A node that did not start, for a reason of clonet's own.
+    pub fn start(node: impl Into<String>, why: impl Into<String>) -> HostError {
+        HostError::Start { node: node.into(), why: why.into(), source: None }
+    }
+
+    /// A node that did not start because of `source`; the message says
+    /// `context: source` (or just the source when there is no context).
+    pub fn start_from(
+        node: impl Into<String>,
+        context: &str,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> HostError {
+        let why = if context.is_empty() { source.to_string() } else { format!("{context}: {source}") };
+        HostError::Start { node: node.into(), why, source: Some(Box::new(source)) }
+    }
+
     pub fn io(what: impl Into<String>) -> impl FnOnce(io::Error) -> HostError {
         let what = what.into();
         move |source| HostError::Io { what, source }
@@ -334,6 +357,19 @@ pub fn is_alive(rec: &ProcRecord) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_start_failure_says_why_and_keeps_the_error_underneath() {
+        use std::error::Error;
+        let e = HostError::start_from("r1", "/run/x.sock", io::Error::from(io::ErrorKind::AddrInUse));
+        assert_eq!(
+            e.to_string(),
+            format!("node \"r1\" did not start: /run/x.sock: {}", io::Error::from(io::ErrorKind::AddrInUse))
+        );
+        let source = e.source().expect("kept").downcast_ref::<io::Error>().expect("an io::Error");
+        assert_eq!(source.kind(), io::ErrorKind::AddrInUse);
+        assert!(HostError::start("r1", "no image").source().is_none());
+    }
 
     #[test]
     fn reads_our_own_start_time() {

@@ -147,7 +147,7 @@ impl NodeHost for LinuxHost {
         kind: crate::vocab::NodeKind,
         options: &crate::vocab::NodeOptions,
     ) -> Result<BootMedia, HostError> {
-        let fail = |why: String| HostError::Start(node.to_string(), why);
+        let fail = |why: String| HostError::start(node.to_string(), why);
         let no_image = |path: &std::path::Path| fail(format!("no image at {}", path.display()));
         match kind {
             crate::vocab::NodeKind::Ns => Ok(BootMedia::Namespace),
@@ -185,7 +185,7 @@ impl NodeHost for LinuxHost {
 
     fn start_node(&self, spec: &NodeSpec) -> Result<Box<dyn RunningNode>, HostError> {
         let wrong_media = || {
-            HostError::Start(spec.name.clone(), format!("{:?} is no boot medium of a {} node", spec.boot, spec.kind))
+            HostError::start(spec.name.clone(), format!("{:?} is no boot medium of a {} node", spec.boot, spec.kind))
         };
         match spec.kind {
             crate::vocab::NodeKind::Ns => start_ns(&self.sys, spec),
@@ -386,7 +386,7 @@ fn prepare_root(
             let r = std::fs::canonicalize(r).map_err(HostError::io(format!("rootfs {}", r.display())))?;
             let text = r.display().to_string();
             if !r.is_dir() || text.contains([':', ',', '\n']) {
-                return Err(HostError::Start(spec.name.clone(), format!("rootfs {text} is not a usable directory")));
+                return Err(HostError::start(spec.name.clone(), format!("rootfs {text} is not a usable directory")));
             }
             text
         }
@@ -490,7 +490,7 @@ fn start_ns(sys: &Arc<dyn Syscall>, spec: &NodeSpec) -> Result<Box<dyn RunningNo
     else {
         let _ = holder.kill();
         let _ = holder.wait();
-        return Err(HostError::Start(spec.name.clone(), "its init exited at once".into()));
+        return Err(HostError::start(spec.name.clone(), "its init exited at once"));
     };
     // The node's init sets itself up (namespaces, root, mounts) while the
     // engine goes on: `node()` returns now, and the first use of the node
@@ -650,7 +650,7 @@ impl NsNode {
             }
         }
         self.started.get().ok_or_else(|| {
-            HostError::Start(
+            HostError::start(
                 self.name.clone(),
                 self.failure.get().cloned().unwrap_or_else(|| "it never started".into()),
             )

@@ -30,7 +30,7 @@ const NIC_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_MEM_MB: u32 = 64;
 
 fn err(node: &str, what: impl std::fmt::Display) -> HostError {
-    HostError::Start(node.to_string(), what.to_string())
+    HostError::start(node.to_string(), what.to_string())
 }
 
 pub struct UmlNode {

@@ -25,7 +25,13 @@ pub fn recv_many(fd: BorrowedFd<'_>, bufs: &mut [Vec<u8>], lens: &mut [usize], o
     // at `iovs[..count]`, which point into `bufs`; all outlive the call,
     // and the kernel writes at most `iov_len` bytes into each.
     let got = unsafe {
-        libc::recvmmsg(fd.as_raw_fd(), msgs.as_mut_ptr(), count as libc::c_uint, libc::MSG_DONTWAIT, std::ptr::null_mut())
+        libc::recvmmsg(
+            fd.as_raw_fd(),
+            msgs.as_mut_ptr(),
+            count as libc::c_uint,
+            libc::MSG_DONTWAIT,
+            std::ptr::null_mut(),
+        )
     };
     if got < 0 {
         return Err(io::Error::last_os_error());
