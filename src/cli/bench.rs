@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clonet::host::ns::LinuxHost;
+use clonet::host::linux::LinuxHost;
 use clonet::lab::rundir;
 
 use super::{color, prepare_terminal, CliError};

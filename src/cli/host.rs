@@ -100,7 +100,7 @@ pub fn image(cmd: ImageCmd) -> Result<ExitCode, CliError> {
 
 /// `clonet clean`.
 pub fn clean() -> Result<ExitCode, CliError> {
-    let host = clonet::host::ns::LinuxHost::default();
+    let host = clonet::host::linux::LinuxHost::default();
     let r = rundir::clean(&rundir::base_dir(), &host).map_err(CliError::error)?;
     for lab in &r.removed {
         println!("removed lab {lab}");

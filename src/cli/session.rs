@@ -10,7 +10,7 @@ use std::process::ExitCode;
 
 use colored::Colorize;
 
-use clonet::host::ns::LinuxHost;
+use clonet::host::linux::LinuxHost;
 use clonet::lab::handle::LabRef;
 use clonet::lab::rundir;
 use clonet::lab::Lab;

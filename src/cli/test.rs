@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use clap::Subcommand;
 use colored::Colorize;
 
-use clonet::host::ns::LinuxHost;
+use clonet::host::linux::LinuxHost;
 use clonet::lab::rundir;
 
 use super::{color, prepare_terminal, write_or_complain, CliError};

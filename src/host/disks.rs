@@ -80,7 +80,8 @@ pub fn import(
         NodeKind::Ns => {
             // Overlayfs wants its layers in the lab's layer storage.
             let what = format!("loading the disk of {node}");
-            let storage = super::ns::layer_storage(sys, run_dir)?.join(".snapshots").join(format!("loaded-{node}"));
+            let storage =
+                super::ns_root::layer_storage(sys, run_dir)?.join(".snapshots").join(format!("loaded-{node}"));
             let _ = std::fs::remove_dir_all(&storage);
             std::fs::create_dir_all(&storage).map_err(HostError::io(what.clone()))?;
             let count: usize =

@@ -1,7 +1,7 @@
 //! Host effects: everything that touches namespaces, processes, netlink
 //! and raw sockets, behind the [`NodeHost`]/[`RunningNode`] traits.
 //!
-//! The engine only sees the traits. [`ns::LinuxHost`] is the real
+//! The engine only sees the traits. [`linux::LinuxHost`] is the real
 //! implementation; [`fake::FakeHost`] records calls and hands out socket
 //! pairs instead of TAPs, so the engine and the switch can be tested
 //! together without root.
@@ -17,8 +17,10 @@ pub mod guest;
 pub mod helpers;
 pub mod kvm;
 pub mod limits;
+pub mod linux;
 pub mod mconsole;
 pub mod ns;
+pub mod ns_root;
 pub mod ping;
 pub mod qmp;
 pub mod rtnl;
