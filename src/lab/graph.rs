@@ -335,14 +335,7 @@ pub fn render(t: &Topology, format: Format) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    #[allow(unused_imports)]
-    use crate::vocab::units::test_values::{delay, limit, p as prob, rate};
-    #[allow(unused_imports)]
-    use crate::vocab::VlanId;
-    #[allow(dead_code)]
-    fn vid(v: u16) -> VlanId {
-        VlanId::new(v).unwrap()
-    }
+    use crate::vocab::units::test_values::p as prob;
 
     fn lab() -> Topology {
         let mut t = Topology::new("demo");

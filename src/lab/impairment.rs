@@ -299,14 +299,7 @@ pub fn to_rhai(v: &OptValue) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    #[allow(unused_imports)]
-    use crate::vocab::units::test_values::{delay, limit, p as prob, rate};
-    #[allow(unused_imports)]
-    use crate::vocab::VlanId;
-    #[allow(dead_code)]
-    fn vid(v: u16) -> VlanId {
-        VlanId::new(v).unwrap()
-    }
+    use crate::vocab::units::test_values::{delay, p as prob, rate};
 
     fn t(s: &str) -> OptValue {
         OptValue::Text(s.into())

@@ -100,15 +100,8 @@ pub fn wiring(topo: &Topology) -> Vec<Command> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    #[allow(unused_imports)]
-    use crate::vocab::units::test_values::{delay, limit, p as prob, rate};
-    #[allow(unused_imports)]
-    use crate::vocab::VlanId;
-    #[allow(dead_code)]
-    fn vid(v: u16) -> VlanId {
-        VlanId::new(v).unwrap()
-    }
     use crate::vocab::addr::Route;
+    use crate::vocab::units::test_values::vid;
     use crate::vocab::NodeKind;
     use crate::vocab::VlanMode;
 

@@ -213,16 +213,8 @@ fn read_state(dir: &Path) -> Option<LabState> {
 /// The live labs under `base` (their owner runs) that have a node called
 /// `node`, only lab `lab` if given: run directory and state.
 pub fn labs_with_node(base: &Path, node: &str, lab: Option<&str>) -> Vec<(PathBuf, LabState)> {
-    let mut found: Vec<(PathBuf, LabState)> = fs::read_dir(base)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path())
-        .filter_map(|dir| read_state(&dir).map(|s| (dir, s)))
-        .filter(|(_, s)| lab.is_none_or(|l| s.lab == l))
-        .filter(|(_, s)| s.owner.as_ref().is_some_and(is_alive) && s.nodes.contains_key(node))
-        .collect();
-    found.sort_by(|a, b| a.1.lab.cmp(&b.1.lab));
+    let mut found = running_labs(base);
+    found.retain(|(_, s)| lab.is_none_or(|l| s.lab == l) && s.nodes.contains_key(node));
     found
 }
 

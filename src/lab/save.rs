@@ -154,15 +154,8 @@ pub fn to_script(topo: &Topology) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    #[allow(unused_imports)]
-    use crate::vocab::units::test_values::{delay, limit, p as prob, rate};
-    #[allow(unused_imports)]
-    use crate::vocab::VlanId;
-    #[allow(dead_code)]
-    fn vid(v: u16) -> VlanId {
-        VlanId::new(v).unwrap()
-    }
     use crate::vocab::addr::Route;
+    use crate::vocab::units::test_values::{delay, p as prob, vid};
     use crate::vocab::NodeKind;
 
     fn sample() -> Topology {

@@ -3,21 +3,15 @@
 //!
 //! Owns: nothing but its temporary run directories. Must not touch: real
 //! nodes or namespaces.
-use super::*;
-use crate::vocab::addr::Cidr;
-#[allow(unused_imports)]
-use crate::vocab::units::test_values::{delay, limit, p as prob, rate};
-#[allow(unused_imports)]
-use crate::vocab::VlanId;
-use crate::vocab::VlanMode;
-use command::{LinkOptions, NodeOptions};
 use std::time::Duration;
-#[allow(dead_code)]
-fn vid(v: u16) -> VlanId {
-    VlanId::new(v).unwrap()
-}
+
+use super::*;
 use crate::host::fake::FakeHost;
 use crate::switch::frame::VNET_HDR_LEN;
+use crate::vocab::addr::Cidr;
+use crate::vocab::units::test_values::vid;
+use crate::vocab::VlanMode;
+use command::{LinkOptions, NodeOptions};
 
 fn lab(host: &FakeHost) -> (Lab, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();

@@ -589,14 +589,7 @@ impl Topology {
 #[cfg(test)]
 mod tests {
     use super::*;
-    #[allow(unused_imports)]
-    use crate::vocab::units::test_values::{delay, limit, p as prob, rate};
-    #[allow(unused_imports)]
-    use crate::vocab::VlanId;
-    #[allow(dead_code)]
-    fn vid(v: u16) -> VlanId {
-        VlanId::new(v).unwrap()
-    }
+    use crate::vocab::units::test_values::vid;
 
     fn two_nodes() -> Topology {
         let mut t = Topology::new("lab");

@@ -249,15 +249,8 @@ impl Fabric {
 #[cfg(test)]
 mod tests {
     use super::*;
-    #[allow(unused_imports)]
-    use crate::vocab::units::test_values::{delay, limit, p as prob, rate};
-    #[allow(unused_imports)]
-    use crate::vocab::VlanId;
-    #[allow(dead_code)]
-    fn vid(v: u16) -> VlanId {
-        VlanId::new(v).unwrap()
-    }
     use crate::switch::frame::{VnetHdr, VNET_HDR_LEN};
+    use crate::vocab::units::test_values::vid;
     use crate::vocab::MacAddr;
 
     fn buf(dst: MacAddr, src: MacAddr, payload: usize) -> Vec<u8> {

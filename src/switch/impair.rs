@@ -172,14 +172,7 @@ impl Direction {
 #[cfg(test)]
 mod tests {
     use super::*;
-    #[allow(unused_imports)]
     use crate::vocab::units::test_values::{delay, limit, p as prob, rate};
-    #[allow(unused_imports)]
-    use crate::vocab::VlanId;
-    #[allow(dead_code)]
-    fn vid(v: u16) -> VlanId {
-        VlanId::new(v).unwrap()
-    }
 
     const MS: Duration = Duration::from_millis(1);
 

@@ -70,11 +70,8 @@ pub fn shift_vnet(hdr: &VnetHdr, delta: i16) -> VnetHdr {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn vid(v: u16) -> crate::vocab::VlanId {
-        crate::vocab::VlanId::new(v).unwrap()
-    }
     use crate::switch::frame::VNET_HDR_LEN;
+    use crate::vocab::units::test_values::vid;
 
     fn frame(tag: Option<u16>) -> Vec<u8> {
         let mut b = vec![0u8; VNET_HDR_LEN];

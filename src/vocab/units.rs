@@ -362,4 +362,8 @@ pub mod test_values {
     pub fn limit(frames: u32) -> QueueLimit {
         QueueLimit::new(frames).unwrap()
     }
+
+    pub fn vid(id: u16) -> VlanId {
+        VlanId::new(id).unwrap()
+    }
 }
