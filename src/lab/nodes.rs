@@ -72,6 +72,9 @@ impl Lab {
         disk: crate::host::DiskStart,
     ) -> Result<Reply, LabError> {
         self.topo.check_new_node(name)?;
+        // Every way a node is made (a command, a clone, a saved lab being
+        // loaded) passes here, so the options' rules hold for all of them.
+        options.check(kind)?;
         let spec = self.spec(name, kind, options.clone(), disk)?;
         let running = self.host.start_node(&spec)?;
         let procs = running.processes();

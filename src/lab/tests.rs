@@ -223,3 +223,30 @@ fn teardown_stops_nodes_and_removes_the_run_directory() {
     assert!(host.calls().contains(&"stop a".to_string()));
     assert!(!dir.path().join("t").exists());
 }
+
+#[test]
+fn a_saved_lab_is_checked_like_any_command_before_it_is_loaded() {
+    let host = FakeHost::default();
+    let (mut lab, dir) = lab(&host);
+    lab.execute(Command::AddNode { name: "a".into(), kind: NodeKind::Ns, options: NodeOptions::default() }).unwrap();
+    // The fake host keeps no disks, so the saved lab is written here as
+    // `SaveLab` would write it for nodes without one.
+    let saved = dir.path().join("saved");
+    std::fs::create_dir_all(&saved).unwrap();
+    let file = saved.join(super::rebuild::SAVED_LAB_FILE);
+    let lab_file = super::rebuild::SavedLab { topology: lab.topology().clone(), disks: Default::default() };
+    let good = serde_json::to_value(&lab_file).unwrap();
+    // A value out of range, and a rule broken between valid values.
+    for (options, why) in [
+        (serde_json::json!({ "cpus": 0 }), "cpus 0 is out of range"),
+        (serde_json::json!({ "mem_mb": 64 }), "apply to uml and kvm nodes"),
+    ] {
+        let mut bad = good.clone();
+        bad["topology"]["nodes"]["a"]["options"] = options;
+        std::fs::write(&file, serde_json::to_vec(&bad).unwrap()).unwrap();
+        let (mut other, _dir) = super::tests::lab(&host);
+        let err = other.execute(Command::LoadLab { dir: saved.clone() }).unwrap_err().to_string();
+        assert!(err.contains(why), "{err}");
+        assert!(other.topology().nodes.is_empty(), "nothing of a refused lab is built");
+    }
+}
