@@ -10,10 +10,10 @@ use std::time::Duration;
 use colored::Colorize;
 use serde_json::json;
 
-use crate::host::ExecRequest;
 use crate::lab::command::{Command, LabInfo, Reply};
 use crate::lab::control::{Client, Request};
 use crate::lab::rundir;
+use crate::vocab::exec::ExecRequest;
 
 fn fail(msg: impl std::fmt::Display) -> ExitCode {
     eprintln!("{}: {msg}", "error".red().bold());

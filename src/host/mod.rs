@@ -154,22 +154,7 @@ pub enum DiskStart {
     From(PathBuf),
 }
 
-/// A command to run inside a node.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct ExecRequest {
-    pub argv: Vec<String>,
-    pub stdin: Vec<u8>,
-    pub timeout: crate::vocab::Timeout,
-}
-
-/// What a command inside a node produced.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ExecOutput {
-    /// Exit status; 128+N when killed by signal N.
-    pub status: i32,
-    pub stdout: Vec<u8>,
-    pub stderr: Vec<u8>,
-}
+pub use crate::vocab::exec::{ExecOutput, ExecRequest};
 
 /// A host process the lab owns, as recorded in the state file so that
 /// `clonet clean` can find it after a SIGKILL.

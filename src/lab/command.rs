@@ -6,9 +6,9 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 
 use super::topology::{Iface, LinkModel, Topology};
-use crate::host::{ExecOutput, ExecRequest};
 use crate::switch::counters::CounterSnapshot;
 use crate::vocab::addr::{Cidr, Route};
+use crate::vocab::exec::{ExecOutput, ExecRequest};
 use crate::vocab::impair::LinkImpairment;
 use crate::vocab::node::check_path;
 use crate::vocab::VlanMode;
@@ -232,11 +232,6 @@ pub enum Command {
     LabInfo,
 }
 
-/// The most words a command run in a node may have, and the most bytes
-/// of standard input it is given.
-pub const MAX_EXEC_ARGS: usize = 4096;
-pub const MAX_EXEC_STDIN: usize = 64 << 20;
-
 impl LinkOptions {
     fn check(&self) -> Result<(), VocabError> {
         if let Some(v) = &self.vlan {
@@ -262,30 +257,7 @@ impl Command {
             Command::AddLink { options, .. } | Command::JoinLan { options, .. } => options.check(),
             Command::LinkLans { vlan: Some(v), .. } => v.check(),
             Command::SetImpairment { impair, .. } => impair.check(),
-            Command::Exec { request, .. } => {
-                let argv = &request.argv;
-                if argv.is_empty() {
-                    return Err(VocabError::invalid("argv", "a command needs at least a program"));
-                }
-                if argv.len() > MAX_EXEC_ARGS {
-                    return Err(VocabError::OutOfRange {
-                        option: "argv",
-                        value: format!("{} words", argv.len()),
-                        range: "at most 4096",
-                    });
-                }
-                if argv.iter().any(|a| a.contains('\0')) {
-                    return Err(VocabError::invalid("argv", "a word contains a NUL byte"));
-                }
-                if request.stdin.len() > MAX_EXEC_STDIN {
-                    return Err(VocabError::OutOfRange {
-                        option: "stdin",
-                        value: format!("{} bytes", request.stdin.len()),
-                        range: "at most 64 MiB",
-                    });
-                }
-                Ok(())
-            }
+            Command::Exec { request, .. } => request.check(),
             Command::StartCapture { file, .. } => check_path("file", file),
             Command::SaveLab { dir } | Command::LoadLab { dir } => check_path("dir", dir),
             _ => Ok(()),

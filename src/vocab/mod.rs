@@ -1,6 +1,6 @@
 //! The vocabulary every layer above shares: typed, validated values with
 //! no I/O. MAC addresses, CIDRs and routes, VLAN ids and modes, node kinds
-//! and options, link impairments, and the bounded numbers they are made
+//! and options, link impairments, commands run in nodes, and the bounded numbers they are made
 //! of (CPU counts, memory sizes, MTUs, durations, rates, probabilities,
 //! timeouts).
 //!
@@ -14,6 +14,7 @@
 //! Owns: the shared words and their rules. Must not touch: anything above
 //! it (it imports nothing from the crate), I/O, clocks.
 pub mod addr;
+pub mod exec;
 pub mod hash;
 pub mod impair;
 pub mod mac;

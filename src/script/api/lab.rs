@@ -286,7 +286,7 @@ pub mod lab_api {
     pub fn host_exec(ctx: NativeCallContext, command: &str) -> RhaiResult<Map> {
         if dry_run(&ctx) {
             // A dry build changes nothing on the host: an empty success.
-            return Ok(exec_map(crate::host::ExecOutput::default()));
+            return Ok(exec_map(crate::vocab::exec::ExecOutput::default()));
         }
         let out = std::process::Command::new("sh")
             .arg("-c")
@@ -294,7 +294,7 @@ pub mod lab_api {
             .stdin(std::process::Stdio::null())
             .output()
             .map_err(|e| script_error(format!("host_exec(): {e}")))?;
-        Ok(exec_map(crate::host::ExecOutput {
+        Ok(exec_map(crate::vocab::exec::ExecOutput {
             status: out.status.code().unwrap_or(-1),
             stdout: out.stdout,
             stderr: out.stderr,

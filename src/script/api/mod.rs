@@ -243,7 +243,7 @@ pub struct SnapshotRef {
     pub name: String,
 }
 
-fn exec_map(out: crate::host::ExecOutput) -> Map {
+fn exec_map(out: crate::vocab::exec::ExecOutput) -> Map {
     let mut m = Map::new();
     m.insert("status".into(), (out.status as i64).into());
     m.insert("ok".into(), (out.status == 0).into());

@@ -19,7 +19,7 @@ fn run(ctx: &NativeCallContext, node: &NodeRef, argv: Vec<String>, options: &Map
         Some(v) if v.is_blob() => v.clone().into_blob().unwrap_or_default(),
         Some(v) => v.to_string().into_bytes(),
     };
-    let request = crate::host::ExecRequest { argv, stdin, timeout };
+    let request = crate::vocab::exec::ExecRequest { argv, stdin, timeout };
     match call(ctx, Command::Exec { node: node.name.clone(), request })? {
         Reply::Exec(out) => Ok(exec_map(out)),
         _ => Err(script_error("unexpected reply")),
