@@ -31,7 +31,7 @@ use nix::unistd::{execvp, setpgid, Pid};
 
 use super::syscall::{LinuxSyscall, Syscall};
 use super::HostError;
-use crate::sys::proc::{fork_single_threaded, Forked};
+use crate::sys::proc::{fork_single_threaded, Forked, SingleThreaded};
 
 /// Exit status of a helper that failed before running anything.
 pub const HELPER_FAILED: i32 = 111;
@@ -229,6 +229,7 @@ fn parent_gone(pipe: &std::os::fd::OwnedFd) -> bool {
 /// `pid N` (the host pid of the node's init) and then `ready`, or
 /// `error: …`. With layers, the node's `/` is a copy-on-write overlay.
 pub fn ns_init_main(hostname: &str, hosts: &Path, root: Option<RootLayers>) -> ! {
+    let single = SingleThreaded::check().unwrap_or_else(|e| die("start", e));
     // The real calls: this helper is single-threaded, so its forked child
     // below may call through them too (see the module's header).
     let sys = LinuxSyscall;
@@ -241,7 +242,7 @@ pub fn ns_init_main(hostname: &str, hosts: &Path, root: Option<RootLayers>) -> !
         Ok(p) => p,
         Err(e) => die("pipe", e),
     };
-    match fork_single_threaded() {
+    match fork_single_threaded(&single) {
         Err(e) => die("fork", e),
         Ok(Forked::Parent(child)) => {
             drop(parent_alive);
@@ -302,6 +303,8 @@ pub fn ns_init_main(hostname: &str, hosts: &Path, root: Option<RootLayers>) -> !
 /// `clonet __ns-enter PID -- ARGV…`: runs ARGV inside the namespaces of
 /// the node whose init has host pid PID, and exits with its status.
 pub fn ns_enter_main(pid: i32, argv: &[String]) -> ! {
+    // Before joining the node: its `/proc` has no entry for this process.
+    let single = SingleThreaded::check().unwrap_or_else(|e| enter_failed("start", e));
     if argv.is_empty() {
         enter_failed("ns-enter", "no command");
     }
@@ -318,7 +321,7 @@ pub fn ns_enter_main(pid: i32, argv: &[String]) -> ! {
     if let Err(e) = sigprocmask(SigmaskHow::SIG_BLOCK, Some(&signals), None) {
         enter_failed("sigprocmask", e);
     }
-    match fork_single_threaded() {
+    match fork_single_threaded(&single) {
         Err(e) => enter_failed("fork", e),
         Ok(Forked::Child) => {
             let _ = setpgid(Pid::from_raw(0), Pid::from_raw(0));

@@ -44,16 +44,29 @@ pub unsafe fn fork_process() -> io::Result<Forked> {
     }
 }
 
-/// Forks the current process if it has only one thread, and refuses
-/// otherwise: the safe form of [`fork_process`]. A single-threaded process
-/// cannot gain a thread between the check and the fork, since only its one
-/// thread could start it.
-pub fn fork_single_threaded() -> io::Result<Forked> {
-    let threads = std::fs::read_dir("/proc/self/task")?.count();
-    if threads != 1 {
-        return Err(io::Error::other(format!("refusing to fork a process with {threads} threads")));
+/// Proof that the process had one thread when it was taken. A helper
+/// program takes it first thing, while `/proc/self` is still the host's
+/// (after it joins a node's mount namespace, `/proc` is the node's and has
+/// no entry for it), and starts no thread after. It is neither `Send` nor
+/// `Sync`, so it stays on the thread that checked.
+pub struct SingleThreaded(std::marker::PhantomData<*const ()>);
+
+impl SingleThreaded {
+    /// The token, if the process has exactly one thread now.
+    pub fn check() -> io::Result<SingleThreaded> {
+        let threads = std::fs::read_dir("/proc/self/task")?.count();
+        if threads != 1 {
+            return Err(io::Error::other(format!("a helper needs a single thread, this process has {threads}")));
+        }
+        Ok(SingleThreaded(std::marker::PhantomData))
     }
-    // SAFETY: the process has exactly one thread (checked just above).
+}
+
+/// Forks a process that holds the [`SingleThreaded`] token: the safe form
+/// of [`fork_process`].
+pub fn fork_single_threaded(_proof: &SingleThreaded) -> io::Result<Forked> {
+    // SAFETY: the token shows the process had one thread when it was taken,
+    // and the helpers that hold one start no thread (see `SingleThreaded`).
     unsafe { fork_process() }
 }
 
