@@ -29,7 +29,7 @@ use nix::sys::signal::{kill, sigprocmask, SigSet, SigmaskHow, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{execvp, setpgid, Pid};
 
-use super::syscall::{LinuxSyscall, Syscall};
+use super::syscall::{LinuxSyscall, Mount, Syscall};
 use super::HostError;
 use crate::sys::proc::{fork_single_threaded, Forked, SingleThreaded};
 
@@ -82,7 +82,7 @@ fn mount_as(
     flags: MsFlags,
     data: Option<&str>,
 ) -> Result<(), HostError> {
-    sys.mount(source, target, fstype, flags, data)
+    sys.mount(&Mount::new(source, target, fstype, flags, data))
         .map_err(HostError::io(format!("mounting {what} on {}", target.display())))
 }
 
@@ -90,7 +90,8 @@ fn mount_as(
 /// host's (and the host's from reaching the node's).
 fn make_mounts_private(sys: &dyn Syscall) -> Result<(), HostError> {
     let flags = MsFlags::MS_REC | MsFlags::MS_PRIVATE;
-    sys.mount(None, Path::new("/"), None, flags, None).map_err(HostError::io("making the node's mounts private"))
+    sys.mount(&Mount::new(None, Path::new("/"), None, flags, None))
+        .map_err(HostError::io("making the node's mounts private"))
 }
 
 /// Mounts the node's private view: its own /proc and /sys, a private /tmp
@@ -384,7 +385,7 @@ mod tests {
     }
 
     fn mounts(sys: &RecordingSyscall) -> Vec<Call> {
-        sys.calls_where(|c| matches!(c, Call::Mount { .. }))
+        sys.calls_where(|c| matches!(c, Call::Mount(_)))
     }
 
     #[test]
@@ -422,7 +423,7 @@ mod tests {
         let targets: Vec<PathBuf> = mounts(&sys)
             .into_iter()
             .map(|c| match c {
-                Call::Mount { target, .. } => target,
+                Call::Mount(Mount { target, .. }) => target,
                 _ => unreachable!(),
             })
             .collect();
@@ -438,7 +439,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let layers = layers_with(dir.path(), "/", &["tmp", "proc", "sys"]);
         let sys = RecordingSyscall::default();
-        sys.fail_when(|c| matches!(c, Call::Mount { fstype: Some(t), .. } if t == "proc"), Errno::EPERM);
+        sys.fail_when(|c| matches!(c, Call::Mount(Mount { fstype: Some(t), .. }) if t == "proc"), Errno::EPERM);
         let err = set_up_node(&sys, "n1", Path::new("/hosts"), Some(&layers)).unwrap_err();
         let proc_dir = layers.merged.join("proc");
         match &err {
@@ -449,7 +450,10 @@ mod tests {
             e => panic!("{e}"),
         }
         let last = sys.calls().last().cloned().unwrap();
-        assert!(matches!(last, Call::Mount { target, .. } if target == proc_dir), "sysfs, pivot_root: not tried");
+        assert!(
+            matches!(last, Call::Mount(Mount { target, .. }) if target == proc_dir),
+            "sysfs, pivot_root: not tried"
+        );
     }
 
     #[test]
@@ -459,7 +463,7 @@ mod tests {
         let targets: Vec<String> = mounts(&sys)
             .into_iter()
             .map(|c| match c {
-                Call::Mount { target, .. } => target.display().to_string(),
+                Call::Mount(Mount { target, .. }) => target.display().to_string(),
                 _ => unreachable!(),
             })
             .collect();

@@ -23,7 +23,7 @@ use std::ffi::OsString;
 use std::io;
 use std::net::IpAddr;
 use std::os::fd::{BorrowedFd, OwnedFd};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use nix::mount::{MntFlags, MsFlags};
 use nix::sched::CloneFlags;
@@ -38,6 +38,34 @@ pub use super::syscall_fake::{Call, RecordingSyscall};
 /// `statfs`'s `f_type` of btrfs.
 pub const BTRFS_SUPER_MAGIC: i64 = 0x9123_683e;
 
+/// The arguments of one mount(2) call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mount {
+    pub source: Option<PathBuf>,
+    pub target: PathBuf,
+    pub fstype: Option<String>,
+    pub flags: MsFlags,
+    pub data: Option<String>,
+}
+
+impl Mount {
+    pub fn new(
+        source: Option<&Path>,
+        target: &Path,
+        fstype: Option<&str>,
+        flags: MsFlags,
+        data: Option<&str>,
+    ) -> Mount {
+        Mount {
+            source: source.map(Path::to_path_buf),
+            target: target.to_path_buf(),
+            fstype: fstype.map(str::to_string),
+            flags,
+            data: data.map(str::to_string),
+        }
+    }
+}
+
 /// The host calls of `ns` nodes. Every method is one call (or, for
 /// `open_tap_in` and `open_netlink_in`, one object made inside a network
 /// namespace), with the kernel's error.
@@ -47,14 +75,7 @@ pub trait Syscall: Send + Sync {
     /// Joins the namespace `fd` refers to, of kind `kind`.
     fn setns(&self, fd: BorrowedFd<'_>, kind: CloneFlags) -> io::Result<()>;
     fn sethostname(&self, name: &str) -> io::Result<()>;
-    fn mount(
-        &self,
-        source: Option<&Path>,
-        target: &Path,
-        fstype: Option<&str>,
-        flags: MsFlags,
-        data: Option<&str>,
-    ) -> io::Result<()>;
+    fn mount(&self, mount: &Mount) -> io::Result<()>;
     fn umount(&self, target: &Path, flags: MntFlags) -> io::Result<()>;
     fn pivot_root(&self, new_root: &Path, put_old: &Path) -> io::Result<()>;
     fn chdir(&self, dir: &Path) -> io::Result<()>;
@@ -99,15 +120,8 @@ impl Syscall for LinuxSyscall {
         Ok(nix::unistd::sethostname(name)?)
     }
 
-    fn mount(
-        &self,
-        source: Option<&Path>,
-        target: &Path,
-        fstype: Option<&str>,
-        flags: MsFlags,
-        data: Option<&str>,
-    ) -> io::Result<()> {
-        Ok(nix::mount::mount(source, target, fstype, flags, data)?)
+    fn mount(&self, m: &Mount) -> io::Result<()> {
+        Ok(nix::mount::mount(m.source.as_deref(), &m.target, m.fstype.as_deref(), m.flags, m.data.as_deref())?)
     }
 
     fn umount(&self, target: &Path, flags: MntFlags) -> io::Result<()> {

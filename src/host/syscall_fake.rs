@@ -18,7 +18,7 @@ use nix::mount::{MntFlags, MsFlags};
 use nix::sched::CloneFlags;
 use nix::sys::signal::Signal;
 
-use super::syscall::{Netlink, Syscall};
+use super::syscall::{Mount, Netlink, Syscall};
 use crate::vocab::addr::{Cidr, Prefix};
 use crate::vocab::MacAddr;
 
@@ -28,7 +28,7 @@ pub enum Call {
     Unshare { flags: CloneFlags },
     Setns { kind: CloneFlags },
     Sethostname { name: String },
-    Mount { source: Option<PathBuf>, target: PathBuf, fstype: Option<String>, flags: MsFlags, data: Option<String> },
+    Mount(Mount),
     Umount { target: PathBuf, flags: MntFlags },
     PivotRoot { new_root: PathBuf, put_old: PathBuf },
     Chdir { dir: PathBuf },
@@ -52,13 +52,7 @@ impl Call {
         flags: MsFlags,
         data: Option<&str>,
     ) -> Call {
-        Call::Mount {
-            source: source.map(PathBuf::from),
-            target: target.to_path_buf(),
-            fstype: fstype.map(str::to_string),
-            flags,
-            data: data.map(str::to_string),
-        }
+        Call::Mount(Mount::new(source.map(Path::new), target, fstype, flags, data))
     }
 
     /// A host program run with `args`.
@@ -167,21 +161,8 @@ impl Syscall for RecordingSyscall {
         self.record(Call::Sethostname { name: name.to_string() })
     }
 
-    fn mount(
-        &self,
-        source: Option<&Path>,
-        target: &Path,
-        fstype: Option<&str>,
-        flags: MsFlags,
-        data: Option<&str>,
-    ) -> io::Result<()> {
-        self.record(Call::Mount {
-            source: source.map(Path::to_path_buf),
-            target: target.to_path_buf(),
-            fstype: fstype.map(str::to_string),
-            flags,
-            data: data.map(str::to_string),
-        })
+    fn mount(&self, mount: &Mount) -> io::Result<()> {
+        self.record(Call::Mount(mount.clone()))
     }
 
     fn umount(&self, target: &Path, flags: MntFlags) -> io::Result<()> {

@@ -17,8 +17,9 @@
 //! `{"id":…,"error":"why","kind":KIND}`, where `KIND` says what sort of
 //! failure it is (`invalid`, `not_found`, `conflict`, `state`, `host`,
 //! `switch`, `unsupported`, `unavailable`, `denied`: `errors::ErrorKind`),
-//! so a remote error keeps its kind. An event is `{"event":"node_added",…}`. A malformed request gets an error
-//! answer and the connection and the lab go on.
+//! so a remote error keeps its kind. An event is
+//! `{"event":"node_added",…}`. A malformed request gets an error answer
+//! and the connection and the lab go on.
 //!
 //! Owns: the listener, one thread per client (plus one writer each), the
 //! ticker that notices dead nodes and sends counters to watchers, and the
@@ -125,7 +126,9 @@ impl Answer {
 /// Parses one request line: its id (when it has one, even if the rest is
 /// wrong) and what it asks for, or why it cannot be understood. Sans-IO.
 pub fn parse_request(line: &str) -> (Option<u64>, Result<Action, String>) {
-    // The error names the field that was refused (`command.options.cpus`).
+    // The error names the field that was refused (`watch`, `capture.count`).
+    // Inside a command serde buffers the tagged enum and the path stops at
+    // `command`; there each typed value names its option in its message.
     let mut reader = serde_json::Deserializer::from_str(line);
     let parsed = serde_path_to_error::deserialize(&mut reader).map_err(|e| (e.path().to_string(), e.into_inner()));
     let request: Request = match parsed.and_then(|r| reader.end().map(|()| r).map_err(|e| (".".into(), e))) {
