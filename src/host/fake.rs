@@ -27,6 +27,9 @@ pub struct FakeHost {
     failing: Arc<Mutex<Vec<String>>>,
     /// Addresses the fake kernel refuses.
     refused: Arc<Mutex<Vec<Cidr>>>,
+    /// A command run in a node that makes the host panic (a stand-in for
+    /// a bug), to show that one failed job does not end the lab.
+    panicking_command: Arc<Mutex<Option<String>>>,
     /// Pings are answered (a dry build goes on), not lost.
     answer_pings: bool,
     /// The run directories whose storage was released, apart from `calls`
@@ -62,6 +65,11 @@ impl FakeHost {
     /// Makes every later interface creation on `node` fail.
     pub fn fail_ifaces_on(&self, node: &str) {
         self.failing.lock().expect("not poisoned").push(node.to_string());
+    }
+
+    /// Makes `exec` of a command whose program is `program` panic.
+    pub fn panic_on_exec_of(&self, program: &str) {
+        *self.panicking_command.lock().expect("not poisoned") = Some(program.to_string());
     }
 
     /// The test's end of interface `node:iface`, in blocking mode.
@@ -160,6 +168,10 @@ impl RunningNode for FakeNode {
 
     fn exec(&mut self, req: &ExecRequest) -> Result<ExecOutput, HostError> {
         self.host.record(format!("exec {} {:?}", self.name, req.argv));
+        let panicking = self.host.panicking_command.lock().expect("not poisoned").clone();
+        if panicking.is_some_and(|p| req.argv.first() == Some(&p)) {
+            panic!("the fake host was told to panic on {:?}", req.argv);
+        }
         Ok(ExecOutput { status: 0, stdout: req.argv.join(" ").into_bytes(), stderr: Vec::new() })
     }
 

@@ -195,7 +195,19 @@ impl Shared {
     ) -> Result<T, RemoteError> {
         let (done, result) = mpsc::sync_channel(1);
         let job: Job = Box::new(move |lab| {
-            let _ = done.send(f(lab));
+            // A job that panics (a bug, never a guest's or a client's
+            // input, which is validated first) fails alone: its client
+            // gets an error and the executor thread, and so the lab, goes
+            // on for every other client.
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(lab)));
+            let _ = done.send(outcome.unwrap_or_else(|panic| {
+                let why = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "no message".into());
+                Err(RemoteError::new(ErrorKind::Host, format!("the command failed inside clonet: {why}")))
+            }));
         });
         let ended = || RemoteError::new(ErrorKind::Unavailable, "the lab has ended");
         self.jobs.lock().unwrap_or_else(PoisonError::into_inner).send(job).map_err(|_| ended())?;

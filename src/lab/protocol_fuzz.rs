@@ -5,7 +5,8 @@
 //! die, and the lab must still answer after each one.
 //!
 //! The generator is seeded, so a failure names the seed and the request
-//! that broke the lab, and reruns the same way.
+//! that broke the lab, and reruns the same way. A second test makes the
+//! fake host panic inside one command: that command fails alone.
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
@@ -341,4 +342,35 @@ fn random_commands_are_refused_or_executed_and_the_lab_answers_after_each() {
         let scratch = tempfile::tempdir().expect("tempdir");
         run(seed, 2000, scratch.path());
     }
+}
+
+#[test]
+fn a_command_that_panics_fails_alone_and_the_lab_goes_on() {
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let host = FakeHost::default();
+    host.panic_on_exec_of("boom");
+    let lab = Lab::new("panics", Box::new(host), &scratch.path().join("run"), None).expect("lab");
+    let shared = lab.serve().expect("served");
+    let run_dir = lock(&shared).run_dir().expect("run dir").to_path_buf();
+    let stream = UnixStream::connect(run_dir.join(SOCKET)).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
+    let mut writer = stream.try_clone().expect("clone");
+    let mut reader = BufReader::new(stream);
+    let add = r#"{"id":1,"command":{"op":"add_node","name":"a","kind":"ns"}}"#;
+    assert!(ask(&mut reader, &mut writer, add).get("ok").is_some());
+    let exec = |argv: &str| {
+        format!(
+            r#"{{"id":2,"command":{{"op":"exec","node":"a","request":{{"argv":["{argv}"],"stdin":[],"timeout":{{"secs":1,"nanos":0}}}}}}}}"#
+        )
+    };
+    let answer = ask(&mut reader, &mut writer, &exec("boom"));
+    let error = answer["error"].as_str().unwrap_or_default();
+    assert!(error.contains("failed inside clonet") && answer["kind"] == "host", "{answer}");
+    // The same client, and the lab, go on.
+    let answer = ask(&mut reader, &mut writer, &exec("true"));
+    assert_eq!(answer["ok"]["status"], 0, "{answer}");
+    let info = ask(&mut reader, &mut writer, r#"{"id":3,"command":{"op":"lab_info"}}"#);
+    assert_eq!(info["ok"]["nodes"], 1, "{info}");
+    drop((reader, writer));
+    lock(&shared).teardown();
 }
