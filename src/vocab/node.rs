@@ -119,6 +119,33 @@ pub fn check_path(option: &'static str, path: &Path) -> Result<(), VocabError> {
     Ok(())
 }
 
+/// The file under `/proc/sys` of a sysctl `key` (`net.ipv4.ip_forward`),
+/// read as sysctl(8) does: dots separate levels, a slash stands for a dot
+/// inside a name (`net.ipv4.conf.eth0/10.forwarding`). The result is
+/// checked after that mapping, so no level is empty, `.` or `..`: the path
+/// cannot leave `/proc/sys`.
+pub fn sysctl_path(key: &str) -> Result<String, VocabError> {
+    let bad = || VocabError::invalid("key", format!("{key:?} is not a key under /proc/sys"));
+    if key.is_empty() || key.len() > 256 {
+        return Err(bad());
+    }
+    if !key.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/')) {
+        return Err(bad());
+    }
+    let mapped: String = key
+        .chars()
+        .map(|c| match c {
+            '.' => '/',
+            '/' => '.',
+            c => c,
+        })
+        .collect();
+    if mapped.split('/').any(|level| level.is_empty() || level == "." || level == "..") {
+        return Err(bad());
+    }
+    Ok(format!("/proc/sys/{mapped}"))
+}
+
 impl NodeOptions {
     /// The rules between options and kinds, and the shape of the free
     /// values (arguments, paths). Ranges are the types' own.
@@ -169,6 +196,19 @@ mod tests {
         assert_eq!("tcg".parse::<Accel>().unwrap(), Accel::Tcg);
         assert!(serde_json::from_str::<Accel>(r#""hvf""#).is_err());
         assert_eq!(format!("{:>4}", NodeKind::Ns), "  ns");
+    }
+
+    #[test]
+    fn sysctl_keys_stay_under_proc_sys() {
+        assert_eq!(sysctl_path("net.ipv4.ip_forward").unwrap(), "/proc/sys/net/ipv4/ip_forward");
+        assert_eq!(
+            sysctl_path("net.ipv4.conf.eth0/10.rp_filter").unwrap(),
+            "/proc/sys/net/ipv4/conf/eth0.10/rp_filter"
+        );
+        // `/` maps to `.`, so these would have climbed out of /proc/sys.
+        for bad in ["//.//.etc.hosts", "net./..", "..", "a..b", ".net", "net.", "a b", ""] {
+            assert!(sysctl_path(bad).is_err(), "{bad:?} was accepted");
+        }
     }
 
     #[test]

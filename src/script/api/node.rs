@@ -412,23 +412,7 @@ pub mod node_api {
     /// ```
     #[rhai_fn(return_raw)]
     pub fn sysctl(ctx: NativeCallContext, node: &mut Node, key: &str, value: &str) -> RhaiResult<()> {
-        let valid = !key.is_empty()
-            && !key.contains("..")
-            && key.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/'));
-        if !valid {
-            return Err(script_error(format!("sysctl(): invalid key {key:?}")));
-        }
-        // As sysctl(8): dots separate levels, a slash stands for a dot in a name.
-        let path: String = format!(
-            "/proc/sys/{}",
-            key.chars()
-                .map(|c| match c {
-                    '.' => '/',
-                    '/' => '.',
-                    c => c,
-                })
-                .collect::<String>()
-        );
+        let path = crate::vocab::node::sysctl_path(key).map_err(refused("sysctl"))?;
         let argv = vec![
             "sh".into(),
             "-c".into(),
