@@ -250,3 +250,26 @@ fn a_saved_lab_is_checked_like_any_command_before_it_is_loaded() {
         assert!(other.topology().nodes.is_empty(), "nothing of a refused lab is built");
     }
 }
+
+#[test]
+fn a_saved_lab_naming_a_missing_node_or_a_disk_outside_it_is_refused() {
+    let host = FakeHost::default();
+    let (mut lab, dir) = lab(&host);
+    lab.execute(Command::AddNode { name: "a".into(), kind: NodeKind::Ns, options: NodeOptions::default() }).unwrap();
+    let saved = dir.path().join("saved");
+    std::fs::create_dir_all(&saved).unwrap();
+    let file = saved.join(super::rebuild::SAVED_LAB_FILE);
+    let lab_file = super::rebuild::SavedLab { topology: lab.topology().clone(), disks: Default::default() };
+    let good = serde_json::to_value(&lab_file).unwrap();
+    let mut ghost = good.clone();
+    ghost["topology"]["order"] = serde_json::json!(["a", "ghost"]);
+    let mut absolute = good.clone();
+    absolute["disks"] = serde_json::json!({ "a": "/etc/passwd" });
+    for (bad, why) in [(ghost, "no node \"ghost\""), (absolute, "bad disk path \"/etc/passwd\"")] {
+        std::fs::write(&file, serde_json::to_vec(&bad).unwrap()).unwrap();
+        let (mut other, _dir) = super::tests::lab(&host);
+        let err = other.execute(Command::LoadLab { dir: saved.clone() }).unwrap_err().to_string();
+        assert!(err.contains(why), "{err}");
+        assert!(other.topology().nodes.is_empty(), "nothing of a refused lab is built: {err}");
+    }
+}
