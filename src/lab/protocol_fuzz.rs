@@ -300,14 +300,19 @@ fn ask(reader: &mut BufReader<UnixStream>, writer: &mut UnixStream, line: &str) 
     serde_json::from_str(&answer).unwrap_or_else(|e| panic!("an answer that is not JSON ({e}): {answer:?} to {line}"))
 }
 
-fn run(seed: u64, requests: u64, scratch: &Path) {
-    let lab = Lab::new("fuzz", Box::new(FakeHost::default()), &scratch.join("run"), None).expect("lab");
+/// Serves `lab` and connects one raw client to its control socket.
+fn served(lab: Lab) -> (super::control::SharedLab, BufReader<UnixStream>, UnixStream) {
     let shared = lab.serve().expect("served");
     let run_dir = lock(&shared).run_dir().expect("run dir").to_path_buf();
     let stream = UnixStream::connect(run_dir.join(SOCKET)).expect("connect");
     stream.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
-    let mut writer = stream.try_clone().expect("clone");
-    let mut reader = BufReader::new(stream);
+    let writer = stream.try_clone().expect("clone");
+    (shared, BufReader::new(stream), writer)
+}
+
+fn run(seed: u64, requests: u64, scratch: &Path) {
+    let lab = Lab::new("fuzz", Box::new(FakeHost::default()), &scratch.join("run"), None).expect("lab");
+    let (shared, mut reader, mut writer) = served(lab);
     let mut gen = Gen { rng: Rng::seeded(seed), scratch: scratch.join("files") };
     std::fs::create_dir_all(&gen.scratch).expect("scratch");
     let (mut done, mut refused) = (0, 0);
@@ -350,12 +355,7 @@ fn a_command_that_panics_fails_alone_and_the_lab_goes_on() {
     let host = FakeHost::default();
     host.panic_on_exec_of("boom");
     let lab = Lab::new("panics", Box::new(host), &scratch.path().join("run"), None).expect("lab");
-    let shared = lab.serve().expect("served");
-    let run_dir = lock(&shared).run_dir().expect("run dir").to_path_buf();
-    let stream = UnixStream::connect(run_dir.join(SOCKET)).expect("connect");
-    stream.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
-    let mut writer = stream.try_clone().expect("clone");
-    let mut reader = BufReader::new(stream);
+    let (shared, mut reader, mut writer) = served(lab);
     let add = r#"{"id":1,"command":{"op":"add_node","name":"a","kind":"ns"}}"#;
     assert!(ask(&mut reader, &mut writer, add).get("ok").is_some());
     let exec = |argv: &str| {

@@ -226,50 +226,44 @@ fn teardown_stops_nodes_and_removes_the_run_directory() {
 
 #[test]
 fn a_saved_lab_is_checked_like_any_command_before_it_is_loaded() {
+    // A value out of range, and a rule broken between valid values.
+    refuses_saved_labs(&[
+        (&|lab| lab["topology"]["nodes"]["a"]["options"] = serde_json::json!({ "cpus": 0 }), "cpus 0 is out of range"),
+        (&|lab| lab["topology"]["nodes"]["a"]["options"] = serde_json::json!({ "mem_mb": 64 }), "apply to uml and kvm"),
+    ]);
+}
+
+/// A change that spoils a saved lab's JSON.
+type SavedLabEdit = dyn Fn(&mut serde_json::Value);
+
+/// Writes the saved form of a lab with one ns node `a`, spoilt by each
+/// edit in turn, and requires that loading it fails saying `why` and
+/// builds nothing. (The fake host keeps no disks, so the saved lab is
+/// written here as `SaveLab` would write it for nodes without one.)
+fn refuses_saved_labs(edits: &[(&SavedLabEdit, &str)]) {
     let host = FakeHost::default();
     let (mut lab, dir) = lab(&host);
     lab.execute(Command::AddNode { name: "a".into(), kind: NodeKind::Ns, options: NodeOptions::default() }).unwrap();
-    // The fake host keeps no disks, so the saved lab is written here as
-    // `SaveLab` would write it for nodes without one.
     let saved = dir.path().join("saved");
     std::fs::create_dir_all(&saved).unwrap();
     let file = saved.join(super::rebuild::SAVED_LAB_FILE);
     let lab_file = super::rebuild::SavedLab { topology: lab.topology().clone(), disks: Default::default() };
     let good = serde_json::to_value(&lab_file).unwrap();
-    // A value out of range, and a rule broken between valid values.
-    for (options, why) in [
-        (serde_json::json!({ "cpus": 0 }), "cpus 0 is out of range"),
-        (serde_json::json!({ "mem_mb": 64 }), "apply to uml and kvm nodes"),
-    ] {
+    for (edit, why) in edits {
         let mut bad = good.clone();
-        bad["topology"]["nodes"]["a"]["options"] = options;
+        edit(&mut bad);
         std::fs::write(&file, serde_json::to_vec(&bad).unwrap()).unwrap();
-        let (mut other, _dir) = super::tests::lab(&host);
+        let (mut other, _dir) = self::lab(&host);
         let err = other.execute(Command::LoadLab { dir: saved.clone() }).unwrap_err().to_string();
         assert!(err.contains(why), "{err}");
-        assert!(other.topology().nodes.is_empty(), "nothing of a refused lab is built");
+        assert!(other.topology().nodes.is_empty(), "nothing of a refused lab is built: {err}");
     }
 }
 
 #[test]
 fn a_saved_lab_naming_a_missing_node_or_a_disk_outside_it_is_refused() {
-    let host = FakeHost::default();
-    let (mut lab, dir) = lab(&host);
-    lab.execute(Command::AddNode { name: "a".into(), kind: NodeKind::Ns, options: NodeOptions::default() }).unwrap();
-    let saved = dir.path().join("saved");
-    std::fs::create_dir_all(&saved).unwrap();
-    let file = saved.join(super::rebuild::SAVED_LAB_FILE);
-    let lab_file = super::rebuild::SavedLab { topology: lab.topology().clone(), disks: Default::default() };
-    let good = serde_json::to_value(&lab_file).unwrap();
-    let mut ghost = good.clone();
-    ghost["topology"]["order"] = serde_json::json!(["a", "ghost"]);
-    let mut absolute = good.clone();
-    absolute["disks"] = serde_json::json!({ "a": "/etc/passwd" });
-    for (bad, why) in [(ghost, "no node \"ghost\""), (absolute, "bad disk path \"/etc/passwd\"")] {
-        std::fs::write(&file, serde_json::to_vec(&bad).unwrap()).unwrap();
-        let (mut other, _dir) = super::tests::lab(&host);
-        let err = other.execute(Command::LoadLab { dir: saved.clone() }).unwrap_err().to_string();
-        assert!(err.contains(why), "{err}");
-        assert!(other.topology().nodes.is_empty(), "nothing of a refused lab is built: {err}");
-    }
+    refuses_saved_labs(&[
+        (&|lab| lab["topology"]["order"] = serde_json::json!(["a", "ghost"]), "no node \"ghost\""),
+        (&|lab| lab["disks"] = serde_json::json!({ "a": "/etc/passwd" }), "bad disk path \"/etc/passwd\""),
+    ]);
 }
