@@ -114,6 +114,9 @@ pub fn clean() -> Result<ExitCode, CliError> {
     for lab in &r.running {
         println!("left running lab {lab} alone");
     }
+    for entry in &r.foreign {
+        println!("left {entry} alone: not a directory of this user's");
+    }
     if r.removed.is_empty() {
         println!("nothing to clean");
     }

@@ -21,6 +21,23 @@ fn root_dir(storage: &std::path::Path, spec: &NodeSpec) -> std::path::PathBuf {
 /// teardown and `clonet clean` find its subvolumes.
 const BTRFS_LINK: &str = "ns-btrfs";
 
+/// A file clonet puts in every btrfs layer storage it makes: teardown and
+/// `clean` delete what the link points to only if it holds this mark, is
+/// a real directory and belongs to whoever runs clonet, so a link that
+/// points elsewhere (planted, or stale) deletes nothing.
+const STORAGE_MARK: &str = ".clonet-storage";
+
+/// The btrfs layer storage `run_dir` links to, if it is one clonet made
+/// (see [`STORAGE_MARK`]) and belongs to `uid`.
+fn linked_storage(run_dir: &std::path::Path, uid: u32) -> Option<std::path::PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let storage = std::fs::read_link(run_dir.join(BTRFS_LINK)).ok()?;
+    let dir = std::fs::symlink_metadata(&storage).ok()?;
+    let mark = std::fs::symlink_metadata(storage.join(STORAGE_MARK)).ok()?;
+    let ours = dir.is_dir() && dir.uid() == uid && mark.is_file() && mark.uid() == uid;
+    ours.then_some(storage)
+}
+
 /// The directory the user chose for btrfs layer storage
 /// (`CLONET_STORAGE_DIR`), if any.
 pub(super) fn storage_dir_setting() -> Option<std::path::PathBuf> {
@@ -68,13 +85,31 @@ pub(super) fn copy_tree(
 /// Deletes the btrfs layer storage a run directory links to (teardown,
 /// `clonet clean`): every subvolume, read-only snapshots included.
 pub(super) fn release_storage(sys: &dyn Syscall, run_dir: &std::path::Path) {
-    let Ok(storage) = std::fs::read_link(run_dir.join(BTRFS_LINK)) else { return };
+    release_storage_of(sys, run_dir, nix::unistd::geteuid().as_raw())
+}
+
+/// [`release_storage`] for storage that belongs to `uid`. Only real
+/// directories are taken for subvolumes: a link inside the storage is
+/// removed, never followed.
+fn release_storage_of(sys: &dyn Syscall, run_dir: &std::path::Path, uid: u32) {
+    let Some(storage) = linked_storage(run_dir, uid) else {
+        let _ = std::fs::remove_file(run_dir.join(BTRFS_LINK));
+        return;
+    };
+    let real_dirs = |dir: &std::path::Path| {
+        std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .collect::<Vec<_>>()
+    };
     let mut subvolumes = Vec::new();
-    for e in std::fs::read_dir(&storage).into_iter().flatten().flatten() {
+    for e in real_dirs(&storage) {
         let p = e.path();
         let name = e.file_name().to_string_lossy().to_string();
         if name == ".snapshots" {
-            subvolumes.extend(std::fs::read_dir(&p).into_iter().flatten().flatten().map(|s| s.path()));
+            subvolumes.extend(real_dirs(&p).into_iter().map(|s| s.path()));
         } else if name.starts_with(".base-") {
             subvolumes.push(p);
         } else {
@@ -83,7 +118,7 @@ pub(super) fn release_storage(sys: &dyn Syscall, run_dir: &std::path::Path) {
     }
     // Clones first: a subvolume goes before the one it was snapshotted from
     // only by chance, and btrfs does not mind the order.
-    for s in subvolumes.iter().filter(|s| s.exists()) {
+    for s in subvolumes.iter().filter(|s| std::fs::symlink_metadata(s).is_ok_and(|m| m.is_dir())) {
         let _ = btrfs(sys, &["subvolume".as_ref(), "delete".as_ref(), s.as_os_str()], "deleting a subvolume");
     }
     let _ = std::fs::remove_dir_all(&storage);
@@ -201,6 +236,11 @@ fn prepare_btrfs_root(
     storage: &std::path::Path,
 ) -> Result<super::helpers::RootLayers, HostError> {
     std::fs::create_dir_all(storage).map_err(HostError::io("creating the btrfs layer storage"))?;
+    let mark = storage.join(STORAGE_MARK);
+    if std::fs::symlink_metadata(&mark).is_err() {
+        std::fs::write(&mark, format!("{}\n", spec.run_dir.display()))
+            .map_err(HostError::io("marking the btrfs layer storage"))?;
+    }
     let link = spec.run_dir.join(BTRFS_LINK);
     if std::fs::read_link(&link).is_err() {
         std::os::unix::fs::symlink(storage, &link).map_err(HostError::io("recording the btrfs layer storage"))?;
@@ -363,6 +403,11 @@ mod tests {
         for d in ["n1/upper", "n2/upper", ".snapshots/s1", ".base-0123"] {
             std::fs::create_dir_all(storage.path().join(d)).unwrap();
         }
+        std::fs::write(storage.path().join(STORAGE_MARK), "").unwrap();
+        // A link inside the storage is removed, not followed.
+        let elsewhere = tempfile::tempdir().unwrap();
+        std::fs::create_dir(elsewhere.path().join("upper")).unwrap();
+        std::os::unix::fs::symlink(elsewhere.path(), storage.path().join("n3")).unwrap();
         std::os::unix::fs::symlink(storage.path(), run.path().join(BTRFS_LINK)).unwrap();
         let sys = RecordingSyscall::default();
         release_storage(&sys, run.path());
@@ -384,5 +429,28 @@ mod tests {
         let untouched = RecordingSyscall::default();
         release_storage(&untouched, run.path());
         assert!(untouched.calls().is_empty(), "a run directory without btrfs storage");
+        assert!(elsewhere.path().join("upper").is_dir(), "what a link in the storage pointed to is kept");
+    }
+
+    #[test]
+    fn storage_that_clonet_did_not_make_or_does_not_own_is_never_deleted() {
+        let me = nix::unistd::geteuid().as_raw();
+        let unmarked = tempfile::tempdir().unwrap();
+        let marked = tempfile::tempdir().unwrap();
+        for storage in [unmarked.path(), marked.path()] {
+            std::fs::create_dir_all(storage.join("n1/upper")).unwrap();
+        }
+        std::fs::write(marked.path().join(STORAGE_MARK), "").unwrap();
+        // Unmarked (a link planted or gone stale), or marked but owned by
+        // someone else than the uid clonet runs as: nothing is deleted.
+        for (storage, uid) in [(unmarked.path(), me), (marked.path(), me.wrapping_add(1))] {
+            let run = tempfile::tempdir().unwrap();
+            std::os::unix::fs::symlink(storage, run.path().join(BTRFS_LINK)).unwrap();
+            let sys = RecordingSyscall::default();
+            release_storage_of(&sys, run.path(), uid);
+            assert!(sys.calls().is_empty(), "no subvolume deleted in {storage:?}");
+            assert!(storage.join("n1/upper").is_dir(), "{storage:?} is kept");
+            assert!(std::fs::symlink_metadata(run.path().join(BTRFS_LINK)).is_err(), "the link itself goes");
+        }
     }
 }

@@ -18,6 +18,11 @@ pub enum RunDirError {
     Io { path: PathBuf, source: io::Error },
     #[error("lab {lab:?} is already running (pid {pid}); choose another name with --name")]
     Running { lab: String, pid: i32 },
+    #[error(
+        "{path}: {why}; clonet keeps run directories only where no other user can write \
+         (remove it, or choose another place with CLONET_RUN_DIR)"
+    )]
+    Unsafe { path: PathBuf, why: String },
 }
 
 fn io_at(path: &Path) -> impl FnOnce(io::Error) -> RunDirError + '_ {
@@ -52,6 +57,63 @@ pub fn base_dir() -> PathBuf {
         Some(d) => PathBuf::from(d).join("clonet"),
         None => std::env::temp_dir().join(format!("clonet-{}", nix::unistd::geteuid())),
     }
+}
+
+/// Why `meta` (from `symlink_metadata`, never following a link) is not a
+/// directory that only `uid` controls, if it is not. The run base and
+/// every lab directory must be one: a directory another user can write
+/// could hold a planted lab whose state names processes for `clean` to
+/// kill and storage for it to delete.
+fn not_private(meta: &fs::Metadata, uid: u32) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    if meta.file_type().is_symlink() {
+        Some("is a symbolic link".into())
+    } else if !meta.is_dir() {
+        Some("is not a directory".into())
+    } else if meta.uid() != uid {
+        Some(format!("belongs to uid {}, not to uid {uid} who runs clonet", meta.uid()))
+    } else if meta.mode() & 0o022 != 0 {
+        Some(format!("can be written by other users (mode {:o})", meta.mode() & 0o7777))
+    } else {
+        None
+    }
+}
+
+/// The effective uid, the one whose directories clonet trusts.
+fn my_uid() -> u32 {
+    nix::unistd::geteuid().as_raw()
+}
+
+/// Makes `base` (mode 0700) if it is missing, and checks that it is a
+/// directory only `uid` controls: `/tmp/clonet-UID` in particular could
+/// have been made by someone else first.
+fn ensure_private_base(base: &Path, uid: u32) -> Result<(), RunDirError> {
+    use std::os::unix::fs::DirBuilderExt;
+    match fs::DirBuilder::new().recursive(true).mode(0o700).create(base) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(io_at(base)(e)),
+    }
+    let meta = fs::symlink_metadata(base).map_err(io_at(base))?;
+    match not_private(&meta, uid) {
+        Some(why) => Err(RunDirError::Unsafe { path: base.to_path_buf(), why }),
+        None => Ok(()),
+    }
+}
+
+/// Whether `dir` is a directory only `uid` controls (not a link to one).
+fn is_private(dir: &Path, uid: u32) -> bool {
+    fs::symlink_metadata(dir).is_ok_and(|m| not_private(&m, uid).is_none())
+}
+
+/// Reads a file of a run directory without following a link in its place.
+fn read_own_file(path: &Path) -> io::Result<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(path)?;
+    let mut bytes = Vec::new();
+    f.read_to_end(&mut bytes)?;
+    Ok(bytes)
 }
 
 /// Run directories of this process's live labs, for a signal that must end
@@ -91,13 +153,16 @@ impl RunDir {
     /// Creates `base/lab`. A stale directory of a dead lab is cleaned
     /// first, `host` releasing what its nodes kept elsewhere.
     pub fn create(base: &Path, lab: &str, script: Option<&Path>, host: &dyn NodeHost) -> Result<RunDir, RunDirError> {
-        fs::create_dir_all(base).map_err(io_at(base))?;
+        ensure_private_base(base, my_uid())?;
         let path = base.join(lab);
         let running = |path: &Path| {
             let pid = read_state(path).and_then(|s| s.owner).map_or(0, |o| o.pid);
             RunDirError::Running { lab: lab.to_string(), pid }
         };
-        if path.exists() {
+        if fs::symlink_metadata(&path).is_ok() {
+            if let Some(why) = fs::symlink_metadata(&path).ok().and_then(|m| not_private(&m, my_uid())) {
+                return Err(RunDirError::Unsafe { path, why });
+            }
             match lock_dir(&path)? {
                 None => return Err(running(&path)),
                 Some(_stale) => {
@@ -198,8 +263,8 @@ struct NodeRecord {
 
 /// The state file, with the node log replayed into `nodes`.
 fn read_state(dir: &Path) -> Option<LabState> {
-    let mut state: LabState = serde_json::from_slice(&fs::read(dir.join(STATE_FILE)).ok()?).ok()?;
-    let log = fs::read_to_string(dir.join(NODES_LOG)).unwrap_or_default();
+    let mut state: LabState = serde_json::from_slice(&read_own_file(&dir.join(STATE_FILE)).ok()?).ok()?;
+    let log = read_own_file(&dir.join(NODES_LOG)).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
     // A torn last line (the lab died while writing it) is skipped.
     for record in log.lines().filter_map(|l| serde_json::from_str::<NodeRecord>(l).ok()) {
         match record.procs {
@@ -219,13 +284,19 @@ pub fn labs_with_node(base: &Path, node: &str, lab: Option<&str>) -> Vec<(PathBu
 }
 
 /// The live labs under `base` (their owner runs): run directory and
-/// state, by lab name.
+/// state, by lab name. Only directories of this user count: a lab
+/// another user planted would point `attach` at its own socket.
 pub fn running_labs(base: &Path) -> Vec<(PathBuf, LabState)> {
+    let uid = my_uid();
+    if !is_private(base, uid) {
+        return Vec::new();
+    }
     let mut found: Vec<(PathBuf, LabState)> = fs::read_dir(base)
         .into_iter()
         .flatten()
         .flatten()
         .map(|e| e.path())
+        .filter(|dir| is_private(dir, uid))
         .filter_map(|dir| read_state(&dir).map(|s| (dir, s)))
         .filter(|(_, s)| s.owner.as_ref().is_some_and(is_alive))
         .collect();
@@ -246,6 +317,9 @@ pub struct CleanReport {
     pub unmounted: Vec<String>,
     /// Labs left alone because their owner still runs.
     pub running: Vec<String>,
+    /// Entries left alone because they are not this user's own
+    /// directories (another owner, writable by others, or a link).
+    pub foreign: Vec<String>,
 }
 
 /// Mount points at or below `dir`, deepest first (from /proc/self/mountinfo).
@@ -292,15 +366,32 @@ fn clean_one(dir: &Path, host: &dyn NodeHost) -> Result<CleanReport, RunDirError
 /// Cleans every run directory under `base` whose owner is dead; `host`
 /// releases what their nodes kept elsewhere.
 pub fn clean(base: &Path, host: &dyn NodeHost) -> Result<CleanReport, RunDirError> {
+    clean_as(base, host, my_uid())
+}
+
+/// [`clean`] trusting only directories of `uid`: a `base` another user
+/// controls is refused, and in it only `uid`'s own, real (not linked)
+/// lab directories are touched; anything else is listed as foreign.
+fn clean_as(base: &Path, host: &dyn NodeHost, uid: u32) -> Result<CleanReport, RunDirError> {
     let mut report = CleanReport::default();
-    let entries = match fs::read_dir(base) {
-        Ok(e) => e,
+    match fs::symlink_metadata(base) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(report),
         Err(e) => return Err(io_at(base)(e)),
-    };
+        Ok(meta) => {
+            if let Some(why) = not_private(&meta, uid) {
+                return Err(RunDirError::Unsafe { path: base.to_path_buf(), why });
+            }
+        }
+    }
+    let entries = fs::read_dir(base).map_err(io_at(base))?;
     for entry in entries.flatten() {
         let dir = entry.path();
-        if !dir.is_dir() {
+        let Ok(meta) = fs::symlink_metadata(&dir) else { continue };
+        if meta.is_file() {
+            continue;
+        }
+        if not_private(&meta, uid).is_some() {
+            report.foreign.push(entry.file_name().to_string_lossy().to_string());
             continue;
         }
         let state = read_state(&dir);
@@ -394,5 +485,88 @@ mod tests {
         clean(base.path(), &host).unwrap();
         assert!(other.join("data").exists());
         assert!(host.released().is_empty());
+    }
+
+    /// A lab directory planted by someone else: its state names a live
+    /// process (ours, so that a wrong kill would show) and a storage link.
+    fn plant(base: &Path, name: &str, victim: i32) -> PathBuf {
+        let dir = base.join(name);
+        fs::create_dir(&dir).unwrap();
+        let state = LabState {
+            lab: name.into(),
+            owner: Some(ProcRecord { pid: 2147483000, start_time: 5 }),
+            script: None,
+            nodes: BTreeMap::from([(
+                "n".to_string(),
+                vec![ProcRecord { pid: victim, start_time: proc_start_time(victim).unwrap() }],
+            )]),
+        };
+        fs::write(dir.join(STATE_FILE), serde_json::to_vec(&state).unwrap()).unwrap();
+        dir
+    }
+
+    #[test]
+    fn a_run_base_others_can_write_is_refused_and_nothing_in_it_is_touched() {
+        use std::os::unix::fs::PermissionsExt;
+        let base = tempfile::tempdir().unwrap();
+        let mut victim = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let planted = plant(base.path(), "planted", victim.id() as i32);
+        fs::set_permissions(base.path(), fs::Permissions::from_mode(0o1777)).unwrap();
+        let host = FakeHost::default();
+        let err = clean(base.path(), &host).unwrap_err();
+        assert!(err.to_string().contains("can be written by other users (mode 1777)"), "{err}");
+        let err = RunDir::create(base.path(), "lab", None, &host).unwrap_err();
+        assert!(matches!(err, RunDirError::Unsafe { .. }), "{err}");
+        assert!(running_labs(base.path()).is_empty(), "no lab is believed from an unsafe base");
+        assert!(planted.join(STATE_FILE).exists() && host.released().is_empty());
+        assert_eq!(victim.try_wait().unwrap(), None, "the process the planted state names still runs");
+        victim.kill().unwrap();
+        victim.wait().unwrap();
+    }
+
+    #[test]
+    fn lab_directories_that_are_links_or_writable_by_others_are_foreign() {
+        use std::os::unix::fs::PermissionsExt;
+        let base = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        let mut victim = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let pid = victim.id() as i32;
+        let shared = plant(base.path(), "shared", pid);
+        fs::set_permissions(&shared, fs::Permissions::from_mode(0o777)).unwrap();
+        let target = plant(elsewhere.path(), "target", pid);
+        std::os::unix::fs::symlink(&target, base.path().join("linked")).unwrap();
+        let host = FakeHost::default();
+        let mut report = clean(base.path(), &host).unwrap();
+        report.foreign.sort();
+        assert_eq!(report.foreign, ["linked", "shared"]);
+        assert!(report.removed.is_empty() && report.killed.is_empty() && host.released().is_empty());
+        assert!(shared.join(STATE_FILE).exists() && target.join(STATE_FILE).exists());
+        assert_eq!(victim.try_wait().unwrap(), None, "nothing was killed");
+        assert!(running_labs(base.path()).is_empty());
+        victim.kill().unwrap();
+        victim.wait().unwrap();
+    }
+
+    #[test]
+    fn only_a_directory_of_the_user_running_clonet_is_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = fs::symlink_metadata(dir.path()).unwrap();
+        let me = my_uid();
+        assert_eq!(not_private(&meta, me), None);
+        let why = not_private(&meta, me.wrapping_add(1)).unwrap();
+        assert!(why.starts_with(&format!("belongs to uid {me}, not to uid")), "{why}");
+        let file = dir.path().join("f");
+        fs::write(&file, "").unwrap();
+        assert_eq!(not_private(&fs::symlink_metadata(&file).unwrap(), me).unwrap(), "is not a directory");
+    }
+
+    #[test]
+    fn a_missing_run_base_is_made_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let parent = tempfile::tempdir().unwrap();
+        let base = parent.path().join("clonet-1000");
+        let d = RunDir::create(&base, "lab", None, &FakeHost::default()).unwrap();
+        assert_eq!(fs::metadata(&base).unwrap().permissions().mode() & 0o777, 0o700);
+        d.remove().unwrap();
     }
 }
