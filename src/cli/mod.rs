@@ -254,7 +254,8 @@ fn lab_name(file: &Path, name: Option<String>) -> String {
 
 /// Writes an output file the user asked for.
 fn write_output(path: &Path, text: &str) -> Result<(), CliError> {
-    std::fs::write(path, text).map_err(|e| CliError::clonet(format!("writing {}: {e}", path.display())))
+    clonet::host::files::write_output(path, text.as_bytes())
+        .map_err(|e| CliError::clonet(format!("writing {}: {e}", path.display())))
 }
 
 /// [`write_output`] for one of several outputs: a failure is printed and

@@ -57,7 +57,7 @@ pub fn doc(name: Option<&str>, json: bool, output: Option<&Path>) -> Result<Exit
         let text = script::docs::markdown(&script::docs::api_docs(&engine), &script::docs::stdlib_docs(&engine));
         match output {
             None => print!("{text}"),
-            Some(path) => std::fs::write(path, text)
+            Some(path) => clonet::host::files::write_output(path, text.as_bytes())
                 .map_err(|e| CliError::error(format!("cannot write {}: {e}", path.display())))?,
         }
         return Ok(ExitCode::SUCCESS);

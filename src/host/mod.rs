@@ -13,6 +13,7 @@ pub mod console;
 pub mod deathwatch;
 pub mod disks;
 pub mod fake;
+pub mod files;
 pub mod guest;
 pub mod helpers;
 pub mod kvm;

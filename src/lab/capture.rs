@@ -146,7 +146,7 @@ pub struct FileCapture {
 
 impl FileCapture {
     pub fn start(target: &str, file: &Path, feed: CaptureFeed) -> io::Result<FileCapture> {
-        let out = std::fs::File::create(file)?;
+        let out = crate::host::files::create_output(file)?;
         let (feed_id, lost) = (feed.id, feed.lost.clone());
         let writer = std::thread::Builder::new()
             .name("clonet-pcap".into())

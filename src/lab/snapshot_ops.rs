@@ -153,7 +153,7 @@ impl Lab {
         }
         let saved = rebuild::SavedLab { topology: self.topo.clone(), disks };
         let json = serde_json::to_vec_pretty(&saved).expect("serializes");
-        std::fs::write(dir.join(rebuild::SAVED_LAB_FILE), json).map_err(|e| bad(e.to_string()))?;
+        crate::host::files::write_output(&dir.join(rebuild::SAVED_LAB_FILE), &json).map_err(|e| bad(e.to_string()))?;
         Ok(())
     }
 

@@ -207,7 +207,7 @@ impl Repl {
             },
             "save" if !arg.is_empty() => {
                 let script = crate::lab::save::to_script(&self.topology());
-                match std::fs::write(arg, script) {
+                match crate::host::files::write_output(std::path::Path::new(arg), script.as_bytes()) {
                     Ok(()) => Outcome::Output(format!("saved the topology to {arg}\n")),
                     Err(e) => Outcome::Error(format!("error: cannot write {arg}: {e}\n")),
                 }
