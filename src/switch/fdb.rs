@@ -40,7 +40,18 @@ pub struct Fdb {
     entries: HashMap<(u16, MacAddr), Entry>,
     max_age: Duration,
     capacity: usize,
+    /// Before this time, a scan for aged entries cannot free anything, or
+    /// one was done less than [`MIN_SCAN_INTERVAL`] ago. A guest sending
+    /// frames from ever new source addresses keeps a full table full; were
+    /// every such frame to scan the whole table, one VM would saturate the
+    /// data-plane thread.
+    next_scan: Duration,
+    /// How many scans for aged entries were made (a measure for tests).
+    scans: u64,
 }
+
+/// The least time between two scans of a full table.
+const MIN_SCAN_INTERVAL: Duration = Duration::from_secs(1);
 
 impl Default for Fdb {
     fn default() -> Self {
@@ -50,7 +61,7 @@ impl Default for Fdb {
 
 impl Fdb {
     pub fn new(max_age: Duration, capacity: usize) -> Fdb {
-        Fdb { entries: HashMap::new(), max_age, capacity }
+        Fdb { entries: HashMap::new(), max_age, capacity, next_scan: Duration::ZERO, scans: 0 }
     }
 
     fn is_live(&self, e: &Entry, now: Duration) -> bool {
@@ -68,6 +79,9 @@ impl Fdb {
             return if from == port { Learned::Refreshed } else { Learned::Moved { from } };
         }
         if self.entries.len() >= self.capacity {
+            if now < self.next_scan {
+                return Learned::Full;
+            }
             self.expire(now);
             if self.entries.len() >= self.capacity {
                 return Learned::Full;
@@ -86,8 +100,24 @@ impl Fdb {
     pub fn expire(&mut self, now: Duration) -> usize {
         let before = self.entries.len();
         let max_age = self.max_age;
-        self.entries.retain(|_, e| now.saturating_sub(e.last_seen) < max_age);
+        // The oldest survivor's last sighting: entries are only refreshed
+        // or added later, so nothing can age out before it does.
+        let mut oldest = now;
+        self.entries.retain(|_, e| {
+            let live = now.saturating_sub(e.last_seen) < max_age;
+            if live {
+                oldest = oldest.min(e.last_seen);
+            }
+            live
+        });
+        self.scans += 1;
+        self.next_scan = oldest.saturating_add(max_age).max(now.saturating_add(MIN_SCAN_INTERVAL));
         before - self.entries.len()
+    }
+
+    /// How many scans for aged entries the table made.
+    pub fn scans(&self) -> u64 {
+        self.scans
     }
 
     /// Forgets every entry that points at `port` (the port was removed).
@@ -124,6 +154,30 @@ mod tests {
     const B: MacAddr = MacAddr([2, 0, 0, 0, 0, 0xb]);
     fn s(secs: u64) -> Duration {
         Duration::from_secs(secs)
+    }
+
+    #[test]
+    fn a_full_table_is_not_scanned_for_every_new_address() {
+        let mut fdb = Fdb::new(s(300), 100);
+        let mac = |i: u32| MacAddr([2, 0, 0, (i >> 16) as u8, (i >> 8) as u8, i as u8]);
+        for i in 0..100 {
+            assert_eq!(fdb.learn(1, mac(i), 0, s(i as u64)), Learned::New);
+        }
+        let t = s(200);
+        for i in 100..10_100 {
+            assert_eq!(fdb.learn(1, mac(i), 1, t + Duration::from_micros(i as u64)), Learned::Full);
+        }
+        assert_eq!(fdb.scans(), 1, "one scan found nothing to free, and none can before the oldest ages");
+        // The oldest entry (seen at 0 s) ages out at 300 s: then a scan frees it.
+        assert_eq!(fdb.learn(1, mac(20_000), 1, s(300)), Learned::New);
+        assert_eq!(fdb.scans(), 2);
+        assert_eq!(fdb.lookup(1, mac(0), s(300)), None);
+        // Entries age one a second from here, but a full table is scanned
+        // at most once a second.
+        for k in 0..1000u64 {
+            fdb.learn(1, mac(30_000 + k as u32), 1, s(300) + Duration::from_millis(k));
+        }
+        assert_eq!(fdb.scans(), 2, "{} scans within one second", fdb.scans());
     }
 
     #[test]
