@@ -55,6 +55,14 @@ pub struct MachineArgs {
     pub extra: Vec<String>,
 }
 
+/// A path as a value in a QEMU option list (`-drive file=…`,
+/// `-chardev path=…`): commas separate options there, so a comma in the
+/// path is doubled, QEMU's escape for it; unescaped, a path like
+/// `/labs/x,file=/etc/shadow` would smuggle in an option of its own.
+fn option_value(path: &Path) -> String {
+    path.display().to_string().replace(',', ",,")
+}
+
 /// The QEMU command line (sans-IO). Console on stdin/stdout; QEMU connects
 /// to clonet's agent and QMP sockets, which must listen already.
 pub fn qemu_args(m: &MachineArgs) -> Vec<String> {
@@ -68,12 +76,12 @@ pub fn qemu_args(m: &MachineArgs) -> Vec<String> {
         "-append".into(),
         format!("console=ttyS0 quiet panic=-1 clonet.hostname={} clonet.agent=virtio:{AGENT_PORT}", m.name),
     ]);
-    a.extend(["-drive".into(), format!("file={},if=virtio,format=qcow2,id={DISK_ID}", m.disk.display())]);
+    a.extend(["-drive".into(), format!("file={},if=virtio,format=qcow2,id={DISK_ID}", option_value(&m.disk))]);
     a.extend(["-chardev".into(), "stdio,id=con,signal=off".into(), "-serial".into(), "chardev:con".into()]);
-    a.extend(["-chardev".into(), format!("socket,id=agent,path={},server=off", m.agent_socket.display())]);
+    a.extend(["-chardev".into(), format!("socket,id=agent,path={},server=off", option_value(&m.agent_socket))]);
     a.extend(["-device".into(), "virtio-serial-pci,id=vser".into()]);
     a.extend(["-device".into(), format!("virtserialport,chardev=agent,name={AGENT_PORT}")]);
-    a.extend(["-chardev".into(), format!("socket,id=qmp,path={},server=off", m.qmp_socket.display())]);
+    a.extend(["-chardev".into(), format!("socket,id=qmp,path={},server=off", option_value(&m.qmp_socket))]);
     a.extend(["-mon".into(), "chardev=qmp,mode=control".into()]);
     a.extend(m.extra.iter().cloned());
     a
@@ -577,5 +585,15 @@ mod tests {
         let k = qemu_args(&machine(Accel::Kvm)).join(" ");
         assert!(k.contains("accel=kvm") && k.contains("-cpu host"), "{k}");
         assert!(k.ends_with("-device x"), "script arguments come last: {k}");
+    }
+
+    #[test]
+    fn commas_in_paths_cannot_add_options() {
+        let mut m = machine(Accel::Tcg);
+        m.disk = "/labs/x,file=/etc/shadow".into();
+        m.qmp_socket = "/run/a,b/q.sock".into();
+        let a = qemu_args(&m);
+        assert!(a.contains(&"file=/labs/x,,file=/etc/shadow,if=virtio,format=qcow2,id=disk0".to_string()), "{a:?}");
+        assert!(a.contains(&"socket,id=qmp,path=/run/a,,b/q.sock,server=off".to_string()), "{a:?}");
     }
 }

@@ -89,6 +89,19 @@ pub fn start(spec: &NodeSpec, image: &Path, mem_mb: u32) -> Result<Box<dyn Runni
     }))
 }
 
+/// A path as part of a UML kernel argument. UML joins its arguments into
+/// one kernel command line split at spaces, and `ubd0=` takes
+/// `COW,BACKING`: a path with a space or comma would change what the
+/// machine boots from, and UML has no escape for either, so such paths
+/// are refused.
+fn kernel_arg_path(node: &str, path: &Path) -> Result<String, HostError> {
+    let text = path.to_str().ok_or_else(|| err(node, format!("{}: not UTF-8", path.display())))?;
+    match text.chars().find(|c| *c == ',' || c.is_whitespace() || c.is_control()) {
+        Some(c) => Err(err(node, format!("UML cannot use the path {text:?}: it holds {c:?} (choose a path without)"))),
+        None => Ok(text.to_string()),
+    }
+}
+
 /// A started `linux.uml` and the host ends of its lines.
 struct Machine {
     child: Child,
@@ -113,11 +126,13 @@ fn spawn(spec: &NodeSpec, image: &Path, mem_mb: u32) -> Result<Machine, HostErro
     let mut cmd = Command::new("linux.uml");
     // fd 0 is the agent's serial line, fd 1 the console (both ways); UML's
     // own complaints on fd 2 go to the log.
-    cmd.arg(format!("ubd0={},{}", cow.display(), image.display()))
+    let (cow_arg, image_arg) = (kernel_arg_path(&spec.name, &cow)?, kernel_arg_path(&spec.name, image)?);
+    let uml_dir_arg = kernel_arg_path(&spec.name, &uml_dir)?;
+    cmd.arg(format!("ubd0={cow_arg},{image_arg}"))
         .args(["root=/dev/ubda", "rw", "init=/init", "con0=fd:1", "con=null", "ssl=null", "ssl1=fd:0", "quiet"])
         .arg(format!("mem={mem_mb}M"))
         .arg(format!("umid={}", spec.name))
-        .arg(format!("uml_dir={}", uml_dir.display()))
+        .arg(format!("uml_dir={uml_dir_arg}"))
         .arg("clonet.agent=ttyS1")
         .arg(format!("clonet.hostname={}", spec.name))
         .args(&spec.options.args)
@@ -378,6 +393,20 @@ impl Drop for UmlNode {
     fn drop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
             let _ = self.stop();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_that_would_change_the_kernel_command_line_are_refused() {
+        assert_eq!(kernel_arg_path("a", Path::new("/run/clonet/lab/a.cow")).unwrap(), "/run/clonet/lab/a.cow");
+        for bad in ["/img,/etc/shadow", "/my labs/a.cow", "/x\ninit=/bin/sh"] {
+            let e = kernel_arg_path("a", Path::new(bad)).unwrap_err().to_string();
+            assert!(e.contains("UML cannot use the path"), "{bad:?}: {e}");
         }
     }
 }
