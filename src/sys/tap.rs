@@ -25,7 +25,10 @@ struct IfReqFlags {
     _pad: [u8; 22],
 }
 
-nix::ioctl_write_ptr_bad!(tun_set_iff, 0x4004_54ca, IfReqFlags);
+// TUNSETIFF copies the request back with the name the kernel chose, so it
+// must get a pointer it may write through (a shared reference would let
+// the compiler assume the struct never changes).
+nix::ioctl_readwrite_bad!(tun_set_iff, 0x4004_54ca, IfReqFlags);
 nix::ioctl_write_ptr_bad!(tun_set_vnet_hdr_sz, 0x4004_54d8, libc::c_int);
 nix::ioctl_write_int_bad!(tun_set_offload, 0x4004_54d0);
 nix::ioctl_write_ptr_bad!(tun_set_carrier, 0x4004_54e2, libc::c_int);
@@ -58,7 +61,7 @@ pub fn set_carrier(fd: BorrowedFd<'_>, up: bool) -> io::Result<()> {
 /// namespace and returns its non-blocking fd, set up for `VNET_HDR_LEN`-byte
 /// virtio-net headers with checksum and TSO offloads.
 pub fn open_tap(ifname: &str) -> io::Result<OwnedFd> {
-    if ifname.is_empty() || ifname.len() >= libc::IFNAMSIZ {
+    if ifname.is_empty() || ifname.len() >= libc::IFNAMSIZ || ifname.contains('\0') {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "bad interface name"));
     }
     let file = OpenOptions::new()
@@ -70,10 +73,11 @@ pub fn open_tap(ifname: &str) -> io::Result<OwnedFd> {
     req.name[..ifname.len()].copy_from_slice(ifname.as_bytes());
     let fd = file.as_raw_fd();
     let hdr_len: libc::c_int = VNET_HDR_LEN as libc::c_int;
-    // SAFETY: `fd` is a valid open tun fd for the duration of these calls and
-    // both argument structs live on the stack with the layout the kernel expects.
+    // SAFETY: `fd` is a valid open tun fd for the duration of these calls;
+    // both arguments live on the stack with the layout the kernel expects,
+    // and `req`, which TUNSETIFF writes back to, is passed as `&mut`.
     unsafe {
-        tun_set_iff(fd, &req)?;
+        tun_set_iff(fd, &mut req)?;
         tun_set_vnet_hdr_sz(fd, &hdr_len)?;
         tun_set_offload(fd, (TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6) as libc::c_int)?;
     }
