@@ -104,7 +104,7 @@ pub fn exec(lab: &str, node: &str, argv: Vec<String>, timeout: Duration) -> Exit
         Ok(t) => t,
         Err(e) => return fail(format!("--timeout: {e}")),
     };
-    let request = ExecRequest { argv, stdin: Vec::new(), timeout };
+    let request = ExecRequest { argv, stdin: Vec::new(), timeout, max_output: Default::default() };
     match client.execute(Command::Exec { node: node.to_string(), request }) {
         Ok(Reply::Exec(out)) => {
             let _ = std::io::stdout().write_all(&out.stdout);

@@ -124,7 +124,7 @@ fn the_guest_agent_runs_commands_over_a_serial_line() {
     let mut next = || parse_line(&lines.next().expect("a line").expect("read")).expect("a valid line");
     assert_eq!(next(), AgentMsg::Hello { version: 1 });
     let mut run = |id: u64, secs: u64, script: &str, stdin: &[u8]| {
-        writer.write_all(encode_exec(id, secs, script, stdin).as_bytes()).unwrap();
+        writer.write_all(encode_exec(id, secs, script, stdin, 1 << 20).as_bytes()).unwrap();
         match next() {
             AgentMsg::Result { id: got, output } => {
                 assert_eq!(got, id);

@@ -19,7 +19,10 @@ assert(r.status == 4 && r.stdout == "u1\n" && r.stderr == "oops\n", `${r}`);
 let bin = u2.exec("printf '\\000\\377\\001'");
 assert(bin.stdout_bytes.len() == 3 && bin.stdout_bytes[1] == 255, "binary-safe");
 let big = u2.exec("seq 1 20000");
-assert(big.stdout.len() == 108894, `large output: ${big.stdout.len()} bytes`);
+assert(big.stdout.len() == 108894 && !big.truncated, `large output: ${big.stdout.len()} bytes`);
+let cut = u2.exec("seq 1 20000; seq 1 30 >&2", #{ max_output: 50 });
+assert(cut.stdout.len() == 50 && cut.stderr.len() == 50 && cut.truncated, `cut output: ${cut}`);
+assert(cut.stdout.starts_with("1\n2\n3\n"), "the start is kept");
 assert(u1.exec(["cat"], #{ stdin: "fed" }).stdout == "fed", "stdin and argv");
 try { u1.exec("sleep 10", #{ timeout_ms: 1000 }); } catch (e) { print(`timeout: ${e}`); }
 print(`eth0 of u1: ${u1.exec("cat /sys/class/net/eth0/address").stdout.trimmed()} vs ${u1.ifaces[0].mac}`);

@@ -19,6 +19,59 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 pub const SCROLLBACK: usize = 16 * 1024;
 /// The byte that detaches a client: Ctrl-] (as telnet and virsh do).
 pub const DETACH: u8 = 0x1d;
+/// The most bytes a console log holds before it is rotated: a guest
+/// printing without end fills at most twice this on the host.
+pub const CONSOLE_LOG_CAP: u64 = 8 << 20;
+
+/// A log file that, past `cap` bytes, is renamed to `<name>.1` (replacing
+/// the one before) and started again, so it keeps the newest output and
+/// never takes more than `2 × cap` of the disk.
+#[derive(Debug)]
+pub struct RotatingLog {
+    path: PathBuf,
+    file: std::fs::File,
+    written: u64,
+    cap: u64,
+}
+
+impl RotatingLog {
+    /// Opens `path` to append to it (a restarted machine's log goes on).
+    pub fn open(path: &Path, cap: u64) -> io::Result<RotatingLog> {
+        let file = Self::open_file(path, false)?;
+        let written = file.metadata()?.len();
+        Ok(RotatingLog { path: path.to_path_buf(), file, written, cap })
+    }
+
+    fn open_file(path: &Path, fresh: bool) -> io::Result<std::fs::File> {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .truncate(false)
+            .custom_flags(libc::O_NOFOLLOW | if fresh { libc::O_TRUNC } else { 0 })
+            .open(path)
+    }
+
+    /// The name of the older half.
+    pub fn rotated_path(path: &Path) -> PathBuf {
+        let mut name = path.as_os_str().to_os_string();
+        name.push(".1");
+        PathBuf::from(name)
+    }
+
+    pub fn write(&mut self, data: &[u8]) -> io::Result<()> {
+        if self.written > 0 && self.written.saturating_add(data.len() as u64) > self.cap {
+            std::fs::rename(&self.path, Self::rotated_path(&self.path))?;
+            self.file = Self::open_file(&self.path, true)?;
+            self.written = 0;
+        }
+        // One write bigger than the cap keeps only its end.
+        let data = &data[data.len().saturating_sub(usize::try_from(self.cap).unwrap_or(usize::MAX))..];
+        self.file.write_all(data)?;
+        self.written += data.len() as u64;
+        Ok(())
+    }
+}
 
 /// The last `cap` bytes written, to replay to a client that attaches.
 #[derive(Debug)]
@@ -62,7 +115,7 @@ pub struct ConsoleRelay {
 impl ConsoleRelay {
     /// Relays `line` (the host end of the machine's console) to `log` and to
     /// the clients of a new socket at `socket`.
-    pub fn spawn(line: OwnedFd, log: std::fs::File, socket: &Path) -> io::Result<ConsoleRelay> {
+    pub fn spawn(line: OwnedFd, log: RotatingLog, socket: &Path) -> io::Result<ConsoleRelay> {
         let _ = std::fs::remove_file(socket);
         let listener = UnixListener::bind(socket)?;
         listener.set_nonblocking(true)?;
@@ -81,7 +134,7 @@ impl ConsoleRelay {
     }
 }
 
-fn relay(line: OwnedFd, mut log: std::fs::File, listener: UnixListener, socket: &Path) {
+fn relay(line: OwnedFd, mut log: RotatingLog, listener: UnixListener, socket: &Path) {
     let mut clients: Vec<UnixStream> = Vec::new();
     let mut screen = Scrollback::new(SCROLLBACK);
     let mut buf = [0u8; 4096];
@@ -100,7 +153,7 @@ fn relay(line: OwnedFd, mut log: std::fs::File, listener: UnixListener, socket: 
             match nix::unistd::read(&line, &mut buf) {
                 Ok(0) | Err(nix::Error::EIO) | Err(nix::Error::EBADF) => break,
                 Ok(n) => {
-                    let _ = log.write_all(&buf[..n]);
+                    let _ = log.write(&buf[..n]);
                     screen.push(&buf[..n]);
                     // A client that cannot keep up loses output, never the machine.
                     for (c, dead) in clients.iter_mut().zip(dead.iter_mut()) {
@@ -282,7 +335,8 @@ mod tests {
         let log_path = dir.join("log");
         let socket = dir.join("c.sock");
         let mut relay =
-            ConsoleRelay::spawn(OwnedFd::from(host), std::fs::File::create(&log_path).unwrap(), &socket).unwrap();
+            ConsoleRelay::spawn(OwnedFd::from(host), RotatingLog::open(&log_path, CONSOLE_LOG_CAP).unwrap(), &socket)
+                .unwrap();
         let mut machine = machine;
         machine.write_all(b"login: ").unwrap();
         // A client that attaches later first sees what was already shown.
@@ -304,5 +358,23 @@ mod tests {
         relay.join();
         assert!(!socket.exists());
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_console_log_is_rotated_and_never_holds_more_than_twice_its_cap() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("n.console.log");
+        let mut log = RotatingLog::open(&path, 1000).unwrap();
+        for i in 0..500u32 {
+            log.write(format!("line {i:05}\n").as_bytes()).unwrap();
+        }
+        log.write(&[b'x'; 5000]).unwrap();
+        let (now, older) = (std::fs::read(&path).unwrap(), std::fs::read(RotatingLog::rotated_path(&path)).unwrap());
+        assert_eq!(now, vec![b'x'; 1000], "a write larger than the cap keeps its end");
+        assert!(older.len() <= 1000 && older.ends_with(b"line 00499\n"), "{}", String::from_utf8_lossy(&older));
+        // Reopened (a restarted machine), it goes on from its size.
+        let mut again = RotatingLog::open(&path, 1000).unwrap();
+        again.write(b"y").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"y", "rotated at once: the log was full");
     }
 }

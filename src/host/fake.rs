@@ -172,7 +172,12 @@ impl RunningNode for FakeNode {
         if panicking.is_some_and(|p| req.argv.first() == Some(&p)) {
             panic!("the fake host was told to panic on {:?}", req.argv);
         }
-        Ok(ExecOutput { status: 0, stdout: req.argv.join(" ").into_bytes(), stderr: Vec::new() })
+        // Cut as real nodes cut, so the limit's plumbing can be tested here.
+        let mut stdout = req.argv.join(" ").into_bytes();
+        let limit = usize::try_from(req.max_output.get()).unwrap_or(usize::MAX);
+        let truncated = stdout.len() > limit;
+        stdout.truncate(limit);
+        Ok(ExecOutput { status: 0, stdout, stderr: Vec::new(), truncated })
     }
 
     fn ping(&mut self, target: IpAddr, _timeout: Duration) -> Result<Option<Duration>, HostError> {

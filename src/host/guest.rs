@@ -6,10 +6,74 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::agent::{encode_exec, parse_line, script_for, AgentMsg};
+use super::agent::{encode_exec, max_answer_len, parse_line, script_for, AgentMsg};
 use super::{ExecOutput, HostError};
 use crate::vocab::addr::Route;
-use crate::vocab::MacAddr;
+use crate::vocab::{MacAddr, OutputLimit};
+
+/// The longest line the agent may send while the guest boots.
+const MAX_BOOT_LINE: usize = 4096;
+
+/// How reading one bounded line ended.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum LineEnd {
+    /// A whole line is in the buffer (without its newline).
+    Line,
+    /// A line longer than the bound came; it was read to its end and
+    /// dropped.
+    TooLong,
+    /// The deadline passed; what arrived of the line stays in the buffer.
+    TimedOut,
+    /// The other end closed.
+    Closed,
+}
+
+/// Reads one line of at most `max` bytes before `deadline`, whatever the
+/// peer does: sending one byte at a time, never a newline, or gigabytes.
+/// `line` may hold the start of a line a timed-out call left.
+pub(crate) fn read_bounded_line(
+    reader: &mut BufReader<UnixStream>,
+    line: &mut Vec<u8>,
+    max: usize,
+    deadline: Instant,
+) -> std::io::Result<LineEnd> {
+    let mut too_long = line.len() > max;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(LineEnd::TimedOut);
+        }
+        reader.get_ref().set_read_timeout(Some(left))?;
+        let chunk = match reader.fill_buf() {
+            Ok(chunk) => chunk,
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                return Ok(LineEnd::TimedOut)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if chunk.is_empty() {
+            return Ok(LineEnd::Closed);
+        }
+        let (part, newline) = match chunk.iter().position(|b| *b == b'\n') {
+            Some(i) => (&chunk[..i], true),
+            None => (chunk, false),
+        };
+        if !too_long && line.len() + part.len() <= max {
+            line.extend_from_slice(part);
+        } else {
+            // Keep reading to the newline, so the next line starts clean,
+            // but keep none of it.
+            too_long = true;
+            line.clear();
+        }
+        let used = part.len() + usize::from(newline);
+        reader.consume(used);
+        if newline {
+            return Ok(if too_long { LineEnd::TooLong } else { LineEnd::Line });
+        }
+    }
+}
 
 /// How long a guest may take to boot: `CLONET_BOOT_TIMEOUT` seconds, or
 /// `default`.
@@ -67,7 +131,7 @@ pub struct AgentLine {
     next_request: u64,
     said_hello: bool,
     /// The start of a line not complete yet (while waiting for hello).
-    pending: String,
+    pending: Vec<u8>,
 }
 
 impl AgentLine {
@@ -79,7 +143,7 @@ impl AgentLine {
             writer,
             next_request: 1,
             said_hello: false,
-            pending: String::new(),
+            pending: Vec::new(),
         })
     }
 
@@ -89,42 +153,55 @@ impl AgentLine {
             return true;
         }
         loop {
-            let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
-            let _ = self.reader.get_ref().set_read_timeout(Some(left));
             // A line cut by the timeout stays in `pending` for the next call.
-            match self.reader.read_line(&mut self.pending) {
-                Ok(n) if n > 0 && self.pending.ends_with('\n') => {
+            match read_bounded_line(&mut self.reader, &mut self.pending, MAX_BOOT_LINE, deadline) {
+                Ok(LineEnd::Line) => {
                     let line = std::mem::take(&mut self.pending);
-                    if matches!(parse_line(line.trim_end()), Ok(AgentMsg::Hello { .. })) {
+                    let hello = std::str::from_utf8(&line).map(|l| parse_line(l.trim_end()));
+                    if matches!(hello, Ok(Ok(AgentMsg::Hello { .. }))) {
                         self.said_hello = true;
                         return true;
                     }
                 }
-                Ok(n) if n > 0 => {}
+                Ok(LineEnd::TooLong) => {}
                 _ => return false,
             }
         }
     }
 
-    /// Runs a script in the guest and waits for its result.
-    pub fn run(&mut self, script: &str, stdin: &[u8], timeout: Duration) -> Result<ExecOutput, HostError> {
+    /// Runs a script in the guest and waits for its result, keeping at
+    /// most `limit` bytes of each output stream.
+    pub fn run(
+        &mut self,
+        script: &str,
+        stdin: &[u8],
+        timeout: Duration,
+        limit: OutputLimit,
+    ) -> Result<ExecOutput, HostError> {
         let id = self.next_request;
         self.next_request += 1;
-        let line = encode_exec(id, timeout.as_secs().max(1), script, stdin);
+        let line = encode_exec(id, timeout.as_secs().max(1), script, stdin, limit.get());
         let what = format!("talking to the agent of {}", self.node);
         self.writer.write_all(line.as_bytes()).map_err(HostError::io(what.clone()))?;
-        // The guest kills the command at its timeout; give the answer a margin.
-        let _ = self.reader.get_ref().set_read_timeout(Some(timeout + Duration::from_secs(10)));
+        // The guest kills the command at its timeout; give the answer a
+        // margin. The deadline is for the whole answer, however it trickles.
+        let deadline = Instant::now() + timeout + Duration::from_secs(10);
+        let max = max_answer_len(limit.get());
         loop {
-            let mut reply = String::new();
-            match self.reader.read_line(&mut reply) {
-                Ok(0) => return Err(HostError::Gone(self.node.clone())),
-                Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => {
-                    return Err(HostError::Timeout(timeout))
+            let mut reply = Vec::new();
+            match read_bounded_line(&mut self.reader, &mut reply, max, deadline) {
+                Ok(LineEnd::Line) => {}
+                Ok(LineEnd::Closed) => return Err(HostError::Gone(self.node.clone())),
+                Ok(LineEnd::TimedOut) => return Err(HostError::Timeout(timeout)),
+                Ok(LineEnd::TooLong) => {
+                    return Err(HostError::io(what)(std::io::Error::other(format!(
+                        "the guest answered with a line longer than {max} bytes (more output than max_output \
+                         {limit} allows); the answer was dropped"
+                    ))))
                 }
                 Err(e) => return Err(HostError::io(what)(e)),
             }
+            let reply = String::from_utf8_lossy(&reply);
             match parse_line(reply.trim_end()) {
                 Ok(AgentMsg::Result { id: got, output }) if got == id => return Ok(output),
                 // An answer to an earlier, abandoned request: skip it.
@@ -136,7 +213,7 @@ impl AgentLine {
 
     /// Runs a script that must succeed.
     pub fn must(&mut self, script: &str, what: &str) -> Result<(), HostError> {
-        let out = self.run(script, b"", Duration::from_secs(20))?;
+        let out = self.run(script, b"", Duration::from_secs(20), OutputLimit::DEFAULT)?;
         if out.status != 0 {
             return Err(HostError::Io {
                 what: format!("{what} on {}", self.node),
@@ -147,8 +224,8 @@ impl AgentLine {
     }
 
     /// Runs `argv` as `exec` does.
-    pub fn exec(&mut self, argv: &[String], stdin: &[u8], timeout: Duration) -> Result<ExecOutput, HostError> {
-        self.run(&script_for(argv), stdin, timeout)
+    pub fn exec(&mut self, req: &crate::vocab::exec::ExecRequest) -> Result<ExecOutput, HostError> {
+        self.run(&script_for(&req.argv), &req.stdin, req.timeout.get(), req.max_output)
     }
 
     /// One ICMP echo from the guest; the RTT if answered.
@@ -156,7 +233,8 @@ impl AgentLine {
         let secs = timeout.as_secs().max(1);
         let flag = if target.is_ipv6() { "-6 " } else { "" };
         let start = Instant::now();
-        let out = self.run(&format!("ping {flag}-c 1 -W {secs} {target}"), b"", timeout + Duration::from_secs(2))?;
+        let script = format!("ping {flag}-c 1 -W {secs} {target}");
+        let out = self.run(&script, b"", timeout + Duration::from_secs(2), OutputLimit::DEFAULT)?;
         if out.status != 0 {
             return Ok(None);
         }
@@ -225,8 +303,49 @@ mod tests {
             assert!(req.starts_with("X 1 "), "{req}");
             g.write_all(b"R 0 0 - -\nR 1 3 aGk= -\n").unwrap();
         });
-        let out = line.run("echo hi", b"", Duration::from_secs(5)).unwrap();
+        let out = line.run("echo hi", b"", Duration::from_secs(5), OutputLimit::DEFAULT).unwrap();
         assert_eq!((out.status, out.stdout.as_slice()), (3, &b"hi"[..]));
         guest_side.join().unwrap();
+    }
+
+    #[test]
+    fn a_guest_cannot_hold_the_line_with_endless_or_trickling_answers() {
+        let (host, guest) = UnixStream::pair().unwrap();
+        let mut line = AgentLine::new("g", host).unwrap();
+        line.said_hello = true;
+        let mut g = guest;
+        let flood = std::thread::spawn(move || {
+            let mut r = BufReader::new(g.try_clone().unwrap());
+            let mut req = String::new();
+            r.read_line(&mut req).unwrap();
+            assert!(req.trim_end().ends_with(" 10"), "the limit goes to the guest: {req}");
+            // An answer far longer than 10 bytes of output allow, then a
+            // good one: the first is dropped whole, the line goes on.
+            let _ = g.write_all(format!("R 1 0 {} -\n", "A".repeat(1 << 20)).as_bytes());
+            req.clear();
+            r.read_line(&mut req).unwrap();
+            g.write_all(b"R 2 0 aGk= - 0\n").unwrap();
+            // Then one byte a while, never a newline.
+            req.clear();
+            r.read_line(&mut req).unwrap();
+            for _ in 0..40 {
+                if g.write_all(b"R").is_err() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+        let limit = OutputLimit::new(10).unwrap();
+        let e = line.run("yes", b"", Duration::from_secs(5), limit).unwrap_err();
+        assert!(e.to_string().contains("longer than"), "{e}");
+        let out = line.run("echo hi", b"", Duration::from_secs(5), limit).unwrap();
+        assert_eq!(out.stdout, b"hi");
+        let mut pending = Vec::new();
+        let started = Instant::now();
+        line.writer.write_all(b"X 3\n").unwrap();
+        let end = read_bounded_line(&mut line.reader, &mut pending, 100, started + Duration::from_millis(500)).unwrap();
+        assert_eq!(end, LineEnd::TimedOut);
+        assert!(started.elapsed() < Duration::from_secs(1), "the deadline is for the whole line");
+        flood.join().unwrap();
     }
 }

@@ -246,10 +246,7 @@ pub fn start(spec: &NodeSpec, boot: &KvmBoot, mem_mb: u32, cpus: u32) -> Result<
     };
     let agent_listener = listen(&agent_socket)?;
     let qmp_listener = listen(&qmp_socket)?;
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(console_log(&run_dir, &spec.name))
+    let log = super::console::RotatingLog::open(&console_log(&run_dir, &spec.name), super::console::CONSOLE_LOG_CAP)
         .map_err(HostError::io("creating the console log"))?;
     let (console_host, console_guest) = UnixStream::pair().map_err(HostError::io("creating the console line"))?;
     let machine = MachineArgs {
@@ -268,8 +265,10 @@ pub fn start(spec: &NodeSpec, boot: &KvmBoot, mem_mb: u32, cpus: u32) -> Result<
     let mut cmd = Command::new("qemu-system-x86_64");
     cmd.args(qemu_args(&machine))
         .stdin(Stdio::from(OwnedFd::from(console_in)))
-        .stdout(Stdio::from(OwnedFd::from(console_guest)))
-        .stderr(Stdio::from(log.try_clone().map_err(HostError::io("console log"))?));
+        .stderr(Stdio::from(OwnedFd::from(
+            console_guest.try_clone().map_err(HostError::io("sharing the console line"))?,
+        )))
+        .stdout(Stdio::from(OwnedFd::from(console_guest)));
     node_process(&mut cmd);
     let mut child =
         cmd.spawn().map_err(|e| err(format!("cannot run qemu-system-x86_64 (install qemu-system-x86): {e}")))?;
@@ -519,7 +518,7 @@ impl RunningNode for KvmNode {
             return Err(HostError::Gone(self.name.clone()));
         }
         self.booted()?;
-        self.agent.exec(&req.argv, &req.stdin, req.timeout.get())
+        self.agent.exec(req)
     }
 
     fn ping(&mut self, target: std::net::IpAddr, timeout: Duration) -> Result<Option<Duration>, HostError> {

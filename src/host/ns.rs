@@ -30,14 +30,15 @@ use crate::vocab::MacAddr;
 
 /// How long a node may take to set up its namespaces.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
-/// Output beyond this many bytes per stream is read and discarded.
-const MAX_OUTPUT: usize = 64 << 20;
 /// How long to keep reading a command's output after it exited.
 const OUTPUT_LINGER: Duration = Duration::from_millis(100);
 
-/// Reads one output stream of a command on its own thread.
+/// Reads one output stream of a command on its own thread, keeping at
+/// most a limit of it.
 struct Collector {
     buf: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    /// Set when bytes beyond the limit arrived.
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
     done: mpsc::Receiver<()>,
     /// Set once the output was taken: later bytes (from a background
     /// process still holding the pipe) are read and thrown away.
@@ -45,16 +46,17 @@ struct Collector {
 }
 
 impl Collector {
-    fn start(stream: Option<Box<dyn Read + Send>>) -> Collector {
+    fn start(stream: Option<Box<dyn Read + Send>>, limit: usize) -> Collector {
         let buf = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let taken = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let cut = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (tx, done) = mpsc::channel();
-        let (sink, stop) = (buf.clone(), taken.clone());
+        let (sink, stop, cut_seen) = (buf.clone(), taken.clone(), cut.clone());
         std::thread::spawn(move || {
             if let Some(mut s) = stream {
                 let mut chunk = [0u8; 16384];
                 // Read to the end whatever happens, so the writer never dies
-                // of SIGPIPE; keep at most MAX_OUTPUT bytes.
+                // of SIGPIPE; keep at most `limit` bytes.
                 while let Ok(n) = s.read(&mut chunk) {
                     if n == 0 {
                         break;
@@ -63,20 +65,25 @@ impl Collector {
                         continue;
                     }
                     let mut b = sink.lock().unwrap_or_else(|p| p.into_inner());
-                    let room = MAX_OUTPUT.saturating_sub(b.len());
+                    let room = limit.saturating_sub(b.len());
+                    if n > room {
+                        cut_seen.store(true, std::sync::atomic::Ordering::Relaxed);
+                    }
                     b.extend_from_slice(&chunk[..n.min(room)]);
                 }
             }
             let _ = tx.send(());
         });
-        Collector { buf, done, taken }
+        Collector { buf, cut, done, taken }
     }
 
-    /// Waits for end of stream until `deadline`, then takes what was read.
-    fn finish(self, deadline: Instant) -> Vec<u8> {
+    /// Waits for end of stream until `deadline`, then takes what was read
+    /// and whether more was cut.
+    fn finish(self, deadline: Instant) -> (Vec<u8>, bool) {
         let _ = self.done.recv_timeout(deadline.saturating_duration_since(Instant::now()));
         self.taken.store(true, std::sync::atomic::Ordering::Relaxed);
-        std::mem::take(&mut *self.buf.lock().unwrap_or_else(|p| p.into_inner()))
+        let bytes = std::mem::take(&mut *self.buf.lock().unwrap_or_else(|p| p.into_inner()));
+        (bytes, self.cut.load(std::sync::atomic::Ordering::Relaxed))
     }
 }
 
@@ -349,15 +356,16 @@ impl RunningNode for NsNode {
             let data = req.stdin.clone();
             std::thread::spawn(move || stdin.write_all(&data));
         }
-        let out = Collector::start(child.stdout.take().map(|s| Box::new(s) as Box<dyn Read + Send>));
-        let err = Collector::start(child.stderr.take().map(|s| Box::new(s) as Box<dyn Read + Send>));
+        let limit = usize::try_from(req.max_output.get()).unwrap_or(usize::MAX);
+        let out = Collector::start(child.stdout.take().map(|s| Box::new(s) as Box<dyn Read + Send>), limit);
+        let err = Collector::start(child.stderr.take().map(|s| Box::new(s) as Box<dyn Read + Send>), limit);
         let status = wait_with_deadline(&*self.sys, &mut child, req.timeout.get())?;
         // A background process started by the command may keep the pipes
         // open; take what arrived shortly after the command itself ended.
         let linger = Instant::now() + OUTPUT_LINGER;
-        let stdout = out.finish(linger);
-        let stderr = err.finish(linger);
-        Ok(ExecOutput { status, stdout, stderr })
+        let (stdout, out_cut) = out.finish(linger);
+        let (stderr, err_cut) = err.finish(linger);
+        Ok(ExecOutput { status, stdout, stderr, truncated: out_cut || err_cut })
     }
 
     fn ping(&mut self, target: IpAddr, timeout: Duration) -> Result<Option<Duration>, HostError> {

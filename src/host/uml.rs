@@ -116,16 +116,14 @@ fn spawn(spec: &NodeSpec, image: &Path, mem_mb: u32) -> Result<Machine, HostErro
     let cow = run_dir.join(format!("{}.cow", spec.name));
     let uml_dir = run_dir.join("uml");
     std::fs::create_dir_all(&uml_dir).map_err(HostError::io("creating the UML directory"))?;
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(console_log(&run_dir, &spec.name))
+    let log = super::console::RotatingLog::open(&console_log(&run_dir, &spec.name), super::console::CONSOLE_LOG_CAP)
         .map_err(HostError::io("creating the console log"))?;
     let (host_end, guest_end) = UnixStream::pair().map_err(HostError::io("creating the agent line"))?;
     let (console_host, console_guest) = UnixStream::pair().map_err(HostError::io("creating the console line"))?;
     let mut cmd = Command::new("linux.uml");
     // fd 0 is the agent's serial line, fd 1 the console (both ways); UML's
-    // own complaints on fd 2 go to the log.
+    // own complaints on fd 2 go to the console too, so that its bounded
+    // log holds them.
     let (cow_arg, image_arg) = (kernel_arg_path(&spec.name, &cow)?, kernel_arg_path(&spec.name, image)?);
     let uml_dir_arg = kernel_arg_path(&spec.name, &uml_dir)?;
     cmd.arg(format!("ubd0={cow_arg},{image_arg}"))
@@ -137,8 +135,10 @@ fn spawn(spec: &NodeSpec, image: &Path, mem_mb: u32) -> Result<Machine, HostErro
         .arg(format!("clonet.hostname={}", spec.name))
         .args(&spec.options.args)
         .stdin(Stdio::from(OwnedFd::from(guest_end)))
-        .stdout(Stdio::from(OwnedFd::from(console_guest)))
-        .stderr(Stdio::from(log.try_clone().map_err(HostError::io("console log"))?));
+        .stderr(Stdio::from(OwnedFd::from(
+            console_guest.try_clone().map_err(HostError::io("sharing the console line"))?,
+        )))
+        .stdout(Stdio::from(OwnedFd::from(console_guest)));
     node_process(&mut cmd);
     let mut child =
         cmd.spawn().map_err(|e| err(&spec.name, format!("cannot run linux.uml (install user-mode-linux): {e}")))?;
@@ -226,7 +226,7 @@ impl UmlNode {
     /// Runs a script through the agent once the guest has booted.
     fn agent(&mut self, script: &str, stdin: &[u8], timeout: Duration) -> Result<ExecOutput, HostError> {
         self.booted()?;
-        self.agent.run(script, stdin, timeout)
+        self.agent.run(script, stdin, timeout, crate::vocab::OutputLimit::DEFAULT)
     }
 
     fn must(&mut self, script: &str, what: &str) -> Result<(), HostError> {
@@ -369,7 +369,7 @@ impl RunningNode for UmlNode {
         if !super::is_alive(&self.record) {
             return Err(HostError::Gone(self.name.clone()));
         }
-        self.agent.exec(&req.argv, &req.stdin, req.timeout.get())
+        self.agent.exec(req)
     }
 
     fn ping(&mut self, target: std::net::IpAddr, timeout: Duration) -> Result<Option<Duration>, HostError> {

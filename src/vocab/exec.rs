@@ -1,7 +1,7 @@
 //! A command to run inside a node, and what it produced.
 use serde::{Deserialize, Serialize};
 
-use super::units::Timeout;
+use super::units::{OutputLimit, Timeout};
 use super::VocabError;
 
 /// The most words a command run in a node may have, and the most bytes
@@ -15,6 +15,9 @@ pub struct ExecRequest {
     pub argv: Vec<String>,
     pub stdin: Vec<u8>,
     pub timeout: Timeout,
+    /// The most bytes of each output stream kept.
+    #[serde(default)]
+    pub max_output: OutputLimit,
 }
 
 impl ExecRequest {
@@ -52,6 +55,10 @@ pub struct ExecOutput {
     pub status: i32,
     pub stdout: Vec<u8>,
     pub stderr: Vec<u8>,
+    /// Whether stdout or stderr went beyond the request's `max_output`
+    /// and was cut there.
+    #[serde(default)]
+    pub truncated: bool,
 }
 
 #[cfg(test)]
@@ -64,6 +71,7 @@ mod tests {
             argv: argv.iter().map(|s| s.to_string()).collect(),
             stdin: vec![0; stdin],
             timeout: Timeout::from_millis(100).unwrap(),
+            max_output: OutputLimit::DEFAULT,
         };
         assert!(req(&["true"], 0).check().is_ok());
         assert!(req(&[], 0).check().unwrap_err().to_string().contains("at least a program"));

@@ -26,7 +26,7 @@ pub use addr::{Cidr, CidrError, Prefix, Route};
 pub use hash::fnv1a;
 pub use mac::MacAddr;
 pub use node::{Accel, NodeKind, NodeOptions};
-pub use units::{Cpus, Delay, MemMb, Mtu, Probability, QueueLimit, Rate, Timeout};
+pub use units::{Cpus, Delay, MemMb, Mtu, OutputLimit, Probability, QueueLimit, Rate, Timeout};
 pub use vlan::{VlanId, VlanMode};
 
 /// Why a value is not part of the vocabulary.

@@ -132,6 +132,25 @@ bounded_integer!(
     Rate(u64), "rate", " bit/s", 1, 1_000_000_000_000, "1bit..=1000gbit"
 );
 
+bounded_integer!(
+    /// Bytes of one output stream (stdout or stderr) of a command run in a
+    /// node that clonet keeps; what goes beyond is read and dropped, and
+    /// the output says it was truncated. A guest could otherwise send
+    /// more than the host's memory.
+    OutputLimit(u64), "max_output", " bytes", 1, 256 << 20, "1..=268435456 (256 MiB)"
+);
+
+impl OutputLimit {
+    /// The default: 16 MiB per stream.
+    pub const DEFAULT: OutputLimit = OutputLimit(16 << 20);
+}
+
+impl Default for OutputLimit {
+    fn default() -> OutputLimit {
+        OutputLimit::DEFAULT
+    }
+}
+
 impl Mtu {
     /// Ethernet's usual MTU, the default of node interfaces.
     pub const ETHERNET: Mtu = Mtu(1500);

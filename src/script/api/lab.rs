@@ -298,6 +298,7 @@ pub mod lab_api {
             status: out.status.code().unwrap_or(-1),
             stdout: out.stdout,
             stderr: out.stderr,
+            truncated: false,
         }))
     }
 

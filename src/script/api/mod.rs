@@ -251,5 +251,6 @@ fn exec_map(out: crate::vocab::exec::ExecOutput) -> Map {
     m.insert("stderr".into(), String::from_utf8_lossy(&out.stderr).to_string().into());
     m.insert("stdout_bytes".into(), Dynamic::from_blob(out.stdout as Blob));
     m.insert("stderr_bytes".into(), Dynamic::from_blob(out.stderr as Blob));
+    m.insert("truncated".into(), out.truncated.into());
     m
 }

@@ -11,7 +11,7 @@ use super::{call, check_keys, exec_map, opt_int, opt_str, positive_ms, refused, 
 use crate::lab::{Command, Reply};
 
 fn run(ctx: &NativeCallContext, node: &NodeRef, argv: Vec<String>, options: &Map) -> RhaiResult<Map> {
-    check_keys("exec", options, &["timeout_ms", "stdin"])?;
+    check_keys("exec", options, &["timeout_ms", "stdin", "max_output"])?;
     let timeout_ms = opt_int("exec", options, "timeout_ms")?.unwrap_or(node_api::EXEC_TIMEOUT_MS);
     let timeout = crate::vocab::Timeout::from_millis(positive_ms("exec", timeout_ms)?).map_err(refused("exec"))?;
     let stdin = match options.get("stdin") {
@@ -19,7 +19,11 @@ fn run(ctx: &NativeCallContext, node: &NodeRef, argv: Vec<String>, options: &Map
         Some(v) if v.is_blob() => v.clone().into_blob().unwrap_or_default(),
         Some(v) => v.to_string().into_bytes(),
     };
-    let request = crate::vocab::exec::ExecRequest { argv, stdin, timeout };
+    let max_output = match opt_int("exec", options, "max_output")? {
+        Some(bytes) => crate::vocab::OutputLimit::new(bytes).map_err(refused("exec"))?,
+        None => crate::vocab::OutputLimit::DEFAULT,
+    };
+    let request = crate::vocab::exec::ExecRequest { argv, stdin, timeout, max_output };
     match call(ctx, Command::Exec { node: node.name.clone(), request })? {
         Reply::Exec(out) => Ok(exec_map(out)),
         _ => Err(script_error("unexpected reply")),
@@ -256,12 +260,16 @@ pub mod node_api {
         run(&ctx, node, vec!["sh".into(), "-c".into(), command.into()], &Map::new())
     }
 
-    /// Runs a shell command with options: `timeout_ms`, `stdin` (string or blob).
+    /// Runs a shell command with options: `timeout_ms`, `stdin` (string or
+    /// blob), `max_output` (bytes kept of stdout and of stderr, 16 MiB
+    /// unless given, at most 256 MiB; past it, `truncated` is true).
     ///
     /// ```rhai
     /// let a = node("a");
     /// let r = a.exec("wc -c", #{ stdin: "hello", timeout_ms: 2000 });
     /// assert(r.stdout.trimmed() == "5");
+    /// let cut = a.exec("echo 0123456789", #{ max_output: 4 });
+    /// assert(cut.stdout == "0123" && cut.truncated);
     /// ```
     #[rhai_fn(name = "exec", return_raw)]
     pub fn exec_with(ctx: NativeCallContext, node: &mut Node, command: &str, options: Map) -> RhaiResult<Map> {
