@@ -1,7 +1,10 @@
 //! The web GUI of a running lab (`clonet gui LAB`, `clonet serve --gui`):
 //! a small HTTP server on 127.0.0.1 at a random port, guarded by a random
-//! token printed in its URL. It serves a build-free page (plain ES module
-//! and SVG, `assets/`) and bridges the browser to the lab:
+//! token printed in its URL's fragment. It serves a build-free page (plain
+//! ES module and SVG, `assets/`), which keeps the token in the tab's
+//! `sessionStorage` and sends it with each request that reaches the lab
+//! (never in a cookie: see `http::Head::token`), and bridges the browser
+//! to the lab:
 //!
 //! - `/ws`: a WebSocket whose text messages are the lab's control-socket
 //!   protocol, relayed both ways line by line (commands, answers, events);
@@ -26,7 +29,7 @@ use tungstenite::{Message, WebSocket};
 
 use crate::lab::command::{Command, Reply};
 use crate::lab::control::{self, Client, Request};
-use http::{authorize, parse_head, response, Head};
+use http::{authorize, parse_head, response, Head, Route};
 
 const INDEX: &str = include_str!("assets/index.html");
 const APP_JS: &str = include_str!("assets/app.js");
@@ -56,7 +59,9 @@ impl Gui {
         let listener = TcpListener::bind(("127.0.0.1", 0))?;
         let port = listener.local_addr()?.port();
         let token = new_token()?;
-        let url = format!("http://127.0.0.1:{port}/?token={token}");
+        // In the fragment, which the browser keeps to itself: the page's
+        // script takes it from there.
+        let url = format!("http://127.0.0.1:{port}/#token={token}");
         listener.set_nonblocking(true)?;
         let stop = Arc::new(AtomicBool::new(false));
         let site = Arc::new(Site { port, token, run_dir: run_dir.to_path_buf(), stop: stop.clone() });
@@ -127,7 +132,8 @@ impl Site {
         let Some(head) = parse_head(&raw) else {
             return stream.write_all(&plain(400, "Bad Request", "malformed request\n"));
         };
-        if let Err(refusal) = authorize(&head, self.port, &self.token) {
+        let route = Route::of(&head);
+        if let Err(refusal) = authorize(&head, route, self.port, &self.token) {
             let (code, reason) = refusal.status();
             let why = match refusal {
                 http::Refusal::Forbidden(why) => why,
@@ -138,39 +144,41 @@ impl Site {
         if head.method != "GET" {
             return stream.write_all(&plain(405, "Method Not Allowed", "only GET\n"));
         }
-        let cookie = format!("{}={}; Path=/; HttpOnly; SameSite=Strict", http::COOKIE, self.token);
-        match (head.path.as_str(), head.wants_websocket()) {
-            ("/", false) => stream.write_all(&response(
+        let port = self.port;
+        match route {
+            Route::Page => stream.write_all(&response(
                 200,
                 "OK",
                 "text/html; charset=utf-8",
                 &[
-                    ("Set-Cookie", cookie),
                     (
                         "Content-Security-Policy",
-                        "default-src 'self'; connect-src 'self' ws://127.0.0.1:* ws://localhost:*; style-src 'self'"
-                            .into(),
+                        format!(
+                            "default-src 'self'; connect-src 'self' ws://127.0.0.1:{port} ws://localhost:{port}; style-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+                        ),
                     ),
+                    // Framed by another page, ours could be clicked on
+                    // through it (and would find the token in its tab).
+                    ("X-Frame-Options", "DENY".into()),
+                    ("Referrer-Policy", "no-referrer".into()),
                 ],
                 INDEX.as_bytes(),
             )),
-            ("/app.js", false) => {
+            Route::Script => {
                 stream.write_all(&response(200, "OK", "text/javascript; charset=utf-8", &[], APP_JS.as_bytes()))
             }
-            ("/style.css", false) => {
-                stream.write_all(&response(200, "OK", "text/css; charset=utf-8", &[], STYLE.as_bytes()))
-            }
-            ("/capture", false) => self.capture(&head, stream),
-            ("/ws", true) => {
+            Route::Style => stream.write_all(&response(200, "OK", "text/css; charset=utf-8", &[], STYLE.as_bytes())),
+            Route::Capture => self.capture(&head, stream),
+            Route::Control => {
                 let ws = upgrade(&head, stream)?;
                 self.relay_control(ws)
             }
-            ("/console", true) => {
+            Route::Console => {
                 let node = head.query.get("node").cloned().unwrap_or_default();
                 let ws = upgrade(&head, stream)?;
                 self.relay_console(ws, &node)
             }
-            _ => stream.write_all(&plain(404, "Not Found", "no such page\n")),
+            Route::NotFound => stream.write_all(&plain(404, "Not Found", "no such page\n")),
         }
     }
 
@@ -310,15 +318,22 @@ impl Site {
     }
 }
 
-/// Completes a WebSocket handshake the server already read the head of.
+/// Completes a WebSocket handshake the server already read the head of,
+/// naming back our subprotocol if the page asked for it (a browser drops
+/// a connection whose offered subprotocols got no answer).
 fn upgrade(head: &Head, mut stream: TcpStream) -> io::Result<WebSocket<TcpStream>> {
     let Some(key) = head.header("sec-websocket-key") else {
         stream.write_all(&plain(400, "Bad Request", "not a WebSocket handshake\n"))?;
         return Err(io::ErrorKind::InvalidData.into());
     };
     let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let protocol = if head.subprotocols().any(|p| p == http::SUBPROTOCOL) {
+        format!("Sec-WebSocket-Protocol: {}\r\n", http::SUBPROTOCOL)
+    } else {
+        String::new()
+    };
     stream.write_all(
-        format!("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n")
+        format!("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n{protocol}\r\n")
             .as_bytes(),
     )?;
     Ok(WebSocket::from_raw_socket(stream, Role::Server, None))
