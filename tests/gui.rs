@@ -293,6 +293,101 @@ link(c, sw, #{ ip: "10.1.0.3/24" });
     assert_nothing_left(&sb);
 }
 
+/// A lab with nothing in it that needs a process: the GUI is what is tested.
+const EMPTY_LAB: &str = "lan(\"sw\");\n";
+
+#[test]
+fn a_slow_loris_is_closed_at_its_deadline_while_the_page_and_its_websocket_go_on() {
+    let sb = Sandbox::new();
+    let lab = serve(&sb, "loris", EMPTY_LAB, true);
+    let (addr, token) = gui_address(&lab);
+    // A client that sends its request head a byte every 1.3 s (well apart
+    // from the 10 s deadline, so no byte is in flight when it is closed)
+    // and never ends it: how long until the server closes it, and what it
+    // said.
+    let slow = {
+        let addr = addr.clone();
+        std::thread::spawn(move || {
+            let mut s = TcpStream::connect(&addr).unwrap();
+            s.set_read_timeout(Some(Duration::from_millis(1300))).unwrap();
+            let start = Instant::now();
+            let head = format!("GET / HTTP/1.1\r\nHost: {addr}\r\nX-Slow: ");
+            let mut bytes = head.bytes().chain(std::iter::repeat(b'a'));
+            let mut said = Vec::new();
+            while start.elapsed() < Duration::from_secs(20) {
+                let _ = s.write_all(&[bytes.next().unwrap()]);
+                let mut buf = [0u8; 512];
+                match s.read(&mut buf) {
+                    Ok(0) => return (Some(start.elapsed()), text(&said)),
+                    Ok(n) => said.extend_from_slice(&buf[..n]),
+                    Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+                    Err(_) => return (Some(start.elapsed()), text(&said)),
+                }
+            }
+            (None, text(&said))
+        })
+    };
+    // Meanwhile a page loads and its WebSocket answers, again and again.
+    let mut ws = control_websocket(&addr, &token);
+    let mut id = 0;
+    while !slow.is_finished() {
+        id += 1;
+        let started = Instant::now();
+        assert!(http_status(&addr, "/", &addr, "").contains("200"));
+        assert!(http_status(&addr, "/app.js", &addr, "").contains("200"));
+        assert_eq!(ws_request(&mut ws, id, json!({ "op": "lab_info" }))["name"], json!("loris"));
+        assert!(started.elapsed() < Duration::from_secs(2), "the page is slow beside the slow client");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let (closed_after, said) = slow.join().unwrap();
+    let closed_after = closed_after.expect("the slow client is closed (not after 20 s)");
+    eprintln!("the slow client was closed after {closed_after:?}, told {:?}", said.lines().next());
+    assert!(
+        closed_after > Duration::from_secs(8) && closed_after < Duration::from_secs(12),
+        "closed at its 10 s deadline, not after {closed_after:?}"
+    );
+    assert!(said.starts_with("HTTP/1.1 408"), "{said}");
+    assert!(id >= 10, "the page was used all along ({id} rounds)");
+    // The WebSocket outlived the slow client's deadline: the deadline is the
+    // request head's, not the connection's.
+    assert_eq!(ws_request(&mut ws, id + 1, json!({ "op": "lab_info" }))["name"], json!("loris"));
+    drop(ws);
+    let out = sb.clonet().args(["stop", "loris"]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    drop(lab);
+    assert_nothing_left(&sb);
+}
+
+#[test]
+fn connections_over_the_ceiling_are_closed_at_once_and_counted() {
+    let sb = Sandbox::new();
+    let lab = serve(&sb, "flood", EMPTY_LAB, true);
+    let (addr, _) = gui_address(&lab);
+    // A flood of connections that say nothing, as many as the ceiling. The
+    // server accepts in the order of connection, so these hold every slot.
+    let flood: Vec<TcpStream> = (0..clonet::gui::MAX_CONNECTIONS).map(|_| TcpStream::connect(&addr).unwrap()).collect();
+    let start = Instant::now();
+    let mut over = TcpStream::connect(&addr).unwrap();
+    over.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut said = String::new();
+    let end = over.read_to_string(&mut said);
+    assert!(end.is_ok() && start.elapsed() < Duration::from_secs(2), "closed at once, not after {:?}", start.elapsed());
+    assert!(said.is_empty() || said.starts_with("HTTP/1.1 503"), "{said}");
+    // And counted, on serve's stderr.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let counted = std::iter::from_fn(|| lab.log.recv_timeout(deadline.saturating_duration_since(Instant::now())).ok())
+        .find(|line| line.contains("web GUI refused a connection"))
+        .expect("the refusal is reported");
+    assert!(counted.contains("(1 refused so far)"), "{counted}");
+    // Once the flood is gone, the page is served again.
+    drop(flood);
+    assert!(eventually(5, || http_status(&addr, "/", &addr, "").contains("200")), "served again");
+    let out = sb.clonet().args(["stop", "flood"]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    drop(lab);
+    assert_nothing_left(&sb);
+}
+
 fn base64_decode(s: &str) -> Vec<u8> {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.decode(s).expect("base64")

@@ -54,10 +54,15 @@ pub const SOCKET: &str = "control.sock";
 /// Lines (answers and events) queued for one client before its events
 /// are dropped (it is then told it lagged).
 pub const CLIENT_QUEUE: usize = 1024;
-/// The longest request line accepted, in bytes.
+/// The longest request line accepted, in bytes. The GUI bounds a
+/// WebSocket message from the page by it too, since it relays each one as
+/// a line.
 pub const MAX_LINE: usize = 4 << 20;
 /// Clients served at once. Each costs two threads, so a process that
-/// connects in a loop could otherwise exhaust the lab's threads.
+/// connects in a loop could otherwise exhaust the lab's threads. Above the
+/// web GUI's own cap (`gui::MAX_CONNECTIONS`; each of its connections is
+/// one control client at most), so a flood of the GUI still leaves room
+/// for `clonet attach` and `clonet exec`.
 pub const MAX_CLIENTS: usize = 128;
 
 /// A lab shared by the thread that runs its script or REPL and the
@@ -178,7 +183,7 @@ fn peer_allowed(stream: &UnixStream) -> bool {
 
 /// A ceiling on the connections a server serves at once, and the count of
 /// those it turned away. Each admitted connection holds a [`Slot`] for as
-/// long as it is served.
+/// long as it is served; the GUI's server uses one too.
 pub struct ConnectionLimit {
     max: usize,
     open: AtomicUsize,
