@@ -22,13 +22,54 @@ fn lab_request(socket: &PathBuf, command: Value) -> Value {
     v["ok"].clone()
 }
 
-/// A raw HTTP GET: the status line.
-fn http_status(addr: &str, target: &str, host: &str, extra: &str) -> String {
+/// A raw HTTP GET: the whole response.
+fn http_get(addr: &str, target: &str, host: &str, extra: &str) -> String {
     let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     write!(s, "GET {target} HTTP/1.1\r\nHost: {host}\r\n{extra}\r\n").unwrap();
     let mut text = String::new();
     let _ = s.read_to_string(&mut text);
-    text.lines().next().unwrap_or_default().to_string()
+    text
+}
+
+/// A raw HTTP GET: the status line.
+fn http_status(addr: &str, target: &str, host: &str, extra: &str) -> String {
+    http_get(addr, target, host, extra).lines().next().unwrap_or_default().to_string()
+}
+
+/// The GUI's address (`127.0.0.1:PORT`) and token, from the URL it printed.
+fn gui_address(lab: &Served) -> (String, String) {
+    let addr = lab.url.trim_start_matches("http://").split('/').next().unwrap().to_string();
+    let token = lab.url.split("#token=").nth(1).expect("the token, in the URL's fragment").to_string();
+    (addr, token)
+}
+
+/// A WebSocket to the GUI's relay of the control socket, as the page opens
+/// it: from the page's origin, the token offered as a subprotocol.
+fn control_websocket(addr: &str, token: &str) -> tungstenite::WebSocket<TcpStream> {
+    use tungstenite::client::IntoClientRequest;
+    let stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut request = format!("ws://{addr}/ws").into_client_request().unwrap();
+    let headers = request.headers_mut();
+    headers.insert("Origin", format!("http://{addr}").parse().unwrap());
+    headers.insert("Sec-WebSocket-Protocol", format!("clonet, clonet-token.{token}").parse().unwrap());
+    let (ws, response) = tungstenite::client(request, stream).expect("the WebSocket handshake");
+    assert_eq!(response.headers()["sec-websocket-protocol"], "clonet");
+    ws
+}
+
+/// One request on a control WebSocket: its answer's `ok`.
+fn ws_request(ws: &mut tungstenite::WebSocket<TcpStream>, id: u64, command: Value) -> Value {
+    ws.send(tungstenite::Message::text(json!({ "id": id, "command": command }).to_string())).unwrap();
+    loop {
+        let message = ws.read().expect("an answer on the WebSocket");
+        let Ok(text) = message.to_text() else { continue };
+        let v: Value = serde_json::from_str(text).unwrap();
+        if v["id"] == id {
+            return v["ok"].clone();
+        }
+    }
 }
 
 /// A chromedriver process and one headless chromium session.
@@ -119,22 +160,43 @@ link(c, sw, #{ ip: "10.1.0.3/24" });
 "#,
         true,
     );
-    let addr = lab.url.trim_start_matches("http://").split('/').next().unwrap().to_string();
-    let token = lab.url.split("token=").nth(1).unwrap().to_string();
+    let (addr, token) = gui_address(&lab);
 
-    // A wrong or missing token, another Host, another Origin: refused.
-    assert!(http_status(&addr, "/?token=0000", &addr, "").contains("401"));
-    assert!(http_status(&addr, "/", &addr, "").contains("401"));
-    assert!(http_status(&addr, "/app.js", &addr, "Cookie: clonet_token=nope\r\n").contains("401"));
-    assert!(http_status(&addr, &format!("/?token={token}"), "evil.example", "").contains("403"));
+    // The page, its script and style hold no secret and need no token;
+    // no cookie is set.
+    let page = http_get(&addr, "/", &addr, "");
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    assert!(!page.to_ascii_lowercase().contains("set-cookie"), "{page}");
+    assert!(page.contains("frame-ancestors 'none'"), "{page}");
+    assert!(http_status(&addr, "/app.js", &addr, "").contains("200"));
+    // What reaches the lab needs the token, in a header or (WebSocket) a
+    // subprotocol; not in a cookie nor the URL. Another Host, another Origin: refused.
+    let capture = "/capture?target=nope&seconds=1";
+    assert!(
+        http_status(&addr, capture, &addr, &format!("X-Clonet-Token: {token}\r\n")).contains("400"),
+        "past the token"
+    );
+    assert!(http_status(&addr, capture, &addr, "X-Clonet-Token: 0000\r\n").contains("401"));
+    assert!(http_status(&addr, capture, &addr, "").contains("401"));
+    assert!(http_status(&addr, capture, &addr, &format!("Cookie: clonet_token={token}\r\n")).contains("401"));
+    assert!(http_status(&addr, &format!("{capture}&token={token}"), &addr, "").contains("401"));
+    assert!(http_status(&addr, "/", "evil.example", "").contains("403"));
     let ws_headers = "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
-    assert!(http_status(&addr, "/ws?token=0000", &addr, ws_headers).contains("401"));
-    let cross = format!("{ws_headers}Origin: http://evil.example\r\n");
-    assert!(http_status(&addr, &format!("/ws?token={token}"), &addr, &cross).contains("403"));
-    assert!(http_status(&addr, &format!("/?token={token}"), &addr, "").contains("200"));
+    let offered = |t: &str| format!("{ws_headers}Sec-WebSocket-Protocol: clonet, clonet-token.{t}\r\n");
+    assert!(http_status(&addr, "/ws", &addr, &offered("0000")).contains("401"));
+    assert!(http_status(&addr, "/ws", &addr, &format!("{ws_headers}Cookie: clonet_token={token}\r\n")).contains("401"));
+    let cross = format!("{}Origin: http://evil.example\r\n", offered(&token));
+    assert!(http_status(&addr, "/ws", &addr, &cross).contains("403"));
+    let mut ws = control_websocket(&addr, &token);
+    assert_eq!(ws_request(&mut ws, 1, json!({ "op": "lab_info" }))["name"], json!("web"));
+    drop(ws);
 
     let browser = Browser::start();
     browser.call("POST", "/url", json!({ "url": lab.url }));
+    // The page took the token out of the address bar into this tab's
+    // storage; no cookie holds it.
+    browser.wait_js("the token kept", &format!("return sessionStorage.getItem('clonet-token') === '{token}'"));
+    assert_eq!(browser.js("return location.hash + '|' + document.cookie"), json!("|"));
     // Every node and the LAN are drawn, with their kind and state, and the
     // links with their impairment label.
     browser.wait_js("the topology", "return document.querySelectorAll('svg [data-node]').length === 3 && !!document.querySelector('svg [data-lan=\"sw\"].vertex')");
@@ -174,11 +236,14 @@ link(c, sw, #{ ip: "10.1.0.3/24" });
     let topo = lab_request(&lab.socket, json!({ "op": "topology" }));
     assert_eq!(topo["links"]["b--c"]["impair"]["a_to_b"]["delay"], json!({ "secs": 0, "nanos": 30_000_000 }));
     assert_eq!(topo["links"]["b--c"]["impair"]["b_to_a"]["loss"]["random"]["p"], json!(0.02));
+    // The link's capture button: a 10-second pcap, saved once it is whole
+    // (looked at below, while the test goes on).
+    browser.click("#capture");
 
-    // A pcap download of a link, as the page's capture button fetches it.
-    let magic = browser.js(&format!(
-        "return fetch('/capture?target=b--c&seconds=1&token={token}').then(r => r.arrayBuffer().then(a => r.status + ':' + [...new Uint8Array(a).slice(0, 4)].join(',')))"
-    ));
+    // A pcap download of a link, fetched as the page's capture button does.
+    let magic = browser.js(
+        "return fetch('/capture?target=b--c&seconds=1', { headers: { 'X-Clonet-Token': sessionStorage.getItem('clonet-token') } }).then(r => r.arrayBuffer().then(a => r.status + ':' + [...new Uint8Array(a).slice(0, 4)].join(',')))"
+    );
     assert_eq!(magic, json!("200:77,60,178,161"), "a pcap file (nanosecond magic, little-endian)");
 
     // A node's console in the page: a shell in the ns node answers.
@@ -200,6 +265,12 @@ link(c, sw, #{ ip: "10.1.0.3/24" });
     let topo = lab_request(&lab.socket, json!({ "op": "topology" }));
     assert!(topo["nodes"]["d"].is_null(), "the lab no longer has d");
 
+    // The capture button's pcap was saved: at least its 24-byte header.
+    browser.wait_js(
+        "the capture button's pcap",
+        "const c = document.body.dataset.captured || ''; return c.startsWith('b--c:') && Number(c.split(':')[1]) >= 24",
+    );
+
     // The screenshot, kept as a test artifact.
     let png = browser.call("GET", "/screenshot", json!(null));
     let png = base64_decode(png.as_str().unwrap());
@@ -217,6 +288,101 @@ link(c, sw, #{ ip: "10.1.0.3/24" });
         "the page's watcher ends with the page"
     );
     let out = sb.clonet().args(["stop", "web"]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    drop(lab);
+    assert_nothing_left(&sb);
+}
+
+/// A lab with nothing in it that needs a process: the GUI is what is tested.
+const EMPTY_LAB: &str = "lan(\"sw\");\n";
+
+#[test]
+fn a_slow_loris_is_closed_at_its_deadline_while_the_page_and_its_websocket_go_on() {
+    let sb = Sandbox::new();
+    let lab = serve(&sb, "loris", EMPTY_LAB, true);
+    let (addr, token) = gui_address(&lab);
+    // A client that sends its request head a byte every 1.3 s (well apart
+    // from the 10 s deadline, so no byte is in flight when it is closed)
+    // and never ends it: how long until the server closes it, and what it
+    // said.
+    let slow = {
+        let addr = addr.clone();
+        std::thread::spawn(move || {
+            let mut s = TcpStream::connect(&addr).unwrap();
+            s.set_read_timeout(Some(Duration::from_millis(1300))).unwrap();
+            let start = Instant::now();
+            let head = format!("GET / HTTP/1.1\r\nHost: {addr}\r\nX-Slow: ");
+            let mut bytes = head.bytes().chain(std::iter::repeat(b'a'));
+            let mut said = Vec::new();
+            while start.elapsed() < Duration::from_secs(20) {
+                let _ = s.write_all(&[bytes.next().unwrap()]);
+                let mut buf = [0u8; 512];
+                match s.read(&mut buf) {
+                    Ok(0) => return (Some(start.elapsed()), text(&said)),
+                    Ok(n) => said.extend_from_slice(&buf[..n]),
+                    Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+                    Err(_) => return (Some(start.elapsed()), text(&said)),
+                }
+            }
+            (None, text(&said))
+        })
+    };
+    // Meanwhile a page loads and its WebSocket answers, again and again.
+    let mut ws = control_websocket(&addr, &token);
+    let mut id = 0;
+    while !slow.is_finished() {
+        id += 1;
+        let started = Instant::now();
+        assert!(http_status(&addr, "/", &addr, "").contains("200"));
+        assert!(http_status(&addr, "/app.js", &addr, "").contains("200"));
+        assert_eq!(ws_request(&mut ws, id, json!({ "op": "lab_info" }))["name"], json!("loris"));
+        assert!(started.elapsed() < Duration::from_secs(2), "the page is slow beside the slow client");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let (closed_after, said) = slow.join().unwrap();
+    let closed_after = closed_after.expect("the slow client is closed (not after 20 s)");
+    eprintln!("the slow client was closed after {closed_after:?}, told {:?}", said.lines().next());
+    assert!(
+        closed_after > Duration::from_secs(8) && closed_after < Duration::from_secs(12),
+        "closed at its 10 s deadline, not after {closed_after:?}"
+    );
+    assert!(said.starts_with("HTTP/1.1 408"), "{said}");
+    assert!(id >= 10, "the page was used all along ({id} rounds)");
+    // The WebSocket outlived the slow client's deadline: the deadline is the
+    // request head's, not the connection's.
+    assert_eq!(ws_request(&mut ws, id + 1, json!({ "op": "lab_info" }))["name"], json!("loris"));
+    drop(ws);
+    let out = sb.clonet().args(["stop", "loris"]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    drop(lab);
+    assert_nothing_left(&sb);
+}
+
+#[test]
+fn connections_over_the_ceiling_are_closed_at_once_and_counted() {
+    let sb = Sandbox::new();
+    let lab = serve(&sb, "flood", EMPTY_LAB, true);
+    let (addr, _) = gui_address(&lab);
+    // A flood of connections that say nothing, as many as the ceiling. The
+    // server accepts in the order of connection, so these hold every slot.
+    let flood: Vec<TcpStream> = (0..clonet::gui::MAX_CONNECTIONS).map(|_| TcpStream::connect(&addr).unwrap()).collect();
+    let start = Instant::now();
+    let mut over = TcpStream::connect(&addr).unwrap();
+    over.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut said = String::new();
+    let end = over.read_to_string(&mut said);
+    assert!(end.is_ok() && start.elapsed() < Duration::from_secs(2), "closed at once, not after {:?}", start.elapsed());
+    assert!(said.is_empty() || said.starts_with("HTTP/1.1 503"), "{said}");
+    // And counted, on serve's stderr.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let counted = std::iter::from_fn(|| lab.log.recv_timeout(deadline.saturating_duration_since(Instant::now())).ok())
+        .find(|line| line.contains("web GUI refused a connection"))
+        .expect("the refusal is reported");
+    assert!(counted.contains("(1 refused so far)"), "{counted}");
+    // Once the flood is gone, the page is served again.
+    drop(flood);
+    assert!(eventually(5, || http_status(&addr, "/", &addr, "").contains("200")), "served again");
+    let out = sb.clonet().args(["stop", "flood"]).output().unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));
     drop(lab);
     assert_nothing_left(&sb);

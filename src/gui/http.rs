@@ -1,6 +1,7 @@
 //! What the GUI server accepts, decided without I/O: the request head,
 //! the routes, and the checks every request passes (the address it was
-//! sent to, the page it came from, the access token).
+//! sent to, the page it came from, the access token where the lab is
+//! reached).
 use std::collections::HashMap;
 
 /// The parts of a request head the server looks at.
@@ -23,13 +24,64 @@ impl Head {
         self.header("upgrade").is_some_and(|u| u.eq_ignore_ascii_case("websocket"))
     }
 
-    /// The value of cookie `name`.
-    pub fn cookie(&self, name: &str) -> Option<&str> {
-        self.header("cookie")?
-            .split(';')
-            .filter_map(|c| c.trim().split_once('='))
-            .find(|(k, _)| *k == name)
-            .map(|(_, v)| v)
+    /// The subprotocols a WebSocket handshake offers.
+    pub fn subprotocols(&self) -> impl Iterator<Item = &str> {
+        self.header("sec-websocket-protocol").unwrap_or_default().split(',').map(str::trim).filter(|p| !p.is_empty())
+    }
+
+    /// The access token the request carries: in the [`TOKEN_HEADER`]
+    /// header, or, in a WebSocket handshake (a browser's WebSocket can set
+    /// no header of its own), as a subprotocol after [`TOKEN_SUBPROTOCOL`].
+    /// Never in a cookie: a browser sends the cookies of 127.0.0.1 to every
+    /// port there, so to any other local user's server too. Nor in the URL,
+    /// which browsers keep in their history.
+    pub fn token(&self) -> Option<&str> {
+        self.header(TOKEN_HEADER).or_else(|| self.subprotocols().find_map(|p| p.strip_prefix(TOKEN_SUBPROTOCOL)))
+    }
+}
+
+/// The header a download or a script sends the token in.
+pub const TOKEN_HEADER: &str = "x-clonet-token";
+/// The subprotocol the page's WebSockets ask for, named back by the server.
+pub const SUBPROTOCOL: &str = "clonet";
+/// The prefix of the second subprotocol they offer: the token after it.
+pub const TOKEN_SUBPROTOCOL: &str = "clonet-token.";
+
+/// Where a request goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    Page,
+    Script,
+    Style,
+    /// A pcap download.
+    Capture,
+    /// The WebSocket relayed to the control socket.
+    Control,
+    /// The WebSocket relayed to a node's console.
+    Console,
+    NotFound,
+}
+
+impl Route {
+    pub fn of(head: &Head) -> Route {
+        match (head.path.as_str(), head.wants_websocket()) {
+            ("/", false) => Route::Page,
+            ("/app.js", false) => Route::Script,
+            ("/style.css", false) => Route::Style,
+            ("/capture", false) => Route::Capture,
+            ("/ws", true) => Route::Control,
+            ("/console", true) => Route::Console,
+            _ => Route::NotFound,
+        }
+    }
+
+    /// Whether the route reaches the lab, and so needs the token. The page,
+    /// its script and its style are the same for every lab and hold no
+    /// secret; the browser loads them with no token, since it has none to
+    /// send: the URL clonet prints holds it in its fragment, which browsers
+    /// never send, and the page's script takes it from there.
+    pub fn needs_token(self) -> bool {
+        matches!(self, Route::Capture | Route::Control | Route::Console)
     }
 }
 
@@ -110,9 +162,9 @@ fn same_secret(a: &str, b: &str) -> bool {
 }
 
 /// The checks every request passes: it was sent to this server by its
-/// loopback name, a browser page that sent it is one of ours, and it
-/// carries the token (in the query, or the cookie the page set).
-pub fn authorize(head: &Head, port: u16, token: &str) -> Result<(), Refusal> {
+/// loopback name, a browser page that sent it is one of ours, and, if it
+/// reaches the lab, it carries the token.
+pub fn authorize(head: &Head, route: Route, port: u16, token: &str) -> Result<(), Refusal> {
     let ours = [format!("127.0.0.1:{port}"), format!("localhost:{port}")];
     match head.header("host") {
         Some(h) if ours.iter().any(|o| o == h) => {}
@@ -123,16 +175,14 @@ pub fn authorize(head: &Head, port: u16, token: &str) -> Result<(), Refusal> {
             return Err(Refusal::Forbidden("requests from other pages are refused"));
         }
     }
-    let given = head.query.get("token").map(String::as_str).or_else(|| head.cookie(COOKIE));
-    match given {
+    if !route.needs_token() {
+        return Ok(());
+    }
+    match head.token() {
         Some(t) if same_secret(t, token) => Ok(()),
         _ => Err(Refusal::Unauthorized),
     }
 }
-
-/// The cookie the page sets, so its scripts and styles need no token in
-/// their URLs.
-pub const COOKIE: &str = "clonet_token";
 
 /// A response with a body, as bytes.
 pub fn response(status: u16, reason: &str, content_type: &str, extra: &[(&str, String)], body: &[u8]) -> Vec<u8> {
@@ -158,37 +208,53 @@ mod tests {
     }
 
     #[test]
-    fn heads_queries_and_cookies_are_parsed() {
-        let h = head("GET /capture?target=a--b&seconds=5&x=%41+b HTTP/1.1\nHost: 127.0.0.1:8000\nCookie: a=1; clonet_token=s3cret\n\n");
+    fn heads_and_queries_are_parsed() {
+        let h = head(
+            "GET /capture?target=a--b&seconds=5&x=%41+b HTTP/1.1\nHost: 127.0.0.1:8000\nX-Clonet-Token: s3cret\n\n",
+        );
         assert_eq!(h.path, "/capture");
         assert_eq!(h.query["target"], "a--b");
         assert_eq!(h.query["x"], "A b");
-        assert_eq!(h.cookie(COOKIE), Some("s3cret"));
+        assert_eq!(h.token(), Some("s3cret"));
+        assert_eq!(Route::of(&h), Route::Capture);
         assert!(!h.wants_websocket());
         assert!(parse_head(b"GET / HTTP/1.1\r\nHost: x\r\n").is_none(), "incomplete");
         assert!(parse_head(b"\x00\x01garbage\r\n\r\n").is_none());
         assert_eq!(percent_decode("100%"), "100%");
+        let ws = head("GET /ws HTTP/1.1\nUpgrade: websocket\nSec-WebSocket-Protocol: clonet, clonet-token.T0K\n\n");
+        assert_eq!(ws.subprotocols().collect::<Vec<_>>(), ["clonet", "clonet-token.T0K"]);
+        assert_eq!((ws.token(), Route::of(&ws)), (Some("T0K"), Route::Control));
+        assert_eq!(Route::of(&head("GET /ws HTTP/1.1\n\n")), Route::NotFound, "/ws is a WebSocket only");
     }
 
     #[test]
     fn only_loopback_names_our_pages_and_the_token_get_in() {
-        let ok = head("GET /?token=T0K HTTP/1.1\nHost: 127.0.0.1:9\n\n");
-        assert_eq!(authorize(&ok, 9, "T0K"), Ok(()));
-        let by_cookie = head("GET /app.js HTTP/1.1\nHost: localhost:9\nCookie: clonet_token=T0K\n\n");
-        assert_eq!(authorize(&by_cookie, 9, "T0K"), Ok(()));
-        let wrong = head("GET /?token=T0X HTTP/1.1\nHost: 127.0.0.1:9\n\n");
-        assert_eq!(authorize(&wrong, 9, "T0K"), Err(Refusal::Unauthorized));
-        let missing = head("GET / HTTP/1.1\nHost: 127.0.0.1:9\n\n");
-        assert_eq!(authorize(&missing, 9, "T0K"), Err(Refusal::Unauthorized));
-        let rebound = head("GET /?token=T0K HTTP/1.1\nHost: evil.example:9\n\n");
-        assert!(matches!(authorize(&rebound, 9, "T0K"), Err(Refusal::Forbidden(_))));
-        let other_port = head("GET /?token=T0K HTTP/1.1\nHost: 127.0.0.1:10\n\n");
-        assert!(matches!(authorize(&other_port, 9, "T0K"), Err(Refusal::Forbidden(_))));
-        let cross = head("GET /ws?token=T0K HTTP/1.1\nHost: 127.0.0.1:9\nOrigin: http://evil.example\n\n");
-        assert!(matches!(authorize(&cross, 9, "T0K"), Err(Refusal::Forbidden(_))));
-        let same =
-            head("GET /ws?token=T0K HTTP/1.1\nHost: 127.0.0.1:9\nOrigin: http://127.0.0.1:9\nUpgrade: websocket\n\n");
-        assert_eq!(authorize(&same, 9, "T0K"), Ok(()));
-        assert!(same.wants_websocket());
+        let check = |text: &str| {
+            let h = head(text);
+            authorize(&h, Route::of(&h), 9, "T0K")
+        };
+        assert_eq!(check("GET /capture?target=x HTTP/1.1\nHost: 127.0.0.1:9\nX-Clonet-Token: T0K\n\n"), Ok(()));
+        assert_eq!(
+            check("GET /capture HTTP/1.1\nHost: 127.0.0.1:9\nX-Clonet-Token: T0X\n\n"),
+            Err(Refusal::Unauthorized)
+        );
+        assert_eq!(check("GET /capture HTTP/1.1\nHost: localhost:9\n\n"), Err(Refusal::Unauthorized));
+        // The token is taken from no cookie and no URL.
+        assert_eq!(
+            check("GET /capture HTTP/1.1\nHost: 127.0.0.1:9\nCookie: clonet_token=T0K\n\n"),
+            Err(Refusal::Unauthorized)
+        );
+        assert_eq!(check("GET /capture?token=T0K HTTP/1.1\nHost: 127.0.0.1:9\n\n"), Err(Refusal::Unauthorized));
+        // The page itself needs none, but the loopback name and our origin all the same.
+        assert_eq!(check("GET / HTTP/1.1\nHost: 127.0.0.1:9\n\n"), Ok(()));
+        assert_eq!(check("GET /app.js HTTP/1.1\nHost: localhost:9\n\n"), Ok(()));
+        assert!(matches!(check("GET / HTTP/1.1\nHost: evil.example:9\n\n"), Err(Refusal::Forbidden(_))));
+        assert!(matches!(check("GET / HTTP/1.1\nHost: 127.0.0.1:10\n\n"), Err(Refusal::Forbidden(_))));
+        let ws = "GET /ws HTTP/1.1\nHost: 127.0.0.1:9\nUpgrade: websocket\nSec-WebSocket-Protocol: clonet, clonet-token.T0K\n";
+        assert_eq!(check(&format!("{ws}Origin: http://127.0.0.1:9\n\n")), Ok(()));
+        assert!(matches!(check(&format!("{ws}Origin: http://evil.example\n\n")), Err(Refusal::Forbidden(_))));
+        assert!(matches!(check(&format!("{ws}Origin: http://127.0.0.1:10\n\n")), Err(Refusal::Forbidden(_))));
+        let wrong = "GET /console?node=a HTTP/1.1\nHost: 127.0.0.1:9\nUpgrade: websocket\nSec-WebSocket-Protocol: clonet, clonet-token.T0X\n\n";
+        assert_eq!(check(wrong), Err(Refusal::Unauthorized));
     }
 }

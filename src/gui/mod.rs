@@ -1,13 +1,24 @@
 //! The web GUI of a running lab (`clonet gui LAB`, `clonet serve --gui`):
 //! a small HTTP server on 127.0.0.1 at a random port, guarded by a random
-//! token printed in its URL. It serves a build-free page (plain ES module
-//! and SVG, `assets/`) and bridges the browser to the lab:
+//! token printed in its URL's fragment. It serves a build-free page (plain
+//! ES module and SVG, `assets/`), which keeps the token in the tab's
+//! `sessionStorage` and sends it with each request that reaches the lab
+//! (never in a cookie: see `http::Head::token`), and bridges the browser
+//! to the lab:
 //!
 //! - `/ws`: a WebSocket whose text messages are the lab's control-socket
 //!   protocol, relayed both ways line by line (commands, answers, events);
 //! - `/console?node=N`: a WebSocket to the node's console (a machine's
 //!   serial console, or a shell inside an ns node);
 //! - `/capture?target=T&seconds=S`: a pcap download of S seconds.
+//!
+//! Bounds, since anything on this machine can connect: at most
+//! [`MAX_CONNECTIONS`] connections at once (one more is closed at once and
+//! counted), a request head of at most 16 KiB that must have arrived
+//! [`HEAD_DEADLINE`] after the connection however its bytes trickle, a
+//! client that stops taking what is written is given up after
+//! [`WRITE_TIMEOUT`], and a WebSocket message of at most the control
+//! socket's line.
 //!
 //! Owns: the listener and one thread per connection. Must not touch: the
 //! lab (only through its control socket, like any other client).
@@ -21,18 +32,28 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tungstenite::protocol::Role;
+use tungstenite::protocol::{Role, WebSocketConfig};
 use tungstenite::{Message, WebSocket};
 
 use crate::lab::command::{Command, Reply};
-use crate::lab::control::{self, Client, Request};
-use http::{authorize, parse_head, response, Head};
+use crate::lab::control::{self, Client, ConnectionLimit, Request};
+use http::{authorize, parse_head, response, Head, Route};
 
 const INDEX: &str = include_str!("assets/index.html");
 const APP_JS: &str = include_str!("assets/app.js");
 const STYLE: &str = include_str!("assets/style.css");
 /// The longest request head read.
 const MAX_HEAD: usize = 16 * 1024;
+/// Connections served at once, each on a thread of its own (and a relay
+/// holds one or two more): one more is closed at once, so a flood of
+/// connections cannot exhaust the process's threads. A page uses a few.
+pub const MAX_CONNECTIONS: usize = 64;
+/// How long a client has, from its connection, to send its whole request
+/// head: a total, so one that sends a byte now and then (slow loris) does
+/// not hold a thread any longer.
+pub const HEAD_DEADLINE: Duration = Duration::from_secs(10);
+/// How long a write may wait for the client to take what it was sent.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The longest capture a download may ask for.
 const MAX_CAPTURE_SECONDS: u64 = 600;
 
@@ -56,17 +77,29 @@ impl Gui {
         let listener = TcpListener::bind(("127.0.0.1", 0))?;
         let port = listener.local_addr()?.port();
         let token = new_token()?;
-        let url = format!("http://127.0.0.1:{port}/?token={token}");
+        // In the fragment, which the browser keeps to itself: the page's
+        // script takes it from there.
+        let url = format!("http://127.0.0.1:{port}/#token={token}");
         listener.set_nonblocking(true)?;
         let stop = Arc::new(AtomicBool::new(false));
         let site = Arc::new(Site { port, token, run_dir: run_dir.to_path_buf(), stop: stop.clone() });
+        let limit = ConnectionLimit::new(MAX_CONNECTIONS);
         let thread = std::thread::Builder::new().name("clonet-gui".into()).spawn(move || {
             while !site.stop.load(Ordering::Relaxed) {
                 match listener.accept() {
                     Ok((stream, _)) => {
+                        let accepted = Instant::now();
+                        let slot = match limit.admit() {
+                            Ok(slot) => slot,
+                            Err(refused) => {
+                                refuse_busy(stream, refused);
+                                continue;
+                            }
+                        };
                         let site = site.clone();
                         let _ = std::thread::Builder::new().name("clonet-gui-client".into()).spawn(move || {
-                            let _ = site.serve(stream);
+                            let _slot = slot;
+                            let _ = site.serve(stream, accepted);
                         });
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -103,15 +136,55 @@ struct Site {
     stop: Arc<AtomicBool>,
 }
 
-/// Reads a request head (up to the blank line) without reading past it.
-fn read_head(stream: &mut TcpStream) -> io::Result<Vec<u8>> {
+/// Over the ceiling: a short 503 if the socket takes it at once, then
+/// closed. Never waits on the client: the accept loop calls it.
+fn refuse_busy(mut stream: TcpStream, refused: u64) {
+    let _ = stream.set_nonblocking(true);
+    let _ = stream.write_all(&plain(503, "Service Unavailable", "too many connections; try again\n"));
+    if control::worth_reporting(refused) {
+        eprintln!(
+            "clonet: the web GUI refused a connection: {MAX_CONNECTIONS} are open already ({refused} refused so far)"
+        );
+    }
+}
+
+/// Why no request head was read.
+enum HeadError {
+    /// Not all of it before the deadline.
+    Late,
+    /// More than `MAX_HEAD` bytes.
+    TooLarge,
+    /// The client closed the connection first.
+    Closed,
+    Io(io::Error),
+}
+
+/// Reads a request head (up to the blank line) without reading past it:
+/// all of it before `deadline`, however slowly its bytes come, and at
+/// most `MAX_HEAD` bytes.
+fn read_head(stream: &mut TcpStream, deadline: Instant) -> Result<Vec<u8>, HeadError> {
     let mut buf = Vec::with_capacity(1024);
     let mut byte = [0u8; 1];
     while !buf.ends_with(b"\r\n\r\n") {
-        if buf.len() >= MAX_HEAD || stream.read(&mut byte)? == 0 {
-            return Err(io::ErrorKind::InvalidData.into());
+        if buf.len() >= MAX_HEAD {
+            return Err(HeadError::TooLarge);
         }
-        buf.push(byte[0]);
+        // Each read may wait only for what is left of the whole head's time.
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(HeadError::Late);
+        }
+        stream.set_read_timeout(Some(left)).map_err(HeadError::Io)?;
+        match stream.read(&mut byte) {
+            Ok(0) => return Err(HeadError::Closed),
+            Ok(_) => buf.push(byte[0]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+                ) => {}
+            Err(e) => return Err(HeadError::Io(e)),
+        }
     }
     Ok(buf)
 }
@@ -121,13 +194,24 @@ fn plain(status: u16, reason: &str, text: &str) -> Vec<u8> {
 }
 
 impl Site {
-    fn serve(&self, mut stream: TcpStream) -> io::Result<()> {
-        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-        let raw = read_head(&mut stream)?;
+    fn serve(&self, mut stream: TcpStream, accepted: Instant) -> io::Result<()> {
+        stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
+        let raw = match read_head(&mut stream, accepted + HEAD_DEADLINE) {
+            Ok(raw) => raw,
+            Err(HeadError::Late) => {
+                return stream.write_all(&plain(408, "Request Timeout", "the request took too long to arrive\n"))
+            }
+            Err(HeadError::TooLarge) => {
+                return stream.write_all(&plain(431, "Request Header Fields Too Large", "the request is too large\n"))
+            }
+            Err(HeadError::Closed) => return Ok(()),
+            Err(HeadError::Io(e)) => return Err(e),
+        };
         let Some(head) = parse_head(&raw) else {
             return stream.write_all(&plain(400, "Bad Request", "malformed request\n"));
         };
-        if let Err(refusal) = authorize(&head, self.port, &self.token) {
+        let route = Route::of(&head);
+        if let Err(refusal) = authorize(&head, route, self.port, &self.token) {
             let (code, reason) = refusal.status();
             let why = match refusal {
                 http::Refusal::Forbidden(why) => why,
@@ -138,39 +222,41 @@ impl Site {
         if head.method != "GET" {
             return stream.write_all(&plain(405, "Method Not Allowed", "only GET\n"));
         }
-        let cookie = format!("{}={}; Path=/; HttpOnly; SameSite=Strict", http::COOKIE, self.token);
-        match (head.path.as_str(), head.wants_websocket()) {
-            ("/", false) => stream.write_all(&response(
+        let port = self.port;
+        match route {
+            Route::Page => stream.write_all(&response(
                 200,
                 "OK",
                 "text/html; charset=utf-8",
                 &[
-                    ("Set-Cookie", cookie),
                     (
                         "Content-Security-Policy",
-                        "default-src 'self'; connect-src 'self' ws://127.0.0.1:* ws://localhost:*; style-src 'self'"
-                            .into(),
+                        format!(
+                            "default-src 'self'; connect-src 'self' ws://127.0.0.1:{port} ws://localhost:{port}; style-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+                        ),
                     ),
+                    // Framed by another page, ours could be clicked on
+                    // through it (and would find the token in its tab).
+                    ("X-Frame-Options", "DENY".into()),
+                    ("Referrer-Policy", "no-referrer".into()),
                 ],
                 INDEX.as_bytes(),
             )),
-            ("/app.js", false) => {
+            Route::Script => {
                 stream.write_all(&response(200, "OK", "text/javascript; charset=utf-8", &[], APP_JS.as_bytes()))
             }
-            ("/style.css", false) => {
-                stream.write_all(&response(200, "OK", "text/css; charset=utf-8", &[], STYLE.as_bytes()))
-            }
-            ("/capture", false) => self.capture(&head, stream),
-            ("/ws", true) => {
+            Route::Style => stream.write_all(&response(200, "OK", "text/css; charset=utf-8", &[], STYLE.as_bytes())),
+            Route::Capture => self.capture(&head, stream),
+            Route::Control => {
                 let ws = upgrade(&head, stream)?;
                 self.relay_control(ws)
             }
-            ("/console", true) => {
+            Route::Console => {
                 let node = head.query.get("node").cloned().unwrap_or_default();
                 let ws = upgrade(&head, stream)?;
                 self.relay_console(ws, &node)
             }
-            _ => stream.write_all(&plain(404, "Not Found", "no such page\n")),
+            Route::NotFound => stream.write_all(&plain(404, "Not Found", "no such page\n")),
         }
     }
 
@@ -310,18 +396,29 @@ impl Site {
     }
 }
 
-/// Completes a WebSocket handshake the server already read the head of.
+/// Completes a WebSocket handshake the server already read the head of,
+/// naming back our subprotocol if the page asked for it (a browser drops
+/// a connection whose offered subprotocols got no answer).
 fn upgrade(head: &Head, mut stream: TcpStream) -> io::Result<WebSocket<TcpStream>> {
     let Some(key) = head.header("sec-websocket-key") else {
         stream.write_all(&plain(400, "Bad Request", "not a WebSocket handshake\n"))?;
         return Err(io::ErrorKind::InvalidData.into());
     };
     let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let protocol = if head.subprotocols().any(|p| p == http::SUBPROTOCOL) {
+        format!("Sec-WebSocket-Protocol: {}\r\n", http::SUBPROTOCOL)
+    } else {
+        String::new()
+    };
     stream.write_all(
-        format!("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n")
+        format!("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n{protocol}\r\n")
             .as_bytes(),
     )?;
-    Ok(WebSocket::from_raw_socket(stream, Role::Server, None))
+    // A message from the page is relayed as one line of the control
+    // socket, which takes no longer one.
+    let config =
+        WebSocketConfig::default().max_message_size(Some(control::MAX_LINE)).max_frame_size(Some(control::MAX_LINE));
+    Ok(WebSocket::from_raw_socket(stream, Role::Server, Some(config)))
 }
 
 /// Lines of `stream`, on a channel (ends when the stream does).

@@ -21,6 +21,11 @@
 //! `{"event":"node_added",…}`. A malformed request gets an error answer
 //! and the connection and the lab go on.
 //!
+//! Bounds: at most [`MAX_CLIENTS`] clients at once (one more is answered
+//! one `unavailable` error line and closed), and a request line of at most
+//! [`MAX_LINE`] bytes (a longer one is answered an `invalid` error and its
+//! connection closed; other clients and the lab go on).
+//!
 //! Owns: the listener, one thread per client (plus one writer each), the
 //! ticker that notices dead nodes and sends counters to watchers, and the
 //! client side (`Client`). Must not touch: the topology (only through
@@ -30,7 +35,7 @@ use std::os::fd::AsFd;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::thread::JoinHandle;
@@ -49,8 +54,16 @@ pub const SOCKET: &str = "control.sock";
 /// Lines (answers and events) queued for one client before its events
 /// are dropped (it is then told it lagged).
 pub const CLIENT_QUEUE: usize = 1024;
-/// The longest request line accepted.
-const MAX_LINE: u64 = 4 << 20;
+/// The longest request line accepted, in bytes. The GUI bounds a
+/// WebSocket message from the page by it too, since it relays each one as
+/// a line.
+pub const MAX_LINE: usize = 4 << 20;
+/// Clients served at once. Each costs two threads, so a process that
+/// connects in a loop could otherwise exhaust the lab's threads. Above the
+/// web GUI's own cap (`gui::MAX_CONNECTIONS`; each of its connections is
+/// one control client at most), so a flood of the GUI still leaves room
+/// for `clonet attach` and `clonet exec`.
+pub const MAX_CLIENTS: usize = 128;
 
 /// A lab shared by the thread that runs its script or REPL and the
 /// control socket's clients.
@@ -168,6 +181,67 @@ fn peer_allowed(stream: &UnixStream) -> bool {
     getsockopt(stream, PeerCredentials).is_ok_and(|c| c.uid() == me || c.uid() == 0)
 }
 
+/// A ceiling on the connections a server serves at once, and the count of
+/// those it turned away. Each admitted connection holds a [`Slot`] for as
+/// long as it is served; the GUI's server uses one too.
+pub struct ConnectionLimit {
+    max: usize,
+    open: AtomicUsize,
+    refused: AtomicU64,
+}
+
+/// One admitted connection's place under a [`ConnectionLimit`], given
+/// back when dropped (also when the connection's thread panics).
+pub struct Slot(Arc<ConnectionLimit>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl ConnectionLimit {
+    pub fn new(max: usize) -> Arc<ConnectionLimit> {
+        Arc::new(ConnectionLimit { max, open: AtomicUsize::new(0), refused: AtomicU64::new(0) })
+    }
+
+    /// A slot for one more connection, or, over the ceiling, `Err(n)`:
+    /// this is the n-th connection refused so far.
+    pub fn admit(self: &Arc<Self>) -> Result<Slot, u64> {
+        let mut open = self.open.load(Ordering::Acquire);
+        loop {
+            if open >= self.max {
+                return Err(self.refused.fetch_add(1, Ordering::Relaxed) + 1);
+            }
+            match self.open.compare_exchange_weak(open, open + 1, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return Ok(Slot(self.clone())),
+                Err(now) => open = now,
+            }
+        }
+    }
+
+    /// Connections being served now.
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::Acquire)
+    }
+
+    /// Connections turned away so far.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
+    }
+
+    pub fn max(&self) -> usize {
+        self.max
+    }
+}
+
+/// Whether the n-th refused connection is worth a line on stderr: the
+/// 1st, 2nd, 4th, 8th…, so that a flood is reported without flooding the
+/// terminal too.
+pub fn worth_reporting(refused: u64) -> bool {
+    refused.is_power_of_two()
+}
+
 /// What the server's threads share.
 struct Shared {
     lab: Weak<Mutex<Lab>>,
@@ -178,7 +252,9 @@ struct Shared {
     clients: Mutex<std::collections::HashMap<u64, UnixStream>>,
     /// Work for the executor thread.
     jobs: Mutex<mpsc::Sender<Job>>,
-    next_client: std::sync::atomic::AtomicU64,
+    next_client: AtomicU64,
+    /// At most `MAX_CLIENTS` clients at once.
+    limit: Arc<ConnectionLimit>,
 }
 
 /// Work for the lab, done on the server's executor thread.
@@ -262,6 +338,7 @@ impl Server {
             captures,
             clients: Mutex::new(Default::default()),
             next_client: Default::default(),
+            limit: ConnectionLimit::new(MAX_CLIENTS),
         });
         // Dropping these (at shutdown) wakes the accept loop and the ticker
         // at once, so a lab ends without waiting for their next turn.
@@ -314,12 +391,20 @@ fn accept_loop(listener: &UnixListener, wake: &std::os::fd::OwnedFd, shared: &Ar
     while !shared.stop.load(Ordering::Relaxed) {
         match listener.accept() {
             Ok((client, _)) => {
+                let slot = match shared.limit.admit() {
+                    Ok(slot) => slot,
+                    Err(refused) => {
+                        refuse_busy(client, refused, shared.limit.max());
+                        continue;
+                    }
+                };
                 let number = shared.next_client.fetch_add(1, Ordering::Relaxed);
                 if let Ok(copy) = client.try_clone() {
                     shared.clients.lock().unwrap_or_else(PoisonError::into_inner).insert(number, copy);
                 }
                 let shared = shared.clone();
                 let _ = std::thread::Builder::new().name("clonet-control-client".into()).spawn(move || {
+                    let _slot = slot;
                     serve_client(client, &shared);
                     shared.clients.lock().unwrap_or_else(PoisonError::into_inner).remove(&number);
                 });
@@ -328,6 +413,19 @@ fn accept_loop(listener: &UnixListener, wake: &std::os::fd::OwnedFd, shared: &Ar
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => wait_readable(&[listener.as_fd(), wake.as_fd()], 1000),
             Err(_) => std::thread::sleep(Duration::from_millis(50)),
         }
+    }
+}
+
+/// Tells a client over the ceiling why it is turned away, in one error
+/// line, and closes it. Never waits on the client: the accept loop calls it.
+fn refuse_busy(client: UnixStream, refused: u64, max: usize) {
+    let why = format!("the lab serves {max} clients at once already; try again when one has gone");
+    let _ = client.set_nonblocking(true);
+    let _ = writeln!(&client, "{}", Answer::failed(None, ErrorKind::Unavailable, why).line());
+    if worth_reporting(refused) {
+        eprintln!(
+            "clonet: the control socket refused a client: {max} are connected already ({refused} refused so far)"
+        );
     }
 }
 
@@ -365,19 +463,34 @@ fn serve_client(stream: UnixStream, shared: &Arc<Shared>) {
     let mut watcher: Option<u64> = None;
     let mut first = true;
     loop {
-        let mut line = String::new();
-        match reader.by_ref().take(MAX_LINE).read_line(&mut line) {
+        // One byte more than a line may hold, so a line over the bound is
+        // seen as such without reading (and holding) the rest of it.
+        let mut bytes = Vec::new();
+        match reader.by_ref().take(MAX_LINE as u64 + 1).read_until(b'\n', &mut bytes) {
             Ok(0) | Err(_) => break,
             Ok(_) => {}
         }
-        if !line.ends_with('\n') && line.len() as u64 >= MAX_LINE {
-            let _ = writeln!(out, "{}", Answer::failed(None, ErrorKind::Invalid, "request line too long").line());
+        if bytes.last() == Some(&b'\n') {
+            bytes.pop();
+        }
+        if bytes.len() > MAX_LINE {
+            let why = format!("request line longer than {MAX_LINE} bytes; the connection is closed");
+            let refusal = Answer::failed(None, ErrorKind::Invalid, why).line();
+            // Through the writer once there is one, so the line is not
+            // written into the middle of another.
+            if rx.is_some() {
+                let _ = writeln!(out, "{refusal}");
+            } else {
+                let _ = tx.send(refusal);
+            }
             break;
         }
-        if line.trim().is_empty() {
-            continue;
-        }
-        let (id, action) = parse_request(&line);
+        let (id, action) = match std::str::from_utf8(&bytes) {
+            Ok(line) if line.trim().is_empty() => continue,
+            Ok(line) => parse_request(line),
+            // Malformed like any other bad line: answered, and the connection goes on.
+            Err(_) => (None, Err("malformed request: the line is not UTF-8".to_string())),
+        };
         if let (true, Ok(Action::Capture(req))) = (first, &action) {
             // The connection becomes a pcap stream; no writer thread yet.
             capture::serve_capture(req, &shared.directory, &shared.captures, &shared.stop, id, out);
@@ -548,6 +661,137 @@ pub fn running_lab_dir(lab: &str) -> Result<PathBuf, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::host::fake::FakeHost;
+
+    /// A lab on the fake host, served on its control socket, and the socket.
+    fn served_lab(scratch: &Path) -> (SharedLab, PathBuf) {
+        let lab = Lab::new("bounds", Box::new(FakeHost::default()), &scratch.join("run"), None).expect("lab");
+        let shared = lab.serve().expect("served");
+        let socket = lock(&shared).run_dir().expect("run dir").join(SOCKET);
+        (shared, socket)
+    }
+
+    /// A raw client: its reading and its writing side.
+    fn connect(socket: &Path) -> (BufReader<UnixStream>, UnixStream) {
+        let stream = UnixStream::connect(socket).expect("connect");
+        stream.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
+        let writer = stream.try_clone().expect("clone");
+        (BufReader::new(stream), writer)
+    }
+
+    /// The next line from the lab, as JSON.
+    fn next_line(reader: &mut BufReader<UnixStream>) -> serde_json::Value {
+        let mut line = String::new();
+        reader.read_line(&mut line).expect("a line from the lab");
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line:?}"))
+    }
+
+    /// Sends `line` and returns its answer (skipping events).
+    fn ask(client: &mut (BufReader<UnixStream>, UnixStream), line: &[u8]) -> serde_json::Value {
+        client.1.write_all(line).expect("the lab reads requests");
+        loop {
+            let v = next_line(&mut client.0);
+            if v.get("event").is_none() {
+                return v;
+            }
+        }
+    }
+
+    /// Whether the lab has closed this connection (end of stream, or
+    /// reset) with nothing more to read.
+    fn closed(reader: &mut BufReader<UnixStream>) -> bool {
+        let mut rest = Vec::new();
+        match reader.read_to_end(&mut rest) {
+            Ok(_) => rest.is_empty(),
+            Err(e) => e.kind() == io::ErrorKind::ConnectionReset,
+        }
+    }
+
+    const LAB_INFO: &[u8] = b"{\"id\":9,\"command\":{\"op\":\"lab_info\"}}\n";
+
+    #[test]
+    fn connections_are_admitted_up_to_the_ceiling_and_given_back() {
+        let limit = ConnectionLimit::new(2);
+        let one = limit.admit().expect("first");
+        let two = limit.admit().expect("second");
+        assert_eq!(limit.admit().err(), Some(1), "the third is the first refused");
+        assert_eq!(limit.admit().err(), Some(2));
+        assert_eq!((limit.open(), limit.refused()), (2, 2));
+        drop(one);
+        let three = limit.admit().expect("a slot given back is taken again");
+        assert_eq!(limit.open(), 2);
+        drop((two, three));
+        assert_eq!(limit.open(), 0);
+        let reported: Vec<u64> = (1..=20).filter(|n| worth_reporting(*n)).collect();
+        assert_eq!(reported, [1, 2, 4, 8, 16]);
+    }
+
+    #[test]
+    fn a_client_over_the_ceiling_is_told_unavailable_and_closed_while_the_others_go_on() {
+        let scratch = tempfile::tempdir().expect("tempdir");
+        let (lab, socket) = served_lab(scratch.path());
+        let mut held: Vec<_> = (0..MAX_CLIENTS).map(|_| connect(&socket)).collect();
+        // The server accepts in the order clients connect, so once the last
+        // one is answered every one of them holds a slot.
+        let last = held.last_mut().expect("clients");
+        assert!(ask(last, LAB_INFO).get("ok").is_some());
+
+        let (mut over, _writer) = connect(&socket);
+        let refusal = next_line(&mut over);
+        assert_eq!(refusal["kind"], "unavailable", "{refusal}");
+        assert!(refusal["error"].as_str().is_some_and(|e| e.contains(&MAX_CLIENTS.to_string())), "{refusal}");
+        assert!(closed(&mut over), "the client over the ceiling is closed after its one line");
+
+        // The clients already in are served as before; once one leaves, a
+        // newcomer is served again.
+        assert!(ask(&mut held[0], LAB_INFO).get("ok").is_some());
+        held.pop();
+        let end = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let mut newcomer = connect(&socket);
+            let answer = ask(&mut newcomer, LAB_INFO);
+            if answer.get("ok").is_some() {
+                break;
+            }
+            assert_eq!(answer["kind"], "unavailable", "{answer}");
+            assert!(std::time::Instant::now() < end, "a slot given back is never taken again");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        drop(held);
+        lock(&lab).teardown();
+    }
+
+    #[test]
+    fn a_line_over_the_bound_is_refused_and_closes_only_its_own_connection() {
+        let scratch = tempfile::tempdir().expect("tempdir");
+        let (lab, socket) = served_lab(scratch.path());
+        let mut watcher = connect(&socket);
+        assert!(ask(&mut watcher, b"{\"id\":1,\"watch\":true}\n").get("ok").is_some());
+        let mut long = connect(&socket);
+        // A first request, so that this connection's answers already go
+        // through its writer thread.
+        assert!(ask(&mut long, LAB_INFO).get("ok").is_some());
+        // One byte over the bound, and no end of line: the lab reads no
+        // further than that.
+        let _ = long.1.write_all(&vec![b'x'; MAX_LINE + 1]);
+        let refusal = next_line(&mut long.0);
+        assert_eq!(refusal["kind"], "invalid", "{refusal}");
+        assert!(refusal["error"].as_str().is_some_and(|e| e.contains("longer than")), "{refusal}");
+        assert!(closed(&mut long.0), "the connection of the long line is closed");
+
+        // A line of exactly the bound is read whole (JSON allows the padding).
+        let mut at_bound = b"{\"id\":2,\"command\":{\"op\":\"lab_info\"}}".to_vec();
+        at_bound.resize(MAX_LINE, b' ');
+        at_bound.push(b'\n');
+        let answer = ask(&mut watcher, &at_bound);
+        assert_eq!((answer["id"].as_u64(), answer["ok"]["reply"].as_str()), (Some(2), Some("lab_info")), "{answer}");
+        // A line that is not UTF-8 is malformed: answered, and the connection goes on.
+        let answer = ask(&mut watcher, b"{\"id\":3,\"watch\":\xff}\n");
+        assert_eq!(answer["kind"], "invalid", "{answer}");
+        assert!(ask(&mut watcher, LAB_INFO).get("ok").is_some(), "the other client goes on");
+        drop((watcher, long));
+        lock(&lab).teardown();
+    }
 
     #[test]
     fn requests_are_parsed_and_bad_ones_explained() {

@@ -173,6 +173,8 @@ pub struct Served {
     pub socket: PathBuf,
     /// The GUI's URL, with its token (`--gui` only).
     pub url: String,
+    /// What `serve` prints on stderr after it said where it serves the lab.
+    pub log: std::sync::mpsc::Receiver<String>,
 }
 
 /// `clonet serve [--gui] NAME.rhai` of `script`, once it says where it serves the lab.
@@ -192,9 +194,10 @@ pub fn serve(sb: &Sandbox, name: &str, script: &str, gui: bool) -> Served {
             let _ = tx.send(line);
         }
     });
-    let mut served = Served { child, name: name.to_string(), socket: PathBuf::new(), url: String::new() };
+    let mut served = Served { child, name: name.to_string(), socket: PathBuf::new(), url: String::new(), log: rx };
     while served.socket.as_os_str().is_empty() {
-        let line = rx
+        let line = served
+            .log
             .recv_timeout(std::time::Duration::from_secs(60))
             .expect("clonet serve says where it serves the lab (and its GUI)");
         if let Some(rest) = line.split("web GUI at ").nth(1) {

@@ -8,7 +8,33 @@
 
 const SVG = 'http://www.w3.org/2000/svg';
 const $ = (id) => document.getElementById(id);
-const token = new URLSearchParams(location.search).get('token') || '';
+
+// ---- the access token ----------------------------------------------------
+//
+// clonet prints the page's URL with the token in its fragment (#token=…),
+// which the browser never sends anywhere. The page keeps it in this tab's
+// sessionStorage (its origin is this server's port alone), takes it out of
+// the address bar, and sends it only to this server: in a header, or as a
+// WebSocket subprotocol. Never in a cookie, which the browser would send to
+// every server on 127.0.0.1, whatever its port.
+const TOKEN_KEY = 'clonet-token';
+
+function takeToken() {
+  const given = new URLSearchParams(location.hash.slice(1)).get('token');
+  // Only what clonet makes (128 bits in hex) fits in a subprotocol's name.
+  if (given && /^[0-9a-f]{32}$/.test(given)) {
+    sessionStorage.setItem(TOKEN_KEY, given);
+    history.replaceState(null, '', location.pathname + location.search);
+  }
+  return sessionStorage.getItem(TOKEN_KEY) || '';
+}
+
+const token = takeToken();
+
+// A WebSocket to `path` on this server, carrying the token.
+function openSocket(path) {
+  return new WebSocket(`ws://${location.host}${path}`, ['clonet', `clonet-token.${token}`]);
+}
 
 // ---- the connection: requests by id, events pushed by the lab ----------
 
@@ -17,7 +43,11 @@ let nextId = 1;
 const pending = new Map();
 
 function connect() {
-  ws = new WebSocket(`ws://${location.host}/ws?token=${encodeURIComponent(token)}`);
+  if (!token) {
+    setStatus('no access token: open the URL clonet printed (it ends in #token=…)');
+    return;
+  }
+  ws = openSocket('/ws');
   ws.onopen = async () => {
     setStatus('live');
     try {
@@ -531,14 +561,29 @@ function impairForm(target, imp, panel) {
   }, row);
 }
 
-function capture(target) {
-  const a = document.createElement('a');
-  a.href = `/capture?target=${encodeURIComponent(target)}&seconds=10&token=${encodeURIComponent(token)}`;
-  a.download = `${target}.pcap`;
-  document.body.appendChild(a);
-  a.click();
-  a.remove();
+// A 10-second pcap of `target`, fetched with the token in a header (a link
+// could carry it only in its URL), then saved from memory.
+async function capture(target) {
   toast(`capturing ${target} for 10 s`);
+  try {
+    const r = await fetch(`/capture?target=${encodeURIComponent(target)}&seconds=10`, {
+      headers: { 'X-Clonet-Token': token },
+    });
+    if (!r.ok) throw new Error((await r.text()).trim());
+    const pcap = await r.blob();
+    const url = URL.createObjectURL(pcap);
+    const a = document.createElement('a');
+    a.href = url;
+    a.download = `${target}.pcap`;
+    document.body.appendChild(a);
+    a.click();
+    a.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 60000);
+    document.body.dataset.captured = `${target}:${pcap.size}`;
+    toast(`saved ${target}.pcap`);
+  } catch (e) {
+    toast(`capture of ${target}: ${e.message}`);
+  }
 }
 
 // ---- counters: throughput sparklines -----------------------------------
@@ -579,7 +624,7 @@ function openConsole(node) {
   $('console-title').textContent = `console of ${node}`;
   const out = $('console-out');
   out.textContent = '';
-  consoleWs = new WebSocket(`ws://${location.host}/console?node=${encodeURIComponent(node)}&token=${encodeURIComponent(token)}`);
+  consoleWs = openSocket(`/console?node=${encodeURIComponent(node)}`);
   consoleWs.onmessage = (m) => {
     out.textContent += m.data.replace(ANSI, '');
     out.scrollTop = out.scrollHeight;
