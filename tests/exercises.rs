@@ -63,3 +63,62 @@ fn every_solution_gets_full_marks_and_every_wrong_answer_fails_its_check() {
     }
     assert_nothing_left(&sb);
 }
+
+/// Answers that reach outside the lab, award themselves points, rebind the
+/// lab's variables, or never end: each scores 0 (or what the lab shows),
+/// the host is untouched, and the grader goes on to the next answer.
+#[test]
+fn hostile_answers_score_nothing_and_touch_nothing() {
+    let sb = Sandbox::new();
+    let ex = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/exercises/02-static-routing");
+    let solution = std::fs::read_to_string(ex.join("solution.rhai")).unwrap();
+    let marker = sb.dir.path().join("touched-by-an-answer");
+    let answers = [
+        // A full solution that also runs a command on the host.
+        ("host", format!("{solution}\nhost_exec(\"touch {}\");\n", marker.display())),
+        // Awards itself points, through the name and through a pointer.
+        ("self_check", "check(\"free points\", 100, || true);\n".to_string()),
+        ("self_check_ptr", "Fn(\"check\").call(\"free points\", 100, || true);\n".to_string()),
+        // Reads a host file by importing it, and the host's environment.
+        ("import", "import \"../../../../etc/hostname\" as h;\n".to_string()),
+        ("env", format!("{solution}\nlet home = env(\"HOME\");\n")),
+        // Writes a host file through a capture.
+        ("capture", format!("capture(\"h1\", \"{}\");\n", marker.display())),
+        // Never ends.
+        ("forever", "let n = 0; loop { n += 1; }\n".to_string()),
+    ];
+    let mut cmd = sb.clonet();
+    cmd.args(["exercise", "check"]).arg(&ex);
+    for (name, text) in &answers {
+        cmd.arg("--answer").arg(sb.write(&format!("{name}.rhai"), text));
+    }
+    let json = sb.dir.path().join("grades.json");
+    let started = std::time::Instant::now();
+    let out = cmd.arg("--json").arg(&json).output().unwrap();
+    let report = text(&out.stdout);
+    assert!(out.status.success(), "{report}{}", text(&out.stderr));
+    assert!(started.elapsed() < std::time::Duration::from_secs(240), "the endless answer was stopped");
+    assert!(!marker.exists(), "no answer touched the host:\n{report}");
+    let grades: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let grades = grades.as_array().unwrap();
+    assert_eq!(grades.len(), answers.len());
+    for (g, (name, _)) in grades.iter().zip(&answers) {
+        assert_eq!(g["student"], *name);
+        assert_eq!(g["score"], 0, "{name} scores 0:\n{report}");
+        assert!(g["checks"].as_array().unwrap().iter().all(|c| c["name"] != "free points"), "{name}: {report}");
+        let error = g["answer_error"].as_str().unwrap_or_default();
+        let expected = match *name {
+            "host" => "may not use host_exec",
+            "self_check" | "self_check_ptr" => "may not use check",
+            "import" => "imports only the stdlib",
+            "env" => "may not use env",
+            "capture" => "may not use capture files",
+            _ => "Too many operations",
+        };
+        assert!(error.contains(expected), "{name}: {error:?}\n{report}");
+    }
+    assert!(
+        grades[0]["checks"].as_array().unwrap().iter().all(|c| c["reason"].as_str().unwrap().contains("host_exec")),
+        "the full solution that ran host_exec is scored 0 because of it:\n{report}"
+    );
+}

@@ -46,6 +46,12 @@ pub enum Cmd {
         /// Open a REPL on the live lab when the script ends, like `python -i`.
         #[arg(short, long)]
         interactive: bool,
+        /// Raise (or lower) the script's bounds: `operations=N|none`,
+        /// `string=BYTES`, `array=N`, `map=N`, `time=SECONDS|none`, comma
+        /// separated. By default a lab script has no bound on operations or
+        /// time, 256 MiB strings, 16 Mi array items and 1 Mi map entries.
+        #[arg(long, value_name = "KEY=VALUE,…")]
+        limits: Option<String>,
     },
     /// Run a lab script and keep the lab, without a REPL, until `clonet
     /// stop LAB`, Ctrl-C or SIGTERM; other terminals drive it meanwhile
@@ -212,7 +218,9 @@ pub enum Cmd {
 /// Runs one subcommand.
 pub fn run(command: Cmd) -> Result<ExitCode, CliError> {
     match command {
-        Cmd::Run { file, restore, name, interactive } => session::run(file, restore, name, interactive),
+        Cmd::Run { file, restore, name, interactive, limits } => {
+            session::run(file, restore, name, interactive, limits)
+        }
         Cmd::Repl { name } => session::repl(name),
         Cmd::Serve { file, name, gui } => session::serve(&file, name, gui),
         Cmd::Gui { lab } => remote::gui(&lab),

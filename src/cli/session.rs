@@ -35,7 +35,12 @@ pub fn run(
     restore: Option<PathBuf>,
     name: Option<String>,
     interactive: bool,
+    limits: Option<String>,
 ) -> Result<ExitCode, CliError> {
+    let limits = match limits {
+        Some(text) => script::ScriptLimits::LAB.with(&text).map_err(|e| CliError::error(format!("--limits: {e}")))?,
+        None => script::ScriptLimits::LAB,
+    };
     // A restored lab keeps its name (and so its MACs) unless told.
     let saved_name = restore.as_deref().and_then(|d| {
         let text = std::fs::read(d.join(clonet::lab::rebuild::SAVED_LAB_FILE)).ok()?;
@@ -43,23 +48,30 @@ pub fn run(
     });
     let from = file.as_deref().or(restore.as_deref()).expect("clap requires one");
     let name = name.or(saved_name).unwrap_or_else(|| lab_name(from, None));
-    session(file.as_deref(), restore.as_deref(), name, if interactive { After::Repl } else { After::TearDown })
+    let after = if interactive { After::Repl } else { After::TearDown };
+    session(file.as_deref(), restore.as_deref(), name, after, limits)
 }
 
 /// `clonet repl [--name NAME]`: a REPL on an empty lab.
 pub fn repl(name: String) -> Result<ExitCode, CliError> {
-    session(None, None, name, After::Repl)
+    session(None, None, name, After::Repl, script::ScriptLimits::LAB)
 }
 
 /// `clonet serve FILE [--name NAME] [--gui]`.
 pub fn serve(file: &Path, name: Option<String>, gui: bool) -> Result<ExitCode, CliError> {
     let name = lab_name(file, name);
-    session(Some(file), None, name, After::Serve { gui })
+    session(Some(file), None, name, After::Serve { gui }, script::ScriptLimits::LAB)
 }
 
 /// Runs a script, a REPL, or a script then a REPL, on one lab, first
 /// rebuilt from a saved lab if asked; or serves the lab a script built.
-fn session(file: Option<&Path>, restore: Option<&Path>, name: String, after: After) -> Result<ExitCode, CliError> {
+fn session(
+    file: Option<&Path>,
+    restore: Option<&Path>,
+    name: String,
+    after: After,
+    limits: script::ScriptLimits,
+) -> Result<ExitCode, CliError> {
     prepare_terminal()?;
     if let Some(f) = file.filter(|f| !f.is_file()) {
         return Err(CliError::error(format!("cannot read {}: no such file", f.display())));
@@ -79,7 +91,8 @@ fn session(file: Option<&Path>, restore: Option<&Path>, name: String, after: Aft
     let dir = file.map_or(Path::new("."), script::script_dir);
     // A benchmark lab run on its own prints its rows as they come.
     let rows = clonet::testing::bench::collector(Default::default(), false);
-    let engine = script::engine_with(script::ScriptContext::new(lab.clone()).collecting_rows(rows), dir);
+    let mut engine = script::engine_with(script::ScriptContext::new(lab.clone()).collecting_rows(rows), dir);
+    limits.apply(&mut engine);
     let mut scope = rhai::Scope::new();
     let mut status = ExitCode::SUCCESS;
     if let Some(file) = file {

@@ -232,6 +232,24 @@ pub enum Command {
     LabInfo,
 }
 
+impl Command {
+    /// What of the host outside the lab this command reaches, if it does:
+    /// files and directories at paths it names, or arguments it adds to
+    /// host programs. A student's answer may not send such a command.
+    pub fn host_reach(&self) -> Option<&'static str> {
+        match self {
+            Command::AddNode { options, .. } if options.rootfs.is_some() => Some("a node rootfs (a host directory)"),
+            Command::AddNode { options, .. } if options.image.is_some() => Some("a node image (a host file)"),
+            Command::AddNode { options, .. } if !options.args.is_empty() => {
+                Some("node args (arguments to UML or QEMU on the host)")
+            }
+            Command::StartCapture { .. } => Some("capture files (host files)"),
+            Command::SaveLab { .. } | Command::LoadLab { .. } => Some("saved labs (host directories)"),
+            _ => None,
+        }
+    }
+}
+
 impl LinkOptions {
     fn check(&self) -> Result<(), VocabError> {
         if let Some(v) = &self.vlan {

@@ -37,11 +37,40 @@ pub struct ScriptContext {
     pub print_to_stderr: bool,
     /// Where `bench_row` sends rows; without one it refuses.
     pub rows: Option<RowSink>,
+    /// Set while a student's answer runs: what reaches the host outside
+    /// the lab is refused and noted here, and the grader scores it 0.
+    pub answer: Option<Arc<AnswerGuard>>,
+}
+
+/// What an exercise answer tried to reach outside its lab.
+#[derive(Debug, Default)]
+pub struct AnswerGuard {
+    refused: std::sync::Mutex<Vec<String>>,
+}
+
+impl AnswerGuard {
+    /// Notes an attempt; the caller answers with [`AnswerGuard::refusal`].
+    pub fn record(&self, what: &str) {
+        let mut refused = self.refused.lock().unwrap_or_else(|p| p.into_inner());
+        if !refused.iter().any(|r| r == what) {
+            refused.push(what.to_string());
+        }
+    }
+
+    /// The message a refused call fails with.
+    pub fn refusal(what: &str) -> String {
+        format!("an exercise answer may not use {what}: it reaches outside the lab")
+    }
+
+    /// Everything refused so far, in order.
+    pub fn refused(&self) -> Vec<String> {
+        self.refused.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
 }
 
 impl ScriptContext {
     pub fn new(lab: LabRef) -> ScriptContext {
-        ScriptContext { lab, dry_run: false, print_to_stderr: false, rows: None }
+        ScriptContext { lab, dry_run: false, print_to_stderr: false, rows: None, answer: None }
     }
 
     pub fn dry_run(self) -> ScriptContext {
@@ -50,6 +79,11 @@ impl ScriptContext {
 
     pub fn print_to_stderr(self) -> ScriptContext {
         ScriptContext { print_to_stderr: true, ..self }
+    }
+
+    /// The context of a student's answer, which `guard` watches.
+    pub fn for_answer(self, guard: Arc<AnswerGuard>) -> ScriptContext {
+        ScriptContext { answer: Some(guard), ..self }
     }
 
     pub fn collecting_rows(self, sink: RowSink) -> ScriptContext {

@@ -8,6 +8,7 @@
 pub mod api;
 pub mod context;
 pub mod docs;
+pub mod limits;
 pub mod report;
 pub mod stdlib;
 
@@ -18,6 +19,7 @@ use rhai::{exported_module, Dynamic, Engine, Scope, AST};
 
 pub use api::LabRef;
 pub use context::ScriptContext;
+pub use limits::ScriptLimits;
 use report::ErrorReport;
 
 /// The start of the message of a `skip()`ped test (`clonet test` tells a
@@ -65,8 +67,8 @@ fn bare_engine_printing(script_dir: &Path, print_to_stderr: bool) -> Engine {
         })
     });
     engine.on_debug(|s, src, pos| eprintln!("[{}:{}] {s}", src.unwrap_or("script"), pos.line().unwrap_or(0)));
-    engine.on_progress(|_| if crate::interrupt::requested() { Some(Dynamic::UNIT) } else { None });
     engine.set_max_expr_depths(256, 256);
+    ScriptLimits::LAB.apply(&mut engine);
     engine
 }
 

@@ -63,6 +63,8 @@ impl ErrorReport {
         let at = locate(&source, e.position());
         let message = match e {
             EvalAltResult::ErrorRuntime(v, _) => v.to_string(),
+            // A limit's token says which; Ctrl-C's is ().
+            EvalAltResult::ErrorTerminated(token, _) if token.is_string() => token.to_string(),
             EvalAltResult::ErrorTerminated(..) => "interrupted".to_string(),
             other => {
                 // Display appends " (line L, position C)": the report shows it already.

@@ -27,12 +27,20 @@ pub fn source_of(source_name: &str) -> Option<&'static str> {
 /// Resolves `import "NAME"` to a stdlib module, else to a file relative to
 /// the script's directory.
 pub struct Resolver {
-    files: FileModuleResolver,
+    /// Script files beside the importing script; none for a student's
+    /// answer, which may import only the stdlib (a path could name any
+    /// host file, and a compile error would show some of it).
+    files: Option<FileModuleResolver>,
 }
 
 impl Resolver {
     pub fn new(script_dir: &Path) -> Resolver {
-        Resolver { files: FileModuleResolver::new_with_path(PathBuf::from(script_dir)) }
+        Resolver { files: Some(FileModuleResolver::new_with_path(PathBuf::from(script_dir))) }
+    }
+
+    /// A resolver of the stdlib's modules only.
+    pub fn stdlib_only() -> Resolver {
+        Resolver { files: None }
     }
 }
 
@@ -53,6 +61,13 @@ impl ModuleResolver for Resolver {
                 .map_err(|e| EvalAltResult::ErrorInModule(format!("stdlib/{name}.rhai"), e, pos))?;
             return Ok(module.into());
         }
-        self.files.resolve(engine, source, path, pos)
+        match &self.files {
+            Some(files) => files.resolve(engine, source, path, pos),
+            None => Err(EvalAltResult::ErrorRuntime(
+                format!("cannot import {path:?}: an answer imports only the stdlib").into(),
+                pos,
+            )
+            .into()),
+        }
     }
 }

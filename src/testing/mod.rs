@@ -177,7 +177,8 @@ pub fn run_file(
         }
     };
     let dir = script::script_dir(path);
-    let engine = script::engine(lab.clone(), dir);
+    let mut engine = script::engine(lab.clone(), dir);
+    script::ScriptLimits::TEST.apply(&mut engine);
     let mut scope = Scope::new();
     let started = Instant::now();
     let built: Result<AST, String> = script::compile(&engine, &file, &text)
@@ -243,6 +244,7 @@ pub fn grade(
     }
     let lab = new_lab(&lab_name_for(dir, "ex-"), host, run_base, &lab_file)?;
     let mut engine = script::engine(lab.clone(), dir);
+    script::ScriptLimits::TEST.apply(&mut engine);
     let checks: Rc<RefCell<Vec<CheckResult>>> = Rc::default();
     let sink = checks.clone();
     engine.register_fn(
@@ -264,17 +266,50 @@ pub fn grade(
     let result = (|| {
         script::run_file_in(&engine, &mut scope, &lab_file)
             .map_err(|r| format!("the exercise's lab failed:\n{}", r.render(&read_source, color)))?;
-        let answer_error = script::run_file_in(&engine, &mut scope, answer)
-            .err()
-            .map(|r| r.render(&read_source, color).trim_end().to_string());
+        let (answer_error, refused) = run_answer(&lab, dir, answer, &scope, color);
+        // The checks see the lab's variables, not what the answer did to
+        // them: an answer cannot rebind `h1` to another node for a check.
         script::run_file_in(&engine, &mut scope, &check_file)
             .map_err(|r| format!("the exercise's checks failed:\n{}", r.render(&read_source, color)))?;
         let student = answer.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
-        Ok(Grade::new(&student, &answer.display().to_string(), answer_error, checks.borrow().clone()))
+        let mut results = checks.borrow().clone();
+        if !refused.is_empty() {
+            // An answer that reached outside the lab could have arranged
+            // anything the checks look at: it scores nothing.
+            let why = format!("0 points: the answer used {}", refused.join(", "));
+            for c in &mut results {
+                c.points = 0;
+                c.passed = false;
+                c.reason = why.clone();
+            }
+        }
+        Ok(Grade::new(&student, &answer.display().to_string(), answer_error, results))
     })();
     drop(engine);
     lab.teardown();
     result
+}
+
+/// Runs a student's answer on `lab` with its own engine: the answer's
+/// limits, imports from the stdlib only, a copy of the lab's variables,
+/// no `check`, and nothing that reaches the host. Its error, and what it
+/// tried to reach outside the lab.
+fn run_answer(lab: &LabRef, dir: &Path, answer: &Path, lab_scope: &Scope, color: bool) -> (Option<String>, Vec<String>) {
+    let guard = std::sync::Arc::new(script::context::AnswerGuard::default());
+    let context = script::ScriptContext::new(lab.clone()).for_answer(guard.clone());
+    let mut engine = script::engine_with(context, dir);
+    engine.set_module_resolver(script::stdlib::Resolver::stdlib_only());
+    let trap = guard.clone();
+    engine.register_fn("check", move |_: &str, _: i64, _: FnPtr| -> Result<(), Box<EvalAltResult>> {
+        trap.record("check");
+        Err(script::context::AnswerGuard::refusal("check").into())
+    });
+    script::ScriptLimits::ANSWER.apply(&mut engine);
+    let mut scope = lab_scope.clone();
+    let error = script::run_file_in(&engine, &mut scope, answer)
+        .err()
+        .map(|r| r.render(&read_source, color).trim_end().to_string());
+    (error, guard.refused())
 }
 
 #[cfg(test)]

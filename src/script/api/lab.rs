@@ -9,7 +9,7 @@ use rhai::{Array, Dynamic, FnPtr, Map, NativeCallContext};
 
 use super::{
     call, check_keys, deadline, dry_run, exec_map, lab_error, lab_topology, opt_int, port_counters, positive_ms,
-    refused, script_error, NodeRef, RhaiResult,
+    refuse_in_answer, refused, script_error, NodeRef, RhaiResult,
 };
 use crate::lab::command::PingTarget;
 use crate::lab::{Command, Reply};
@@ -284,6 +284,7 @@ pub mod lab_api {
     /// ```
     #[rhai_fn(return_raw)]
     pub fn host_exec(ctx: NativeCallContext, command: &str) -> RhaiResult<Map> {
+        refuse_in_answer(&ctx, "host_exec")?;
         if dry_run(&ctx) {
             // A dry build changes nothing on the host: an empty success.
             return Ok(exec_map(crate::vocab::exec::ExecOutput::default()));
@@ -361,10 +362,12 @@ pub mod lab_api {
     /// ```rhai
     /// let secs = env("BENCH_SECONDS") ?? "5";
     /// ```
-    pub fn env(name: &str) -> Dynamic {
-        match std::env::var(name) {
+    #[rhai_fn(return_raw)]
+    pub fn env(ctx: NativeCallContext, name: &str) -> RhaiResult<Dynamic> {
+        refuse_in_answer(&ctx, "env")?;
+        Ok(match std::env::var(name) {
             Ok(v) => v.into(),
             Err(_) => Dynamic::UNIT,
-        }
+        })
     }
 }

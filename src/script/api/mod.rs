@@ -68,8 +68,23 @@ fn lab_of(ctx: &NativeCallContext) -> RhaiResult<LabRef> {
     context_of(ctx).map(|c| c.lab).ok_or_else(|| script_error("no lab is attached to this interpreter"))
 }
 
+/// Refuses, in a student's answer, what reaches the host outside the lab
+/// (`what` names it), noting the attempt for the grader.
+fn refuse_in_answer(ctx: &NativeCallContext, what: &str) -> RhaiResult<()> {
+    match context_of(ctx).and_then(|c| c.answer) {
+        Some(guard) => {
+            guard.record(what);
+            Err(script_error(super::context::AnswerGuard::refusal(what)))
+        }
+        None => Ok(()),
+    }
+}
+
 /// Runs one command against the lab of the calling script.
 pub fn call(ctx: &NativeCallContext, cmd: Command) -> RhaiResult<Reply> {
+    if let Some(what) = cmd.host_reach() {
+        refuse_in_answer(ctx, what)?;
+    }
     let lab = lab_of(ctx)?;
     let reply = lab.execute(cmd);
     reply.map_err(lab_error)
