@@ -299,3 +299,41 @@ print(`rtt_us ${rtt}`);
     assert!(rtt >= 10_000.0, "the impairment survives down/up: {rtt} us");
     assert_nothing_left(&sb);
 }
+
+/// However a lab with machines dies, even by SIGKILL, its machines go with
+/// it: each runs as the init of its own PID namespace, under a helper that
+/// dies with the lab, so UML's helper processes cannot linger. Checked
+/// with and without `clonet clean` afterwards.
+#[test]
+fn sigkill_of_a_lab_leaves_no_machine_process_with_or_without_clean() {
+    use std::io::BufRead;
+    for clean in [false, true] {
+        let sb = Sandbox::new();
+        let script = sb.write(
+            "machines.rhai",
+            "let u = node(\"u\", #{ kind: \"uml\" });\nlet k = node(\"k\", #{ kind: \"kvm\" });\n\
+             link(u, k, #{ ip_a: \"10.0.0.1/24\", ip_b: \"10.0.0.2/24\" });\nassert(ping(u, k));\n\
+             print(\"ready\");\nsleep(60000);\n",
+        );
+        let mut child = sb.clonet().arg("run").arg(&script).stdout(std::process::Stdio::piped()).spawn().unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        assert_eq!(line, "ready\n");
+        let here = sb.dir.path().to_string_lossy().to_string();
+        let running = processes_matching(&here);
+        let count = |what: &str| running.iter().filter(|p| p.contains(what) && !p.contains("__machine")).count();
+        assert!(count("linux.uml") >= 2 && count("qemu-system") >= 1, "UML runs as several processes: {running:#?}");
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGKILL)
+            .unwrap();
+        child.wait().unwrap();
+        if clean {
+            let out = sb.clonet().arg("clean").output().unwrap();
+            assert!(out.status.success(), "{}", text(&out.stderr));
+        }
+        assert!(
+            eventually(10, || processes_matching(&here).is_empty()),
+            "left after SIGKILL (clean: {clean}): {:#?}",
+            processes_matching(&here)
+        );
+    }
+}

@@ -7,7 +7,7 @@
 //! in a node's namespaces, with the node's environment).
 use std::path::Path;
 
-use clonet::host::helpers::{ns_enter_main, ns_init_main, RootLayers};
+use clonet::host::helpers::{machine_main, ns_enter_main, ns_init_main, RootLayers};
 
 /// `__ns-init HOSTNAME HOSTS [LOWER UPPER WORK MERGED]`: a node's init.
 pub fn ns_init(hostname: &str, hosts: &Path, root: &[String]) -> ! {
@@ -23,6 +23,12 @@ pub fn ns_init(hostname: &str, hosts: &Path, root: &[String]) -> ! {
 /// `__ns-enter PID -- ARGV`: runs a command in a node's namespaces.
 pub fn ns_enter(pid: i32, argv: &[String]) -> ! {
     ns_enter_main(pid, argv)
+}
+
+/// `__machine -- PROGRAM ARGS…`: a machine as the init of its own PID
+/// namespace.
+pub fn machine(argv: &[String]) -> ! {
+    machine_main(argv)
 }
 
 /// `__tap-forward PID_A PID_B OWNER`: the benchmark's TAP-to-TAP baseline.

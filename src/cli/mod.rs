@@ -213,6 +213,11 @@ pub enum Cmd {
         #[arg(last = true, required = true)]
         argv: Vec<String>,
     },
+    #[command(name = "__machine", hide = true)]
+    Machine {
+        #[arg(last = true, required = true)]
+        argv: Vec<String>,
+    },
 }
 
 /// Runs one subcommand.
@@ -239,6 +244,7 @@ pub fn run(command: Cmd) -> Result<ExitCode, CliError> {
         Cmd::Doc { name, json, output } => offline::doc(name.as_deref(), json, output.as_deref()),
         Cmd::NsInit { hostname, hosts, root } => hidden::ns_init(&hostname, &hosts, &root),
         Cmd::NsEnter { pid, argv } => hidden::ns_enter(pid, &argv),
+        Cmd::Machine { argv } => hidden::machine(&argv),
         Cmd::TapForward { pid_a, pid_b, owner } => hidden::tap_forward(pid_a, pid_b, owner),
     }
 }

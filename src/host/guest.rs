@@ -105,6 +105,27 @@ pub fn wait_exit(child: &mut std::process::Child, within: Duration) {
     }
 }
 
+/// The command that starts a machine's `program` (`linux.uml`, QEMU)
+/// through `clonet __machine`, as the init of a PID namespace of its own
+/// (see `helpers::machine_main`), so that nothing it starts outlives it.
+/// Missing `program` is said here, with `package` to install, since the
+/// helper can only report it on the console.
+pub fn machine_command(program: &str, package: &str) -> std::io::Result<std::process::Command> {
+    let found = std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path).any(|dir| {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::metadata(dir.join(program)).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+    });
+    if !found {
+        let why = format!("{program} is not on PATH (install {package})");
+        return Err(std::io::Error::new(std::io::ErrorKind::NotFound, why));
+    }
+    let mut cmd = std::process::Command::new("/proc/self/exe");
+    cmd.arg("__machine").arg("--").arg(program);
+    Ok(cmd)
+}
+
 /// The console log of a node in `run_dir`.
 pub fn console_log(run_dir: &Path, node: &str) -> PathBuf {
     run_dir.join(format!("{node}.console.log"))

@@ -356,6 +356,77 @@ pub fn ns_enter_main(pid: i32, argv: &[String]) -> ! {
     }
 }
 
+/// Puts this process's next child in a new PID namespace. Root makes one
+/// directly; anyone else first makes a user namespace that maps only
+/// their own uid and gid (so nothing changes in what the child may do),
+/// which lets them make the PID namespace.
+fn new_pid_namespace_for_children() -> Result<(), String> {
+    if nix::sched::unshare(CloneFlags::CLONE_NEWPID).is_ok() {
+        return Ok(());
+    }
+    let (uid, gid) = (nix::unistd::getuid(), nix::unistd::getgid());
+    nix::sched::unshare(CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWPID).map_err(|e| e.to_string())?;
+    let write = |file: &str, text: String| std::fs::write(format!("/proc/self/{file}"), text).map_err(|e| format!("{file}: {e}"));
+    write("setgroups", "deny".into())?;
+    write("uid_map", format!("{uid} {uid} 1"))?;
+    write("gid_map", format!("{gid} {gid} 1"))
+}
+
+/// `__machine -- PROGRAM ARGS…`: runs a machine (`linux.uml`, QEMU) as
+/// the init of a PID namespace of its own, and waits for it. When the
+/// init dies, the kernel kills everything else in its namespace: UML's
+/// helper processes cannot outlive it. And the init dies with this
+/// helper (its parent-death signal), which dies with the lab (the one the
+/// engine gave it): however the lab ends, even by SIGKILL, its machines
+/// end with it. Where no namespace can be made, the machine runs
+/// without one, as before.
+pub fn machine_main(argv: &[String]) -> ! {
+    let single = SingleThreaded::check().unwrap_or_else(|e| enter_failed("start", e));
+    if argv.is_empty() {
+        enter_failed("machine", "no command");
+    }
+    let args: Vec<CString> = match argv.iter().map(|a| CString::new(a.as_bytes())).collect() {
+        Ok(a) => a,
+        Err(_) => enter_failed("machine", "argument contains a NUL byte"),
+    };
+    if let Err(e) = new_pid_namespace_for_children() {
+        eprintln!("clonet: {}: no PID namespace of its own ({e}); its processes may outlive a killed lab", argv[0]);
+    }
+    let signals = blocked_signals();
+    if let Err(e) = sigprocmask(SigmaskHow::SIG_BLOCK, Some(&signals), None) {
+        enter_failed("sigprocmask", e);
+    }
+    match fork_single_threaded(&single) {
+        Err(e) => enter_failed("fork", e),
+        Ok(Forked::Child) => {
+            // It stays in this helper's process group, so that the engine's
+            // killpg reaches it too.
+            let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
+            let _ = sigprocmask(SigmaskHow::SIG_UNBLOCK, Some(&signals), None);
+            let e = execvp(&args[0], &args).unwrap_err();
+            eprintln!("clonet: cannot run {:?}: {e}", argv[0]);
+            std::process::exit(127)
+        }
+        Ok(Forked::Parent(child)) => loop {
+            match waitpid(child, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) => {}
+                Ok(status) => {
+                    if let Some(code) = exit_code(status) {
+                        std::process::exit(code)
+                    }
+                }
+                Err(_) => std::process::exit(HELPER_FAILED),
+            }
+            match signals.wait() {
+                Ok(Signal::SIGCHLD) | Err(_) => {}
+                Ok(_) => {
+                    let _ = kill(child, Signal::SIGKILL);
+                }
+            }
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::PathBuf;

@@ -39,6 +39,9 @@ const DISK_ID: &str = "disk0";
 /// The name of the agent's virtio-serial port.
 const AGENT_PORT: &str = "clonet.agent";
 
+/// QEMU's seccomp sandbox, every optional part denied.
+const SANDBOX: &str = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny";
+
 /// Everything the QEMU command line depends on.
 #[derive(Clone, Debug)]
 pub struct MachineArgs {
@@ -83,6 +86,9 @@ pub fn qemu_args(m: &MachineArgs) -> Vec<String> {
     a.extend(["-device".into(), format!("virtserialport,chardev=agent,name={AGENT_PORT}")]);
     a.extend(["-chardev".into(), format!("socket,id=qmp,path={},server=off", option_value(&m.qmp_socket))]);
     a.extend(["-mon".into(), "chardev=qmp,mode=control".into()]);
+    // A seccomp filter: a guest that escapes into QEMU cannot gain
+    // privileges, start programs, or change its own limits.
+    a.extend(["-sandbox".into(), SANDBOX.into()]);
     a.extend(m.extra.iter().cloned());
     a
 }
@@ -262,7 +268,8 @@ pub fn start(spec: &NodeSpec, boot: &KvmBoot, mem_mb: u32, cpus: u32) -> Result<
         extra: spec.options.args.clone(),
     };
     let console_in = console_guest.try_clone().map_err(HostError::io("console line"))?;
-    let mut cmd = Command::new("qemu-system-x86_64");
+    let mut cmd = super::guest::machine_command("qemu-system-x86_64", "qemu-system-x86")
+        .map_err(|e| err(format!("cannot run qemu-system-x86_64: {e}")))?;
     cmd.args(qemu_args(&machine))
         .stdin(Stdio::from(OwnedFd::from(console_in)))
         .stderr(Stdio::from(OwnedFd::from(
@@ -271,7 +278,7 @@ pub fn start(spec: &NodeSpec, boot: &KvmBoot, mem_mb: u32, cpus: u32) -> Result<
         .stdout(Stdio::from(OwnedFd::from(console_guest)));
     node_process(&mut cmd);
     let mut child =
-        cmd.spawn().map_err(|e| err(format!("cannot run qemu-system-x86_64 (install qemu-system-x86): {e}")))?;
+        cmd.spawn().map_err(|e| err(format!("cannot run qemu-system-x86_64: {e}")))?;
     let pid = child.id() as i32;
     let cleanup = |child: &mut Child| {
         let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
@@ -578,6 +585,7 @@ mod tests {
             "virtserialport,chardev=agent,name=clonet.agent",
             "-mon chardev=qmp,mode=control",
             "-chardev stdio,id=con,signal=off -serial chardev:con",
+            "-sandbox on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
         ] {
             assert!(a.contains(want), "missing {want:?} in {a}");
         }

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{killpg, Signal};
@@ -116,11 +116,16 @@ fn spawn(spec: &NodeSpec, image: &Path, mem_mb: u32) -> Result<Machine, HostErro
     let cow = run_dir.join(format!("{}.cow", spec.name));
     let uml_dir = run_dir.join("uml");
     std::fs::create_dir_all(&uml_dir).map_err(HostError::io("creating the UML directory"))?;
+    // What an earlier run of this machine left: UML takes its umid for
+    // busy while the pid in it lives, and in its own PID namespace a
+    // machine's pid is 1, which always does.
+    let _ = std::fs::remove_dir_all(uml_dir.join(&spec.name));
     let log = super::console::RotatingLog::open(&console_log(&run_dir, &spec.name), super::console::CONSOLE_LOG_CAP)
         .map_err(HostError::io("creating the console log"))?;
     let (host_end, guest_end) = UnixStream::pair().map_err(HostError::io("creating the agent line"))?;
     let (console_host, console_guest) = UnixStream::pair().map_err(HostError::io("creating the console line"))?;
-    let mut cmd = Command::new("linux.uml");
+    let mut cmd = super::guest::machine_command("linux.uml", "user-mode-linux")
+        .map_err(|e| err(&spec.name, format!("cannot run linux.uml: {e}")))?;
     // fd 0 is the agent's serial line, fd 1 the console (both ways); UML's
     // own complaints on fd 2 go to the console too, so that its bounded
     // log holds them.
@@ -141,7 +146,7 @@ fn spawn(spec: &NodeSpec, image: &Path, mem_mb: u32) -> Result<Machine, HostErro
         .stdout(Stdio::from(OwnedFd::from(console_guest)));
     node_process(&mut cmd);
     let mut child =
-        cmd.spawn().map_err(|e| err(&spec.name, format!("cannot run linux.uml (install user-mode-linux): {e}")))?;
+        cmd.spawn().map_err(|e| err(&spec.name, format!("cannot run linux.uml: {e}")))?;
     let pid = child.id() as i32;
     let fail = |child: &mut Child, why: String| {
         let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
