@@ -208,9 +208,15 @@ pub fn build(
     step("converting the root disk to qcow2");
     let disk = dir.join("kvm-busybox.qcow2");
     let tmp = dir.join("kvm-busybox.qcow2.tmp");
+    // The source may be the backing file of running UML machines, whose
+    // lock refuses QEMU's "consistent read" lock (even with -U): read it
+    // without locking; UML never writes to it.
+    let source = format!(
+        "driver=raw,file.driver=file,file.filename={},file.locking=off",
+        rootfs.path.display().to_string().replace(',', ",,")
+    );
     let out = Command::new("qemu-img")
-        .args(["convert", "-q", "-f", "raw", "-O", "qcow2"])
-        .arg(&rootfs.path)
+        .args(["convert", "-q", "--image-opts", &source, "-O", "qcow2"])
         .arg(&tmp)
         .output()
         .map_err(|_| ImageError::Missing("qemu-img".into(), "qemu-utils"))?;
