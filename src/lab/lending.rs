@@ -164,11 +164,6 @@ pub struct NodeJob {
 }
 
 impl NodeJob {
-    /// The node it holds.
-    pub fn node(&self) -> &str {
-        &self.node
-    }
-
     /// Does the command's work on its node, on this thread. A panic here
     /// leaves the node in the job, so the caller can still give it back.
     pub fn run(&mut self) -> Result<Reply, LabError> {

@@ -165,11 +165,6 @@ pub struct Loan {
 }
 
 impl Loan {
-    /// The node it holds.
-    pub fn node(&self) -> &str {
-        self.job.as_ref().map_or("", NodeJob::node)
-    }
-
     /// Runs the command on this thread without the lab, gives the node
     /// back and returns the answer. A command that panics (a bug) fails
     /// alone: the node is given back and the answer is an error.

@@ -331,7 +331,7 @@ fn a_scripts_long_exec_holds_up_no_other_thread_and_its_node_catches_up_after() 
 }
 
 #[test]
-fn a_lent_node_is_never_touched_by_a_command_that_did_not_wait_for_it() {
+fn commands_on_a_lent_node_wait_or_fail_as_busy_before_changing_anything() {
     let host = FakeHost::default();
     host.sleep_on_exec_of("sleep");
     let (mut lab, _dir) = lab(&host);
