@@ -190,3 +190,116 @@ fn attached_repls_share_the_lab_and_exec_reports_the_commands_status() {
     let out = sb.clonet().arg("ls").output().unwrap();
     assert_eq!(text(&out.stdout).trim(), "no lab is running");
 }
+
+const THREE_NODES: &str = r#"
+let a = node("a"); let b = node("b"); let c = node("c");
+link(a, b, #{ ip_a: "10.0.1.1/24", ip_b: "10.0.1.2/24" });
+link(b, c, #{ ip_a: "10.0.2.1/24", ip_b: "10.0.2.2/24" });
+"#;
+
+/// Whether a process runs exactly `cmdline` (its words joined by spaces).
+fn running(cmdline: &str) -> bool {
+    processes_matching(cmdline).iter().any(|p| p.split_once(": ").is_some_and(|(_, c)| c.trim() == cmdline))
+}
+
+#[test]
+fn a_long_exec_on_one_node_holds_up_no_command_on_the_others() {
+    let sb = Sandbox::new();
+    let mut lab = serve(&sb, "busy", THREE_NODES, false);
+    // `clonet exec` of a 20 s command on a, as another terminal would.
+    let started = std::time::Instant::now();
+    let long = sb
+        .clonet()
+        .args(["exec", "busy", "a", "--", "sleep", "20"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(eventually(10, || running("sleep 20")), "the command runs in a");
+
+    // Another client: commands on b and c, and on the whole lab, are each
+    // answered in well under a second meanwhile.
+    let mut other = Raw::connect(&lab.socket);
+    let mut seen = Vec::new();
+    let exec = |id: u64, node: &str, argv: &str| {
+        format!(
+            r#"{{"id":{id},"command":{{"op":"exec","node":"{node}","request":{{"argv":{argv},"stdin":[],"timeout":{{"secs":10,"nanos":0}}}}}}}}"#
+        )
+    };
+    let requests = [
+        (1, "lab_info", r#"{"id":1,"command":{"op":"lab_info"}}"#.to_string()),
+        (
+            2,
+            "ping from b to c",
+            r#"{"id":2,"command":{"op":"ping","from":"b","to":{"node":"c"},"timeout_ms":2000}}"#.into(),
+        ),
+        (3, "exec on c", exec(3, "c", r#"["ip","-br","addr"]"#)),
+        (4, "exec on b: ping c", exec(4, "b", r#"["ping","-c","1","-W","2","10.0.2.2"]"#)),
+        (5, "counters", r#"{"id":5,"command":{"op":"counters"}}"#.into()),
+        (
+            6,
+            "link b and c again",
+            r#"{"id":6,"command":{"op":"add_link","a":"b","b":"c","ip_a":null,"ip_b":null,"options":{}}}"#.into(),
+        ),
+        (7, "node_info of a", r#"{"id":7,"command":{"op":"node_info","node":"a"}}"#.into()),
+    ];
+    for (id, what, line) in requests {
+        let asked = std::time::Instant::now();
+        other.send(&line);
+        let answer = other.answer(id, &mut seen);
+        let took = asked.elapsed();
+        eprintln!("{what}: answered in {took:?} while a 20 s exec runs on a");
+        assert!(answer.get("ok").is_some(), "{what}: {answer}");
+        assert!(took < Duration::from_secs(1), "{what} took {took:?} while an exec ran on another node");
+        match id {
+            2 => assert!(answer["ok"]["rtt_us"].is_u64(), "b reaches c: {answer}"),
+            3 | 4 => assert_eq!(answer["ok"]["status"], 0, "{what}: {answer}"),
+            _ => {}
+        }
+    }
+
+    // One connection: a request behind its own long exec is answered first.
+    let mut one = Raw::connect(&lab.socket);
+    one.send(&exec(10, "b", r#"["sleep","20"]"#));
+    assert!(
+        eventually(10, || processes_matching("sleep 20").iter().filter(|p| p.ends_with(": sleep 20 ")).count() == 2)
+    );
+    let asked = std::time::Instant::now();
+    one.send(r#"{"id":11,"command":{"op":"lab_info"}}"#);
+    let first = one.next();
+    let took = asked.elapsed();
+    eprintln!("lab_info behind a long exec on the same connection: answered in {took:?}");
+    assert_eq!(first["id"], 11, "{first}");
+    assert!(took < Duration::from_secs(1), "{took:?}");
+
+    // Stopping a node ends the command running on it at once, and its
+    // client is told why; the same for b's, on the one connection.
+    for (node, id) in [("a", 20), ("b", 21)] {
+        let asked = std::time::Instant::now();
+        other.send(&format!(r#"{{"id":{id},"command":{{"op":"stop_node","node":"{node}"}}}}"#));
+        let answer = other.answer(id, &mut seen);
+        let took = asked.elapsed();
+        eprintln!("stop_node {node} with a 20 s exec on it: answered in {took:?}");
+        assert!(answer.get("ok").is_some(), "{answer}");
+        assert!(took < Duration::from_secs(5), "stop_node {node} took {took:?}");
+    }
+    let out = long.wait_with_output().unwrap();
+    assert!(!out.status.success(), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stderr).contains("node \"a\" ended while the command ran on it: it was stopped"),
+        "{}",
+        text(&out.stderr)
+    );
+    let ended = one.next();
+    assert_eq!((ended["id"].as_u64(), ended["kind"].as_str()), (Some(10), Some("state")), "{ended}");
+    assert!(started.elapsed() < Duration::from_secs(20), "every exec ended before its 20 s");
+    assert!(!running("sleep 20"));
+
+    let out = sb.clonet().args(["stop", "busy"]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    lab.child.wait().unwrap();
+    // The nodes killed to stop them were stopped, not reported dead.
+    let log: Vec<String> = lab.log.try_iter().collect();
+    assert!(!log.iter().any(|l| l.contains("died")), "{log:?}");
+    assert_nothing_left(&sb);
+}

@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
 
-use super::{BootMedia, ExecOutput, ExecRequest, HostError, KvmBoot, NodeHost, NodeSpec, ProcRecord, RunningNode};
+use super::{
+    BootMedia, ExecOutput, ExecRequest, HostError, KvmBoot, NodeHost, NodeKiller, NodeSpec, ProcRecord, RunningNode,
+};
 use crate::switch::port::{FdPort, PortIo};
 use crate::vocab::addr::{Cidr, Route};
 use crate::vocab::MacAddr;
@@ -30,6 +32,13 @@ pub struct FakeHost {
     /// A command run in a node that makes the host panic (a stand-in for
     /// a bug), to show that one failed job does not end the lab.
     panicking_command: Arc<Mutex<Option<String>>>,
+    /// A program whose `exec` takes time: `[program, seconds]` sleeps that
+    /// long (at most the request's timeout), as a long command on a real
+    /// node would, so tests can show what else goes on meanwhile.
+    sleeping_command: Arc<Mutex<Option<String>>>,
+    /// Nodes whose killer ran since they started: a sleeping exec on one
+    /// ends at once, as a command in a killed node does.
+    killed: Arc<Mutex<std::collections::HashSet<String>>>,
     /// Pings are answered (a dry build goes on), not lost.
     answer_pings: bool,
     /// The run directories whose storage was released, apart from `calls`
@@ -72,6 +81,17 @@ impl FakeHost {
         *self.panicking_command.lock().expect("not poisoned") = Some(program.to_string());
     }
 
+    /// Makes `exec` of `[program, seconds]` sleep that many seconds (a
+    /// fraction is fine), ending early if the request times out (a timeout
+    /// error) or the node is killed (status 137, as after SIGKILL).
+    pub fn sleep_on_exec_of(&self, program: &str) {
+        *self.sleeping_command.lock().expect("not poisoned") = Some(program.to_string());
+    }
+
+    fn killed(&self, node: &str) -> bool {
+        self.killed.lock().expect("not poisoned").contains(node)
+    }
+
     /// The test's end of interface `node:iface`, in blocking mode.
     pub fn wire(&self, node: &str, iface: &str) -> Option<UnixDatagram> {
         let fd = self.wires.lock().expect("not poisoned").remove(&format!("{node}:{iface}"))?;
@@ -111,6 +131,7 @@ impl NodeHost for FakeHost {
 
     fn start_node(&self, spec: &NodeSpec) -> Result<Box<dyn RunningNode>, HostError> {
         self.record(format!("start {}", spec.name));
+        self.killed.lock().expect("not poisoned").remove(&spec.name);
         Ok(Box::new(FakeNode { name: spec.name.clone(), host: self.clone() }))
     }
 }
@@ -172,6 +193,10 @@ impl RunningNode for FakeNode {
         if panicking.is_some_and(|p| req.argv.first() == Some(&p)) {
             panic!("the fake host was told to panic on {:?}", req.argv);
         }
+        let sleeping = self.host.sleeping_command.lock().expect("not poisoned").clone();
+        if sleeping.is_some_and(|p| req.argv.first() == Some(&p)) {
+            return self.sleep(req);
+        }
         // Cut as real nodes cut, so the limit's plumbing can be tested here.
         let mut stdout = req.argv.join(" ").into_bytes();
         let limit = usize::try_from(req.max_output.get()).unwrap_or(usize::MAX);
@@ -193,5 +218,43 @@ impl RunningNode for FakeNode {
     fn stop(&mut self) -> Result<(), HostError> {
         self.host.record(format!("stop {}", self.name));
         Ok(())
+    }
+
+    fn killer(&self) -> Box<dyn NodeKiller> {
+        Box::new(FakeKiller { name: self.name.clone(), host: self.host.clone() })
+    }
+}
+
+impl FakeNode {
+    /// A long command: sleeps in small steps, so that a kill or the
+    /// request's timeout ends it as it would on a real node.
+    fn sleep(&self, req: &ExecRequest) -> Result<ExecOutput, HostError> {
+        let seconds = req.argv.get(1).and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0).clamp(0.0, 3600.0);
+        let start = std::time::Instant::now();
+        let until = start + Duration::from_secs_f64(seconds);
+        let timeout = req.timeout.get();
+        while std::time::Instant::now() < until {
+            if self.host.killed(&self.name) {
+                return Ok(ExecOutput { status: 137, ..Default::default() });
+            }
+            if start.elapsed() >= timeout {
+                return Err(HostError::Timeout(timeout));
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Ok(ExecOutput::default())
+    }
+}
+
+/// Kills a fake node: recorded, and its sleeping exec ends.
+struct FakeKiller {
+    name: String,
+    host: FakeHost,
+}
+
+impl NodeKiller for FakeKiller {
+    fn kill(&self) {
+        self.host.record(format!("kill {}", self.name));
+        self.host.killed.lock().expect("not poisoned").insert(self.name.clone());
     }
 }

@@ -166,6 +166,31 @@ pub struct ProcRecord {
     pub start_time: u64,
 }
 
+/// Ends a node's processes from another thread while a long command
+/// (an exec, a ping) holds the node itself: the lab stops or deletes a
+/// node, or ends, without waiting for that command, which then fails.
+pub trait NodeKiller: Send {
+    fn kill(&self);
+}
+
+/// The usual [`NodeKiller`]: SIGKILL to each recorded process still alive
+/// and to the process group it leads (every node process leads one, see
+/// `sys::proc::node_process`; a UML machine is several processes). A
+/// record whose pid now names another process is left alone.
+pub struct KillProcesses(pub Vec<ProcRecord>);
+
+impl NodeKiller for KillProcesses {
+    fn kill(&self) {
+        use nix::sys::signal::{kill, killpg, Signal};
+        use nix::unistd::Pid;
+        for p in self.0.iter().filter(|p| is_alive(p)) {
+            // ESRCH for a pid that leads no group: nothing to do.
+            let _ = killpg(Pid::from_raw(p.pid), Signal::SIGKILL);
+            let _ = kill(Pid::from_raw(p.pid), Signal::SIGKILL);
+        }
+    }
+}
+
 /// Starts nodes, and moves their disks in and out of saved labs.
 pub trait NodeHost: Send {
     /// Finds (building it the first time, if it is clonet's own) what node
@@ -280,6 +305,11 @@ pub trait RunningNode: Send {
     fn ping(&mut self, target: IpAddr, timeout: Duration) -> Result<Option<Duration>, HostError>;
     /// Kills every process of the node and releases its namespaces.
     fn stop(&mut self) -> Result<(), HostError>;
+    /// What ends this node's processes while a long command holds it
+    /// (see [`NodeKiller`]). By default, the processes it has now.
+    fn killer(&self) -> Box<dyn NodeKiller> {
+        Box::new(KillProcesses(self.processes()))
+    }
     /// Starts stopping without waiting, so that a lab tearing down many
     /// nodes lets the kernel take their namespaces apart all at once;
     /// `stop` then finishes. Nothing by default.

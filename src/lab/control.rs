@@ -21,15 +21,24 @@
 //! `{"event":"node_added",…}`. A malformed request gets an error answer
 //! and the connection and the lab go on.
 //!
+//! Requests on one connection start in the order they come. A command
+//! with an `id` that runs on one node alone (`exec`, `ping`, `console`,
+//! `pause_node`) is answered when it is done, and the connection goes on
+//! with later requests meanwhile: match answers by `id`. A request without
+//! an `id` is answered before the next one is read. Commands that need the
+//! same node run one after the other, whoever sends them.
+//!
 //! Bounds: at most [`MAX_CLIENTS`] clients at once (one more is answered
 //! one `unavailable` error line and closed), and a request line of at most
 //! [`MAX_LINE`] bytes (a longer one is answered an `invalid` error and its
 //! connection closed; other clients and the lab go on).
 //!
 //! Owns: the listener, one thread per client (plus one writer each), the
-//! ticker that notices dead nodes and sends counters to watchers, and the
-//! client side (`Client`). Must not touch: the topology (only through
-//! `Lab::execute`), the data plane (captures go through `CaptureControl`).
+//! executor thread that runs commands on the lab, the threads that run
+//! one-node commands on lent nodes, the ticker that notices dead nodes and
+//! sends counters to watchers, and the client side (`Client`). Must not
+//! touch: the topology (only through `SharedLab`), the data plane
+//! (captures go through `CaptureControl`).
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::fd::AsFd;
 use std::os::unix::fs::PermissionsExt;
@@ -37,7 +46,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -46,7 +55,8 @@ use serde::{Deserialize, Serialize};
 use super::capture::{self, CaptureRequest, PortDirectory};
 use super::command::{Command, Reply};
 use super::errors::{ErrorKind, RemoteError};
-use super::Lab;
+use super::shared::{panic_message, Loan, SharedLab, Step, WeakLab};
+use super::LabError;
 use crate::switch::CaptureControl;
 
 /// Name of the control socket in the run directory.
@@ -64,16 +74,6 @@ pub const MAX_LINE: usize = 4 << 20;
 /// one control client at most), so a flood of the GUI still leaves room
 /// for `clonet attach` and `clonet exec`.
 pub const MAX_CLIENTS: usize = 128;
-
-/// A lab shared by the thread that runs its script or REPL and the
-/// control socket's clients.
-pub type SharedLab = Arc<Mutex<Lab>>;
-
-/// Locks a shared lab; a client thread that panicked while holding it
-/// does not make the lab unusable.
-pub fn lock(lab: &Mutex<Lab>) -> MutexGuard<'_, Lab> {
-    lab.lock().unwrap_or_else(PoisonError::into_inner)
-}
 
 /// One request line.
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -244,7 +244,7 @@ pub fn worth_reporting(refused: u64) -> bool {
 
 /// What the server's threads share.
 struct Shared {
-    lab: Weak<Mutex<Lab>>,
+    lab: WeakLab,
     stop: AtomicBool,
     directory: PortDirectory,
     captures: CaptureControl,
@@ -252,22 +252,41 @@ struct Shared {
     clients: Mutex<std::collections::HashMap<u64, UnixStream>>,
     /// Work for the executor thread.
     jobs: Mutex<mpsc::Sender<Job>>,
+    /// The threads that run one-node commands.
+    workers: NodeWorkers,
     next_client: AtomicU64,
     /// At most `MAX_CLIENTS` clients at once.
     limit: Arc<ConnectionLimit>,
 }
 
 /// Work for the lab, done on the server's executor thread.
-type Job = Box<dyn FnOnce(&mut Lab) + Send>;
+type Job = Box<dyn FnOnce(&SharedLab) + Send>;
+
+/// A lab error as the protocol carries it.
+fn remote(e: LabError) -> RemoteError {
+    RemoteError::new(e.kind(), e.to_string())
+}
+
+fn ended() -> RemoteError {
+    remote(LabError::Ended)
+}
+
+/// How a command began (see `Shared::begin_command`).
+enum Begun {
+    Answered(Box<Result<Reply, RemoteError>>),
+    /// It runs on one node alone, lent to it.
+    Lent(Loan),
+}
 
 impl Shared {
     /// Runs `f` on the lab, on the executor thread, unless the lab has
     /// ended. Not on the client's own thread: node processes die with the
     /// thread that started them (PDEATHSIG), and a client may go away
-    /// while its nodes should live on.
+    /// while its nodes should live on. `f` locks the lab itself, and must
+    /// never wait for a lent node: every client's work passes here.
     fn with_lab<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&mut Lab) -> Result<T, RemoteError> + Send + 'static,
+        f: impl FnOnce(&SharedLab) -> Result<T, RemoteError> + Send + 'static,
     ) -> Result<T, RemoteError> {
         let (done, result) = mpsc::sync_channel(1);
         let job: Job = Box::new(move |lab| {
@@ -276,18 +295,29 @@ impl Shared {
             // gets an error and the executor thread, and so the lab, goes
             // on for every other client.
             let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(lab)));
-            let _ = done.send(outcome.unwrap_or_else(|panic| {
-                let why = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "no message".into());
-                Err(RemoteError::new(ErrorKind::Host, format!("the command failed inside clonet: {why}")))
-            }));
+            let _ = done
+                .send(outcome.unwrap_or_else(|panic| Err(remote(LabError::Panicked(panic_message(panic.as_ref()))))));
         });
-        let ended = || RemoteError::new(ErrorKind::Unavailable, "the lab has ended");
         self.jobs.lock().unwrap_or_else(PoisonError::into_inner).send(job).map_err(|_| ended())?;
         result.recv().map_err(|_| ended())?
+    }
+
+    /// Begins a command: runs it on the lab (on the executor thread), or
+    /// borrows the node of a one-node command. When a node it needs is
+    /// lent to another command, this client's thread (not the executor)
+    /// waits for it, then the command is tried again.
+    fn begin_command(&self, cmd: Command) -> Result<Begun, RemoteError> {
+        let mut cmd = cmd;
+        loop {
+            match self.with_lab(move |lab| Ok(lab.attempt(cmd)))? {
+                Step::Done(result) => return Ok(Begun::Answered(Box::new(result.map_err(remote)))),
+                Step::Lent(loan) => return Ok(Begun::Lent(loan)),
+                Step::Busy { cmd: again, nodes } => {
+                    self.lab.upgrade().ok_or_else(ended)?.wait_until_back(&nodes);
+                    cmd = again;
+                }
+            }
+        }
     }
 }
 
@@ -298,12 +328,73 @@ fn execute_jobs(jobs: Receiver<Job>, shared: &Shared) {
     while !shared.stop.load(Ordering::Relaxed) {
         let Ok(job) = jobs.recv_timeout(Duration::from_millis(100)) else { continue };
         let Some(lab) = shared.lab.upgrade() else { return };
-        let mut guard = lock(&lab);
-        if guard.is_torn_down() || shared.stop.load(Ordering::Relaxed) {
+        if lab.lock().is_torn_down() || shared.stop.load(Ordering::Relaxed) {
             // Dropping the job tells its client the lab has ended.
             return;
         }
-        job(&mut guard);
+        job(&lab);
+    }
+}
+
+/// The threads that run one-node commands (exec, ping, console, pause)
+/// once the lab lent them their node. Not a client's own thread: such a
+/// command may start processes for its node (a uml machine that died
+/// while booting is booted again), which die with the thread that started
+/// them (PDEATHSIG), and a node must outlive the client that used it. So
+/// these threads live as long as the server: one is added whenever none
+/// is idle, so there are as many as one-node commands ever ran at once
+/// (at most one per node, since a node is lent to one command at a time).
+struct NodeWorkers {
+    tasks: Mutex<Option<mpsc::Sender<Task>>>,
+    queue: Arc<Mutex<Receiver<Task>>>,
+    /// Threads waiting for a task and not yet promised one.
+    idle: Arc<AtomicUsize>,
+}
+
+type Task = Box<dyn FnOnce() + Send>;
+
+impl NodeWorkers {
+    fn new() -> NodeWorkers {
+        let (tasks, queue) = mpsc::channel();
+        NodeWorkers {
+            tasks: Mutex::new(Some(tasks)),
+            queue: Arc::new(Mutex::new(queue)),
+            idle: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    /// Runs `task` on a thread of its own at once: an idle one, or a new
+    /// one. Fails (dropping the task) once the server has stopped.
+    fn run(&self, task: Task) -> Result<(), ()> {
+        let tasks = self.tasks.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(sender) = tasks.as_ref() else { return Err(()) };
+        // Each task queued has a thread to take it: an idle one promised
+        // here, or the one started here.
+        if self.idle.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1)).is_err() {
+            let (queue, idle) = (self.queue.clone(), self.idle.clone());
+            std::thread::Builder::new()
+                .name("clonet-control-node".into())
+                .spawn(move || work(&queue, &idle))
+                .map_err(|_| ())?;
+        }
+        sender.send(task).map_err(|_| ())
+    }
+
+    /// No more tasks: the threads end once the queue is empty.
+    fn close(&self) {
+        self.tasks.lock().unwrap_or_else(PoisonError::into_inner).take();
+    }
+}
+
+/// A node worker's life: one task after another until the server stops.
+fn work(queue: &Mutex<Receiver<Task>>, idle: &AtomicUsize) {
+    loop {
+        let next = queue.lock().unwrap_or_else(PoisonError::into_inner).recv();
+        let Ok(task) = next else { return };
+        // A task gives its node back even when the command panics
+        // (`Loan::finish`); this keeps the thread for the next one anyway.
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(task));
+        idle.fetch_add(1, Ordering::AcqRel);
     }
 }
 
@@ -320,7 +411,7 @@ impl Server {
     /// Serves `lab` on `control.sock` in its run directory.
     pub fn start(lab: &SharedLab) -> io::Result<Server> {
         let (dir, directory, captures) = {
-            let guard = lock(lab);
+            let guard = lab.lock();
             let dir = guard.run_dir().map(Path::to_path_buf).ok_or_else(|| io::Error::other("the lab has ended"))?;
             (dir, guard.port_directory(), guard.capture_control())
         };
@@ -332,7 +423,8 @@ impl Server {
         let (jobs, job_queue) = mpsc::channel();
         let shared = Arc::new(Shared {
             jobs: Mutex::new(jobs),
-            lab: Arc::downgrade(lab),
+            workers: NodeWorkers::new(),
+            lab: lab.downgrade(),
             stop: AtomicBool::new(false),
             directory,
             captures,
@@ -369,6 +461,7 @@ impl Server {
     pub fn shutdown(&mut self) {
         self.shared.stop.store(true, Ordering::Relaxed);
         self.wakers = None;
+        self.shared.workers.close();
         for (_, c) in self.shared.clients.lock().unwrap_or_else(PoisonError::into_inner).drain() {
             let _ = c.shutdown(std::net::Shutdown::Both);
         }
@@ -442,7 +535,7 @@ pub fn wait_readable(fds: &[std::os::fd::BorrowedFd<'_>], ms: u16) {
 fn tick_loop(stop: &Receiver<()>, shared: &Shared) {
     while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(Duration::from_secs(1)) {
         let Some(lab) = shared.lab.upgrade() else { return };
-        let Ok(mut guard) = lab.try_lock() else { continue };
+        let Some(mut guard) = lab.try_lock() else { continue };
         if !guard.is_torn_down() && !shared.stop.load(Ordering::Relaxed) {
             guard.tick();
         }
@@ -506,14 +599,20 @@ fn serve_client(stream: UnixStream, shared: &Arc<Shared>) {
         }
         let result = match action {
             Err(e) => Err(RemoteError::new(ErrorKind::Invalid, e)),
-            Ok(Action::Command(cmd)) => {
-                shared.with_lab(move |lab| lab.execute(*cmd).map_err(|e| RemoteError::new(e.kind(), e.to_string())))
-            }
+            Ok(Action::Command(cmd)) => match shared.begin_command(*cmd) {
+                Err(e) => Err(e),
+                Ok(Begun::Answered(result)) => *result,
+                Ok(Begun::Lent(loan)) => match run_lent(shared, loan, id, &tx) {
+                    // Answered when done; the connection goes on.
+                    None => continue,
+                    Some(result) => result,
+                },
+            },
             Ok(Action::Watch) => match watcher {
                 Some(_) => Ok(Reply::Done),
                 None => {
                     let lines = tx.clone();
-                    shared.with_lab(move |lab| Ok(lab.watch(lines))).map(|w| {
+                    shared.with_lab(move |lab| Ok(lab.lock().watch(lines))).map(|w| {
                         watcher = Some(w);
                         Reply::Done
                     })
@@ -536,14 +635,47 @@ fn serve_client(stream: UnixStream, shared: &Arc<Shared>) {
     }
     if let Some(w) = watcher {
         let _ = shared.with_lab(move |lab| {
-            lab.unwatch(w);
+            lab.lock().unwatch(w);
             Ok(())
         });
     }
+    // The writer ends once every answer is sent, those of one-node
+    // commands still running included.
     drop(tx);
     if let Some(w) = writer {
         let _ = w.join();
     }
+}
+
+/// Runs a one-node command on a node worker. With an `id`, its answer
+/// goes to `answers` when it is done and this returns `None` at once;
+/// without one, this waits for the command and returns its result.
+fn run_lent(
+    shared: &Shared,
+    loan: Loan,
+    id: Option<u64>,
+    answers: &mpsc::SyncSender<String>,
+) -> Option<Result<Reply, RemoteError>> {
+    if id.is_some() {
+        let answers = answers.clone();
+        let task: Task = Box::new(move || {
+            let _ = answers.send(Answer::new(id, loan.finish().map_err(remote)).line());
+        });
+        // A task the workers refuse (the lab is ending) drops its loan,
+        // which gives the node back; the client is told.
+        return match shared.workers.run(task) {
+            Ok(()) => None,
+            Err(()) => Some(Err(ended())),
+        };
+    }
+    let (done, result) = mpsc::sync_channel(1);
+    let task: Task = Box::new(move || {
+        let _ = done.send(loan.finish().map_err(remote));
+    });
+    if shared.workers.run(task).is_err() {
+        return Some(Err(ended()));
+    }
+    Some(result.recv().unwrap_or_else(|_| Err(ended())))
 }
 
 /// Writes queued lines to the client until the queue ends or the client
@@ -662,12 +794,13 @@ pub fn running_lab_dir(lab: &str) -> Result<PathBuf, String> {
 mod tests {
     use super::*;
     use crate::host::fake::FakeHost;
+    use crate::lab::Lab;
 
     /// A lab on the fake host, served on its control socket, and the socket.
     fn served_lab(scratch: &Path) -> (SharedLab, PathBuf) {
         let lab = Lab::new("bounds", Box::new(FakeHost::default()), &scratch.join("run"), None).expect("lab");
         let shared = lab.serve().expect("served");
-        let socket = lock(&shared).run_dir().expect("run dir").join(SOCKET);
+        let socket = shared.lock().run_dir().expect("run dir").join(SOCKET);
         (shared, socket)
     }
 
@@ -758,7 +891,7 @@ mod tests {
             std::thread::sleep(Duration::from_millis(20));
         }
         drop(held);
-        lock(&lab).teardown();
+        lab.teardown();
     }
 
     #[test]
@@ -790,7 +923,216 @@ mod tests {
         assert_eq!(answer["kind"], "invalid", "{answer}");
         assert!(ask(&mut watcher, LAB_INFO).get("ok").is_some(), "the other client goes on");
         drop((watcher, long));
-        lock(&lab).teardown();
+        lab.teardown();
+    }
+
+    /// Nodes a, b and c on a fake host whose `sleep N` takes N seconds (b
+    /// and c linked), served; and that host.
+    fn served_nodes(scratch: &Path) -> (SharedLab, PathBuf, FakeHost) {
+        use crate::vocab::NodeKind;
+        let host = FakeHost::default();
+        host.sleep_on_exec_of("sleep");
+        let mut lab = Lab::new("busy", Box::new(host.clone()), &scratch.join("run"), None).expect("lab");
+        for name in ["a", "b", "c"] {
+            let node = Command::AddNode { name: name.into(), kind: NodeKind::Ns, options: Default::default() };
+            lab.execute(node).expect("node");
+        }
+        let link = Command::AddLink {
+            a: "b".into(),
+            b: "c".into(),
+            ip_a: Some("10.0.2.1/24".parse().unwrap()),
+            ip_b: Some("10.0.2.2/24".parse().unwrap()),
+            options: Default::default(),
+        };
+        lab.execute(link).expect("link");
+        let shared = lab.serve().expect("served");
+        let socket = shared.lock().run_dir().expect("run dir").join(SOCKET);
+        (shared, socket, host)
+    }
+
+    fn exec_line(id: u64, node: &str, argv: &[&str]) -> Vec<u8> {
+        let argv = serde_json::to_string(argv).unwrap();
+        format!(
+            "{{\"id\":{id},\"command\":{{\"op\":\"exec\",\"node\":\"{node}\",\"request\":{{\"argv\":{argv},\"stdin\":[],\"timeout\":{{\"secs\":60,\"nanos\":0}}}}}}}}\n"
+        )
+        .into_bytes()
+    }
+
+    /// Waits until the fake host ran `call`.
+    fn until_called(host: &FakeHost, call: &str) {
+        let end = std::time::Instant::now() + Duration::from_secs(5);
+        while !host.calls().iter().any(|c| c == call) {
+            assert!(std::time::Instant::now() < end, "never called: {call}; calls: {:?}", host.calls());
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// How long the answer to a command took, which must be well under
+    /// the exec that runs meanwhile.
+    const QUICK: Duration = Duration::from_millis(500);
+
+    #[test]
+    fn a_long_exec_on_one_node_holds_up_no_command_of_any_client() {
+        let scratch = tempfile::tempdir().expect("tempdir");
+        let (lab, socket, host) = served_nodes(scratch.path());
+        let mut slow = connect(&socket);
+        let started = std::time::Instant::now();
+        slow.1.write_all(&exec_line(1, "a", &["sleep", "3"])).unwrap();
+        until_called(&host, r#"exec a ["sleep", "3"]"#);
+
+        // Another client: commands on the other nodes and on the whole lab
+        // are answered at once while a's exec runs.
+        let mut other = connect(&socket);
+        let link_again = br#"{"id":6,"command":{"op":"add_link","a":"b","b":"c","ip_a":null,"ip_b":null,"options":{}}}
+"#;
+        let commands: [(&str, Vec<u8>); 8] = [
+            ("lab_info", LAB_INFO.to_vec()),
+            ("counters", b"{\"id\":2,\"command\":{\"op\":\"counters\"}}\n".to_vec()),
+            (
+                "ping b -> c",
+                br#"{"id":3,"command":{"op":"ping","from":"b","to":{"node":"c"},"timeout_ms":100}}
+"#
+                .to_vec(),
+            ),
+            ("exec on b", exec_line(4, "b", &["true"])),
+            ("exec on c", exec_line(5, "c", &["true"])),
+            ("add_link b c", link_again.to_vec()),
+            ("node_info a (lent)", b"{\"id\":7,\"command\":{\"op\":\"node_info\",\"node\":\"a\"}}\n".to_vec()),
+            (
+                "add_node d",
+                br#"{"id":8,"command":{"op":"add_node","name":"d","kind":"ns"}}
+"#
+                .to_vec(),
+            ),
+        ];
+        for (what, line) in commands {
+            let asked = std::time::Instant::now();
+            let answer = ask(&mut other, &line);
+            let took = asked.elapsed();
+            eprintln!("{what}: answered in {took:?} while a's exec runs");
+            assert!(answer.get("ok").is_some(), "{what}: {answer}");
+            assert!(took < QUICK, "{what} took {took:?} while an exec ran on another node");
+        }
+
+        // The exec's own connection goes on too: requests with an id are
+        // answered as they are done, the exec's last.
+        let asked = std::time::Instant::now();
+        slow.1.write_all(b"{\"id\":11,\"command\":{\"op\":\"lab_info\"}}\n").unwrap();
+        slow.1.write_all(&exec_line(12, "b", &["true"])).unwrap();
+        for id in [11, 12] {
+            let answer = next_line(&mut slow.0);
+            assert_eq!(answer["id"], id, "answered in order of completion: {answer}");
+            assert!(answer.get("ok").is_some(), "{answer}");
+        }
+        let took = asked.elapsed();
+        eprintln!("two requests pipelined behind the exec on its own connection: answered in {took:?}");
+        assert!(took < QUICK, "requests behind a long exec on one connection took {took:?}");
+        assert!(started.elapsed() < Duration::from_secs(3), "all that happened while the exec ran");
+
+        let answer = next_line(&mut slow.0);
+        assert_eq!((answer["id"].as_u64(), answer["ok"]["status"].as_i64()), (Some(1), Some(0)), "{answer}");
+        assert!(started.elapsed() >= Duration::from_secs(3), "the exec took its time");
+        drop((slow, other));
+        lab.teardown();
+    }
+
+    #[test]
+    fn commands_on_the_same_node_wait_for_each_other() {
+        let scratch = tempfile::tempdir().expect("tempdir");
+        let (lab, socket, host) = served_nodes(scratch.path());
+        let mut first = connect(&socket);
+        let started = std::time::Instant::now();
+        first.1.write_all(&exec_line(1, "a", &["sleep", "1"])).unwrap();
+        until_called(&host, r#"exec a ["sleep", "1"]"#);
+        // A second exec and an address on a, from another client: each
+        // runs once a is back from the first exec.
+        let mut second = connect(&socket);
+        let answer = ask(&mut second, &exec_line(2, "a", &["true"]));
+        assert_eq!(answer["ok"]["status"], 0, "{answer}");
+        assert!(started.elapsed() >= Duration::from_secs(1), "the second exec waited for the first");
+        let answer = next_line(&mut first.0);
+        assert_eq!(answer["ok"]["status"], 0, "{answer}");
+        let calls = host.calls();
+        let at = |c: &str| calls.iter().position(|x| x == c).unwrap_or_else(|| panic!("{c}: {calls:?}"));
+        assert!(at(r#"exec a ["sleep", "1"]"#) < at(r#"exec a ["true"]"#));
+
+        host.calls.lock().unwrap().clear();
+        first.1.write_all(&exec_line(3, "a", &["sleep", "1"])).unwrap();
+        until_called(&host, r#"exec a ["sleep", "1"]"#);
+        let joined =
+            br#"{"id":4,"command":{"op":"add_link","a":"a","b":"b","ip_a":"10.0.1.1/24","ip_b":null,"options":{}}}
+"#;
+        let asked = std::time::Instant::now();
+        let answer = ask(&mut second, joined);
+        assert!(answer.get("ok").is_some(), "{answer}");
+        assert!(asked.elapsed() >= Duration::from_millis(500), "add_link waited for a's exec: {:?}", asked.elapsed());
+        drop((first, second));
+        lab.teardown();
+    }
+
+    #[test]
+    fn stopping_or_deleting_a_node_ends_the_exec_on_it_with_a_clear_error() {
+        let scratch = tempfile::tempdir().expect("tempdir");
+        let (lab, socket, host) = served_nodes(scratch.path());
+        let mut long = connect(&socket);
+        let mut other = connect(&socket);
+        for (n, (op, why)) in
+            [("stop_node", "it was stopped"), ("delete_node", "it was deleted")].into_iter().enumerate()
+        {
+            let id = n as u64 * 10;
+            long.1.write_all(&exec_line(id + 1, "a", &["sleep", "60"])).unwrap();
+            until_called(&host, r#"exec a ["sleep", "60"]"#);
+            let asked = std::time::Instant::now();
+            let stop = format!("{{\"id\":{},\"command\":{{\"op\":\"{op}\",\"node\":\"a\"}}}}\n", id + 2);
+            let answer = ask(&mut other, stop.as_bytes());
+            let took = asked.elapsed();
+            eprintln!("{op} of a node running a 60 s exec: answered in {took:?}");
+            assert!(answer.get("ok").is_some(), "{answer}");
+            assert!(took < Duration::from_secs(2), "{op} waited {took:?} for the exec");
+            let ended = next_line(&mut long.0);
+            assert_eq!(ended["id"], id + 1, "{ended}");
+            assert_eq!(ended["kind"], "state", "{ended}");
+            let message = ended["error"].as_str().unwrap_or_default();
+            assert!(
+                message.contains("node \"a\" ended while the command ran on it") && message.contains(why),
+                "{ended}"
+            );
+            assert!(host.calls().iter().any(|c| c == "kill a"), "{:?}", host.calls());
+            if op == "stop_node" {
+                // Started again, it runs commands as before.
+                let start = br#"{"id":3,"command":{"op":"start_node","node":"a"}}
+"#;
+                assert!(ask(&mut other, start).get("ok").is_some());
+                host.calls.lock().unwrap().clear();
+                assert_eq!(ask(&mut other, &exec_line(4, "a", &["true"]))["ok"]["status"], 0);
+            }
+        }
+        let info = ask(&mut other, LAB_INFO);
+        assert_eq!((info["ok"]["nodes"].as_u64(), info["ok"]["running"].as_u64()), (Some(2), Some(2)), "{info}");
+        drop((long, other));
+        lab.teardown();
+    }
+
+    #[test]
+    fn the_lab_ends_without_waiting_for_a_long_exec() {
+        let scratch = tempfile::tempdir().expect("tempdir");
+        let (lab, socket, host) = served_nodes(scratch.path());
+        let mut long = connect(&socket);
+        long.1.write_all(&exec_line(1, "a", &["sleep", "60"])).unwrap();
+        until_called(&host, r#"exec a ["sleep", "60"]"#);
+        let asked = std::time::Instant::now();
+        lab.teardown();
+        let took = asked.elapsed();
+        eprintln!("teardown with a 60 s exec running: {took:?}");
+        assert!(took < Duration::from_secs(3), "teardown took {took:?}");
+        assert!(lab.lock().is_torn_down());
+        let calls = host.calls();
+        let at = |c: &str| calls.iter().position(|x| x == c).unwrap_or_else(|| panic!("{c}: {calls:?}"));
+        assert!(at("kill a") < at("stop a"), "killed, given back, then stopped: {calls:?}");
+        // The exec's client is told, or sees the lab close.
+        let mut rest = String::new();
+        let _ = long.0.read_to_string(&mut rest);
+        assert!(rest.is_empty() || rest.contains("ended while the command ran"), "{rest}");
     }
 
     #[test]

@@ -91,6 +91,9 @@ impl LabError {
             LabError::KindMismatch { .. } => ErrorKind::Invalid,
             LabError::CloneStopped(_) => ErrorKind::State,
             LabError::NotLocal(_) => ErrorKind::Unsupported,
+            LabError::Busy(_) | LabError::EndedWhileBusy { .. } => ErrorKind::State,
+            LabError::Ended => ErrorKind::Unavailable,
+            LabError::Panicked(_) => ErrorKind::Host,
             LabError::Remote(e) => e.kind,
         }
     }

@@ -4,8 +4,9 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::command::{Command, Reply};
-use super::control::{self, Client, SharedLab};
+use super::control::Client;
 use super::errors;
+use super::shared::SharedLab;
 use super::topology::Topology;
 use super::{Lab, LabError};
 
@@ -19,7 +20,7 @@ pub enum LabRef {
 impl LabRef {
     /// A lab of this process, without a control socket (tests, checks).
     pub fn local(lab: Lab) -> LabRef {
-        LabRef::Local(Arc::new(Mutex::new(lab)))
+        LabRef::Local(SharedLab::new(lab))
     }
 
     /// A lab of this process, served on its control socket.
@@ -33,7 +34,9 @@ impl LabRef {
 
     pub fn execute(&self, cmd: Command) -> Result<Reply, LabError> {
         match self {
-            LabRef::Local(lab) => control::lock(lab).execute(cmd),
+            // A one-node command runs without the lab, so the control
+            // socket's clients go on meanwhile.
+            LabRef::Local(lab) => lab.execute(cmd),
             LabRef::Remote(client) => {
                 client.lock().unwrap_or_else(std::sync::PoisonError::into_inner).execute(cmd).map_err(LabError::Remote)
             }
@@ -43,7 +46,7 @@ impl LabRef {
     /// This process's lab, locked; `None` for a remote one.
     pub fn local_lab(&self) -> Option<MutexGuard<'_, Lab>> {
         match self {
-            LabRef::Local(lab) => Some(control::lock(lab)),
+            LabRef::Local(lab) => Some(lab.lock()),
             LabRef::Remote(_) => None,
         }
     }
@@ -63,7 +66,7 @@ impl LabRef {
 
     /// Tears down this process's lab (a remote lab goes on).
     pub fn teardown(&self) {
-        if let Some(mut lab) = self.local_lab() {
+        if let LabRef::Local(lab) = self {
             lab.teardown();
         }
     }

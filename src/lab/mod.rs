@@ -13,6 +13,10 @@
 //! labs (`snapshot_ops.rs`), captures, counters and the MAC table
 //! (`traffic.rs`), watchers and their events (`watching.rs`).
 //!
+//! A node can be lent to a command that runs on it alone (an exec, a
+//! ping), which then holds the node without the lab (`lending.rs`); the
+//! threads that share a lab wait for lent nodes in `shared.rs`.
+//!
 //! Owns: the topology, running nodes, switch ports and segments, the run
 //! directory. Must not touch: Rhai, terminal output other than warnings.
 pub mod capture;
@@ -23,11 +27,13 @@ pub mod events;
 pub mod graph;
 pub mod handle;
 pub mod impairment;
+pub mod lending;
 pub mod names;
 pub mod progress;
 pub mod rebuild;
 pub mod rundir;
 pub mod save;
+pub mod shared;
 pub mod snapshot;
 pub mod topology;
 
@@ -94,6 +100,17 @@ pub enum LabError {
     Remote(#[from] errors::RemoteError),
     #[error("{0} needs the lab in this process (it is attached)")]
     NotLocal(&'static str),
+    /// The node is lent to another command (see `lending.rs`).
+    #[error("node {0:?} is busy with another command (an exec, a ping); try again once it is done")]
+    Busy(String),
+    /// The node of a command that ran on it alone ended meanwhile.
+    #[error("node {node:?} ended while the command ran on it: {why}")]
+    EndedWhileBusy { node: String, why: lending::Ending },
+    #[error("the lab has ended")]
+    Ended,
+    /// A bug: the command panicked (and the lab went on without it).
+    #[error("the command failed inside clonet: {0}")]
+    Panicked(String),
 }
 
 /// A switch port and what it is plugged into.
@@ -106,8 +123,15 @@ struct PortHandle {
 pub struct Lab {
     topo: Topology,
     host: Box<dyn NodeHost>,
-    /// Running nodes (a stopped node is in the model only).
-    nodes: HashMap<String, Box<dyn RunningNode>>,
+    /// Running nodes (a stopped node is in the model only), at home or
+    /// lent to a command (`lending.rs`).
+    nodes: HashMap<String, lending::NodeSlot>,
+    /// The number of the next lending of a node.
+    next_lease: u64,
+    /// Nodes killed while lent because a stop or delete asked for them:
+    /// dead on purpose, so not reported as died before that stop or
+    /// delete runs.
+    stopping: std::collections::HashSet<String>,
     /// The terminal's progress line for big labs.
     progress: progress::BuildProgress,
     /// Which running nodes may have died since the last command.
@@ -156,6 +180,8 @@ impl Lab {
             topo: Topology::new(name),
             host,
             nodes: HashMap::new(),
+            next_lease: 1,
+            stopping: Default::default(),
             death_watch: Default::default(),
             progress: Default::default(),
             ports: HashMap::new(),
@@ -179,10 +205,10 @@ impl Lab {
     }
 
     /// Makes the lab a shared one and serves it on its control socket.
-    pub fn serve(self) -> Result<control::SharedLab, LabError> {
-        let shared = Arc::new(std::sync::Mutex::new(self));
+    pub fn serve(self) -> Result<shared::SharedLab, LabError> {
+        let shared = shared::SharedLab::new(self);
         let server = control::Server::start(&shared).map_err(HostError::io("starting the control socket"))?;
-        control::lock(&shared).control = Some(server);
+        shared.lock().control = Some(server);
         Ok(shared)
     }
 
@@ -226,12 +252,12 @@ impl Lab {
 
     /// Host pid of a running node's init, 0 when stopped or unknown.
     pub fn node_pid(&self, node: &str) -> i32 {
-        self.nodes.get(node).map_or(0, |n| n.pid())
+        self.nodes.get(node).map_or(0, lending::NodeSlot::pid)
     }
 
     /// Kind-specific facts of a running node (kvm: `accel=…`).
     pub fn node_detail(&self, node: &str) -> Option<String> {
-        self.nodes.get(node).and_then(|n| n.detail())
+        self.nodes.get(node).and_then(lending::NodeSlot::detail)
     }
 
     /// The address a node is reached at: its first configured address.
@@ -261,26 +287,47 @@ impl Lab {
         self.segments.get(name).copied().ok_or_else(|| TopologyError::NoSuchLink(name.to_string()).into())
     }
 
+    /// A running node at home: an error says why not (no such node,
+    /// stopped, lent to another command).
     fn running(&self, node: &str) -> Result<&dyn RunningNode, LabError> {
         self.topo.node(node)?;
-        self.nodes.get(node).map(|b| b.as_ref()).ok_or_else(|| TopologyError::Stopped(node.to_string()).into())
+        match self.nodes.get(node) {
+            Some(lending::NodeSlot::Home(n)) => Ok(n.as_ref()),
+            Some(lending::NodeSlot::Lent(_)) => Err(LabError::Busy(node.to_string())),
+            None => Err(TopologyError::Stopped(node.to_string()).into()),
+        }
     }
 
-    fn running_mut(&mut self, node: &str) -> Result<&mut Box<dyn RunningNode>, LabError> {
+    fn running_mut(&mut self, node: &str) -> Result<&mut dyn RunningNode, LabError> {
         self.topo.node(node)?;
-        self.nodes.get_mut(node).ok_or_else(|| TopologyError::Stopped(node.to_string()).into())
+        match self.nodes.get_mut(node) {
+            Some(lending::NodeSlot::Home(n)) => Ok(n.as_mut()),
+            Some(lending::NodeSlot::Lent(_)) => Err(LabError::Busy(node.to_string())),
+            None => Err(TopologyError::Stopped(node.to_string()).into()),
+        }
     }
 
-    /// Executes one command.
+    /// Executes one command here and now, one-node commands included
+    /// (those on a lent node fail as busy; `SharedLab::execute` waits).
     pub fn execute(&mut self, cmd: Command) -> Result<Reply, LabError> {
         // Before anything else, so a bad command changes nothing.
         cmd.check()?;
+        self.execute_checked(cmd)
+    }
+
+    /// Executes a command that passed `Command::check`.
+    fn execute_checked(&mut self, cmd: Command) -> Result<Reply, LabError> {
+        self.observed(|lab| lab.execute_and_show(cmd))
+    }
+
+    /// Runs `f`, then tells watchers what it changed in the topology.
+    fn observed<T>(&mut self, f: impl FnOnce(&mut Lab) -> T) -> T {
         let before = (!self.watchers.is_empty()).then(|| self.topo.clone());
-        let reply = self.execute_and_show(cmd);
+        let result = f(self);
         if let Some(before) = before {
             self.publish(&events::diff(&before, &self.topo));
         }
-        reply
+        result
     }
 
     fn execute_and_show(&mut self, cmd: Command) -> Result<Reply, LabError> {
@@ -373,14 +420,17 @@ impl Lab {
         let mut names: Vec<String> = self.topo.order.clone();
         names.extend(self.nodes.keys().filter(|k| !self.topo.order.contains(k)).cloned().collect::<Vec<_>>());
         self.progress.step(self.nodes.len(), format!("tearing down {} nodes", self.nodes.len()));
-        for node in self.nodes.values_mut() {
-            node.begin_stop();
+        // A lent node is killed here and stopped when its command gives it
+        // back (`SharedLab::teardown` waits for that first).
+        self.end_every_lent();
+        for slot in self.nodes.values_mut() {
+            if let lending::NodeSlot::Home(node) = slot {
+                node.begin_stop();
+            }
         }
         for name in names {
-            if let Some(mut node) = self.nodes.remove(&name) {
-                if let Err(e) = node.stop() {
-                    eprintln!("clonet: stopping node {name}: {e}");
-                }
+            if self.nodes.contains_key(&name) {
+                self.remove_and_stop(&name);
                 if let Some(rd) = self.run_dir.as_mut() {
                     let _ = rd.forget_node(&name);
                 }

@@ -6,27 +6,29 @@
 //! not touch: switch ports (only through `plug`/`unplug` in `wiring.rs`),
 //! impairments (only through `impair_ops.rs`).
 use super::command::{NodeInfo, NodeOptions, Reply};
+use super::lending::NodeSlot;
 use super::topology::{self, Attachment, IfaceRef, NewIface, TopologyError};
 use super::{Lab, LabError};
-use crate::host::{NodeSpec, RunningNode};
+use crate::host::NodeSpec;
 use crate::vocab::addr::{Cidr, Route};
 use crate::vocab::NodeKind;
 
 impl Lab {
     pub(super) fn node_info(&self, node: &str) -> Result<NodeInfo, LabError> {
-        self.node_info_with(node, |n| n.pid())
+        self.node_info_with(node, NodeSlot::pid)
     }
 
     /// `node_info`, taking the pid as `pid` says: a node that is still
-    /// starting may not know it without waiting.
-    fn node_info_with(&self, node: &str, pid: impl Fn(&dyn RunningNode) -> i32) -> Result<NodeInfo, LabError> {
+    /// starting may not know it without waiting. A lent node answers what
+    /// it showed when it was lent, without waiting for its command.
+    fn node_info_with(&self, node: &str, pid: impl Fn(&NodeSlot) -> i32) -> Result<NodeInfo, LabError> {
         let model = self.topo.node(node)?;
         Ok(NodeInfo {
             name: model.name.clone(),
             kind: model.kind,
             ifaces: model.ifaces.clone(),
-            pid: self.nodes.get(node).map(|n| pid(n.as_ref())).unwrap_or(0),
-            detail: self.nodes.get(node).and_then(|n| n.detail()),
+            pid: self.nodes.get(node).map(pid).unwrap_or(0),
+            detail: self.nodes.get(node).and_then(NodeSlot::detail),
             disk_bytes: self
                 .run_dir
                 .as_ref()
@@ -78,7 +80,7 @@ impl Lab {
         let spec = self.spec(name, kind, options.clone(), disk)?;
         let running = self.host.start_node(&spec)?;
         let procs = running.processes();
-        self.nodes.insert(name.to_string(), running);
+        self.nodes.insert(name.to_string(), NodeSlot::Home(running));
         self.topo.add_node_with(name, kind, options)?;
         self.run_dir_mut().record_node(name, procs)?;
         // Not waiting for a node that is still starting (0: not known yet).
@@ -93,11 +95,7 @@ impl Lab {
                 Attachment::Lan(l) => self.leave_lan(&IfaceRef { node: name.to_string(), iface: i.name.clone() }, l)?,
             }
         }
-        if let Some(mut n) = self.nodes.remove(name) {
-            if let Err(e) = n.stop() {
-                eprintln!("clonet: stopping node {name}: {e}");
-            }
-        }
+        self.remove_and_stop(name);
         self.topo.remove_node(name);
         self.snapshots.forget_user(name);
         self.run_dir_mut().forget_node(name)?;
@@ -109,11 +107,16 @@ impl Lab {
     /// OOM kill, a `kill -9`), says so, and marks them stopped: their ports
     /// are unplugged, their peers lose carrier, everything else goes on.
     /// `start()` brings such a node back.
+    /// A lent node is looked at once it is back (a dead one stays a
+    /// suspect until then), and one the lab killed to stop it is not.
     pub(super) fn notice_dead_nodes(&mut self) {
         let running = self.nodes.iter().map(|(name, n)| (name.as_str(), n.processes()));
         let suspects = self.death_watch.suspects(running);
-        let dead: Vec<String> =
-            suspects.into_iter().filter(|name| self.nodes.get(name).is_some_and(|n| !n.alive())).collect();
+        let dead: Vec<String> = suspects
+            .into_iter()
+            .filter(|name| !self.stopping.contains(name))
+            .filter(|name| self.nodes.get(name).and_then(NodeSlot::home).is_some_and(|n| !n.alive()))
+            .collect();
         for name in dead {
             eprintln!("clonet: node {name} died (its process exited); it is marked stopped");
             self.topo.mark_died(&name);
@@ -139,12 +142,8 @@ impl Lab {
         for i in &ifaces {
             self.unplug(name, i);
         }
-        if let Some(mut n) = self.nodes.remove(name) {
-            // Whatever stop says, the node is gone from the lab's point of view.
-            if let Err(e) = n.stop() {
-                eprintln!("clonet: stopping node {name}: {e}");
-            }
-        }
+        // Whatever stop says, the node is gone from the lab's point of view.
+        self.remove_and_stop(name);
         self.topo.set_running(name, false)?;
         self.run_dir_mut().forget_node(name)?;
         for l in self.links_of(name) {
@@ -165,7 +164,7 @@ impl Lab {
         let spec = self.spec(name, model.kind, model.options.clone(), disk)?;
         let running = self.host.start_node(&spec)?;
         let procs = running.processes();
-        self.nodes.insert(name.to_string(), running);
+        self.nodes.insert(name.to_string(), NodeSlot::Home(running));
         // From here on the node runs: on a failure below, stop it again so
         // the model (stopped) stays true.
         let restored = self.restore_node(&model);
@@ -174,9 +173,7 @@ impl Lab {
             for i in &ifaces {
                 self.unplug(name, i);
             }
-            if let Some(mut n) = self.nodes.remove(name) {
-                let _ = n.stop();
-            }
+            self.remove_and_stop(name);
             return Err(e);
         }
         self.topo.set_running(name, true)?;

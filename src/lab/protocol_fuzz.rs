@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use super::control::{lock, SOCKET};
+use super::control::SOCKET;
 use super::Lab;
 use crate::host::fake::FakeHost;
 use crate::switch::impair::Rng;
@@ -301,9 +301,9 @@ fn ask(reader: &mut BufReader<UnixStream>, writer: &mut UnixStream, line: &str) 
 }
 
 /// Serves `lab` and connects one raw client to its control socket.
-fn served(lab: Lab) -> (super::control::SharedLab, BufReader<UnixStream>, UnixStream) {
+fn served(lab: Lab) -> (super::shared::SharedLab, BufReader<UnixStream>, UnixStream) {
     let shared = lab.serve().expect("served");
-    let run_dir = lock(&shared).run_dir().expect("run dir").to_path_buf();
+    let run_dir = shared.lock().run_dir().expect("run dir").to_path_buf();
     let stream = UnixStream::connect(run_dir.join(SOCKET)).expect("connect");
     stream.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
     let writer = stream.try_clone().expect("clone");
@@ -336,7 +336,7 @@ fn run(seed: u64, requests: u64, scratch: &Path) {
     // Both outcomes were exercised, so the generator is neither all junk nor all good.
     assert!(done > requests / 10 && refused > requests / 10, "seed {seed}: {done} done, {refused} refused");
     drop((reader, writer));
-    let mut guard = lock(&shared);
+    let mut guard = shared.lock();
     guard.teardown();
     assert!(guard.is_torn_down());
 }
@@ -372,5 +372,5 @@ fn a_command_that_panics_fails_alone_and_the_lab_goes_on() {
     let info = ask(&mut reader, &mut writer, r#"{"id":3,"command":{"op":"lab_info"}}"#);
     assert_eq!(info["ok"]["nodes"], 1, "{info}");
     drop((reader, writer));
-    lock(&shared).teardown();
+    shared.teardown();
 }

@@ -137,12 +137,13 @@ impl Lab {
         let mut disks = std::collections::BTreeMap::new();
         for name in self.topo.order.clone() {
             let kind = self.topo.node(&name)?.kind;
-            let (layer, temporary) = match self.nodes.get_mut(&name) {
-                Some(n) => (n.snapshot(&scratch, &format!(".save-{name}"))?, kind != NodeKind::Kvm),
-                None => match self.host.disk_at_rest(kind, &run_dir, &name) {
+            let (layer, temporary) = if self.nodes.contains_key(&name) {
+                (self.running_mut(&name)?.snapshot(&scratch, &format!(".save-{name}"))?, kind != NodeKind::Kvm)
+            } else {
+                match self.host.disk_at_rest(kind, &run_dir, &name) {
                     Some(p) => (p, false),
                     None => continue,
-                },
+                }
             };
             let saved = self.host.export_disk(kind, &layer, &disks_dir, &name);
             // A kvm node goes on over its snapshot: that one stays.
@@ -198,7 +199,7 @@ impl Lab {
         if r.memory.is_some() {
             // The state lives inside the node's overlay (a qcow2 internal
             // snapshot): drop it there, if the node still runs on it.
-            if let Some(n) = self.nodes.get_mut(&r.node) {
+            if let Ok(n) = self.running_mut(&r.node) {
                 let _ = n.forget_memory(name);
             }
         }

@@ -267,3 +267,89 @@ fn a_saved_lab_naming_a_missing_node_or_a_disk_outside_it_is_refused() {
         (&|lab| lab["disks"] = serde_json::json!({ "a": "/etc/passwd" }), "bad disk path \"/etc/passwd\""),
     ]);
 }
+
+fn exec(node: &str, argv: &[&str]) -> Command {
+    let request = crate::host::ExecRequest {
+        argv: argv.iter().map(|s| s.to_string()).collect(),
+        stdin: Vec::new(),
+        timeout: crate::vocab::Timeout::new(Duration::from_secs(60)).unwrap(),
+        max_output: Default::default(),
+    };
+    Command::Exec { node: node.into(), request }
+}
+
+#[test]
+fn a_scripts_long_exec_holds_up_no_other_thread_and_its_node_catches_up_after() {
+    let host = FakeHost::default();
+    host.sleep_on_exec_of("sleep");
+    let (mut lab, _dir) = lab(&host);
+    for n in ["a", "b", "c"] {
+        lab.execute(Command::AddNode { options: NodeOptions::default(), name: n.into(), kind: NodeKind::Ns }).unwrap();
+    }
+    for (a, b) in [("a", "b"), ("b", "c")] {
+        let link = Command::AddLink { a: a.into(), b: b.into(), ip_a: None, ip_b: None, options: Default::default() };
+        lab.execute(link).unwrap();
+    }
+    let lab = shared::SharedLab::new(lab);
+    // The script's thread runs a 2 s command on a, as `a.exec(…)` would.
+    let started = std::time::Instant::now();
+    let script = {
+        let lab = lab.clone();
+        std::thread::spawn(move || lab.execute(exec("a", &["sleep", "2"])))
+    };
+    while !host.calls().iter().any(|c| c.starts_with("exec a")) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // Meanwhile another thread (a control client's, the GUI's) changes the
+    // lab, a's link included: a is told once it is back.
+    for cmd in [
+        Command::LabInfo,
+        exec("b", &["true"]),
+        Command::DeleteLink { link: "a--b".into() },
+        Command::StopNode { node: "c".into() },
+        Command::NodeInfo { node: "a".into() },
+    ] {
+        let what = format!("{cmd:?}");
+        let asked = std::time::Instant::now();
+        lab.execute(cmd).unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert!(asked.elapsed() < Duration::from_millis(500), "{what} took {:?}", asked.elapsed());
+    }
+    assert!(started.elapsed() < Duration::from_secs(2), "all that while a's exec ran");
+    let calls = host.calls();
+    assert!(calls.contains(&"forget b:eth0".to_string()), "{calls:?}");
+    assert!(!calls.contains(&"forget a:eth0".to_string()), "a is busy: told later: {calls:?}");
+    // A command on a itself waits until a is back.
+    let reply = lab.execute(exec("a", &["true"])).unwrap();
+    assert!(matches!(reply, Reply::Exec(ref o) if o.status == 0), "{reply:?}");
+    assert!(started.elapsed() >= Duration::from_secs(2), "the second exec on a waited for the first");
+    assert!(matches!(script.join().unwrap(), Ok(Reply::Exec(ref o)) if o.status == 0));
+    let calls = host.calls();
+    let at = |c: &str| calls.iter().position(|x| x == c).unwrap_or_else(|| panic!("{c}: {calls:?}"));
+    assert!(at(r#"exec a ["sleep", "2"]"#) < at("forget a:eth0") && at("forget a:eth0") < at(r#"exec a ["true"]"#));
+    lab.teardown();
+    assert!(lab.lock().is_torn_down());
+}
+
+#[test]
+fn commands_on_a_lent_node_wait_or_fail_as_busy_before_changing_anything() {
+    let host = FakeHost::default();
+    host.sleep_on_exec_of("sleep");
+    let (mut lab, _dir) = lab(&host);
+    lab.execute(Command::AddNode { options: NodeOptions::default(), name: "a".into(), kind: NodeKind::Ns }).unwrap();
+    let job = match lab.attempt(exec("a", &["sleep", "0"])) {
+        lending::Attempt::Lent(job) => job,
+        _ => panic!("an exec borrows its node"),
+    };
+    // Commands on a wait (the caller is told which nodes); called directly
+    // they fail as busy, before changing anything.
+    match lab.attempt(Command::SetIp { node: "a".into(), iface: "eth0".into(), cidr: "10.0.0.1/24".parse().unwrap() }) {
+        lending::Attempt::Busy { nodes, .. } => assert_eq!(nodes, ["a"]),
+        _ => panic!("set_ip on a lent node waits for it"),
+    }
+    let e = lab.execute(Command::PauseNode { node: "a".into(), paused: true }).unwrap_err();
+    assert!(matches!(e, LabError::Busy(ref n) if n == "a") && e.kind() == errors::ErrorKind::State, "{e}");
+    assert!(matches!(lab.attempt(Command::LabInfo), lending::Attempt::Done(Ok(_))));
+    let reply = lab.give_back(job, Ok(Reply::Done)).unwrap();
+    assert!(matches!(reply, Reply::Done));
+    assert!(lab.execute(Command::PauseNode { node: "a".into(), paused: true }).is_ok());
+}

@@ -55,9 +55,7 @@ impl Lab {
         if let Some(p) = self.ports.remove(&key) {
             let _ = self.switch().remove_port(p.id);
         }
-        if let Some(n) = self.nodes.get_mut(node) {
-            n.forget_iface(ifname);
-        }
+        self.forget_iface(node, ifname);
     }
 
     pub(super) fn add_link(
@@ -257,14 +255,7 @@ impl Lab {
             }
             // Machines whose NIC is not a TAP learn of the cable through
             // their own means (kvm: QMP set_link).
-            let routes = self.topo.nodes.get(&end.node).map(|m| m.routes.clone()).unwrap_or_default();
-            let fresh = match self.nodes.get_mut(&end.node) {
-                Some(n) => n.set_link(&end.iface, up, &routes)?,
-                None => None,
-            };
-            if let Some(io) = fresh {
-                self.replace_port(end, io)?;
-            }
+            self.tell_link(end, up)?;
         }
         Ok(())
     }
@@ -291,7 +282,11 @@ impl Lab {
 
     /// Swaps the switch port of `end` for `io` (a NIC that reconnected),
     /// keeping its counters and impairments.
-    fn replace_port(&mut self, end: &IfaceRef, io: Box<dyn crate::switch::port::PortIo>) -> Result<(), LabError> {
+    pub(super) fn replace_port(
+        &mut self,
+        end: &IfaceRef,
+        io: Box<dyn crate::switch::port::PortIo>,
+    ) -> Result<(), LabError> {
         let Some(old) = self.ports.remove(&key(end)) else { return Ok(()) };
         let _ = self.switch().remove_port(old.id);
         let iface = self.topo.node(&end.node)?.iface(&end.iface).cloned();
