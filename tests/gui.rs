@@ -37,41 +37,6 @@ fn http_status(addr: &str, target: &str, host: &str, extra: &str) -> String {
     http_get(addr, target, host, extra).lines().next().unwrap_or_default().to_string()
 }
 
-/// The GUI's address (`127.0.0.1:PORT`) and token, from the URL it printed.
-fn gui_address(lab: &Served) -> (String, String) {
-    let addr = lab.url.trim_start_matches("http://").split('/').next().unwrap().to_string();
-    let token = lab.url.split("#token=").nth(1).expect("the token, in the URL's fragment").to_string();
-    (addr, token)
-}
-
-/// A WebSocket to the GUI's relay of the control socket, as the page opens
-/// it: from the page's origin, the token offered as a subprotocol.
-fn control_websocket(addr: &str, token: &str) -> tungstenite::WebSocket<TcpStream> {
-    use tungstenite::client::IntoClientRequest;
-    let stream = TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut request = format!("ws://{addr}/ws").into_client_request().unwrap();
-    let headers = request.headers_mut();
-    headers.insert("Origin", format!("http://{addr}").parse().unwrap());
-    headers.insert("Sec-WebSocket-Protocol", format!("clonet, clonet-token.{token}").parse().unwrap());
-    let (ws, response) = tungstenite::client(request, stream).expect("the WebSocket handshake");
-    assert_eq!(response.headers()["sec-websocket-protocol"], "clonet");
-    ws
-}
-
-/// One request on a control WebSocket: its answer's `ok`.
-fn ws_request(ws: &mut tungstenite::WebSocket<TcpStream>, id: u64, command: Value) -> Value {
-    ws.send(tungstenite::Message::text(json!({ "id": id, "command": command }).to_string())).unwrap();
-    loop {
-        let message = ws.read().expect("an answer on the WebSocket");
-        let Ok(text) = message.to_text() else { continue };
-        let v: Value = serde_json::from_str(text).unwrap();
-        if v["id"] == id {
-            return v["ok"].clone();
-        }
-    }
-}
-
 /// A chromedriver process and one headless chromium session.
 struct Browser {
     driver: Child,

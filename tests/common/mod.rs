@@ -277,3 +277,42 @@ impl Raw {
         }
     }
 }
+
+/// The GUI's address (`127.0.0.1:PORT`) and token, from the URL it printed.
+pub fn gui_address(lab: &Served) -> (String, String) {
+    let addr = lab.url.trim_start_matches("http://").split('/').next().unwrap().to_string();
+    let token = lab.url.split("#token=").nth(1).expect("the token, in the URL's fragment").to_string();
+    (addr, token)
+}
+
+/// A WebSocket to the GUI's relay of the control socket, as the page opens
+/// it: from the page's origin, the token offered as a subprotocol.
+pub fn control_websocket(addr: &str, token: &str) -> tungstenite::WebSocket<std::net::TcpStream> {
+    use tungstenite::client::IntoClientRequest;
+    let stream = std::net::TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    let mut request = format!("ws://{addr}/ws").into_client_request().unwrap();
+    let headers = request.headers_mut();
+    headers.insert("Origin", format!("http://{addr}").parse().unwrap());
+    headers.insert("Sec-WebSocket-Protocol", format!("clonet, clonet-token.{token}").parse().unwrap());
+    let (ws, response) = tungstenite::client(request, stream).expect("the WebSocket handshake");
+    assert_eq!(response.headers()["sec-websocket-protocol"], "clonet");
+    ws
+}
+
+/// One request on a control WebSocket: its answer's `ok`.
+pub fn ws_request(
+    ws: &mut tungstenite::WebSocket<std::net::TcpStream>,
+    id: u64,
+    command: serde_json::Value,
+) -> serde_json::Value {
+    ws.send(tungstenite::Message::text(serde_json::json!({ "id": id, "command": command }).to_string())).unwrap();
+    loop {
+        let message = ws.read().expect("an answer on the WebSocket");
+        let Ok(text) = message.to_text() else { continue };
+        let v: serde_json::Value = serde_json::from_str(text).unwrap();
+        if v["id"] == id {
+            return v["ok"].clone();
+        }
+    }
+}
