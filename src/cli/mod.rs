@@ -223,9 +223,7 @@ pub enum Cmd {
 /// Runs one subcommand.
 pub fn run(command: Cmd) -> Result<ExitCode, CliError> {
     match command {
-        Cmd::Run { file, restore, name, interactive, limits } => {
-            session::run(file, restore, name, interactive, limits)
-        }
+        Cmd::Run { file, restore, name, interactive, limits } => session::run(file, restore, name, interactive, limits),
         Cmd::Repl { name } => session::repl(name),
         Cmd::Serve { file, name, gui } => session::serve(&file, name, gui),
         Cmd::Gui { lab } => remote::gui(&lab),

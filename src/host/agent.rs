@@ -67,12 +67,7 @@ pub fn script_for(argv: &[String]) -> String {
 /// The request line (with its newline) that runs `script` with `stdin`,
 /// keeping at most `max_output` bytes of each output stream.
 pub fn encode_exec(id: u64, timeout_secs: u64, script: &str, stdin: &[u8], max_output: u64) -> String {
-    format!(
-        "X {id} {} {} {} {max_output}\n",
-        timeout_secs.max(1),
-        b64_or_dash(script.as_bytes()),
-        b64_or_dash(stdin)
-    )
+    format!("X {id} {} {} {} {max_output}\n", timeout_secs.max(1), b64_or_dash(script.as_bytes()), b64_or_dash(stdin))
 }
 
 /// The longest answer line an agent that keeps to `max_output` can send:

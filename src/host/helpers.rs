@@ -366,7 +366,9 @@ fn new_pid_namespace_for_children() -> Result<(), String> {
     }
     let (uid, gid) = (nix::unistd::getuid(), nix::unistd::getgid());
     nix::sched::unshare(CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWPID).map_err(|e| e.to_string())?;
-    let write = |file: &str, text: String| std::fs::write(format!("/proc/self/{file}"), text).map_err(|e| format!("{file}: {e}"));
+    let write = |file: &str, text: String| {
+        std::fs::write(format!("/proc/self/{file}"), text).map_err(|e| format!("{file}: {e}"))
+    };
     write("setgroups", "deny".into())?;
     write("uid_map", format!("{uid} {uid} 1"))?;
     write("gid_map", format!("{gid} {gid} 1"))

@@ -277,8 +277,7 @@ pub fn start(spec: &NodeSpec, boot: &KvmBoot, mem_mb: u32, cpus: u32) -> Result<
         )))
         .stdout(Stdio::from(OwnedFd::from(console_guest)));
     node_process(&mut cmd);
-    let mut child =
-        cmd.spawn().map_err(|e| err(format!("cannot run qemu-system-x86_64: {e}")))?;
+    let mut child = cmd.spawn().map_err(|e| err(format!("cannot run qemu-system-x86_64: {e}")))?;
     let pid = child.id() as i32;
     let cleanup = |child: &mut Child| {
         let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);

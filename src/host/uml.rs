@@ -145,8 +145,7 @@ fn spawn(spec: &NodeSpec, image: &Path, mem_mb: u32) -> Result<Machine, HostErro
         )))
         .stdout(Stdio::from(OwnedFd::from(console_guest)));
     node_process(&mut cmd);
-    let mut child =
-        cmd.spawn().map_err(|e| err(&spec.name, format!("cannot run linux.uml: {e}")))?;
+    let mut child = cmd.spawn().map_err(|e| err(&spec.name, format!("cannot run linux.uml: {e}")))?;
     let pid = child.id() as i32;
     let fail = |child: &mut Child, why: String| {
         let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);

@@ -57,9 +57,7 @@ impl ScriptLimits {
     pub fn with(mut self, text: &str) -> Result<ScriptLimits, String> {
         for item in text.split(',').map(str::trim).filter(|i| !i.is_empty()) {
             let (key, value) = item.split_once('=').ok_or_else(|| format!("{item:?}: expected KEY=VALUE"))?;
-            let number = || {
-                value.trim().parse::<u64>().map_err(|_| format!("{key}: {value:?} is not a whole number"))
-            };
+            let number = || value.trim().parse::<u64>().map_err(|_| format!("{key}: {value:?} is not a whole number"));
             let size = || number().and_then(|n| usize::try_from(n).map_err(|_| format!("{key}: {n} is too large")));
             let unbounded = value.trim() == "none";
             match key.trim() {

@@ -294,7 +294,13 @@ pub fn grade(
 /// limits, imports from the stdlib only, a copy of the lab's variables,
 /// no `check`, and nothing that reaches the host. Its error, and what it
 /// tried to reach outside the lab.
-fn run_answer(lab: &LabRef, dir: &Path, answer: &Path, lab_scope: &Scope, color: bool) -> (Option<String>, Vec<String>) {
+fn run_answer(
+    lab: &LabRef,
+    dir: &Path,
+    answer: &Path,
+    lab_scope: &Scope,
+    color: bool,
+) -> (Option<String>, Vec<String>) {
     let guard = std::sync::Arc::new(script::context::AnswerGuard::default());
     let context = script::ScriptContext::new(lab.clone()).for_answer(guard.clone());
     let mut engine = script::engine_with(context, dir);
