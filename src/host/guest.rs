@@ -160,17 +160,20 @@ impl AgentLine {
         if out.status != 0 {
             return Ok(None);
         }
-        // busybox prints "time=0.512 ms"; fall back to the round trip we saw.
-        let text = String::from_utf8_lossy(&out.stdout);
-        let rtt = text
-            .split("time=")
-            .nth(1)
-            .and_then(|t| t.split_whitespace().next())
-            .and_then(|ms| ms.parse::<f64>().ok())
-            .map(|ms| Duration::from_secs_f64(ms / 1000.0))
-            .unwrap_or_else(|| start.elapsed());
-        Ok(Some(rtt))
+        // Fall back to the round trip we saw.
+        Ok(Some(ping_rtt(&out.stdout).unwrap_or_else(|| start.elapsed())))
     }
+}
+
+/// The round-trip time ping printed in the guest: busybox prints
+/// "time=0.512 ms". Sans-IO.
+pub fn ping_rtt(stdout: &[u8]) -> Option<Duration> {
+    let text = String::from_utf8_lossy(stdout);
+    text.split("time=")
+        .nth(1)
+        .and_then(|t| t.split_whitespace().next())
+        .and_then(|ms| ms.parse::<f64>().ok())
+        .map(|ms| Duration::from_secs_f64(ms / 1000.0))
 }
 
 /// The guest command that names the NIC `found` (a shell expression giving

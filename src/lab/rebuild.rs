@@ -18,6 +18,23 @@ pub struct SavedLab {
 
 pub const SAVED_LAB_FILE: &str = "lab.json";
 
+impl SavedLab {
+    /// Reads a saved lab's `lab.json`. A saved lab is untrusted input: a
+    /// name without its node, or a disk outside the saved lab's directory,
+    /// is refused here, before anything is built. Sans-IO.
+    pub fn from_json(text: &[u8]) -> Result<SavedLab, String> {
+        let saved: SavedLab = serde_json::from_slice(text).map_err(|e| format!("bad lab.json: {e}"))?;
+        if let Some(name) = saved.topology.order.iter().find(|n| !saved.topology.nodes.contains_key(*n)) {
+            return Err(format!("no node {name:?} in lab.json"));
+        }
+        let outside = |rel: &String| rel.contains("..") || !std::path::Path::new(rel).is_relative();
+        if let Some(rel) = saved.disks.values().find(|r| outside(r)) {
+            return Err(format!("bad disk path {rel:?}"));
+        }
+        Ok(saved)
+    }
+}
+
 /// The commands that re-create everything but the nodes, in order.
 pub fn wiring(topo: &Topology) -> Vec<Command> {
     let mut cmds = Vec::new();

@@ -87,6 +87,11 @@ impl WireBuffers {
         }
         Ok(())
     }
+
+    /// The frames the last `cut` made, virtio-net header first.
+    pub(super) fn frames(&self) -> impl Iterator<Item = &[u8]> {
+        self.spans.iter().map(|&(start, end)| &self.out[start..end])
+    }
 }
 
 pub(super) fn gso_drop_reason(e: gso::GsoError) -> DropReason {
@@ -113,8 +118,8 @@ impl DataPlane {
             self.cap.spans.push((0, self.cap.out.len()));
         }
         let at = SystemTime::now();
-        for &(start, end) in &self.cap.spans {
-            let data = self.cap.out[start + VNET_HDR_LEN..end].to_vec();
+        for piece in self.cap.frames() {
+            let data = piece[VNET_HDR_LEN..].to_vec();
             for cid in ids {
                 if let Some(sink) = self.captures.get(cid) {
                     let copy = CapturedFrame { port: id, outgoing, at, data: data.clone() };
@@ -133,9 +138,9 @@ impl DataPlane {
         let mut wire = std::mem::take(&mut self.soft);
         match wire.cut(frame, mtu, true) {
             Ok(()) => {
-                for &(start, end) in &wire.spans {
-                    if let Ok(seg) = Frame::parse(&wire.out[start..end]) {
-                        self.transmit_tagged(id, &wire.out[start..end], &seg, tagging);
+                for piece in wire.frames() {
+                    if let Ok(seg) = Frame::parse(piece) {
+                        self.transmit_tagged(id, piece, &seg, tagging);
                     }
                 }
             }
@@ -151,22 +156,9 @@ impl DataPlane {
     /// Sends `buf` with its 802.1Q tag pushed or stripped as asked, in
     /// pieces, so the payload is never copied.
     pub(super) fn transmit_tagged(&mut self, id: PortId, buf: &[u8], frame: &Frame<'_>, tagging: Tagging) {
-        let eth = frame.eth;
-        let mut hdr = [0u8; VNET_HDR_LEN];
-        match tagging {
-            Tagging::AsIs => self.transmit(id, &[buf], eth.len()),
-            Tagging::Strip => {
-                vlan::shift_vnet(&frame.vnet, -4).write(&mut hdr);
-                self.transmit(id, &[&hdr, &eth[..12], &eth[16..]], eth.len() - 4)
-            }
-            Tagging::Push(vid) => {
-                vlan::shift_vnet(&frame.vnet, 4).write(&mut hdr);
-                let t = vlan::TPID.to_be_bytes();
-                let v = vid.to_be_bytes();
-                let tag = [t[0], t[1], v[0], v[1]];
-                self.transmit(id, &[&hdr, &eth[..12], &tag, &eth[12..]], eth.len() + 4)
-            }
-        }
+        let (mut hdr, mut tag) = ([0u8; VNET_HDR_LEN], [0u8; 4]);
+        let out = vlan::retag(buf, frame, tagging, &mut hdr, &mut tag);
+        self.transmit(id, out.parts(), out.eth_len)
     }
 
     /// Sends one frame given as `parts` (virtio-net header first), through

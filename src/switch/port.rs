@@ -6,10 +6,15 @@
 use std::io::{self, IoSlice};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 
-/// Writes one message made of `parts`, leaving out its first `skip` bytes,
-/// with one writev and no allocation (at most 8 parts).
-fn write_message(fd: &OwnedFd, parts: &[&[u8]], mut skip: usize) -> io::Result<()> {
-    let mut iov = [IoSlice::new(&[]); 8];
+/// The slices of one message made of `parts`, leaving out its first
+/// `skip` bytes, in `iov` (at most 8 parts): how many slices, and how many
+/// bytes they hold. Sans-IO, so what a peer receives can be checked
+/// without a socket.
+pub fn message_slices<'a>(
+    parts: &[&'a [u8]],
+    mut skip: usize,
+    iov: &mut [IoSlice<'a>; 8],
+) -> io::Result<(usize, usize)> {
     let (mut count, mut total) = (0, 0);
     for p in parts {
         if skip >= p.len() {
@@ -22,6 +27,14 @@ fn write_message(fd: &OwnedFd, parts: &[&[u8]], mut skip: usize) -> io::Result<(
         skip = 0;
         count += 1;
     }
+    Ok((count, total))
+}
+
+/// Writes one message made of `parts`, leaving out its first `skip` bytes,
+/// with one writev and no allocation (at most 8 parts).
+fn write_message(fd: &OwnedFd, parts: &[&[u8]], skip: usize) -> io::Result<()> {
+    let mut iov = [IoSlice::new(&[]); 8];
+    let (count, total) = message_slices(parts, skip, &mut iov)?;
     let n = nix::sys::uio::writev(fd, &iov[..count]).map_err(io::Error::from)?;
     if n != total {
         return Err(io::Error::new(io::ErrorKind::WriteZero, "short write on a message port"));
@@ -181,15 +194,25 @@ impl RawPort {
     }
 }
 
+/// Makes the raw frame of `len` bytes a `RawPort` read at
+/// `buf[VNET_HDR_LEN..]` a switch buffer: a zero virtio-net header (no
+/// offload) goes in front. Returns the buffer's length; a length of 0
+/// (the peer is gone) stays 0.
+pub fn raw_message_to_buffer(buf: &mut [u8], len: usize) -> usize {
+    const HDR: usize = super::frame::VNET_HDR_LEN;
+    if len == 0 {
+        return 0;
+    }
+    buf[..HDR].fill(0);
+    len + HDR
+}
+
 impl PortIo for RawPort {
     fn recv_batch(&mut self, bufs: &mut [Vec<u8>], lens: &mut [usize]) -> io::Result<usize> {
         const HDR: usize = super::frame::VNET_HDR_LEN;
         let n = crate::sys::socket::recv_many(self.fd.as_fd(), bufs, lens, HDR)?;
         for (buf, len) in bufs.iter_mut().zip(lens.iter_mut()).take(n) {
-            if *len > 0 {
-                buf[..HDR].fill(0);
-                *len += HDR;
-            }
+            *len = raw_message_to_buffer(buf, *len);
         }
         Ok(n)
     }
@@ -197,11 +220,7 @@ impl PortIo for RawPort {
     fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         const HDR: usize = super::frame::VNET_HDR_LEN;
         let n = nix::unistd::read(&self.fd, &mut buf[HDR..]).map_err(io::Error::from)?;
-        if n == 0 {
-            return Ok(0);
-        }
-        buf[..HDR].fill(0);
-        Ok(n + HDR)
+        Ok(raw_message_to_buffer(buf, n))
     }
 
     fn send(&mut self, buf: &[u8]) -> io::Result<()> {
