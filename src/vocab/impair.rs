@@ -226,7 +226,16 @@ impl LinkImpairment {
         self.a_to_b.is_noop() && self.b_to_a.is_noop() && self.seed.is_none()
     }
 
+    /// The rules of both directions, and a seed a script can write back
+    /// (`:save` writes the seed as a Rhai integer, which is signed).
     pub fn check(&self) -> Result<(), VocabError> {
+        if let Some(seed) = self.seed.filter(|s| i64::try_from(*s).is_err()) {
+            return Err(VocabError::OutOfRange {
+                option: "seed",
+                value: seed.to_string(),
+                range: "0..=9223372036854775807",
+            });
+        }
         self.a_to_b.check()?;
         self.b_to_a.check()
     }
@@ -339,5 +348,9 @@ mod tests {
         assert!(serde_json::from_str::<Params>(bad).unwrap_err().to_string().starts_with("jitter 7200s"));
         let bad = r#"{"limit":0}"#;
         assert!(serde_json::from_str::<Params>(bad).unwrap_err().to_string().contains("limit 0"));
+        let seeded = |seed| LinkImpairment { seed: Some(seed), ..Default::default() };
+        assert_eq!(seeded(i64::MAX as u64).check(), Ok(()));
+        let e = seeded(u64::MAX).check().unwrap_err().to_string();
+        assert!(e.starts_with("seed 18446744073709551615 is out of range"), "{e}");
     }
 }
