@@ -319,9 +319,14 @@ pub struct StreamPort {
     tail: Vec<u8>,
 }
 
+/// The longest frame a stream record may carry: what a switch buffer
+/// holds after its virtio-net header. A longer record puts the stream out
+/// of step, as any other impossible length does.
+pub const MAX_STREAM_FRAME: usize = super::frame::MAX_BUFFER_LEN - super::frame::VNET_HDR_LEN;
+
 impl StreamPort {
     pub fn new(fd: OwnedFd) -> StreamPort {
-        StreamPort { fd, rx: Deframer::new(super::frame::MAX_BUFFER_LEN), tail: Vec::new() }
+        StreamPort { fd, rx: Deframer::new(MAX_STREAM_FRAME), tail: Vec::new() }
     }
 }
 
@@ -331,10 +336,17 @@ impl PortIo for StreamPort {
         loop {
             match self.rx.next_record() {
                 Record::Frame(r) => {
-                    let n = r.len().min(buf.len() - HDR);
+                    let len = r.len();
+                    // Never a frame cut short: one the buffer cannot hold fails the port.
+                    let Some(room) = buf.get_mut(HDR..HDR + len) else {
+                        return Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            format!("a stream record of {len} bytes does not fit a {}-byte buffer", buf.len()),
+                        ));
+                    };
+                    room.copy_from_slice(&self.rx.bytes()[r]);
                     buf[..HDR].fill(0);
-                    buf[HDR..HDR + n].copy_from_slice(&self.rx.bytes()[r.start..r.start + n]);
-                    return Ok(HDR + n);
+                    return Ok(HDR + len);
                 }
                 Record::Bad(len) => {
                     return Err(io::Error::new(io::ErrorKind::InvalidData, format!("stream record of {len} bytes")))
@@ -522,9 +534,30 @@ mod tests {
             assert!(buf[crate::switch::frame::VNET_HDR_LEN..n].iter().all(|b| *b == fill));
         }
     }
-    use crate::switch::frame::VNET_HDR_LEN;
+    use crate::switch::frame::{MAX_BUFFER_LEN, VNET_HDR_LEN};
     use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
     use std::os::unix::net::UnixDatagram;
+
+    #[test]
+    fn a_stream_record_is_taken_whole_up_to_a_full_buffer_and_a_longer_one_fails_the_port() {
+        let (a, b) = socketpair(AddressFamily::Unix, SockType::Stream, None, SockFlag::empty()).unwrap();
+        let mut port = StreamPort::new(a);
+        let mut peer = std::os::unix::net::UnixStream::from(b);
+        let writer = std::thread::spawn(move || {
+            for len in [MAX_STREAM_FRAME, MAX_STREAM_FRAME + 1] {
+                let mut record = (len as u32).to_be_bytes().to_vec();
+                record.resize(4 + len, 0x3c);
+                std::io::Write::write_all(&mut peer, &record).unwrap();
+            }
+        });
+        let mut buf = vec![0u8; MAX_BUFFER_LEN];
+        assert_eq!(port.recv(&mut buf).unwrap(), MAX_BUFFER_LEN, "a full buffer, not a byte less");
+        assert!(buf[VNET_HDR_LEN..].iter().all(|b| *b == 0x3c));
+        let err = port.recv(&mut buf).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{err}");
+        drop(port);
+        let _ = writer.join();
+    }
 
     #[test]
     fn raw_ports_add_and_remove_the_virtio_header() {
