@@ -97,7 +97,14 @@ impl TryFrom<RawLoss> for LossModel {
         Ok(match raw {
             RawLoss::None => LossModel::None,
             RawLoss::Random { p, correlation } => {
-                LossModel::Random { p: prob("loss", p)?, correlation: prob("loss_correlation", correlation)? }
+                let (p, correlation) = (prob("loss", p)?, prob("loss_correlation", correlation)?);
+                // A loss of 0 is no loss, as a script's `loss: 0` says: the
+                // same impairment, whoever sends it, and the switch's fast path.
+                if p.is_zero() {
+                    LossModel::None
+                } else {
+                    LossModel::Random { p, correlation }
+                }
             }
             RawLoss::Gilbert { p, r, h, k } => LossModel::Gilbert {
                 p: prob("gilbert p", p)?,
@@ -346,6 +353,11 @@ mod tests {
         assert!(serde_json::from_str::<Params>(bad).unwrap_err().to_string().contains("loss 7 is out of range"));
         let bad = r#"{"jitter":{"secs":7200,"nanos":0}}"#;
         assert!(serde_json::from_str::<Params>(bad).unwrap_err().to_string().starts_with("jitter 7200s"));
+        let none = r#"{"loss":{"random":{"p":0,"correlation":0.25}}}"#;
+        assert_eq!(serde_json::from_str::<Params>(none).unwrap().loss, LossModel::None, "a loss of 0 is no loss");
+        assert!(serde_json::from_str::<Params>(none).unwrap().is_noop());
+        let bad = r#"{"loss":{"random":{"p":0,"correlation":2}}}"#;
+        assert!(serde_json::from_str::<Params>(bad).unwrap_err().to_string().contains("loss_correlation 2"));
         let bad = r#"{"limit":0}"#;
         assert!(serde_json::from_str::<Params>(bad).unwrap_err().to_string().contains("limit 0"));
         let seeded = |seed| LinkImpairment { seed: Some(seed), ..Default::default() };
