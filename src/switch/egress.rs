@@ -56,7 +56,7 @@ pub(super) struct CaptureSink {
 
 /// Reusable buffers for frames cut into wire-sized pieces.
 #[derive(Default)]
-pub(super) struct WireBuffers {
+pub(crate) struct WireBuffers {
     pub(super) out: Vec<u8>,
     pub(super) spans: Vec<(usize, usize)>,
     scratch: Vec<u8>,
@@ -66,7 +66,7 @@ impl WireBuffers {
     /// Fills `out` with `frame` as the frames a real wire of `mtu` would
     /// carry, each with a zeroed virtio-net header: a GSO super-frame is
     /// segmented; with `finish`, a seeded checksum is completed.
-    pub(super) fn cut(&mut self, frame: &Frame<'_>, mtu: usize, finish: bool) -> Result<(), gso::GsoError> {
+    pub(crate) fn cut(&mut self, frame: &Frame<'_>, mtu: usize, finish: bool) -> Result<(), gso::GsoError> {
         self.out.clear();
         self.spans.clear();
         if frame.vnet.is_gso() {
@@ -89,7 +89,7 @@ impl WireBuffers {
     }
 
     /// The frames the last `cut` made, virtio-net header first.
-    pub(super) fn frames(&self) -> impl Iterator<Item = &[u8]> {
+    pub(crate) fn frames(&self) -> impl Iterator<Item = &[u8]> {
         self.spans.iter().map(|&(start, end)| &self.out[start..end])
     }
 }
