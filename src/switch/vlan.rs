@@ -84,7 +84,8 @@ impl<'a> Retagged<'a> {
 
 /// `frame` (all of `buf`, virtio-net header first) with `tagging`
 /// applied: its header moved to `hdr` and the pushed tag written to `tag`
-/// when they change.
+/// when they change. `Strip` is only ever asked of a frame that arrived
+/// tagged (`classify` saw its tag), so its 18 bytes of headers are there.
 pub fn retag<'a>(
     buf: &'a [u8],
     frame: &Frame<'a>,
