@@ -4,6 +4,7 @@
 #![deny(unsafe_code)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+pub mod fuzzing;
 pub mod gui;
 pub mod host;
 pub mod image;

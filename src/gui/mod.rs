@@ -301,10 +301,7 @@ impl Site {
         let lab = UnixStream::connect(self.run_dir.join(control::SOCKET))?;
         let mut to_lab = lab.try_clone()?;
         let from_lab = spawn_line_reader(lab);
-        let result = self.pump(&mut ws, &from_lab, |text| {
-            let line = text.replace('\n', " ");
-            to_lab.write_all(format!("{line}\n").as_bytes())
-        });
+        let result = self.pump(&mut ws, &from_lab, |text| to_lab.write_all(control_line(text).as_bytes()));
         // The page went away: end the lab's side too (its watcher, our reader).
         let _ = to_lab.shutdown(std::net::Shutdown::Both);
         result
@@ -396,6 +393,24 @@ impl Site {
     }
 }
 
+/// The control-socket request line a page's text message becomes: one
+/// line, whatever newlines the message held.
+pub(crate) fn control_line(text: &str) -> String {
+    let mut line = text.replace('\n', " ");
+    line.push('\n');
+    line
+}
+
+/// The server side of a WebSocket whose handshake is done, as every
+/// connection gets it (the fuzz targets read untrusted frames through it).
+/// A message from the page is relayed as one line of the control socket,
+/// which takes no longer one.
+pub(crate) fn server_socket<S: Read + Write>(stream: S) -> WebSocket<S> {
+    let config =
+        WebSocketConfig::default().max_message_size(Some(control::MAX_LINE)).max_frame_size(Some(control::MAX_LINE));
+    WebSocket::from_raw_socket(stream, Role::Server, Some(config))
+}
+
 /// Completes a WebSocket handshake the server already read the head of,
 /// naming back our subprotocol if the page asked for it (a browser drops
 /// a connection whose offered subprotocols got no answer).
@@ -414,11 +429,7 @@ fn upgrade(head: &Head, mut stream: TcpStream) -> io::Result<WebSocket<TcpStream
         format!("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n{protocol}\r\n")
             .as_bytes(),
     )?;
-    // A message from the page is relayed as one line of the control
-    // socket, which takes no longer one.
-    let config =
-        WebSocketConfig::default().max_message_size(Some(control::MAX_LINE)).max_frame_size(Some(control::MAX_LINE));
-    Ok(WebSocket::from_raw_socket(stream, Role::Server, Some(config)))
+    Ok(server_socket(stream))
 }
 
 /// Lines of `stream`, on a channel (ends when the stream does).

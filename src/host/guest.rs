@@ -76,13 +76,13 @@ pub(crate) fn read_bounded_line(
 }
 
 /// How long a guest may take to boot: `CLONET_BOOT_TIMEOUT` seconds, or
-/// `default`.
+/// `default` (also for a value no `Duration` holds).
 pub fn boot_timeout(default: Duration) -> Duration {
     std::env::var("CLONET_BOOT_TIMEOUT")
         .ok()
         .and_then(|s| s.parse::<f64>().ok())
         .filter(|s| *s > 0.0)
-        .map(Duration::from_secs_f64)
+        .and_then(|s| Duration::try_from_secs_f64(s).ok())
         .unwrap_or(default)
 }
 
@@ -259,17 +259,21 @@ impl AgentLine {
         if out.status != 0 {
             return Ok(None);
         }
-        // busybox prints "time=0.512 ms"; fall back to the round trip we saw.
-        let text = String::from_utf8_lossy(&out.stdout);
-        let rtt = text
-            .split("time=")
-            .nth(1)
-            .and_then(|t| t.split_whitespace().next())
-            .and_then(|ms| ms.parse::<f64>().ok())
-            .map(|ms| Duration::from_secs_f64(ms / 1000.0))
-            .unwrap_or_else(|| start.elapsed());
-        Ok(Some(rtt))
+        // Fall back to the round trip we saw.
+        Ok(Some(ping_rtt(&out.stdout).unwrap_or_else(|| start.elapsed())))
     }
+}
+
+/// The round-trip time ping printed in the guest: busybox prints
+/// "time=0.512 ms". None for a time no `Duration` holds (negative, not a
+/// number, too large): the guest's output is untrusted. Sans-IO.
+pub fn ping_rtt(stdout: &[u8]) -> Option<Duration> {
+    let text = String::from_utf8_lossy(stdout);
+    text.split("time=")
+        .nth(1)
+        .and_then(|t| t.split_whitespace().next())
+        .and_then(|ms| ms.parse::<f64>().ok())
+        .and_then(|ms| Duration::try_from_secs_f64(ms / 1000.0).ok())
 }
 
 /// The guest command that names the NIC `found` (a shell expression giving
@@ -307,6 +311,16 @@ mod tests {
         assert!(c.contains("name eth1") && c.contains("address 02:00:00:00:00:01 mtu 9000"), "{c}");
         let r = Route { dst: "default".parse().unwrap(), via: Some("10.0.0.1".parse().unwrap()), dev: None };
         assert_eq!(route_command(&r), "ip route add default via 10.0.0.1");
+    }
+
+    #[test]
+    fn a_ping_time_is_read_and_one_no_duration_holds_is_not() {
+        let out = |time: &str| format!("64 bytes from 10.0.0.2: seq=0 ttl=64 time={time} ms\n").into_bytes();
+        assert_eq!(ping_rtt(&out("0.512")), Some(Duration::from_micros(512)));
+        for odd in ["-5", "1e300", "666666666666666666666666", "NaN", "inf", "x"] {
+            assert_eq!(ping_rtt(&out(odd)), None, "{odd}");
+        }
+        assert_eq!(ping_rtt(b"no reply"), None);
     }
 
     #[test]

@@ -26,6 +26,8 @@ pub enum McError {
     Io(#[from] io::Error),
     #[error("mconsole reply is malformed")]
     Malformed,
+    #[error("mconsole answer is longer than {MAX_ANSWER} bytes")]
+    AnswerTooLong,
     #[error("UML refused {command:?}: {message}")]
     Refused { command: String, message: String },
 }
@@ -59,6 +61,45 @@ pub fn decode_reply(buf: &[u8]) -> Result<(u32, bool, String), McError> {
     Ok((err, more != 0, text))
 }
 
+/// The most text one answer may gather from its parts: a machine that
+/// keeps saying "more" cannot make the engine hold more than this.
+pub const MAX_ANSWER: usize = 64 * 1024;
+
+/// Where one answer stands after a reply datagram.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Part {
+    /// More replies follow.
+    More,
+    /// The whole answer.
+    Answer(String),
+    /// The machine refused the command, saying this.
+    Refused(String),
+}
+
+/// The text of one answer, gathered from its reply datagrams (sans-IO).
+#[derive(Debug, Default)]
+pub struct AnswerText {
+    text: String,
+}
+
+impl AnswerText {
+    /// Takes the next reply datagram of the answer.
+    pub fn take(&mut self, datagram: &[u8]) -> Result<Part, McError> {
+        let (err, more, part) = decode_reply(datagram)?;
+        if self.text.len() + part.len() > MAX_ANSWER {
+            return Err(McError::AnswerTooLong);
+        }
+        self.text.push_str(&part);
+        Ok(if err != 0 {
+            Part::Refused(std::mem::take(&mut self.text))
+        } else if more {
+            Part::More
+        } else {
+            Part::Answer(std::mem::take(&mut self.text))
+        })
+    }
+}
+
 /// A connection to one machine's mconsole.
 pub struct Mconsole {
     sock: UnixDatagram,
@@ -80,17 +121,14 @@ impl Mconsole {
     /// Sends one command and returns the machine's answer.
     pub fn command(&self, command: &str) -> Result<String, McError> {
         self.sock.send_to(&encode_request(command)?, &self.target)?;
-        let mut text = String::new();
+        let mut answer = AnswerText::default();
         let mut buf = [0u8; HEADER + MAX_DATA];
         loop {
             let n = self.sock.recv(&mut buf)?;
-            let (err, more, part) = decode_reply(&buf[..n])?;
-            text.push_str(&part);
-            if err != 0 {
-                return Err(McError::Refused { command: command.to_string(), message: text });
-            }
-            if !more {
-                return Ok(text);
+            match answer.take(&buf[..n])? {
+                Part::More => {}
+                Part::Answer(text) => return Ok(text),
+                Part::Refused(message) => return Err(McError::Refused { command: command.to_string(), message }),
             }
         }
     }
@@ -122,6 +160,25 @@ mod tests {
         r[8..12].copy_from_slice(&600u32.to_ne_bytes());
         assert!(matches!(decode_reply(&r), Err(McError::Malformed)));
         assert!(matches!(decode_reply(&r[..5]), Err(McError::Malformed)));
+    }
+
+    #[test]
+    fn an_answer_that_never_ends_is_refused_at_its_bound() {
+        let part = |more: u32| {
+            let mut r = Vec::new();
+            for w in [0u32, more, 500] {
+                r.extend_from_slice(&w.to_ne_bytes());
+            }
+            r.extend_from_slice(&[b'x'; 500]);
+            r
+        };
+        let mut answer = AnswerText::default();
+        for _ in 0..MAX_ANSWER / 500 {
+            assert_eq!(answer.take(&part(1)).unwrap(), Part::More);
+        }
+        assert!(matches!(answer.take(&part(1)), Err(McError::AnswerTooLong)));
+        let mut answer = AnswerText::default();
+        assert_eq!(answer.take(&part(0)).unwrap(), Part::Answer("x".repeat(500)));
     }
 
     #[test]

@@ -208,14 +208,24 @@ pub fn format_rate(rate: crate::vocab::Rate) -> String {
     format!("{bits}bit")
 }
 
+/// A probability as the percentage scripts write: the one with the
+/// fewest digits that reads back (`Probability::percent`) as exactly `p`,
+/// so that `:save` keeps every value a script can give; integers stay
+/// integers. Some probabilities (from JSON) are no percentage divided by
+/// 100: they get the nearest one.
 fn pct(p: Probability) -> OptValue {
     let v = p.get() * 100.0;
-    // Keep integers integers; strip float noise from the percentage.
-    let rounded = (v * 1e9).round() / 1e9;
-    if rounded.fract() == 0.0 {
-        OptValue::Int(rounded as i64)
+    let reads_back = |x: f64| Probability::percent("", x).is_ok_and(|q| q == p);
+    let near = [v, v.next_down(), v.next_up()];
+    let shortest = (0..17usize)
+        .flat_map(|decimals| near.map(|x| format!("{x:.decimals$e}")))
+        .filter_map(|text| text.parse::<f64>().ok())
+        .find(|x| reads_back(*x))
+        .unwrap_or(v);
+    if shortest.fract() == 0.0 {
+        OptValue::Int(shortest as i64)
     } else {
-        OptValue::Number(rounded)
+        OptValue::Number(shortest)
     }
 }
 
@@ -392,6 +402,13 @@ mod tests {
             let imp = parse(&o).unwrap().unwrap();
             assert_eq!(parse(&render(&imp)).unwrap().unwrap(), imp, "{o:?}");
         }
+        for odd in [80.1, 1.1, 0.1111111111111111, 33.333333333333336, 99.99999999999999, 1e-300] {
+            let imp = parse(&opts(vec![("corrupt", OptValue::Number(odd))])).unwrap().unwrap();
+            assert_eq!(parse(&render(&imp)).unwrap().unwrap(), imp, "corrupt {odd}%");
+        }
+        let eleven_tenths = Probability::percent("corrupt", 1.1).unwrap();
+        assert_eq!(pct(eleven_tenths), OptValue::Number(1.1), "the fewest digits that read back");
+        assert_eq!(pct(prob(0.25)), OptValue::Int(25));
         assert_eq!(format_time(Delay::new("delay", Duration::from_micros(1500)).unwrap()), "1500us");
         assert_eq!(format_rate(rate(2_000_000_000)), "2gbit");
         assert_eq!(to_rhai(&OptValue::Map(opts(vec![("delay", t("2ms"))]))), r#"#{ delay: "2ms" }"#);

@@ -18,6 +18,32 @@ pub struct SavedLab {
 
 pub const SAVED_LAB_FILE: &str = "lab.json";
 
+impl SavedLab {
+    /// Reads a saved lab's `lab.json`. A saved lab is untrusted input: a
+    /// name without its node, a link or LAN port on an interface its node
+    /// does not have, or a disk outside the saved lab's directory, is
+    /// refused here, before anything is built. Sans-IO.
+    pub fn from_json(text: &[u8]) -> Result<SavedLab, String> {
+        let saved: SavedLab = serde_json::from_slice(text).map_err(|e| format!("bad lab.json: {e}"))?;
+        let topo = &saved.topology;
+        if let Some(name) = topo.order.iter().find(|n| !topo.nodes.contains_key(*n)) {
+            return Err(format!("no node {name:?} in lab.json"));
+        }
+        // `wiring` looks every interface up by these references.
+        let ends = topo.links.values().flat_map(|l| [&l.a, &l.b]);
+        let ports = topo.lans.values().flat_map(|lan| &lan.members);
+        if let Some(end) = ends.chain(ports).find(|r| topo.nodes.get(&r.node).and_then(|n| n.iface(&r.iface)).is_none())
+        {
+            return Err(format!("lab.json wires interface {end}, which no saved node has"));
+        }
+        let outside = |rel: &String| rel.contains("..") || !std::path::Path::new(rel).is_relative();
+        if let Some(rel) = saved.disks.values().find(|r| outside(r)) {
+            return Err(format!("bad disk path {rel:?}"));
+        }
+        Ok(saved)
+    }
+}
+
 /// The commands that re-create everything but the nodes, in order.
 pub fn wiring(topo: &Topology) -> Vec<Command> {
     let mut cmds = Vec::new();
@@ -104,6 +130,33 @@ mod tests {
     use crate::vocab::units::test_values::vid;
     use crate::vocab::NodeKind;
     use crate::vocab::VlanMode;
+
+    #[test]
+    fn a_saved_lab_that_wires_a_missing_interface_is_refused() {
+        let mut t = Topology::new("lab");
+        for n in ["a", "b"] {
+            t.add_node(n, NodeKind::Ns).unwrap();
+        }
+        t.add_lan("sw").unwrap();
+        let ia = t.next_iface("a", crate::vocab::Mtu::ETHERNET).unwrap();
+        let ib = t.next_iface("b", crate::vocab::Mtu::ETHERNET).unwrap();
+        t.add_link("ab", ("a", ia), ("b", ib)).unwrap();
+        let ib = t.next_iface("b", crate::vocab::Mtu::ETHERNET).unwrap();
+        t.add_lan_member("sw", "b", ib, VlanMode::default()).unwrap();
+        let saved = SavedLab { topology: t, disks: Default::default() };
+        let json = serde_json::to_value(&saved).unwrap();
+        assert!(SavedLab::from_json(json.to_string().as_bytes()).is_ok());
+        for (pointer, wrong) in [
+            ("/topology/links/ab/a/iface", "eth7"),
+            ("/topology/links/ab/b/node", "ghost"),
+            ("/topology/lans/sw/members/0/iface", "et}1"),
+        ] {
+            let mut edited = json.clone();
+            *edited.pointer_mut(pointer).unwrap() = wrong.into();
+            let why = SavedLab::from_json(edited.to_string().as_bytes()).unwrap_err();
+            assert!(why.contains("which no saved node has"), "{pointer}: {why}");
+        }
+    }
 
     #[test]
     fn every_detail_comes_back_in_order() {

@@ -496,8 +496,8 @@ impl DataPlane {
         let mut wire = std::mem::take(&mut self.held_in);
         match wire.cut(frame, mtu, false) {
             Ok(()) => {
-                for &(start, end) in &wire.spans {
-                    self.impair(id, Stage::Ingress, &[&wire.out[start..end]], end - start - VNET_HDR_LEN, now);
+                for piece in wire.frames() {
+                    self.impair(id, Stage::Ingress, &[piece], piece.len() - VNET_HDR_LEN, now);
                 }
             }
             Err(e) => {

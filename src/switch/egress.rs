@@ -56,7 +56,7 @@ pub(super) struct CaptureSink {
 
 /// Reusable buffers for frames cut into wire-sized pieces.
 #[derive(Default)]
-pub(super) struct WireBuffers {
+pub(crate) struct WireBuffers {
     pub(super) out: Vec<u8>,
     pub(super) spans: Vec<(usize, usize)>,
     scratch: Vec<u8>,
@@ -66,7 +66,7 @@ impl WireBuffers {
     /// Fills `out` with `frame` as the frames a real wire of `mtu` would
     /// carry, each with a zeroed virtio-net header: a GSO super-frame is
     /// segmented; with `finish`, a seeded checksum is completed.
-    pub(super) fn cut(&mut self, frame: &Frame<'_>, mtu: usize, finish: bool) -> Result<(), gso::GsoError> {
+    pub(crate) fn cut(&mut self, frame: &Frame<'_>, mtu: usize, finish: bool) -> Result<(), gso::GsoError> {
         self.out.clear();
         self.spans.clear();
         if frame.vnet.is_gso() {
@@ -86,6 +86,11 @@ impl WireBuffers {
             frame.vnet.write(&mut self.out[..VNET_HDR_LEN]);
         }
         Ok(())
+    }
+
+    /// The frames the last `cut` made, virtio-net header first.
+    pub(crate) fn frames(&self) -> impl Iterator<Item = &[u8]> {
+        self.spans.iter().map(|&(start, end)| &self.out[start..end])
     }
 }
 
@@ -113,8 +118,8 @@ impl DataPlane {
             self.cap.spans.push((0, self.cap.out.len()));
         }
         let at = SystemTime::now();
-        for &(start, end) in &self.cap.spans {
-            let data = self.cap.out[start + VNET_HDR_LEN..end].to_vec();
+        for piece in self.cap.frames() {
+            let data = piece[VNET_HDR_LEN..].to_vec();
             for cid in ids {
                 if let Some(sink) = self.captures.get(cid) {
                     let copy = CapturedFrame { port: id, outgoing, at, data: data.clone() };
@@ -133,9 +138,9 @@ impl DataPlane {
         let mut wire = std::mem::take(&mut self.soft);
         match wire.cut(frame, mtu, true) {
             Ok(()) => {
-                for &(start, end) in &wire.spans {
-                    if let Ok(seg) = Frame::parse(&wire.out[start..end]) {
-                        self.transmit_tagged(id, &wire.out[start..end], &seg, tagging);
+                for piece in wire.frames() {
+                    if let Ok(seg) = Frame::parse(piece) {
+                        self.transmit_tagged(id, piece, &seg, tagging);
                     }
                 }
             }
@@ -151,22 +156,9 @@ impl DataPlane {
     /// Sends `buf` with its 802.1Q tag pushed or stripped as asked, in
     /// pieces, so the payload is never copied.
     pub(super) fn transmit_tagged(&mut self, id: PortId, buf: &[u8], frame: &Frame<'_>, tagging: Tagging) {
-        let eth = frame.eth;
-        let mut hdr = [0u8; VNET_HDR_LEN];
-        match tagging {
-            Tagging::AsIs => self.transmit(id, &[buf], eth.len()),
-            Tagging::Strip => {
-                vlan::shift_vnet(&frame.vnet, -4).write(&mut hdr);
-                self.transmit(id, &[&hdr, &eth[..12], &eth[16..]], eth.len() - 4)
-            }
-            Tagging::Push(vid) => {
-                vlan::shift_vnet(&frame.vnet, 4).write(&mut hdr);
-                let t = vlan::TPID.to_be_bytes();
-                let v = vid.to_be_bytes();
-                let tag = [t[0], t[1], v[0], v[1]];
-                self.transmit(id, &[&hdr, &eth[..12], &tag, &eth[12..]], eth.len() + 4)
-            }
-        }
+        let (mut hdr, mut tag) = ([0u8; VNET_HDR_LEN], [0u8; 4]);
+        let out = vlan::retag(buf, frame, tagging, &mut hdr, &mut tag);
+        self.transmit(id, out.parts(), out.eth_len)
     }
 
     /// Sends one frame given as `parts` (virtio-net header first), through

@@ -89,6 +89,12 @@ fn layout(eth: &[u8]) -> Result<Layout, GsoError> {
     Ok(Layout { l3, v6, l4, payload })
 }
 
+/// How many bytes of headers (Ethernet, VLAN tag, IP, TCP) precede the
+/// payload of a TCP frame: what every segment repeats.
+pub fn header_len(eth: &[u8]) -> Result<usize, GsoError> {
+    layout(eth).map(|l| l.payload)
+}
+
 /// The sum of the TCP pseudo-header for a segment of `tcp_len` bytes.
 fn pseudo_header(eth: &[u8], l: &Layout, tcp_len: usize) -> u32 {
     let mut s = if l.v6 { sum(&eth[l.l3 + 8..l.l3 + 40], 0) } else { sum(&eth[l.l3 + 12..l.l3 + 20], 0) };

@@ -45,6 +45,8 @@ mod testkit;
 
 pub use clock::{Clock, FakeClock, MonotonicClock};
 pub use egress::TX_QUEUE_FRAMES;
+// For the fuzz targets (`crate::fuzzing`): the egress path's cutting, sans-IO.
+pub(crate) use egress::WireBuffers;
 pub use handle::{
     CaptureControl, CaptureFeed, CapturePoint, CapturedFrame, FdbEntry, Switch, SwitchError, CAPTURE_QUEUE_FRAMES,
 };

@@ -6,10 +6,15 @@
 use std::io::{self, IoSlice};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 
-/// Writes one message made of `parts`, leaving out its first `skip` bytes,
-/// with one writev and no allocation (at most 8 parts).
-fn write_message(fd: &OwnedFd, parts: &[&[u8]], mut skip: usize) -> io::Result<()> {
-    let mut iov = [IoSlice::new(&[]); 8];
+/// The slices of one message made of `parts`, leaving out its first
+/// `skip` bytes, in `iov` (at most 8 parts): how many slices, and how many
+/// bytes they hold. Sans-IO, so what a peer receives can be checked
+/// without a socket.
+pub fn message_slices<'a>(
+    parts: &[&'a [u8]],
+    mut skip: usize,
+    iov: &mut [IoSlice<'a>; 8],
+) -> io::Result<(usize, usize)> {
     let (mut count, mut total) = (0, 0);
     for p in parts {
         if skip >= p.len() {
@@ -22,6 +27,14 @@ fn write_message(fd: &OwnedFd, parts: &[&[u8]], mut skip: usize) -> io::Result<(
         skip = 0;
         count += 1;
     }
+    Ok((count, total))
+}
+
+/// Writes one message made of `parts`, leaving out its first `skip` bytes,
+/// with one writev and no allocation (at most 8 parts).
+fn write_message(fd: &OwnedFd, parts: &[&[u8]], skip: usize) -> io::Result<()> {
+    let mut iov = [IoSlice::new(&[]); 8];
+    let (count, total) = message_slices(parts, skip, &mut iov)?;
     let n = nix::sys::uio::writev(fd, &iov[..count]).map_err(io::Error::from)?;
     if n != total {
         return Err(io::Error::new(io::ErrorKind::WriteZero, "short write on a message port"));
@@ -181,15 +194,25 @@ impl RawPort {
     }
 }
 
+/// Makes the raw frame of `len` bytes a `RawPort` read at
+/// `buf[VNET_HDR_LEN..]` a switch buffer: a zero virtio-net header (no
+/// offload) goes in front. Returns the buffer's length; a length of 0
+/// (the peer is gone) stays 0.
+pub fn raw_message_to_buffer(buf: &mut [u8], len: usize) -> usize {
+    const HDR: usize = super::frame::VNET_HDR_LEN;
+    if len == 0 {
+        return 0;
+    }
+    buf[..HDR].fill(0);
+    len + HDR
+}
+
 impl PortIo for RawPort {
     fn recv_batch(&mut self, bufs: &mut [Vec<u8>], lens: &mut [usize]) -> io::Result<usize> {
         const HDR: usize = super::frame::VNET_HDR_LEN;
         let n = crate::sys::socket::recv_many(self.fd.as_fd(), bufs, lens, HDR)?;
         for (buf, len) in bufs.iter_mut().zip(lens.iter_mut()).take(n) {
-            if *len > 0 {
-                buf[..HDR].fill(0);
-                *len += HDR;
-            }
+            *len = raw_message_to_buffer(buf, *len);
         }
         Ok(n)
     }
@@ -197,11 +220,7 @@ impl PortIo for RawPort {
     fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         const HDR: usize = super::frame::VNET_HDR_LEN;
         let n = nix::unistd::read(&self.fd, &mut buf[HDR..]).map_err(io::Error::from)?;
-        if n == 0 {
-            return Ok(0);
-        }
-        buf[..HDR].fill(0);
-        Ok(n + HDR)
+        Ok(raw_message_to_buffer(buf, n))
     }
 
     fn send(&mut self, buf: &[u8]) -> io::Result<()> {
@@ -300,9 +319,14 @@ pub struct StreamPort {
     tail: Vec<u8>,
 }
 
+/// The longest frame a stream record may carry: what a switch buffer
+/// holds after its virtio-net header. A longer record puts the stream out
+/// of step, as any other impossible length does.
+pub const MAX_STREAM_FRAME: usize = super::frame::MAX_BUFFER_LEN - super::frame::VNET_HDR_LEN;
+
 impl StreamPort {
     pub fn new(fd: OwnedFd) -> StreamPort {
-        StreamPort { fd, rx: Deframer::new(super::frame::MAX_BUFFER_LEN), tail: Vec::new() }
+        StreamPort { fd, rx: Deframer::new(MAX_STREAM_FRAME), tail: Vec::new() }
     }
 }
 
@@ -312,10 +336,17 @@ impl PortIo for StreamPort {
         loop {
             match self.rx.next_record() {
                 Record::Frame(r) => {
-                    let n = r.len().min(buf.len() - HDR);
+                    let len = r.len();
+                    // Never a frame cut short: one the buffer cannot hold fails the port.
+                    let Some(room) = buf.get_mut(HDR..HDR + len) else {
+                        return Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            format!("a stream record of {len} bytes does not fit a {}-byte buffer", buf.len()),
+                        ));
+                    };
+                    room.copy_from_slice(&self.rx.bytes()[r]);
                     buf[..HDR].fill(0);
-                    buf[HDR..HDR + n].copy_from_slice(&self.rx.bytes()[r.start..r.start + n]);
-                    return Ok(HDR + n);
+                    return Ok(HDR + len);
                 }
                 Record::Bad(len) => {
                     return Err(io::Error::new(io::ErrorKind::InvalidData, format!("stream record of {len} bytes")))
@@ -503,9 +534,30 @@ mod tests {
             assert!(buf[crate::switch::frame::VNET_HDR_LEN..n].iter().all(|b| *b == fill));
         }
     }
-    use crate::switch::frame::VNET_HDR_LEN;
+    use crate::switch::frame::{MAX_BUFFER_LEN, VNET_HDR_LEN};
     use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
     use std::os::unix::net::UnixDatagram;
+
+    #[test]
+    fn a_stream_record_is_taken_whole_up_to_a_full_buffer_and_a_longer_one_fails_the_port() {
+        let (a, b) = socketpair(AddressFamily::Unix, SockType::Stream, None, SockFlag::empty()).unwrap();
+        let mut port = StreamPort::new(a);
+        let mut peer = std::os::unix::net::UnixStream::from(b);
+        let writer = std::thread::spawn(move || {
+            for len in [MAX_STREAM_FRAME, MAX_STREAM_FRAME + 1] {
+                let mut record = (len as u32).to_be_bytes().to_vec();
+                record.resize(4 + len, 0x3c);
+                std::io::Write::write_all(&mut peer, &record).unwrap();
+            }
+        });
+        let mut buf = vec![0u8; MAX_BUFFER_LEN];
+        assert_eq!(port.recv(&mut buf).unwrap(), MAX_BUFFER_LEN, "a full buffer, not a byte less");
+        assert!(buf[VNET_HDR_LEN..].iter().all(|b| *b == 0x3c));
+        let err = port.recv(&mut buf).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{err}");
+        drop(port);
+        let _ = writer.join();
+    }
 
     #[test]
     fn raw_ports_add_and_remove_the_virtio_header() {

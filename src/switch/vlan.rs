@@ -7,7 +7,7 @@
 //! trunk and tagged frames on an access port are dropped, as on a switch
 //! configured without a native VLAN.
 use super::counters::DropReason;
-use super::frame::{Frame, VnetHdr};
+use super::frame::{Frame, VnetHdr, VNET_HDR_LEN};
 use crate::vocab::VlanMode;
 
 pub const TPID: u16 = 0x8100;
@@ -67,10 +67,51 @@ pub fn shift_vnet(hdr: &VnetHdr, delta: i16) -> VnetHdr {
     h
 }
 
+/// A frame as it leaves with its tag pushed or stripped: its pieces,
+/// virtio-net header first, so the payload is never copied.
+pub struct Retagged<'a> {
+    pieces: [&'a [u8]; 4],
+    count: usize,
+    /// Length of the Ethernet frame the pieces make.
+    pub eth_len: usize,
+}
+
+impl<'a> Retagged<'a> {
+    pub fn parts(&self) -> &[&'a [u8]] {
+        &self.pieces[..self.count]
+    }
+}
+
+/// `frame` (all of `buf`, virtio-net header first) with `tagging`
+/// applied: its header moved to `hdr` and the pushed tag written to `tag`
+/// when they change. `Strip` is only ever asked of a frame that arrived
+/// tagged (`classify` saw its tag), so its 18 bytes of headers are there.
+pub fn retag<'a>(
+    buf: &'a [u8],
+    frame: &Frame<'a>,
+    tagging: Tagging,
+    hdr: &'a mut [u8; VNET_HDR_LEN],
+    tag: &'a mut [u8; 4],
+) -> Retagged<'a> {
+    let eth = frame.eth;
+    match tagging {
+        Tagging::AsIs => Retagged { pieces: [buf, &[], &[], &[]], count: 1, eth_len: eth.len() },
+        Tagging::Strip => {
+            shift_vnet(&frame.vnet, -4).write(hdr);
+            Retagged { pieces: [hdr, &eth[..12], &eth[16..], &[]], count: 3, eth_len: eth.len() - 4 }
+        }
+        Tagging::Push(vid) => {
+            shift_vnet(&frame.vnet, 4).write(hdr);
+            tag[..2].copy_from_slice(&TPID.to_be_bytes());
+            tag[2..].copy_from_slice(&vid.to_be_bytes());
+            Retagged { pieces: [hdr, &eth[..12], tag, &eth[12..]], count: 4, eth_len: eth.len() + 4 }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::switch::frame::VNET_HDR_LEN;
     use crate::vocab::units::test_values::vid;
 
     fn frame(tag: Option<u16>) -> Vec<u8> {

@@ -97,7 +97,14 @@ impl TryFrom<RawLoss> for LossModel {
         Ok(match raw {
             RawLoss::None => LossModel::None,
             RawLoss::Random { p, correlation } => {
-                LossModel::Random { p: prob("loss", p)?, correlation: prob("loss_correlation", correlation)? }
+                let (p, correlation) = (prob("loss", p)?, prob("loss_correlation", correlation)?);
+                // A loss of 0 is no loss, as a script's `loss: 0` says: the
+                // same impairment, whoever sends it, and the switch's fast path.
+                if p.is_zero() {
+                    LossModel::None
+                } else {
+                    LossModel::Random { p, correlation }
+                }
             }
             RawLoss::Gilbert { p, r, h, k } => LossModel::Gilbert {
                 p: prob("gilbert p", p)?,
@@ -226,7 +233,16 @@ impl LinkImpairment {
         self.a_to_b.is_noop() && self.b_to_a.is_noop() && self.seed.is_none()
     }
 
+    /// The rules of both directions, and a seed a script can write back
+    /// (`:save` writes the seed as a Rhai integer, which is signed).
     pub fn check(&self) -> Result<(), VocabError> {
+        if let Some(seed) = self.seed.filter(|s| i64::try_from(*s).is_err()) {
+            return Err(VocabError::OutOfRange {
+                option: "seed",
+                value: seed.to_string(),
+                range: "0..=9223372036854775807",
+            });
+        }
         self.a_to_b.check()?;
         self.b_to_a.check()
     }
@@ -337,7 +353,16 @@ mod tests {
         assert!(serde_json::from_str::<Params>(bad).unwrap_err().to_string().contains("loss 7 is out of range"));
         let bad = r#"{"jitter":{"secs":7200,"nanos":0}}"#;
         assert!(serde_json::from_str::<Params>(bad).unwrap_err().to_string().starts_with("jitter 7200s"));
+        let none = r#"{"loss":{"random":{"p":0,"correlation":0.25}}}"#;
+        assert_eq!(serde_json::from_str::<Params>(none).unwrap().loss, LossModel::None, "a loss of 0 is no loss");
+        assert!(serde_json::from_str::<Params>(none).unwrap().is_noop());
+        let bad = r#"{"loss":{"random":{"p":0,"correlation":2}}}"#;
+        assert!(serde_json::from_str::<Params>(bad).unwrap_err().to_string().contains("loss_correlation 2"));
         let bad = r#"{"limit":0}"#;
         assert!(serde_json::from_str::<Params>(bad).unwrap_err().to_string().contains("limit 0"));
+        let seeded = |seed| LinkImpairment { seed: Some(seed), ..Default::default() };
+        assert_eq!(seeded(i64::MAX as u64).check(), Ok(()));
+        let e = seeded(u64::MAX).check().unwrap_err().to_string();
+        assert!(e.starts_with("seed 18446744073709551615 is out of range"), "{e}");
     }
 }
