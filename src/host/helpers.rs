@@ -326,31 +326,44 @@ pub fn ns_enter_main(pid: i32, argv: &[String]) -> ! {
         Err(e) => enter_failed("fork", e),
         Ok(Forked::Child) => {
             let _ = setpgid(Pid::from_raw(0), Pid::from_raw(0));
-            let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
-            let _ = sigprocmask(SigmaskHow::SIG_UNBLOCK, Some(&signals), None);
-            let e = execvp(&args[0], &args).unwrap_err();
-            eprintln!("clonet: cannot run {:?}: {e}", argv[0]);
-            std::process::exit(127)
+            exec_child(&args, &argv[0], &signals)
         }
         Ok(Forked::Parent(child)) => {
             // Also set it here: whichever of the two runs first wins the race.
             let _ = setpgid(child, child);
-            loop {
-                match waitpid(child, Some(WaitPidFlag::WNOHANG)) {
-                    Ok(WaitStatus::StillAlive) => {}
-                    Ok(status) => {
-                        if let Some(code) = exit_code(status) {
-                            std::process::exit(code)
-                        }
-                    }
-                    Err(_) => std::process::exit(HELPER_FAILED),
+            wait_then_exit(child, &signals, Pid::from_raw(-child.as_raw()))
+        }
+    }
+}
+
+/// In a helper's forked child: dies with the helper, takes the signals
+/// back, and becomes `args`; if it cannot, says why and exits 127.
+fn exec_child(args: &[CString], program: &str, signals: &SigSet) -> ! {
+    let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
+    let _ = sigprocmask(SigmaskHow::SIG_UNBLOCK, Some(signals), None);
+    let e = execvp(&args[0], args).unwrap_err();
+    eprintln!("clonet: cannot run {program:?}: {e}");
+    std::process::exit(127)
+}
+
+/// In a helper: waits for `child` and exits with its status; any of the
+/// blocked `signals` but SIGCHLD kills `target` (the child, or its
+/// process group) first.
+fn wait_then_exit(child: Pid, signals: &SigSet, target: Pid) -> ! {
+    loop {
+        match waitpid(child, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) => {}
+            Ok(status) => {
+                if let Some(code) = exit_code(status) {
+                    std::process::exit(code)
                 }
-                match signals.wait() {
-                    Ok(Signal::SIGCHLD) | Err(_) => {}
-                    Ok(_) => {
-                        let _ = kill(Pid::from_raw(-child.as_raw()), Signal::SIGKILL);
-                    }
-                }
+            }
+            Err(_) => std::process::exit(HELPER_FAILED),
+        }
+        match signals.wait() {
+            Ok(Signal::SIGCHLD) | Err(_) => {}
+            Ok(_) => {
+                let _ = kill(target, Signal::SIGKILL);
             }
         }
     }
@@ -400,32 +413,10 @@ pub fn machine_main(argv: &[String]) -> ! {
     }
     match fork_single_threaded(&single) {
         Err(e) => enter_failed("fork", e),
-        Ok(Forked::Child) => {
-            // It stays in this helper's process group, so that the engine's
-            // killpg reaches it too.
-            let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
-            let _ = sigprocmask(SigmaskHow::SIG_UNBLOCK, Some(&signals), None);
-            let e = execvp(&args[0], &args).unwrap_err();
-            eprintln!("clonet: cannot run {:?}: {e}", argv[0]);
-            std::process::exit(127)
-        }
-        Ok(Forked::Parent(child)) => loop {
-            match waitpid(child, Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::StillAlive) => {}
-                Ok(status) => {
-                    if let Some(code) = exit_code(status) {
-                        std::process::exit(code)
-                    }
-                }
-                Err(_) => std::process::exit(HELPER_FAILED),
-            }
-            match signals.wait() {
-                Ok(Signal::SIGCHLD) | Err(_) => {}
-                Ok(_) => {
-                    let _ = kill(child, Signal::SIGKILL);
-                }
-            }
-        },
+        // It stays in this helper's process group, so that the engine's
+        // killpg reaches it too.
+        Ok(Forked::Child) => exec_child(&args, &argv[0], &signals),
+        Ok(Forked::Parent(child)) => wait_then_exit(child, &signals, child),
     }
 }
 
