@@ -149,6 +149,12 @@ fn check_retag(buf: &[u8], frame: &Frame<'_>, tagging: Tagging) {
             let pushed = Frame::parse(&bytes).expect("a pushed tag keeps a frame valid");
             assert_eq!(vlan::tag_of(&pushed), Some(vid));
             assert_eq!((&eth[..12], &eth[16..]), (&frame.eth[..12], &frame.eth[12..]));
+            // The offsets move with the payload, and never wrap.
+            let (before, after) = (&frame.vnet, &pushed.vnet);
+            if before.flags & VnetHdr::F_NEEDS_CSUM != 0 {
+                assert!(after.csum_start >= before.csum_start, "csum_start wrapped: {before:?} -> {after:?}");
+            }
+            assert!(after.hdr_len >= before.hdr_len, "hdr_len wrapped: {before:?} -> {after:?}");
         }
         Tagging::Strip => assert_eq!((&eth[..12], &eth[12..]), (&frame.eth[..12], &frame.eth[16..])),
     }

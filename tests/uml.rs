@@ -171,6 +171,55 @@ fn a_uml_and_kvm_lab_runs_as_an_unprivileged_user() {
     assert!(eventually(5, || processes_matching(&home_s).is_empty()), "processes left");
 }
 
+/// Run by root, a machine runs as a uid of its own (not root, not another
+/// machine's) and sees only its own directory of the lab's run directory:
+/// not the control socket, not the other nodes. A guest that mounts the
+/// host's files through UML's hostfs reads only what anyone may.
+#[test]
+fn guests_run_unprivileged_and_see_only_their_own_files_when_clonet_is_root() {
+    let sb = Sandbox::new();
+    let stdout = sb.run_ok(
+        "jail.rhai",
+        r#"
+let u = node("u", #{ kind: "uml" });
+let k = node("k", #{ kind: "kvm" });
+link(u, k, #{ ip_a: "10.0.0.1/24", ip_b: "10.0.0.2/24" });
+assert(ping(u, k), "the machines still reach each other");
+for n in [u, k] {
+    let machine = host_exec(`cat /proc/${n.pid}/task/${n.pid}/children`).stdout.trimmed();
+    let uids = host_exec(`grep ^Uid: /proc/${machine}/status | cut -f2-`).stdout.trimmed();
+    let own = host_exec(`tr '\0' '\n' < /proc/${n.pid}/cmdline | grep '[.]machine$'`).stdout.trimmed();
+    let run_dir = own.sub_string(0, own.index_of(`/${n.name}.machine`));
+    let seen = host_exec(`ls -A /proc/${machine}/root${run_dir} | tr '\n' ' '`).stdout.trimmed();
+    print(`${n.name} uids ${uids} sees [${seen}] of ${run_dir}`);
+}
+let r = u.exec("mkdir -p /mnt/etc && mount -t hostfs none /mnt/etc -o /etc && cat /mnt/etc/shadow");
+print(`shadow: ${r.status} ${r.stderr.trimmed()}`);
+let r = u.exec("mkdir -p /mnt/etc && cat /mnt/etc/hostname > /dev/null && echo readable");
+print(`hostname: ${r.stdout.trimmed()}`);
+print("jail ok");
+"#,
+    );
+    assert!(stdout.contains("jail ok"), "{stdout}");
+    let mut uids = Vec::new();
+    for name in ["u", "k"] {
+        let line = stdout.lines().find(|l| l.starts_with(&format!("{name} uids "))).expect(&stdout);
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let ids: Vec<u32> = words[2..6].iter().map(|w| w.parse().unwrap()).collect();
+        assert!(
+            ids.iter().all(|&id| id >= 0x7000_0000 && id == ids[0]),
+            "{name}: real, effective, saved, fs uid: {line}"
+        );
+        uids.push(ids[0]);
+        let seen = line.split_once('[').unwrap().1.split_once(']').unwrap().0;
+        assert_eq!(seen, format!("{name}.machine"), "{name} sees only its own directory: {line}");
+    }
+    assert_ne!(uids[0], uids[1], "each machine has a uid of its own");
+    assert!(stdout.contains("shadow: 1 cat: can't open '/mnt/etc/shadow': Permission denied"), "{stdout}");
+    assert!(stdout.contains("hostname: readable"), "hostfs itself works, so the refusal is the uid's: {stdout}");
+    assert_nothing_left(&sb);
+}
+
 #[test]
 fn a_dead_uml_node_is_reported_and_the_rest_goes_on() {
     let sb = Sandbox::new();

@@ -25,10 +25,10 @@ pub fn ns_enter(pid: i32, argv: &[String]) -> ! {
     ns_enter_main(pid, argv)
 }
 
-/// `__machine -- PROGRAM ARGS…`: a machine as the init of its own PID
-/// namespace.
-pub fn machine(argv: &[String]) -> ! {
-    machine_main(argv)
+/// `__machine [--own DIR]… [--see FILE]… -- PROGRAM ARGS…`: a machine as
+/// the init of its own PID namespace, unprivileged when clonet is root.
+pub fn machine(own: Vec<std::path::PathBuf>, see: Vec<std::path::PathBuf>, argv: &[String]) -> ! {
+    machine_main(&clonet::host::machine_view::MachineView { own, see }, argv)
 }
 
 /// `__tap-forward PID_A PID_B OWNER`: the benchmark's TAP-to-TAP baseline.

@@ -215,6 +215,12 @@ pub enum Cmd {
     },
     #[command(name = "__machine", hide = true)]
     Machine {
+        /// A directory the machine works in (handed to it when root).
+        #[arg(long)]
+        own: Vec<std::path::PathBuf>,
+        /// A file the machine reads (shown to it read-only when root).
+        #[arg(long)]
+        see: Vec<std::path::PathBuf>,
         #[arg(last = true, required = true)]
         argv: Vec<String>,
     },
@@ -242,7 +248,7 @@ pub fn run(command: Cmd) -> Result<ExitCode, CliError> {
         Cmd::Doc { name, json, output } => offline::doc(name.as_deref(), json, output.as_deref()),
         Cmd::NsInit { hostname, hosts, root } => hidden::ns_init(&hostname, &hosts, &root),
         Cmd::NsEnter { pid, argv } => hidden::ns_enter(pid, &argv),
-        Cmd::Machine { argv } => hidden::machine(&argv),
+        Cmd::Machine { own, see, argv } => hidden::machine(own, see, &argv),
         Cmd::TapForward { pid_a, pid_b, owner } => hidden::tap_forward(pid_a, pid_b, owner),
     }
 }

@@ -16,8 +16,8 @@ use crate::vocab::NodeKind;
 /// Where a node's disk rests while it is stopped, in the lab's run dir.
 pub fn at_rest(kind: NodeKind, run_dir: &Path, node: &str) -> PathBuf {
     match kind {
-        NodeKind::Uml => run_dir.join(format!("{node}.cow")),
-        NodeKind::Kvm => run_dir.join(format!("{node}.qcow2")),
+        NodeKind::Uml => super::guest::machine_dir(run_dir, node).join(super::uml::COW_FILE),
+        NodeKind::Kvm => super::guest::machine_dir(run_dir, node).join(super::kvm::OVERLAY_FILE),
         NodeKind::Ns => match std::fs::read_link(run_dir.join("ns-btrfs")) {
             Ok(storage) if storage.join(node).is_dir() => storage.join(node),
             _ => run_dir.join("ns").join(node),

@@ -109,8 +109,13 @@ pub fn wait_exit(child: &mut std::process::Child, within: Duration) {
 /// through `clonet __machine`, as the init of a PID namespace of its own
 /// (see `helpers::machine_main`), so that nothing it starts outlives it.
 /// Missing `program` is said here, with `package` to install, since the
-/// helper can only report it on the console.
-pub fn machine_command(program: &str, package: &str) -> std::io::Result<std::process::Command> {
+/// helper can only report it on the console. `view` names what the
+/// machine needs of the host's private directories (used when root).
+pub fn machine_command(
+    program: &str,
+    package: &str,
+    view: &super::machine_view::MachineView,
+) -> std::io::Result<std::process::Command> {
     let found = std::env::var_os("PATH").is_some_and(|path| {
         std::env::split_paths(&path).any(|dir| {
             use std::os::unix::fs::PermissionsExt;
@@ -122,8 +127,28 @@ pub fn machine_command(program: &str, package: &str) -> std::io::Result<std::pro
         return Err(std::io::Error::new(std::io::ErrorKind::NotFound, why));
     }
     let mut cmd = std::process::Command::new("/proc/self/exe");
-    cmd.arg("__machine").arg("--").arg(program);
+    cmd.arg("__machine").args(view.args()).arg("--").arg(program);
     Ok(cmd)
+}
+
+/// A machine's own directory in `run_dir`: its disk, its sockets, UML's
+/// umid directory. When clonet is root the machine runs as a uid of its
+/// own that owns this directory and sees nothing else of the run
+/// directory (see `machine_view`).
+pub fn machine_dir(run_dir: &Path, node: &str) -> PathBuf {
+    run_dir.join(format!("{node}.machine"))
+}
+
+/// Makes `machine_dir` (private to its owner) if it is not there yet.
+pub fn make_machine_dir(run_dir: &Path, node: &str) -> Result<PathBuf, HostError> {
+    use std::os::unix::fs::DirBuilderExt;
+    let dir = machine_dir(run_dir, node);
+    match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+            Err(HostError::io(format!("creating {}", dir.display()))(e))
+        }
+        _ => Ok(dir),
+    }
 }
 
 /// The console log of a node in `run_dir`.

@@ -6,8 +6,11 @@
 //! - `__ns-enter`: joins a node's namespaces and runs one command there as
 //!   a child, relaying its exit status, and killing its whole process group
 //!   when asked to stop (timeout or interrupt).
+//! - `__machine`: runs a machine (`linux.uml`, QEMU) as the init of a PID
+//!   namespace of its own; run by root, as a uid of its own that sees only
+//!   its own files (`machine_view`).
 //!
-//! Both are single-threaded programs, which `fork` and `setns(CLONE_NEWNS)`
+//! All are single-threaded programs, which `fork` and `setns(CLONE_NEWNS)`
 //! require. Being single-threaded, a helper's forked child may call
 //! anything, so what the helpers set up (namespaces, host name, mounts,
 //! the pivot into the node's root) goes through [`Syscall`]
@@ -20,7 +23,7 @@
 use std::ffi::CString;
 use std::fs::File;
 use std::io::Write;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 
 use nix::mount::{MntFlags, MsFlags};
@@ -29,6 +32,7 @@ use nix::sys::signal::{kill, sigprocmask, SigSet, SigmaskHow, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{execvp, setpgid, Pid};
 
+use super::machine_view::{self, MachineView, Needed};
 use super::syscall::{LinuxSyscall, Mount, Syscall};
 use super::HostError;
 use crate::sys::proc::{fork_single_threaded, Forked, SingleThreaded};
@@ -387,15 +391,20 @@ fn new_pid_namespace_for_children() -> Result<(), String> {
     write("gid_map", format!("{gid} {gid} 1"))
 }
 
-/// `__machine -- PROGRAM ARGS…`: runs a machine (`linux.uml`, QEMU) as
-/// the init of a PID namespace of its own, and waits for it. When the
-/// init dies, the kernel kills everything else in its namespace: UML's
-/// helper processes cannot outlive it. And the init dies with this
-/// helper (its parent-death signal), which dies with the lab (the one the
-/// engine gave it): however the lab ends, even by SIGKILL, its machines
-/// end with it. Where no namespace can be made, the machine runs
-/// without one, as before.
-pub fn machine_main(argv: &[String]) -> ! {
+/// `__machine [--own DIR]… [--see FILE]… -- PROGRAM ARGS…`: runs a
+/// machine (`linux.uml`, QEMU) as the init of a PID namespace of its own,
+/// and waits for it. When the init dies, the kernel kills everything else
+/// in its namespace: UML's helper processes cannot outlive it. And the
+/// init dies with this helper (its parent-death signal), which dies with
+/// the lab (the one the engine gave it): however the lab ends, even by
+/// SIGKILL, its machines end with it. Where no PID namespace can be made,
+/// the machine runs without one.
+///
+/// Run by root, the machine never runs as root: it gets a uid and gid of
+/// its own and sees only the `own` directories (handed to it) and the
+/// `see` files (read-only) of the host's private directories (see
+/// `machine_view`). If that cannot be set up, the machine does not run.
+pub fn machine_main(view: &MachineView, argv: &[String]) -> ! {
     let single = SingleThreaded::check().unwrap_or_else(|e| enter_failed("start", e));
     if argv.is_empty() {
         enter_failed("machine", "no command");
@@ -404,6 +413,13 @@ pub fn machine_main(argv: &[String]) -> ! {
         Ok(a) => a,
         Err(_) => enter_failed("machine", "argument contains a NUL byte"),
     };
+    let guest = nix::unistd::geteuid().is_root().then(|| {
+        let id = machine_view::guest_id(std::process::id());
+        if let Err(e) = enter_view(view, id) {
+            enter_failed("machine", format!("cannot set up the machine's unprivileged view: {e}"));
+        }
+        (id, machine_groups(&argv[0]))
+    });
     if let Err(e) = new_pid_namespace_for_children() {
         eprintln!("clonet: {}: no PID namespace of its own ({e}); its processes may outlive a killed lab", argv[0]);
     }
@@ -415,9 +431,108 @@ pub fn machine_main(argv: &[String]) -> ! {
         Err(e) => enter_failed("fork", e),
         // It stays in this helper's process group, so that the engine's
         // killpg reaches it too.
-        Ok(Forked::Child) => exec_child(&args, &argv[0], &signals),
+        Ok(Forked::Child) => {
+            if let Some((id, groups)) = &guest {
+                if let Err(e) = become_guest(*id, groups) {
+                    enter_failed("machine", format!("cannot drop root: {e}"));
+                }
+            }
+            exec_child(&args, &argv[0], &signals)
+        }
         Ok(Forked::Parent(child)) => wait_then_exit(child, &signals, child),
     }
+}
+
+/// Hands the `own` directories (and what clonet put in them) to uid and
+/// gid `id`, then builds the machine's view in a mount namespace of this
+/// helper's, which its child inherits. The directories are handed over
+/// before the view exists, so only clonet's own real directory is: it is
+/// opened without following a link.
+fn enter_view(view: &MachineView, id: u32) -> Result<(), String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let open = |path: &Path, flags: i32| {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc_flags::O_PATH | flags)
+            .open(path)
+            .map(OwnedFd::from)
+            .map_err(|e| format!("{}: {e}", path.display()))
+    };
+    for dir in &view.own {
+        hand_over_tree(dir, id)?;
+    }
+    machine_view::enter_private_mounts(&LinuxSyscall).map_err(|e| e.to_string())?;
+    let mut needed = Vec::new();
+    let mut sources = Vec::new();
+    for dir in &view.own {
+        // clonet's own directory in its private run directory: never a link.
+        sources.push(open(dir, libc_flags::O_DIRECTORY | libc_flags::O_NOFOLLOW)?);
+        needed.push(Needed { path: dir.clone(), dir: true, writable: true });
+    }
+    for file in &view.see {
+        use std::os::unix::fs::PermissionsExt;
+        let fd = open(file, 0)?;
+        let meta = std::fs::metadata(file).map_err(|e| format!("{}: {e}", file.display()))?;
+        if meta.permissions().mode() & 0o004 == 0 {
+            let why = "the machine runs as an unprivileged user, who cannot read it (make it readable by others)";
+            return Err(format!("{}: {why}", file.display()));
+        }
+        let is_dir = meta.is_dir();
+        sources.push(fd);
+        needed.push(Needed { path: file.clone(), dir: is_dir, writable: false });
+    }
+    let steps = machine_view::plan(&needed, &machine_view::blocked_for_others)?;
+    machine_view::set_up(&LinuxSyscall, &steps, &sources).map_err(|e| e.to_string())
+}
+
+/// The flags `open` takes that std does not name.
+mod libc_flags {
+    pub const O_PATH: i32 = nix::fcntl::OFlag::O_PATH.bits();
+    pub const O_DIRECTORY: i32 = nix::fcntl::OFlag::O_DIRECTORY.bits();
+    pub const O_NOFOLLOW: i32 = nix::fcntl::OFlag::O_NOFOLLOW.bits();
+}
+
+/// Gives `dir` and its entries (files and sockets clonet made for the
+/// machine, or an earlier run of it left) to `id`, links untouched.
+fn hand_over_tree(dir: &Path, id: u32) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let chown =
+        |p: &Path| std::os::unix::fs::lchown(p, Some(id), Some(id)).map_err(|e| format!("{}: {e}", p.display()));
+    chown(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(|e| e.to_string())?;
+    for entry in std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))? {
+        let entry = entry.map_err(|e| e.to_string())?;
+        chown(&entry.path())?;
+    }
+    Ok(())
+}
+
+/// The supplementary groups a machine keeps: QEMU keeps the group of
+/// `/dev/kvm`, so that it may use KVM; nothing else keeps any.
+fn machine_groups(program: &str) -> Vec<nix::unistd::Gid> {
+    use std::os::unix::fs::MetadataExt;
+    let qemu = Path::new(program).file_name().is_some_and(|n| n.to_string_lossy().starts_with("qemu-system"));
+    match std::fs::metadata("/dev/kvm") {
+        Ok(m) if qemu => vec![nix::unistd::Gid::from_raw(m.gid())],
+        _ => Vec::new(),
+    }
+}
+
+/// In the machine's forked child: becomes uid and gid `id` for good, with
+/// only `groups`, and can never gain a privilege again (no set-uid
+/// program, no file capability). Checked: a child still root never execs.
+fn become_guest(id: u32, groups: &[nix::unistd::Gid]) -> Result<(), String> {
+    use nix::unistd::{Gid, Uid};
+    let (uid, gid) = (Uid::from_raw(id), Gid::from_raw(id));
+    nix::unistd::setgroups(groups).map_err(|e| format!("setgroups: {e}"))?;
+    nix::unistd::setresgid(gid, gid, gid).map_err(|e| format!("setresgid: {e}"))?;
+    nix::unistd::setresuid(uid, uid, uid).map_err(|e| format!("setresuid: {e}"))?;
+    nix::sys::prctl::set_no_new_privs().map_err(|e| format!("no_new_privs: {e}"))?;
+    let ids = nix::unistd::getresuid().map_err(|e| e.to_string())?;
+    if [ids.real, ids.effective, ids.saved].iter().any(|u| u.is_root()) {
+        return Err("still root after setresuid".into());
+    }
+    Ok(())
 }
 
 #[cfg(test)]

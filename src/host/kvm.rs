@@ -4,7 +4,9 @@
 //! virtio-net devices on `-netdev stream` sockets the switch pumps,
 //! hot-plugged through the QMP connection the node keeps; commands run
 //! through the guest agent on a virtio-serial port; the serial console
-//! goes through a console relay like uml's. No privilege is needed.
+//! goes through a console relay like uml's. No privilege is needed; run
+//! by root, QEMU runs as a uid of its own that sees only its own
+//! directory, its kernel, initramfs and backing disks (`machine_view`).
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -16,7 +18,10 @@ use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use serde_json::json;
 
-use super::guest::{bring_up_nic, console_log, console_socket, console_tail, route_command, AgentLine};
+use super::guest::{
+    bring_up_nic, console_log, console_socket, console_tail, machine_dir, make_machine_dir, route_command, AgentLine,
+};
+use super::machine_view::{hand_over, machine_owner, MachineView};
 use super::qmp::Qmp;
 use super::{proc_start_time, ExecOutput, ExecRequest, HostError, KvmBoot, NodeSpec, ProcRecord, RunningNode};
 use crate::switch::port::{PortIo, StreamPort};
@@ -34,6 +39,8 @@ pub const DEFAULT_MEM_MB: u32 = 128;
 /// disk small (a fresh overlay takes 16 KiB instead of 196 KiB, and a
 /// small write allocates 4 KiB, not 64).
 const OVERLAY_OPTIONS: &str = "cluster_size=4096";
+/// The node's qcow2 overlay in its machine directory.
+pub const OVERLAY_FILE: &str = "disk.qcow2";
 /// The QEMU id of a node's disk (for live snapshots).
 const DISK_ID: &str = "disk0";
 /// The name of the agent's virtio-serial port.
@@ -119,7 +126,11 @@ pub fn choose_accel(kernel: &Path, initrd: &Path, cache: &Path) -> Accel {
 }
 
 fn probe_kvm(kernel: &Path, initrd: &Path) -> bool {
-    let mut cmd = Command::new("qemu-system-x86_64");
+    // The probe is a machine too: run by root, it runs unprivileged.
+    let view = MachineView { own: Vec::new(), see: vec![kernel.to_path_buf(), initrd.to_path_buf()] };
+    let Ok(mut cmd) = super::guest::machine_command("qemu-system-x86_64", "qemu-system-x86", &view) else {
+        return false;
+    };
     cmd.args(["-nodefaults", "-no-user-config", "-display", "none", "-machine", "pc,accel=kvm", "-cpu", "host"])
         .args(["-m", "128", "-no-reboot", "-serial", "stdio", "-kernel"])
         .arg(kernel)
@@ -190,6 +201,19 @@ fn virtual_size(image: &Path) -> Result<u64, String> {
         .ok_or_else(|| format!("qemu-img info {}: {}", image.display(), String::from_utf8_lossy(&out.stderr).trim()))
 }
 
+/// The files below the top of a disk's backing chain, which QEMU opens
+/// by the names stored in the chain (read even while a QEMU holds them).
+fn backing_files(disk: &Path) -> Result<Vec<PathBuf>, String> {
+    let out = Command::new("qemu-img")
+        .args(["info", "-U", "--backing-chain", "--output=json"])
+        .arg(disk)
+        .output()
+        .map_err(|e| format!("qemu-img: {e}"))?;
+    let chain: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout)
+        .map_err(|_| format!("qemu-img info {}: {}", disk.display(), String::from_utf8_lossy(&out.stderr).trim()))?;
+    Ok(chain.iter().skip(1).filter_map(|i| i["filename"].as_str()).map(PathBuf::from).collect())
+}
+
 /// Waits for one connection on `listener`, up to `timeout`, while `child` runs.
 fn accept_from(listener: &UnixListener, child: &mut Child, timeout: Duration) -> Result<UnixStream, String> {
     listener.set_nonblocking(true).map_err(|e| e.to_string())?;
@@ -217,6 +241,8 @@ pub struct KvmNode {
     name: String,
     child: Child,
     record: ProcRecord,
+    /// The uid QEMU runs as, when not clonet's own.
+    owner: Option<u32>,
     agent: AgentLine,
     booted: bool,
     boot_deadline: Instant,
@@ -237,15 +263,16 @@ pub struct KvmNode {
 pub fn start(spec: &NodeSpec, boot: &KvmBoot, mem_mb: u32, cpus: u32) -> Result<Box<dyn RunningNode>, HostError> {
     let err = |why: String| HostError::start(spec.name.clone(), why);
     let run_dir = spec.run_dir.clone();
-    let overlay = run_dir.join(format!("{}.qcow2", spec.name));
+    let dir = make_machine_dir(&run_dir, &spec.name)?;
+    let overlay = dir.join(OVERLAY_FILE);
     let (base, accel) = (&boot.disk, boot.accel);
     match &spec.disk {
         super::DiskStart::Keep if overlay.is_file() => {}
         super::DiskStart::Fresh | super::DiskStart::Keep => create_overlay(base, &overlay).map_err(err)?,
         super::DiskStart::From(layer) => create_overlay(layer, &overlay).map_err(err)?,
     }
-    let agent_socket = run_dir.join(format!("{}.agent.sock", spec.name));
-    let qmp_socket = run_dir.join(format!("{}.qmp.sock", spec.name));
+    let agent_socket = dir.join("agent.sock");
+    let qmp_socket = dir.join("qmp.sock");
     let listen = |p: &Path| {
         let _ = std::fs::remove_file(p);
         UnixListener::bind(p).map_err(|e| HostError::start_from(&spec.name, &p.display().to_string(), e))
@@ -268,7 +295,10 @@ pub fn start(spec: &NodeSpec, boot: &KvmBoot, mem_mb: u32, cpus: u32) -> Result<
         extra: spec.options.args.clone(),
     };
     let console_in = console_guest.try_clone().map_err(HostError::io("console line"))?;
-    let mut cmd = super::guest::machine_command("qemu-system-x86_64", "qemu-system-x86")
+    let mut see = vec![boot.kernel.clone(), boot.initrd.clone()];
+    see.extend(backing_files(&overlay).map_err(err)?);
+    let view = MachineView { own: vec![dir.clone()], see };
+    let mut cmd = super::guest::machine_command("qemu-system-x86_64", "qemu-system-x86", &view)
         .map_err(|e| err(format!("cannot run qemu-system-x86_64: {e}")))?;
     cmd.args(qemu_args(&machine))
         .stdin(Stdio::from(OwnedFd::from(console_in)))
@@ -278,10 +308,23 @@ pub fn start(spec: &NodeSpec, boot: &KvmBoot, mem_mb: u32, cpus: u32) -> Result<
         .stdout(Stdio::from(OwnedFd::from(console_guest)));
     node_process(&mut cmd);
     let mut child = cmd.spawn().map_err(|e| err(format!("cannot run qemu-system-x86_64: {e}")))?;
+    drop(cmd);
     let pid = child.id() as i32;
-    let cleanup = |child: &mut Child| {
+    // The console is relayed from the start, so that what QEMU (or its
+    // helper) says when it fails at once is in the log the error quotes.
+    let mut console =
+        match super::console::ConsoleRelay::spawn(console_host.into(), log, &console_socket(&run_dir, &spec.name)) {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+                let _ = child.wait();
+                return Err(err(format!("console relay: {e}")));
+            }
+        };
+    let cleanup = |child: &mut Child, console: &mut super::console::ConsoleRelay| {
         let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
         let _ = child.wait();
+        console.join();
         for p in [&agent_socket, &qmp_socket] {
             let _ = std::fs::remove_file(p);
         }
@@ -292,15 +335,12 @@ pub fn start(spec: &NodeSpec, boot: &KvmBoot, mem_mb: u32, cpus: u32) -> Result<
         let qmp_stream = accept_from(&qmp_listener, &mut child, CONNECT_TIMEOUT)?;
         let qmp = Qmp::handshake(qmp_stream, Duration::from_secs(10)).map_err(|e| e.to_string())?;
         let agent = AgentLine::new(&spec.name, agent_stream).map_err(|e| e.to_string())?;
-        let console =
-            super::console::ConsoleRelay::spawn(console_host.into(), log, &console_socket(&run_dir, &spec.name))
-                .map_err(|e| format!("console relay: {e}"))?;
-        Ok::<_, String>((record, agent, qmp, console))
+        Ok::<_, String>((record, agent, qmp))
     })();
-    let (record, agent, qmp, console) = match connected {
+    let (record, agent, qmp) = match connected {
         Ok(c) => c,
         Err(why) => {
-            cleanup(&mut child);
+            cleanup(&mut child, &mut console);
             let tail = console_tail(&run_dir, &spec.name);
             return Err(err(format!("{why}; console ends with: {tail}")));
         }
@@ -311,6 +351,7 @@ pub fn start(spec: &NodeSpec, boot: &KvmBoot, mem_mb: u32, cpus: u32) -> Result<
         name: spec.name.clone(),
         child,
         record,
+        owner: machine_owner(pid as u32),
         agent,
         booted: false,
         boot_deadline: Instant::now() + super::guest::boot_timeout(BOOT_TIMEOUT),
@@ -352,7 +393,7 @@ impl KvmNode {
     }
 
     fn socket_path(&self, ifname: &str) -> PathBuf {
-        self.run_dir.join(format!("{}-{ifname}.sock", self.name))
+        machine_dir(&self.run_dir, &self.name).join(format!("{ifname}.sock"))
     }
 
     /// Runs a human-monitor command (savevm and loadvm have no QMP form in
@@ -397,7 +438,7 @@ impl RunningNode for KvmNode {
         // read-only snapshot (moved into `dir`; QEMU keeps its open file),
         // and the machine goes on, on a new overlay over it at the usual
         // place, made here so that its backing path names the moved file.
-        let active = self.run_dir.join(format!("{}.qcow2", self.name));
+        let active = machine_dir(&self.run_dir, &self.name).join(OVERLAY_FILE);
         let layer = dir.join(format!("{name}.qcow2"));
         let size = virtual_size(&active).map_err(|e| HostError::start(self.name.clone(), e))?;
         std::fs::rename(&active, &layer).map_err(HostError::io(format!("moving {}", active.display())))?;
@@ -408,7 +449,11 @@ impl RunningNode for KvmNode {
             .arg(size.to_string())
             .output()
             .map_err(HostError::io("running qemu-img"))?;
-        let switched = if made.status.success() {
+        // QEMU opens the new overlay as the machine's uid.
+        let handed = if made.status.success() { hand_over(&active, self.owner) } else { Ok(()) };
+        let switched = if let Err(e) = handed {
+            Err(e)
+        } else if made.status.success() {
             self.qmp
                 .execute(
                     "blockdev-snapshot-sync",
@@ -434,7 +479,7 @@ impl RunningNode for KvmNode {
         self.booted()?;
         let layer = self.snapshot(dir, name)?;
         self.hmp(&format!("savevm {name}"))?;
-        Ok((layer, self.run_dir.join(format!("{}.qcow2", self.name))))
+        Ok((layer, machine_dir(&self.run_dir, &self.name).join(OVERLAY_FILE)))
     }
 
     fn forget_memory(&mut self, name: &str) -> Result<(), HostError> {
@@ -468,6 +513,7 @@ impl RunningNode for KvmNode {
         let sock = self.socket_path(ifname);
         let _ = std::fs::remove_file(&sock);
         let listener = UnixListener::bind(&sock).map_err(HostError::io(format!("creating {}:{ifname}", self.name)))?;
+        hand_over(&sock, self.owner)?;
         let path = sock.display().to_string();
         self.qmp
             .execute(

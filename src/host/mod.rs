@@ -19,6 +19,7 @@ pub mod helpers;
 pub mod kvm;
 pub mod limits;
 pub mod linux;
+pub mod machine_view;
 pub mod mconsole;
 pub mod ns;
 pub mod ns_root;

@@ -79,6 +79,9 @@ pub trait Syscall: Send + Sync {
     fn umount(&self, target: &Path, flags: MntFlags) -> io::Result<()>;
     fn pivot_root(&self, new_root: &Path, put_old: &Path) -> io::Result<()>;
     fn chdir(&self, dir: &Path) -> io::Result<()>;
+    /// Makes an empty directory (`dir`) or file at `path` to mount on; one
+    /// already there is fine.
+    fn make_mountpoint(&self, path: &Path, dir: bool) -> io::Result<()>;
     /// The magic number of the file system `path` is on (`statfs`).
     fn filesystem_type(&self, path: &Path) -> io::Result<i64>;
     /// The device `path` is on (`stat`'s `st_dev`).
@@ -134,6 +137,19 @@ impl Syscall for LinuxSyscall {
 
     fn chdir(&self, dir: &Path) -> io::Result<()> {
         Ok(nix::unistd::chdir(dir)?)
+    }
+
+    fn make_mountpoint(&self, path: &Path, dir: bool) -> io::Result<()> {
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+        let made = if dir {
+            std::fs::DirBuilder::new().mode(0o755).create(path)
+        } else {
+            std::fs::OpenOptions::new().write(true).create_new(true).mode(0o644).open(path).map(drop)
+        };
+        match made {
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+            other => other,
+        }
     }
 
     fn filesystem_type(&self, path: &Path) -> io::Result<i64> {

@@ -32,6 +32,7 @@ pub enum Call {
     Umount { target: PathBuf, flags: MntFlags },
     PivotRoot { new_root: PathBuf, put_old: PathBuf },
     Chdir { dir: PathBuf },
+    MakeMountpoint { path: PathBuf, dir: bool },
     FilesystemType { path: PathBuf },
     DeviceOf { path: PathBuf },
     OpenTap { ifname: String },
@@ -167,6 +168,10 @@ impl Syscall for RecordingSyscall {
 
     fn umount(&self, target: &Path, flags: MntFlags) -> io::Result<()> {
         self.record(Call::Umount { target: target.to_path_buf(), flags })
+    }
+
+    fn make_mountpoint(&self, path: &Path, dir: bool) -> io::Result<()> {
+        self.record(Call::MakeMountpoint { path: path.to_path_buf(), dir })
     }
 
     fn pivot_root(&self, new_root: &Path, put_old: &Path) -> io::Result<()> {

@@ -2,7 +2,8 @@
 //! busybox image on a copy-on-write file, with its NICs hot-plugged through
 //! mconsole as vector `bess` transports (SOCK_SEQPACKET, raw frames) that
 //! the switch pumps, and commands run by the guest agent on a serial line.
-//! No privilege is needed.
+//! No privilege is needed; run by root, the machine runs as a uid of its
+//! own that sees only its own directory and its image (`machine_view`).
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
@@ -14,7 +15,10 @@ use nix::sys::signal::{killpg, Signal};
 use nix::sys::socket::{bind, listen, socket, AddressFamily, Backlog, SockFlag, SockType, UnixAddr};
 use nix::unistd::Pid;
 
-use super::guest::{bring_up_nic, console_log, console_socket, console_tail, route_command, AgentLine};
+use super::guest::{
+    bring_up_nic, console_log, console_socket, console_tail, machine_dir, make_machine_dir, route_command, AgentLine,
+};
+use super::machine_view::{hand_over, machine_owner, MachineView};
 use super::mconsole::Mconsole;
 use super::{proc_start_time, ExecOutput, ExecRequest, HostError, NodeSpec, ProcRecord, RunningNode};
 use crate::switch::port::{PortIo, RawPort};
@@ -37,6 +41,8 @@ pub struct UmlNode {
     name: String,
     child: Child,
     record: ProcRecord,
+    /// The uid the machine runs as, when not clonet's own.
+    owner: Option<u32>,
     agent: AgentLine,
     /// Set once the agent said hello: the guest has booted. Until then the
     /// node boots in the background, so that many nodes boot at once.
@@ -55,13 +61,16 @@ pub struct UmlNode {
     boot_retries: u32,
 }
 
+/// The node's COW file in its machine directory.
+pub const COW_FILE: &str = "disk.cow";
+
 /// How often a machine that dies while booting is started again.
 const BOOT_RETRIES: u32 = 2;
 
 /// Starts a uml node booting and returns at once; the first request to the
 /// node waits for the boot to end. `image` is the base image, never written.
 pub fn start(spec: &NodeSpec, image: &Path, mem_mb: u32) -> Result<Box<dyn RunningNode>, HostError> {
-    let cow = spec.run_dir.join(format!("{}.cow", spec.name));
+    let cow = make_machine_dir(&spec.run_dir, &spec.name)?.join(COW_FILE);
     match &spec.disk {
         super::DiskStart::Fresh => {
             let _ = std::fs::remove_file(&cow);
@@ -76,6 +85,7 @@ pub fn start(spec: &NodeSpec, image: &Path, mem_mb: u32) -> Result<Box<dyn Runni
         name: spec.name.clone(),
         child: machine.child,
         record: machine.record,
+        owner: machine.owner,
         agent: machine.agent,
         mconsole: None,
         boot_deadline: Instant::now() + super::guest::boot_timeout(BOOT_TIMEOUT),
@@ -106,6 +116,7 @@ fn kernel_arg_path(node: &str, path: &Path) -> Result<String, HostError> {
 struct Machine {
     child: Child,
     record: ProcRecord,
+    owner: Option<u32>,
     agent: AgentLine,
     console: super::console::ConsoleRelay,
 }
@@ -113,18 +124,23 @@ struct Machine {
 /// Starts `linux.uml` on the node's COW file as it is.
 fn spawn(spec: &NodeSpec, image: &Path, mem_mb: u32) -> Result<Machine, HostError> {
     let run_dir = spec.run_dir.clone();
-    let cow = run_dir.join(format!("{}.cow", spec.name));
-    let uml_dir = run_dir.join("uml");
-    std::fs::create_dir_all(&uml_dir).map_err(HostError::io("creating the UML directory"))?;
+    // UML's umid directory (pid file, mconsole socket) sits in the
+    // machine's own directory too, where it may write.
+    let uml_dir = make_machine_dir(&run_dir, &spec.name)?;
+    let cow = uml_dir.join(COW_FILE);
     // What an earlier run of this machine left: UML takes its umid for
     // busy while the pid in it lives, and in its own PID namespace a
     // machine's pid is 1, which always does.
     let _ = std::fs::remove_dir_all(uml_dir.join(&spec.name));
+    // Named by its real path: the machine's view shows the file itself,
+    // not the links on the way to it.
+    let image = &std::fs::canonicalize(image).map_err(HostError::io(format!("finding {}", image.display())))?;
+    let view = MachineView { own: vec![uml_dir.clone()], see: vec![image.clone()] };
     let log = super::console::RotatingLog::open(&console_log(&run_dir, &spec.name), super::console::CONSOLE_LOG_CAP)
         .map_err(HostError::io("creating the console log"))?;
     let (host_end, guest_end) = UnixStream::pair().map_err(HostError::io("creating the agent line"))?;
     let (console_host, console_guest) = UnixStream::pair().map_err(HostError::io("creating the console line"))?;
-    let mut cmd = super::guest::machine_command("linux.uml", "user-mode-linux")
+    let mut cmd = super::guest::machine_command("linux.uml", "user-mode-linux", &view)
         .map_err(|e| err(&spec.name, format!("cannot run linux.uml: {e}")))?;
     // fd 0 is the agent's serial line, fd 1 the console (both ways); UML's
     // own complaints on fd 2 go to the console too, so that its bounded
@@ -165,7 +181,7 @@ fn spawn(spec: &NodeSpec, image: &Path, mem_mb: u32) -> Result<Machine, HostErro
             Ok(c) => c,
             Err(e) => return Err(fail(&mut child, format!("console relay: {e}"))),
         };
-    Ok(Machine { child, record, agent, console })
+    Ok(Machine { child, record, owner: machine_owner(pid as u32), agent, console })
 }
 
 impl UmlNode {
@@ -194,13 +210,14 @@ impl UmlNode {
                 let (spec, image, mem) = self.respawn.clone().expect("kept until booted");
                 eprintln!("clonet: {}: linux.uml died while booting; starting it again", self.name);
                 let m = spawn(&spec, &image, mem)?;
-                (self.child, self.record, self.agent, self.console) = (m.child, m.record, m.agent, m.console);
+                (self.child, self.record, self.owner, self.agent, self.console) =
+                    (m.child, m.record, m.owner, m.agent, m.console);
                 self.boot_deadline = Instant::now() + super::guest::boot_timeout(BOOT_TIMEOUT);
                 continue;
             }
             let mconsole = if said_hello {
-                Mconsole::new(&self.run_dir.join("uml").join(&self.name).join("mconsole"), Duration::from_secs(10))
-                    .map_err(|e| e.to_string())
+                let socket = machine_dir(&self.run_dir, &self.name).join(&self.name).join("mconsole");
+                Mconsole::new(&socket, Duration::from_secs(10)).map_err(|e| e.to_string())
             } else {
                 Err(format!("the guest agent did not answer within {:?}", super::guest::boot_timeout(BOOT_TIMEOUT)))
             };
@@ -239,7 +256,15 @@ impl UmlNode {
     }
 
     fn socket_path(&self, ifname: &str) -> PathBuf {
-        self.run_dir.join(format!("{}-{ifname}.sock", self.name))
+        machine_dir(&self.run_dir, &self.name).join(format!("{ifname}.sock"))
+    }
+
+    /// A listening socket for NIC `ifname` that the machine may connect to.
+    fn nic_listener(&self, ifname: &str, what: &str) -> Result<OwnedFd, HostError> {
+        let sock = self.socket_path(ifname);
+        let listener = seqpacket_listener(&sock).map_err(|e| HostError::io(what.to_string())(e.into()))?;
+        hand_over(&sock, self.owner)?;
+        Ok(listener)
     }
 }
 
@@ -285,7 +310,7 @@ impl RunningNode for UmlNode {
         self.must("sync", "flushing the disk")?;
         let layer = dir.join(format!("{name}.cow"));
         self.booted()?.command("stop").map_err(|e| err(&self.name, e))?;
-        let copied = super::guest::sparse_copy(&self.run_dir.join(format!("{}.cow", self.name)), &layer);
+        let copied = super::guest::sparse_copy(&machine_dir(&self.run_dir, &self.name).join(COW_FILE), &layer);
         let resumed = self.booted()?.command("go").map_err(|e| err(&self.name, e));
         copied?;
         resumed?;
@@ -307,7 +332,7 @@ impl RunningNode for UmlNode {
         self.next_nic += 1;
         let sock = self.socket_path(ifname);
         let what = format!("creating {}:{ifname}", self.name);
-        let listener = seqpacket_listener(&sock).map_err(|e| HostError::io(what.clone())(e.into()))?;
+        let listener = self.nic_listener(ifname, &what)?;
         // UML takes an MTU from 576 up (the guest lowers it below that).
         let config = format!("config vec{n}:transport=bess,dst={},depth=64,mtu={}", sock.display(), mtu.max(576));
         self.booted()?.command(&config).map_err(|e| err(&self.name, e))?;
@@ -343,9 +368,8 @@ impl RunningNode for UmlNode {
             return Ok(None);
         }
         // The NIC reconnects to its socket path when it comes up.
-        let sock = self.socket_path(ifname);
         let what = format!("reconnecting {}:{ifname}", self.name);
-        let listener = seqpacket_listener(&sock).map_err(|e| HostError::io(what.clone())(e.into()))?;
+        let listener = self.nic_listener(ifname, &what)?;
         self.must(&format!("ip link set {ifname} up"), &format!("setting {ifname} up"))?;
         let fd = accept_within(&listener, NIC_TIMEOUT).map_err(HostError::io(what))?;
         self.cut.remove(ifname);

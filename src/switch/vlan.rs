@@ -57,7 +57,9 @@ pub fn egress(mode: &VlanMode, cls: Classified) -> Option<Tagging> {
 /// shrank (`-4`): checksum and header offsets move with the payload.
 pub fn shift_vnet(hdr: &VnetHdr, delta: i16) -> VnetHdr {
     let mut h = *hdr;
-    let shift = |v: u16| (v as i32 + delta as i32).max(0) as u16;
+    // Saturating: offsets a guest set near 65535 stay out of the frame
+    // (the receiver refuses them) instead of wrapping into it.
+    let shift = |v: u16| (v as i32 + delta as i32).clamp(0, u16::MAX as i32) as u16;
     if h.flags & VnetHdr::F_NEEDS_CSUM != 0 {
         h.csum_start = shift(h.csum_start);
     }
@@ -172,5 +174,16 @@ mod tests {
         assert_eq!((pushed.csum_start, pushed.hdr_len, pushed.csum_offset), (38, 70, 16));
         assert_eq!(shift_vnet(&pushed, -4), h);
         assert_eq!(shift_vnet(&VnetHdr::default(), 4), VnetHdr::default(), "no offsets, nothing moves");
+    }
+
+    /// A guest's offsets near the top stay there when a tag is pushed,
+    /// rather than wrapping to small values that point into the frame.
+    #[test]
+    fn offsets_near_the_top_saturate_instead_of_wrapping() {
+        let h = VnetHdr { flags: VnetHdr::F_NEEDS_CSUM, hdr_len: 65534, csum_start: 65533, ..VnetHdr::default() };
+        let pushed = shift_vnet(&h, 4);
+        assert_eq!((pushed.csum_start, pushed.hdr_len), (u16::MAX, u16::MAX));
+        let low = VnetHdr { flags: VnetHdr::F_NEEDS_CSUM, hdr_len: 2, csum_start: 1, ..VnetHdr::default() };
+        assert_eq!((shift_vnet(&low, -4).csum_start, shift_vnet(&low, -4).hdr_len), (0, 0));
     }
 }
