@@ -149,7 +149,12 @@ fn a_uml_and_kvm_lab_runs_as_an_unprivileged_user() {
         "let a = node(\"a\", #{ kind: \"uml\" });\nlet b = node(\"b\", #{ kind: \"uml\" });\nlet k = node(\"k\", #{ kind: \"kvm\" });\n\
          link(a, b, #{ ip_a: \"10.0.0.1/24\", ip_b: \"10.0.0.2/24\" });\nlink(a, k, #{ ip_a: \"10.0.1.1/24\", ip_b: \"10.0.1.2/24\" });\n\
          assert(ping(a, b));\nassert(ping(k, \"10.0.1.1\"));\n\
-         print(`uid ${a.exec(\"id -u\").stdout.trimmed()} ${k.exec(\"id -u\").stdout.trimmed()} ran ${host_exec(\"id -u\").stdout.trimmed()}`);\n",
+         print(`uid ${a.exec(\"id -u\").stdout.trimmed()} ${k.exec(\"id -u\").stdout.trimmed()} ran ${host_exec(\"id -u\").stdout.trimmed()}`);\n\
+         for n in [a, k] {\n\
+             let m = host_exec(`cat /proc/${n.pid}/task/${n.pid}/children`).stdout.trimmed();\n\
+             let ns = host_exec(`readlink /proc/${m}/ns/pid /proc/${n.pid}/ns/pid`).stdout.split(\"\\n\");\n\
+             print(`${n.name} machine ${m} pid namespace ${ns[0]} helper ${ns[1]}`);\n\
+         }\n",
     )
     .unwrap();
     let out = std::process::Command::new("setpriv")
@@ -165,6 +170,12 @@ fn a_uml_and_kvm_lab_runs_as_an_unprivileged_user() {
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
     assert!(stdout.contains("uid 0 0 ran 65534"), "root inside the guests, nobody outside: {stdout}");
+    for name in ["a", "k"] {
+        let line = stdout.lines().find(|l| l.starts_with(&format!("{name} machine "))).expect(&stdout);
+        let words: Vec<&str> = line.split_whitespace().collect();
+        assert!(words[5].starts_with("pid:[") && words[7].starts_with("pid:["), "{line}");
+        assert_ne!(words[5], words[7], "the machine has a PID namespace of its own, made without root: {line}");
+    }
     let left: Vec<_> = std::fs::read_dir(home.join("run")).map(|d| d.flatten().collect()).unwrap_or_default();
     assert!(left.is_empty(), "run directory left");
     let home_s = home.to_string_lossy().to_string();
