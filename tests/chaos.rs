@@ -50,8 +50,8 @@ fn killed_nodes_of_every_kind_are_reported_and_the_rest_forwards() {
     let here = sb.run_base().to_string_lossy().to_string();
     let mut victims = vec![
         ("n3", n3),
-        ("u", machine_init(&format!("{here}/chaos/u.cow"), "linux.uml")),
-        ("k", machine_init(&format!("{here}/chaos/k"), "qemu-system")),
+        ("u", machine_init(&format!("{here}/chaos/u.machine/"), "linux.uml")),
+        ("k", machine_init(&format!("{here}/chaos/k.machine/"), "qemu-system")),
     ];
     // A new order each run, printed so that a failure can be replayed.
     let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
@@ -73,6 +73,13 @@ fn killed_nodes_of_every_kind_are_reported_and_the_rest_forwards() {
         let answer = client.answer(id, &mut seen);
         assert_eq!(answer["ok"]["status"], 0, "n1 still reaches n2 after {node} died: {answer}");
     }
+    // A dead node says so at once rather than waiting out a timeout.
+    id += 1;
+    let started = std::time::Instant::now();
+    client.send(&format!(r#"{{"id":{id},"command":{{"op":"ping","from":"n3","to":{{"node":"n1"}},"timeout_ms":5000}}}}"#));
+    let answer = client.answer(id, &mut seen);
+    assert!(answer["error"].to_string().contains("n3"), "a ping from a dead node fails: {answer}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(2), "at once, not after its timeout");
     // The lab itself still answers.
     id += 1;
     client.send(&format!(r#"{{"id":{id},"command":{{"op":"lab_info"}}}}"#));

@@ -369,6 +369,11 @@ impl RunningNode for NsNode {
     }
 
     fn ping(&mut self, target: IpAddr, timeout: Duration) -> Result<Option<Duration>, HostError> {
+        // The lab holds the network namespace open, so a dead node's would
+        // still take the echo and wait out the whole timeout: say it is gone.
+        if !super::is_alive(&self.started()?.init) {
+            return Err(HostError::Gone(self.name.clone()));
+        }
         in_netns(self.started()?.netns.as_fd(), || super::ping::echo(target, timeout, Duration::from_millis(200)))
             .map_err(|e| {
                 if e.kind() == std::io::ErrorKind::Interrupted {
