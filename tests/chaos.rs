@@ -76,7 +76,9 @@ fn killed_nodes_of_every_kind_are_reported_and_the_rest_forwards() {
     // A dead node says so at once rather than waiting out a timeout.
     id += 1;
     let started = std::time::Instant::now();
-    client.send(&format!(r#"{{"id":{id},"command":{{"op":"ping","from":"n3","to":{{"node":"n1"}},"timeout_ms":5000}}}}"#));
+    client.send(&format!(
+        r#"{{"id":{id},"command":{{"op":"ping","from":"n3","to":{{"node":"n1"}},"timeout_ms":5000}}}}"#
+    ));
     let answer = client.answer(id, &mut seen);
     assert!(answer["error"].to_string().contains("n3"), "a ping from a dead node fails: {answer}");
     assert!(started.elapsed() < std::time::Duration::from_secs(2), "at once, not after its timeout");

@@ -203,6 +203,8 @@ for n in [u, k] {
     let run_dir = own.sub_string(0, own.index_of(`/${n.name}.machine`));
     let seen = host_exec(`ls -A /proc/${machine}/root${run_dir} | tr '\n' ' '`).stdout.trimmed();
     print(`${n.name} uids ${uids} sees [${seen}] of ${run_dir}`);
+    let fds = host_exec(`for f in /proc/${machine}/fd/*; do readlink $f; done | tr '\n' ' '`).stdout;
+    print(`${n.name} holds ${fds}`);
 }
 let r = u.exec("mkdir -p /mnt/etc && mount -t hostfs none /mnt/etc -o /etc && cat /mnt/etc/shadow");
 print(`shadow: ${r.status} ${r.stderr.trimmed()}`);
@@ -226,6 +228,15 @@ print("jail ok");
         assert_eq!(seen, format!("{name}.machine"), "{name} sees only its own directory: {line}");
     }
     assert_ne!(uids[0], uids[1], "each machine has a uid of its own");
+    // Only its own lines and files: nothing clonet or its parent left open.
+    for name in ["u", "k"] {
+        let line = stdout.lines().find(|l| l.starts_with(&format!("{name} holds "))).expect(&stdout);
+        for target in line.split_whitespace().skip(2) {
+            let own = target.contains(&format!("/{name}.machine/")) || target.contains("/images/");
+            let kernel_object = ["socket:", "anon_inode:", "/dev/", "(deleted)"].iter().any(|p| target.starts_with(p));
+            assert!(own || kernel_object, "{name} holds {target}: {line}");
+        }
+    }
     assert!(stdout.contains("shadow: 1 cat: can't open '/mnt/etc/shadow': Permission denied"), "{stdout}");
     assert!(stdout.contains("hostname: readable"), "hostfs itself works, so the refusal is the uid's: {stdout}");
     assert_nothing_left(&sb);

@@ -437,6 +437,7 @@ pub fn machine_main(view: &MachineView, argv: &[String]) -> ! {
                     enter_failed("machine", format!("cannot drop root: {e}"));
                 }
             }
+            close_inherited_fds();
             exec_child(&args, &argv[0], &signals)
         }
         Ok(Forked::Parent(child)) => wait_then_exit(child, &signals, child),
@@ -505,6 +506,20 @@ fn hand_over_tree(dir: &Path, id: u32) -> Result<(), String> {
         chown(&entry.path())?;
     }
     Ok(())
+}
+
+/// Closes every fd but stdin, stdout and stderr (the machine's console
+/// and agent lines): whatever clonet's own parent or clonet left open
+/// without close-on-exec is not the machine's to hold.
+fn close_inherited_fds() {
+    let open: Vec<i32> = match std::fs::read_dir("/proc/self/fd") {
+        Ok(dir) => dir.flatten().filter_map(|e| e.file_name().to_str()?.parse().ok()).filter(|fd| *fd > 2).collect(),
+        Err(_) => return,
+    };
+    for fd in open {
+        // The directory's own fd is closed already: EBADF, harmless.
+        let _ = nix::unistd::close(fd);
+    }
 }
 
 /// The supplementary groups a machine keeps: QEMU keeps the group of

@@ -434,7 +434,9 @@ impl Server {
         });
         // Dropping these (at shutdown) wakes the accept loop and the ticker
         // at once, so a lab ends without waiting for their next turn.
-        let (wake_read, wake_write) = nix::unistd::pipe().map_err(io::Error::from)?;
+        // Close-on-exec: a node or machine that inherited the write end
+        // would keep the accept loop from ever seeing it close.
+        let (wake_read, wake_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(io::Error::from)?;
         let (stop_ticker, ticks) = mpsc::channel::<()>();
         let accept = {
             let shared = shared.clone();
