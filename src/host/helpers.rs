@@ -404,6 +404,8 @@ fn new_pid_namespace_for_children() -> Result<(), String> {
 /// its own and sees only the `own` directories (handed to it) and the
 /// `see` files (read-only) of the host's private directories (see
 /// `machine_view`). If that cannot be set up, the machine does not run.
+/// (Root of a user namespace without those ids, a container's, is an
+/// ordinary user of the host: the machine runs as it.)
 pub fn machine_main(view: &MachineView, argv: &[String]) -> ! {
     let single = SingleThreaded::check().unwrap_or_else(|e| enter_failed("start", e));
     if argv.is_empty() {
@@ -413,7 +415,7 @@ pub fn machine_main(view: &MachineView, argv: &[String]) -> ! {
         Ok(a) => a,
         Err(_) => enter_failed("machine", "argument contains a NUL byte"),
     };
-    let guest = nix::unistd::geteuid().is_root().then(|| {
+    let guest = machine_view::gives_guest_ids().then(|| {
         let id = machine_view::guest_id(std::process::id());
         if let Err(e) = enter_view(view, id) {
             enter_failed("machine", format!("cannot set up the machine's unprivileged view: {e}"));

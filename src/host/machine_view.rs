@@ -45,7 +45,25 @@ pub fn guest_id(helper_pid: u32) -> u32 {
 /// The uid a machine started by this process runs as, given its helper's
 /// pid: its own when clonet is root, clonet's own otherwise (`None`).
 pub fn machine_owner(helper_pid: u32) -> Option<u32> {
-    nix::unistd::geteuid().is_root().then(|| guest_id(helper_pid))
+    gives_guest_ids().then(|| guest_id(helper_pid))
+}
+
+/// Whether machines get uids of their own: when clonet is root of a user
+/// namespace that has those ids, the host's (which has them all), not a
+/// container's or a lab's that maps only a few. There, root is an
+/// ordinary user of the host, and machines run as it.
+pub fn gives_guest_ids() -> bool {
+    nix::unistd::geteuid().is_root()
+        && std::fs::read_to_string("/proc/self/uid_map").is_ok_and(|map| maps_guest_ids(&map))
+}
+
+/// Whether a `uid_map` maps every guest id (sans-IO).
+pub fn maps_guest_ids(uid_map: &str) -> bool {
+    let (first, last) = (GUEST_ID_BASE as u64, GUEST_ID_BASE as u64 + (1 << 22));
+    uid_map.lines().any(|line| {
+        let n: Vec<u64> = line.split_whitespace().filter_map(|w| w.parse().ok()).collect();
+        n.len() == 3 && n[0] <= first && last < n[0] + n[2]
+    })
 }
 
 /// Hands a file clonet made for a running machine (a NIC's socket, a new
@@ -306,6 +324,14 @@ mod tests {
             Call::mount(None, Path::new("/root/i.img"), None, bind_ro, None),
         ];
         assert_eq!(sys.calls(), expected);
+    }
+
+    #[test]
+    fn guest_ids_are_given_only_where_the_user_namespace_maps_them() {
+        assert!(maps_guest_ids("         0          0 4294967295\n"), "the host's");
+        assert!(!maps_guest_ids("0 1000 1\n1 100000 65536\n"), "a rootless container's");
+        assert!(!maps_guest_ids(""));
+        assert!(maps_guest_ids("0 1000 1\n1 200000 4000000000\n"));
     }
 
     #[test]
