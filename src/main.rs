@@ -13,6 +13,8 @@ use cli::{Cli, Cmd};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Before any thread starts: a user namespace takes a lone thread.
+    cli::enter_lab_namespace(&cli.command);
     // Before any thread starts: both set the environment.
     if matches!(cli.command, Cmd::NsInit { .. } | Cmd::NsEnter { .. }) {
         clonet::host::limits::restore_open_files();

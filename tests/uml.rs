@@ -149,7 +149,7 @@ fn a_uml_and_kvm_lab_runs_as_an_unprivileged_user() {
         "let a = node(\"a\", #{ kind: \"uml\" });\nlet b = node(\"b\", #{ kind: \"uml\" });\nlet k = node(\"k\", #{ kind: \"kvm\" });\n\
          link(a, b, #{ ip_a: \"10.0.0.1/24\", ip_b: \"10.0.0.2/24\" });\nlink(a, k, #{ ip_a: \"10.0.1.1/24\", ip_b: \"10.0.1.2/24\" });\n\
          assert(ping(a, b));\nassert(ping(k, \"10.0.1.1\"));\n\
-         print(`uid ${a.exec(\"id -u\").stdout.trimmed()} ${k.exec(\"id -u\").stdout.trimmed()} ran ${host_exec(\"id -u\").stdout.trimmed()}`);\n\
+         print(`uid ${a.exec(\"id -u\").stdout.trimmed()} ${k.exec(\"id -u\").stdout.trimmed()} ran ${host_exec(\"id -u\").stdout.trimmed()} as ${host_exec(\"cat /proc/self/uid_map\").stdout.trimmed()}`);\n\
          for n in [a, k] {\n\
              let m = host_exec(`cat /proc/${n.pid}/task/${n.pid}/children`).stdout.trimmed();\n\
              let ns = host_exec(`readlink /proc/${m}/ns/pid /proc/${n.pid}/ns/pid`).stdout.split(\"\\n\");\n\
@@ -169,7 +169,15 @@ fn a_uml_and_kvm_lab_runs_as_an_unprivileged_user() {
         .unwrap();
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
-    assert!(stdout.contains("uid 0 0 ran 65534"), "root inside the guests, nobody outside: {stdout}");
+    // The engine runs in its lab's user namespace, where it is root and
+    // which maps root to the user, alone (uid 65534 has no subordinate ids).
+    let line = stdout.lines().find(|l| l.starts_with("uid ")).expect(&stdout);
+    let words: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(
+        words,
+        ["uid", "0", "0", "ran", "0", "as", "0", "65534", "1"],
+        "root inside the guests, nobody outside: {stdout}"
+    );
     for name in ["a", "k"] {
         let line = stdout.lines().find(|l| l.starts_with(&format!("{name} machine "))).expect(&stdout);
         let words: Vec<&str> = line.split_whitespace().collect();

@@ -213,6 +213,8 @@ pub enum Cmd {
         #[arg(last = true, required = true)]
         argv: Vec<String>,
     },
+    #[command(name = "__map-ids", hide = true)]
+    MapIds { pid: u32, uid_map: String, gid_map: String },
     #[command(name = "__machine", hide = true)]
     Machine {
         /// A directory the machine works in (handed to it when root).
@@ -250,6 +252,36 @@ pub fn run(command: Cmd) -> Result<ExitCode, CliError> {
         Cmd::NsEnter { pid, argv } => hidden::ns_enter(pid, &argv),
         Cmd::Machine { own, see, argv } => hidden::machine(own, see, &argv),
         Cmd::TapForward { pid_a, pid_b, owner } => hidden::tap_forward(pid_a, pid_b, owner),
+        Cmd::MapIds { pid, uid_map, gid_map } => {
+            Ok(ExitCode::from(clonet::host::userns::map_ids_main(pid, &uid_map, &gid_map) as u8))
+        }
+    }
+}
+
+/// Run by an ordinary user, a command that runs a lab's engine moves into
+/// the lab's user namespace first (see `host::userns`), where it may make
+/// nodes as root does. Must run before any thread starts. Where the kernel
+/// forbids it, the lab runs without one: uml and kvm nodes still work.
+pub fn enter_lab_namespace(command: &Cmd) {
+    use clonet::host::userns;
+    let engine = matches!(
+        command,
+        Cmd::Run { .. }
+            | Cmd::Repl { .. }
+            | Cmd::Serve { .. }
+            | Cmd::Test { .. }
+            | Cmd::Exercise(_)
+            | Cmd::Bench { .. }
+    );
+    if !engine || nix::unistd::geteuid().is_root() || std::env::var_os(userns::INSIDE_ENV).is_some() {
+        return;
+    }
+    // The run base is the user's: decided while the user is still the user.
+    if std::env::var_os("CLONET_RUN_DIR").is_none() {
+        std::env::set_var("CLONET_RUN_DIR", clonet::lab::rundir::base_dir());
+    }
+    if let Err(e) = userns::enter() {
+        eprintln!("clonet: {e}; going on without one: ns nodes cannot start");
     }
 }
 

@@ -24,7 +24,7 @@ use std::ffi::CString;
 use std::fs::File;
 use std::io::Write;
 use std::os::fd::{AsFd, OwnedFd};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use nix::mount::{MntFlags, MsFlags};
 use nix::sched::CloneFlags;
@@ -143,6 +143,8 @@ fn overlay_root(sys: &dyn Syscall, layers: &RootLayers, hosts: &Path) -> Result<
     let m = &layers.merged;
     if layers.lower == WHOLE_ROOT {
         mount_as(sys, "the node's root", Some(&layers.upper), m, None, MsFlags::MS_BIND, None)?;
+    } else if layers.lower.rsplit(':').next() == Some("/") && super::userns::in_user_namespace() {
+        split_overlay_root(sys, layers, &host_top_level())?;
     } else {
         let options =
             format!("lowerdir={},upperdir={},workdir={}", layers.lower, layers.upper.display(), layers.work.display());
@@ -173,6 +175,107 @@ fn overlay_root(sys: &dyn Syscall, layers: &RootLayers, hosts: &Path) -> Result<
     sys.pivot_root(here, here).map_err(HostError::io("pivot_root into the node's root"))?;
     sys.umount(here, MntFlags::MNT_DETACH).map_err(HostError::io("detaching the host's root"))?;
     sys.chdir(Path::new("/")).map_err(HostError::io("entering the node's root"))
+}
+
+/// What sits at the top of the host's `/`: a directory, a link (with its
+/// target), or something else.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TopEntry {
+    Dir(String),
+    Link(String, std::path::PathBuf),
+    Other(String),
+}
+
+/// The host's `/`, read once.
+fn host_top_level() -> Vec<TopEntry> {
+    let mut entries: Vec<TopEntry> = std::fs::read_dir("/")
+        .map(|d| {
+            d.flatten()
+                .map(|e| {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    match e.file_type() {
+                        Ok(t) if t.is_symlink() => match std::fs::read_link(e.path()) {
+                            Ok(target) => TopEntry::Link(name, target),
+                            Err(_) => TopEntry::Other(name),
+                        },
+                        Ok(t) if t.is_dir() => TopEntry::Dir(name),
+                        _ => TopEntry::Other(name),
+                    }
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    entries.sort_by(|a, b| format!("{a:?}").cmp(&format!("{b:?}")));
+    entries
+}
+
+/// The directories of `/` a node gets fresh, never from the host.
+const FRESH_TOP: [&str; 5] = ["dev", "proc", "sys", "tmp", "run"];
+
+/// A node's copy-on-write root in a lab's user namespace, where the
+/// kernel refuses an overlay on the host's `/` (mounts under it are
+/// locked there): a tmpfs holding, for each directory at the top of the
+/// host's `/`, an overlay of that directory (its upper and work
+/// directories inside the node's own, so snapshots and clones still copy
+/// one upper directory), the host's links as they are, and empty
+/// directories for what is mounted fresh. A directory that cannot be an
+/// overlay (it holds locked mounts) is shown read-only. Writes at the top
+/// level itself land in the tmpfs and are not kept by snapshots.
+fn split_overlay_root(sys: &dyn Syscall, layers: &RootLayers, top: &[TopEntry]) -> Result<(), HostError> {
+    let m = &layers.merged;
+    let tmpfs = Path::new("tmpfs");
+    mount_as(sys, "the node's root", Some(tmpfs), m, Some("tmpfs"), MsFlags::MS_NOSUID, Some("mode=0755"))?;
+    // Every lower layer but the host's, topmost first.
+    let upper_lowers: Vec<&str> =
+        layers.lower.rsplit_once(':').map(|(l, _)| l.split(':').collect()).unwrap_or_default();
+    let make =
+        |path: &Path| sys.make_mountpoint(path, true).map_err(HostError::io(format!("making {}", path.display())));
+    for entry in top {
+        let name = match entry {
+            TopEntry::Link(name, target) => {
+                std::os::unix::fs::symlink(target, m.join(name))
+                    .map_err(HostError::io(format!("linking {}", m.join(name).display())))?;
+                continue;
+            }
+            TopEntry::Other(_) => continue,
+            TopEntry::Dir(name) => name,
+        };
+        let at = m.join(name);
+        make(&at)?;
+        if FRESH_TOP.contains(&name.as_str()) {
+            continue;
+        }
+        let (upper, work) = (layers.upper.join(name), layers.work.join(name));
+        make(&upper)?;
+        make(&work)?;
+        let mut lower: Vec<String> = upper_lowers
+            .iter()
+            .map(|l| Path::new(l).join(name))
+            .filter(|l| l.is_dir())
+            .map(|l| l.display().to_string())
+            .collect();
+        lower.push(format!("/{name}"));
+        let options =
+            format!("lowerdir={},upperdir={},workdir={},userxattr", lower.join(":"), upper.display(), work.display());
+        let overlay =
+            sys.mount(&Mount::new(Some(Path::new("overlay")), &at, Some("overlay"), MsFlags::empty(), Some(&options)));
+        if overlay.is_err() {
+            let host = PathBuf::from(format!("/{name}"));
+            let shown = sys
+                .mount(&Mount::new(Some(&host), &at, None, MsFlags::MS_BIND | MsFlags::MS_REC, None))
+                .and_then(|()| {
+                    let ro = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+                    sys.mount(&Mount::new(None, &at, None, ro, None)).inspect_err(|_| {
+                        // Never the host's directory writable: not at all, then.
+                        let _ = sys.umount(&at, MntFlags::MNT_DETACH);
+                    })
+                });
+            if let Err(e) = shown {
+                eprintln!("clonet: /{name} is not in the node: {e}");
+            }
+        }
+    }
+    Ok(())
 }
 
 /// What a node's init sets up once it is PID 1 of its new namespaces: its
@@ -582,6 +685,78 @@ mod tests {
 
     fn mounts(sys: &RecordingSyscall) -> Vec<Call> {
         sys.calls_where(|c| matches!(c, Call::Mount(_)))
+    }
+
+    /// In a lab's user namespace, `/` is a tmpfs of per-directory
+    /// overlays; a directory the kernel will not overlay is shown
+    /// read-only, and one it will not even show that way is left out,
+    /// never left writable.
+    #[test]
+    fn a_root_in_a_user_namespace_is_made_of_one_overlay_per_top_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let snap = dir.path().join("snap");
+        std::fs::create_dir_all(snap.join("etc")).unwrap();
+        let layers = layers_with(dir.path(), &format!("{}:/", snap.display()), &[]);
+        let top = [
+            TopEntry::Dir("etc".into()),
+            TopEntry::Dir("proc".into()),
+            TopEntry::Link("bin".into(), "usr/bin".into()),
+            TopEntry::Dir("var".into()),
+            TopEntry::Dir("srv".into()),
+            TopEntry::Other("vmlinuz".into()),
+        ];
+        let sys = RecordingSyscall::default();
+        let is_overlay_of = |name: &'static str| move |c: &Call| matches!(c, Call::Mount(m) if m.fstype.as_deref() == Some("overlay") && m.target.ends_with(name));
+        sys.fail_when(is_overlay_of("var"), Errno::EINVAL);
+        sys.fail_when(is_overlay_of("srv"), Errno::EINVAL);
+        sys.fail_when(
+            |c| matches!(c, Call::Mount(m) if m.target.ends_with("srv") && m.flags.contains(MsFlags::MS_REMOUNT)),
+            Errno::EPERM,
+        );
+        split_overlay_root(&sys, &layers, &top).unwrap();
+        let (m, up, wk) = (&layers.merged, &layers.upper, &layers.work);
+        let etc_options = format!(
+            "lowerdir={}:/etc,upperdir={},workdir={},userxattr",
+            snap.join("etc").display(),
+            up.join("etc").display(),
+            wk.join("etc").display()
+        );
+        let var_options = format!(
+            "lowerdir=/var,upperdir={},workdir={},userxattr",
+            up.join("var").display(),
+            wk.join("var").display()
+        );
+        let point = |p: PathBuf| Call::MakeMountpoint { path: p, dir: true };
+        let ro = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+        let rbind = MsFlags::MS_BIND | MsFlags::MS_REC;
+        let srv_options = format!(
+            "lowerdir=/srv,upperdir={},workdir={},userxattr",
+            up.join("srv").display(),
+            wk.join("srv").display()
+        );
+        let expected = vec![
+            Call::mount(Some("tmpfs"), m, Some("tmpfs"), MsFlags::MS_NOSUID, Some("mode=0755")),
+            point(m.join("etc")),
+            point(up.join("etc")),
+            point(wk.join("etc")),
+            Call::mount(Some("overlay"), &m.join("etc"), Some("overlay"), MsFlags::empty(), Some(&etc_options)),
+            point(m.join("proc")),
+            point(m.join("var")),
+            point(up.join("var")),
+            point(wk.join("var")),
+            Call::mount(Some("overlay"), &m.join("var"), Some("overlay"), MsFlags::empty(), Some(&var_options)),
+            Call::mount(Some("/var"), &m.join("var"), None, rbind, None),
+            Call::mount(None, &m.join("var"), None, ro, None),
+            point(m.join("srv")),
+            point(up.join("srv")),
+            point(wk.join("srv")),
+            Call::mount(Some("overlay"), &m.join("srv"), Some("overlay"), MsFlags::empty(), Some(&srv_options)),
+            Call::mount(Some("/srv"), &m.join("srv"), None, rbind, None),
+            Call::mount(None, &m.join("srv"), None, ro, None),
+            Call::Umount { target: m.join("srv"), flags: MntFlags::MNT_DETACH },
+        ];
+        assert_eq!(sys.calls(), expected);
+        assert_eq!(std::fs::read_link(m.join("bin")).unwrap(), PathBuf::from("usr/bin"), "links are kept");
     }
 
     #[test]

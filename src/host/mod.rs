@@ -31,6 +31,7 @@ pub mod syscall;
 mod syscall_fake;
 pub mod tapfwd;
 pub mod uml;
+pub mod userns;
 
 use std::io;
 use std::net::IpAddr;

@@ -316,3 +316,73 @@ pub fn ws_request(
         }
     }
 }
+
+/// A sandbox an ordinary user (uid and gid 65534, with no subordinate
+/// ids) may use: its own copy of clonet, scripts, run and data
+/// directories in `home`.
+pub struct UserSandbox {
+    pub sb: Sandbox,
+    pub home: PathBuf,
+}
+
+impl UserSandbox {
+    pub const UID: u32 = 65534;
+
+    pub fn new() -> UserSandbox {
+        use std::os::unix::fs::PermissionsExt;
+        let sb = Sandbox::new();
+        let home = sb.dir.path().join("user");
+        std::fs::create_dir(&home).unwrap();
+        std::fs::set_permissions(sb.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o777)).unwrap();
+        std::fs::copy(env!("CARGO_BIN_EXE_clonet"), home.join("clonet")).unwrap();
+        UserSandbox { sb, home }
+    }
+
+    pub fn run_base(&self) -> PathBuf {
+        self.home.join("run")
+    }
+
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.home.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    /// `clonet ARGS…` as the user, with a clean environment.
+    pub fn clonet(&self) -> Command {
+        let mut c = Command::new("setpriv");
+        let id = Self::UID.to_string();
+        c.args(["--reuid", &id, "--regid", &id, "--clear-groups", "env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin"])
+            .arg(format!("HOME={}", self.home.display()))
+            .arg(format!("CLONET_RUN_DIR={}", self.run_base().display()))
+            .arg(format!("CLONET_DATA_DIR={}", self.home.join("data").display()))
+            .arg("NO_COLOR=1")
+            .arg(self.home.join("clonet"))
+            .current_dir(&self.home)
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// Runs a script as the user, requires success, returns its stdout.
+    pub fn run_ok(&self, name: &str, script: &str) -> String {
+        let path = self.write(name, script);
+        let out = self.clonet().arg("run").arg(&path).output().unwrap();
+        assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+        text(&out.stdout)
+    }
+
+    /// Nothing of the user's labs is left: run directories, processes,
+    /// mounts (the lab's own mounts die with its mount namespace).
+    pub fn assert_nothing_left(&self) {
+        let left: Vec<_> = std::fs::read_dir(self.run_base()).map(|d| d.flatten().collect()).unwrap_or_default();
+        assert!(left.is_empty(), "run directories left: {left:?}");
+        let home = self.home.to_string_lossy().to_string();
+        assert!(
+            eventually(5, || processes_matching(&home).is_empty()),
+            "processes left: {:?}",
+            processes_matching(&home)
+        );
+        assert!(mounts_matching(&home).is_empty(), "mounts left: {:?}", mounts_matching(&home));
+    }
+}

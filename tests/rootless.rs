@@ -1,0 +1,68 @@
+//! Labs run by an ordinary user: the engine moves into a user namespace
+//! of its own (`host::userns`) and builds ns nodes as root does there;
+//! uml and kvm machines run as the user.
+mod common;
+use common::*;
+
+#[test]
+fn hello_a_twenty_node_lan_snapshots_clones_and_a_uml_node_run_as_an_ordinary_user() {
+    let us = UserSandbox::new();
+    let hello = us.run_ok("hello.rhai", include_str!("../scripts/hello.rhai"));
+    assert!(hello.contains("ping a -> b: ok"), "{hello}");
+    let stdout = us.run_ok(
+        "lan.rhai",
+        r#"
+let sw = lan("sw");
+let nodes = [];
+for i in 1..=20 { let n = node(`n${i}`); link(n, sw, #{ ip: `10.5.0.${i}/24` }); nodes.push(n); }
+let bad = [];
+for a in nodes { for b in [nodes[0], nodes[19]] {
+    if a.name != b.name && !ping(a, b) { bad.push(`${a.name}->${b.name}`); }
+} }
+print(`unreachable ${bad}`);
+let n1 = nodes[0];
+n1.exec("echo kept > /etc/marker");
+let c = clone(snapshot(n1, "s1"), "c1");
+print(`clone sees ${c.exec("cat /etc/marker").stdout.trimmed()}`);
+let u = node("u", #{ kind: "uml" });
+link(u, sw, #{ ip: "10.5.0.100/24" });
+print(`uml reaches n1 ${ping(u, n1)}`);
+print(`inside ${n1.exec("id -u").stdout.trimmed()} writes /usr ${n1.exec("touch /usr/clonet-rootless && echo yes").stdout.trimmed()}`);
+"#,
+    );
+    assert!(stdout.contains("unreachable []"), "{stdout}");
+    assert!(stdout.contains("clone sees kept"), "{stdout}");
+    assert!(stdout.contains("uml reaches n1 true"), "{stdout}");
+    assert!(stdout.contains("inside 0 writes /usr yes"), "root in the node, its writes its own: {stdout}");
+    assert!(!std::path::Path::new("/usr/clonet-rootless").exists(), "a node's write reached the host");
+    us.assert_nothing_left();
+}
+
+#[test]
+fn serve_exec_stop_and_sigkill_then_clean_as_an_ordinary_user() {
+    let us = UserSandbox::new();
+    let script = us.write(
+        "srv.rhai",
+        "let a = node(\"a\"); let b = node(\"b\");\nlink(a, b, #{ ip_a: \"10.0.0.1/24\", ip_b: \"10.0.0.2/24\" });\na.exec(\"sleep 1000 &\");\n",
+    );
+    for kill in [false, true] {
+        let mut serve = us.clonet().arg("serve").arg(&script).stdout(std::process::Stdio::null()).spawn().unwrap();
+        let up = eventually(20, || text(&us.clonet().arg("ls").output().unwrap().stdout).contains("srv"));
+        assert!(up, "the lab is listed");
+        let out =
+            us.clonet().args(["exec", "srv", "a", "--", "ping", "-c", "1", "-W", "2", "10.0.0.2"]).output().unwrap();
+        assert!(out.status.success(), "exec as the user: {}{}", text(&out.stdout), text(&out.stderr));
+        if kill {
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(serve.id() as i32), nix::sys::signal::Signal::SIGKILL)
+                .unwrap();
+            let _ = serve.wait();
+            let clean = us.clonet().arg("clean").output().unwrap();
+            assert!(clean.status.success(), "{}", text(&clean.stderr));
+        } else {
+            let stop = us.clonet().args(["stop", "srv"]).output().unwrap();
+            assert!(stop.status.success(), "{}", text(&stop.stderr));
+            assert!(serve.wait().unwrap().success());
+        }
+        us.assert_nothing_left();
+    }
+}
