@@ -161,11 +161,25 @@ pub fn console_socket(run_dir: &Path, node: &str) -> PathBuf {
     run_dir.join(format!("{node}.console.sock"))
 }
 
-/// The last non-empty lines of a node's console log, for error messages.
+/// The last non-empty lines of a node's console log, for error messages,
+/// after the first line that says why a kernel stopped, if one does (a
+/// panic's stack trace would push it out of the tail).
 pub fn console_tail(run_dir: &Path, node: &str) -> String {
-    let log = std::fs::read_to_string(console_log(run_dir, node)).unwrap_or_default();
-    let tail: Vec<&str> = log.lines().rev().map(str::trim).filter(|l| !l.is_empty()).take(5).collect();
-    tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+    summarize_console(&std::fs::read_to_string(console_log(run_dir, node)).unwrap_or_default())
+}
+
+/// `console_tail` of a log's text (sans-IO).
+pub fn summarize_console(log: &str) -> String {
+    let lines: Vec<&str> = log.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let tail = &lines[lines.len().saturating_sub(5)..];
+    let why = ["Kernel panic", "VFS:", "Failed to", "No working init", "Cannot open"];
+    let cause = lines[..lines.len() - tail.len()].iter().find(|l| why.iter().any(|w| l.contains(w)));
+    let mut parts: Vec<&str> = cause.into_iter().copied().collect();
+    if cause.is_some() {
+        parts.push("…");
+    }
+    parts.extend(tail);
+    parts.join(" | ")
 }
 
 /// The host end of a guest agent's line (see `agent` and
@@ -323,6 +337,19 @@ pub fn route_command(route: &Route) -> String {
         cmd.push_str(&format!(" dev {dev}"));
     }
     cmd
+}
+
+#[cfg(test)]
+mod console_tests {
+    use super::summarize_console;
+
+    #[test]
+    fn the_reason_a_kernel_stopped_is_kept_before_its_stack_trace() {
+        let log = "booting\nVFS: Cannot open root device \"ubda\"\nKernel panic - x\n t1\n t2\n t3\n t4\n t5\n";
+        assert_eq!(summarize_console(log), "VFS: Cannot open root device \"ubda\" | … | t1 | t2 | t3 | t4 | t5");
+        assert_eq!(summarize_console("a\n\nb\n"), "a | b");
+        assert_eq!(summarize_console(""), "");
+    }
 }
 
 #[cfg(test)]
