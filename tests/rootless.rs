@@ -66,3 +66,36 @@ fn serve_exec_stop_and_sigkill_then_clean_as_an_ordinary_user() {
         us.assert_nothing_left();
     }
 }
+
+/// With subordinate ids the lab maps them, so FRR's daemons can switch to
+/// their own user: the OSPF exercise grades full marks, as under root.
+#[test]
+fn the_frr_ospf_exercise_is_graded_for_a_user_with_subordinate_ids() {
+    let us = UserSandbox::with_subordinate_ids();
+    let dir =
+        us.copy_dir(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/exercises/04-ospf-frr"), "ospf");
+    let out =
+        us.clonet().args(["exercise", "check", "--answer"]).arg(dir.join("solution.rhai")).arg(&dir).output().unwrap();
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.contains("solution scored 10/10"), "{stdout}");
+    let maps = us.run_ok("map.rhai", r#"print(host_exec("cat /proc/self/uid_map").stdout);"#);
+    let lines: Vec<Vec<&str>> =
+        maps.lines().map(|l| l.split_whitespace().collect::<Vec<_>>()).filter(|l| !l.is_empty()).collect();
+    assert_eq!(lines.len(), 2, "root and the subordinate range: {maps}");
+    assert_eq!(lines[0], ["0", &us.uid.to_string(), "1"], "{maps}");
+    assert_eq!((lines[1][0], lines[1][2]), ("1", "65536"), "{maps}");
+    us.assert_nothing_left();
+}
+
+/// Without subordinate ids FRR cannot run, and says why and what to do.
+#[test]
+fn frr_without_subordinate_ids_is_a_clear_error() {
+    let us = UserSandbox::new();
+    let path = us.write("ospf.rhai", "import \"frr\" as frr;\nfrr::start(node(\"r\"), \"router ospf\\n\");\n");
+    let out = us.clonet().arg("run").arg(&path).output().unwrap();
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("ospf.rhai:2:") && stderr.contains("subordinate ids"), "{stderr}");
+    us.assert_nothing_left();
+}

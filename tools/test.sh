@@ -6,15 +6,16 @@
 #      (vde_switch, vde_plug2tap) for the benchmarks' baselines, qemu and a
 #      kernel for kvm nodes, btrfs-progs,
 #      tshark to read captures back, frr for the routing exercises, chromium
-#      and its driver for the GUI), then checks every command the tests run
-#      is there;
+#      and its driver for the GUI, uidmap for rootless labs), then checks
+#      every command the tests run is there, and makes the ordinary user
+#      `clonet-test` (with subordinate ids) the rootless tests run as;
 #   2. lints (clippy, warnings denied, every unsafe block documented),
 #      builds clonet and runs the unit and integration tests.
 # CI runs exactly this (see .ci/run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PACKAGES=(iproute2 iperf3 iputils-ping e2fsprogs busybox-static user-mode-linux vde-switch vde2 qemu-system-x86 qemu-utils linux-image-amd64 btrfs-progs tshark frr chromium chromium-driver util-linux procps)
+PACKAGES=(iproute2 iperf3 iputils-ping e2fsprogs busybox-static user-mode-linux vde-switch vde2 qemu-system-x86 qemu-utils linux-image-amd64 btrfs-progs tshark frr chromium chromium-driver util-linux procps uidmap passwd)
 
 # Every command the tests run, and the package that brings it.
 COMMANDS=(
@@ -23,7 +24,13 @@ COMMANDS=(
     qemu-system-x86_64:qemu-system-x86 qemu-img:qemu-utils mkfs.btrfs:btrfs-progs btrfs:btrfs-progs
     tshark:tshark vtysh:frr chromium:chromium chromedriver:chromium-driver
     setpriv:util-linux mount:util-linux umount:util-linux ps:procps ldd:libc-bin timeout:coreutils
+    newuidmap:uidmap newgidmap:uidmap useradd:passwd usermod:passwd
 )
+
+# The ordinary user the rootless tests run labs as, with a range of
+# subordinate ids (FRR switches to its own user, which a lab maps only
+# from such a range).
+TEST_USER=clonet-test
 
 if [ "$(id -u)" -ne 0 ]; then
     echo "tools/test.sh: the integration tests create namespaces and TAPs: run as root" >&2
@@ -74,6 +81,18 @@ if [ ${#missing[@]} -gt 0 ]; then
     printf 'tools/test.sh: missing after the install: %s\n' "${missing[@]}" >&2
     exit 1
 fi
+
+if ! id "$TEST_USER" >/dev/null 2>&1; then
+    useradd --no-create-home --shell /usr/sbin/nologin "$TEST_USER"
+fi
+# useradd gives a new user subordinate ids where login.defs says so; give
+# them here otherwise, after every range already handed out.
+for kind in uid gid; do
+    if ! grep -q "^$TEST_USER:" "/etc/sub$kind"; then
+        next=$(awk -F: 'BEGIN { m = 100000 } { if ($2 + $3 > m) m = $2 + $3 } END { print m }' "/etc/sub$kind")
+        usermod "--add-sub${kind}s" "$next-$((next + 65535))" "$TEST_USER"
+    fi
+done
 
 if ! cargo clippy --version >/dev/null 2>&1; then
     echo "tools/test.sh: cargo clippy is missing (rustup component add clippy)" >&2

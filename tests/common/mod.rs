@@ -323,12 +323,30 @@ pub fn ws_request(
 pub struct UserSandbox {
     pub sb: Sandbox,
     pub home: PathBuf,
+    /// The user's uid (and gid).
+    pub uid: u32,
 }
 
-impl UserSandbox {
-    pub const UID: u32 = 65534;
+/// The ordinary user with subordinate ids that `tools/test.sh` makes.
+pub const TEST_USER: &str = "clonet-test";
 
+impl UserSandbox {
+    /// As uid 65534, which has no subordinate ids.
     pub fn new() -> UserSandbox {
+        Self::as_uid(65534)
+    }
+
+    /// As `TEST_USER`, whose subordinate ids the lab maps.
+    pub fn with_subordinate_ids() -> UserSandbox {
+        let user = nix::unistd::User::from_name(TEST_USER).ok().flatten().unwrap_or_else(|| {
+            panic!("no user {TEST_USER}: tools/test.sh makes it (with subordinate ids) before the tests")
+        });
+        let subuid = std::fs::read_to_string("/etc/subuid").unwrap_or_default();
+        assert!(subuid.lines().any(|l| l.starts_with(&format!("{TEST_USER}:"))), "{TEST_USER} has no subordinate uids");
+        Self::as_uid(user.uid.as_raw())
+    }
+
+    fn as_uid(uid: u32) -> UserSandbox {
         use std::os::unix::fs::PermissionsExt;
         let sb = Sandbox::new();
         let home = sb.dir.path().join("user");
@@ -336,7 +354,17 @@ impl UserSandbox {
         std::fs::set_permissions(sb.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o777)).unwrap();
         std::fs::copy(env!("CARGO_BIN_EXE_clonet"), home.join("clonet")).unwrap();
-        UserSandbox { sb, home }
+        UserSandbox { sb, home, uid }
+    }
+
+    /// Copies `dir` (a tree of scripts) into the sandbox, readable by the user.
+    pub fn copy_dir(&self, dir: &Path, name: &str) -> PathBuf {
+        let to = self.home.join(name);
+        let out = Command::new("cp").arg("-r").arg(dir).arg(&to).output().unwrap();
+        assert!(out.status.success());
+        let out = Command::new("chmod").args(["-R", "a+rX"]).arg(&to).output().unwrap();
+        assert!(out.status.success());
+        to
     }
 
     pub fn run_base(&self) -> PathBuf {
@@ -352,7 +380,7 @@ impl UserSandbox {
     /// `clonet ARGS…` as the user, with a clean environment.
     pub fn clonet(&self) -> Command {
         let mut c = Command::new("setpriv");
-        let id = Self::UID.to_string();
+        let id = self.uid.to_string();
         c.args(["--reuid", &id, "--regid", &id, "--clear-groups", "env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin"])
             .arg(format!("HOME={}", self.home.display()))
             .arg(format!("CLONET_RUN_DIR={}", self.run_base().display()))
