@@ -532,20 +532,36 @@ pub fn machine_main(view: &MachineView, argv: &[String]) -> ! {
     if let Err(e) = sigprocmask(SigmaskHow::SIG_BLOCK, Some(&signals), None) {
         enter_failed("sigprocmask", e);
     }
+    // Held open by this helper only: the machine sees it close if the
+    // helper dies before the machine's parent-death signal is armed (which
+    // changing uids disarms), and never runs orphaned.
+    let (helper_alive, held_by_helper) = match nix::unistd::pipe() {
+        Ok(p) => p,
+        Err(e) => enter_failed("pipe", e),
+    };
     match fork_single_threaded(&single) {
         Err(e) => enter_failed("fork", e),
         // It stays in this helper's process group, so that the engine's
-        // killpg reaches it too.
+        // killpg reaches it too (until UML makes a session of its own).
         Ok(Forked::Child) => {
+            drop(held_by_helper);
             if let Some((id, groups)) = &guest {
                 if let Err(e) = become_guest(*id, groups) {
                     enter_failed("machine", format!("cannot drop root: {e}"));
                 }
             }
+            let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
+            if parent_gone(&helper_alive) {
+                std::process::exit(HELPER_FAILED);
+            }
             close_inherited_fds();
             exec_child(&args, &argv[0], &signals)
         }
-        Ok(Forked::Parent(child)) => wait_then_exit(child, &signals, child),
+        Ok(Forked::Parent(child)) => {
+            drop(helper_alive);
+            let _held = held_by_helper;
+            wait_then_exit(child, &signals, child)
+        }
     }
 }
 
