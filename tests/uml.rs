@@ -134,18 +134,10 @@ print("segmentation ok");
 
 #[test]
 fn a_uml_and_kvm_lab_runs_as_an_unprivileged_user() {
-    use std::os::unix::fs::PermissionsExt;
-    let sb = Sandbox::new();
     // Everything the unprivileged user needs lives in a directory it may use.
-    let home = sb.dir.path().join("nobody");
-    std::fs::create_dir(&home).unwrap();
-    std::fs::set_permissions(sb.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o777)).unwrap();
-    let exe = home.join("clonet");
-    std::fs::copy(env!("CARGO_BIN_EXE_clonet"), &exe).unwrap();
-    let script = home.join("lab.rhai");
-    std::fs::write(
-        &script,
+    let us = UserSandbox::new();
+    let script = us.write(
+        "lab.rhai",
         "let a = node(\"a\", #{ kind: \"uml\" });\nlet b = node(\"b\", #{ kind: \"uml\" });\nlet k = node(\"k\", #{ kind: \"kvm\" });\n\
          link(a, b, #{ ip_a: \"10.0.0.1/24\", ip_b: \"10.0.0.2/24\" });\nlink(a, k, #{ ip_a: \"10.0.1.1/24\", ip_b: \"10.0.1.2/24\" });\n\
          assert(ping(a, b));\nassert(ping(k, \"10.0.1.1\"));\n\
@@ -155,18 +147,8 @@ fn a_uml_and_kvm_lab_runs_as_an_unprivileged_user() {
              let ns = host_exec(`readlink /proc/${m}/ns/pid /proc/${n.pid}/ns/pid`).stdout.split(\"\\n\");\n\
              print(`${n.name} machine ${m} pid namespace ${ns[0]} helper ${ns[1]}`);\n\
          }\n",
-    )
-    .unwrap();
-    let out = std::process::Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "env", "-i", "PATH=/usr/bin:/bin"])
-        .arg(format!("HOME={}", home.display()))
-        .arg(format!("CLONET_RUN_DIR={}", home.join("run").display()))
-        .arg(format!("CLONET_DATA_DIR={}", home.join("data").display()))
-        .arg(&exe)
-        .arg("run")
-        .arg(&script)
-        .output()
-        .unwrap();
+    );
+    let out = us.clonet().arg("run").arg(&script).output().unwrap();
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
     // The engine runs in its lab's user namespace, where it is root and
@@ -184,10 +166,7 @@ fn a_uml_and_kvm_lab_runs_as_an_unprivileged_user() {
         assert!(words[5].starts_with("pid:[") && words[7].starts_with("pid:["), "{line}");
         assert_ne!(words[5], words[7], "the machine has a PID namespace of its own, made without root: {line}");
     }
-    let left: Vec<_> = std::fs::read_dir(home.join("run")).map(|d| d.flatten().collect()).unwrap_or_default();
-    assert!(left.is_empty(), "run directory left");
-    let home_s = home.to_string_lossy().to_string();
-    assert!(eventually(5, || processes_matching(&home_s).is_empty()), "processes left");
+    us.assert_nothing_left();
 }
 
 /// Run by root, a machine runs as a uid of its own (not root, not another
