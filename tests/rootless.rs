@@ -99,3 +99,41 @@ fn frr_without_subordinate_ids_is_a_clear_error() {
     assert!(stderr.contains("ospf.rhai:2:") && stderr.contains("subordinate ids"), "{stderr}");
     us.assert_nothing_left();
 }
+
+/// Captures (read back by tshark), sniffing, saving and loading a lab,
+/// and `clonet test`, as an ordinary user; a node's `/root`, which the
+/// host keeps from users, is the node's own and is saved with it.
+#[test]
+fn captures_saved_labs_and_clonet_test_work_as_an_ordinary_user() {
+    let us = UserSandbox::new();
+    let stdout = us.run_ok(
+        "features.rhai",
+        r#"
+let a = node("a"); let b = node("b");
+let l = link(a, b, #{ ip_a: "10.0.0.1/24", ip_b: "10.0.0.2/24" });
+let c = capture(l, "cap.pcap");
+ping(a, b);
+print(`captured ${c.stop().frames}`);
+exec(a, "ping -c 3 -i 0.2 10.0.0.2 >/dev/null 2>&1 &");
+print(`sniffed ${sniff(l, 2)}`);
+a.exec("echo kept > /root/note");
+save_lab("saved");
+a.delete(); b.delete();
+load_lab("saved");
+print(`loaded ${get_node("a").exec("cat /root/note").stdout.trimmed()}`);
+"#,
+    );
+    let captured: u64 = printed(&stdout, "captured")[0].parse().unwrap();
+    assert!(captured >= 4, "{stdout}");
+    assert!(stdout.contains("sniffed 2") && stdout.contains("loaded kept"), "{stdout}");
+    let read = std::process::Command::new("tshark").arg("-r").arg(us.home.join("cap.pcap")).output().unwrap();
+    let frames = text(&read.stdout);
+    assert!(frames.contains("Echo (ping) request") && frames.contains("Echo (ping) reply"), "{frames}");
+    let test = us.write(
+        "t_lab.rhai",
+        "let a = node(\"a\"); let b = node(\"b\");\nlink(a, b, #{ ip_a: \"10.0.0.1/24\", ip_b: \"10.0.0.2/24\" });\nfn test_ping() { assert(ping(get_node(\"a\"), get_node(\"b\"))); }\n",
+    );
+    let out = us.clonet().arg("test").arg(&test).output().unwrap();
+    assert!(out.status.success() && text(&out.stdout).contains("1 passed, 0 failed"), "{}", text(&out.stdout));
+    us.assert_nothing_left();
+}

@@ -181,7 +181,9 @@ fn overlay_root(sys: &dyn Syscall, layers: &RootLayers, hosts: &Path) -> Result<
 /// target), or something else.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TopEntry {
-    Dir(String),
+    /// A directory, and whether the node may read it (in a user
+    /// namespace, a host directory only the host's root may read is not).
+    Dir(String, bool),
     Link(String, std::path::PathBuf),
     Other(String),
 }
@@ -198,7 +200,11 @@ fn host_top_level() -> Vec<TopEntry> {
                             Ok(target) => TopEntry::Link(name, target),
                             Err(_) => TopEntry::Other(name),
                         },
-                        Ok(t) if t.is_dir() => TopEntry::Dir(name),
+                        Ok(t) if t.is_dir() => {
+                            use nix::unistd::{access, AccessFlags};
+                            let readable = access(&e.path(), AccessFlags::R_OK | AccessFlags::X_OK).is_ok();
+                            TopEntry::Dir(name, readable)
+                        }
                         _ => TopEntry::Other(name),
                     }
                 })
@@ -218,9 +224,12 @@ const FRESH_TOP: [&str; 5] = ["dev", "proc", "sys", "tmp", "run"];
 /// host's `/`, an overlay of that directory (its upper and work
 /// directories inside the node's own, so snapshots and clones still copy
 /// one upper directory), the host's links as they are, and empty
-/// directories for what is mounted fresh. A directory that cannot be an
-/// overlay (it holds locked mounts) is shown read-only. Writes at the top
-/// level itself land in the tmpfs and are not kept by snapshots.
+/// directories for what is mounted fresh. A host directory the node may
+/// not read (`/root`) is left out of its layers: the node gets an empty
+/// one of its own, kept by snapshots like the rest. A directory that
+/// cannot be an overlay (it holds locked mounts) is shown read-only.
+/// Writes at the top level itself land in the tmpfs and are not kept by
+/// snapshots.
 fn split_overlay_root(sys: &dyn Syscall, layers: &RootLayers, top: &[TopEntry]) -> Result<(), HostError> {
     let m = &layers.merged;
     let tmpfs = Path::new("tmpfs");
@@ -238,8 +247,9 @@ fn split_overlay_root(sys: &dyn Syscall, layers: &RootLayers, top: &[TopEntry]) 
                 continue;
             }
             TopEntry::Other(_) => continue,
-            TopEntry::Dir(name) => name,
+            TopEntry::Dir(name, readable) => (name, *readable),
         };
+        let (name, readable) = name;
         let at = m.join(name);
         make(&at)?;
         if FRESH_TOP.contains(&name.as_str()) {
@@ -254,7 +264,14 @@ fn split_overlay_root(sys: &dyn Syscall, layers: &RootLayers, top: &[TopEntry]) 
             .filter(|l| l.is_dir())
             .map(|l| l.display().to_string())
             .collect();
-        lower.push(format!("/{name}"));
+        if readable {
+            lower.push(format!("/{name}"));
+        }
+        if lower.is_empty() {
+            // Nothing under it: the node's own directory is its whole view.
+            mount_as(sys, "the node's own directory", Some(&upper), &at, None, MsFlags::MS_BIND, None)?;
+            continue;
+        }
         let options =
             format!("lowerdir={},upperdir={},workdir={},userxattr", lower.join(":"), upper.display(), work.display());
         let overlay =
@@ -714,11 +731,12 @@ mod tests {
         std::fs::create_dir_all(snap.join("etc")).unwrap();
         let layers = layers_with(dir.path(), &format!("{}:/", snap.display()), &[]);
         let top = [
-            TopEntry::Dir("etc".into()),
-            TopEntry::Dir("proc".into()),
+            TopEntry::Dir("etc".into(), true),
+            TopEntry::Dir("proc".into(), true),
             TopEntry::Link("bin".into(), "usr/bin".into()),
-            TopEntry::Dir("var".into()),
-            TopEntry::Dir("srv".into()),
+            TopEntry::Dir("root".into(), false),
+            TopEntry::Dir("var".into(), true),
+            TopEntry::Dir("srv".into(), true),
             TopEntry::Other("vmlinuz".into()),
         ];
         let sys = RecordingSyscall::default();
@@ -757,6 +775,10 @@ mod tests {
             point(wk.join("etc")),
             Call::mount(Some("overlay"), &m.join("etc"), Some("overlay"), MsFlags::empty(), Some(&etc_options)),
             point(m.join("proc")),
+            point(m.join("root")),
+            point(up.join("root")),
+            point(wk.join("root")),
+            Call::mount(Some(&up.join("root").display().to_string()), &m.join("root"), None, MsFlags::MS_BIND, None),
             point(m.join("var")),
             point(up.join("var")),
             point(wk.join("var")),
