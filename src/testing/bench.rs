@@ -15,7 +15,7 @@ use crate::script::context::{BenchFields, RowSink};
 /// One measured comparison.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BenchRow {
-    /// The issue's row letter (`a` … `h`).
+    /// The row letter (`a` … `h` from the performance issues, `i` and `j` rootless against root).
     pub row: String,
     /// What was measured (`TCP ns<->ns, 1 stream`).
     pub what: String,
