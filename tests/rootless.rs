@@ -46,9 +46,26 @@ fn serve_exec_stop_and_sigkill_then_clean_as_an_ordinary_user() {
         "let a = node(\"a\"); let b = node(\"b\");\nlink(a, b, #{ ip_a: \"10.0.0.1/24\", ip_b: \"10.0.0.2/24\" });\na.exec(\"sleep 1000 &\");\n",
     );
     for kill in [false, true] {
-        let mut serve = us.clonet().arg("serve").arg(&script).stdout(std::process::Stdio::null()).spawn().unwrap();
-        let up = eventually(20, || text(&us.clonet().arg("ls").output().unwrap().stdout).contains("srv"));
-        assert!(up, "the lab is listed");
+        let mut serve = us
+            .clonet()
+            .arg("serve")
+            .arg(&script)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Served once its script ran: stopping it earlier would interrupt the script.
+        let mut stderr = std::io::BufReader::new(serve.stderr.take().unwrap());
+        let mut said = String::new();
+        while !said.contains("is served on") {
+            let mut line = String::new();
+            if std::io::BufRead::read_line(&mut stderr, &mut line).unwrap() == 0 {
+                panic!("serve ended before serving: {said}");
+            }
+            said += &line;
+        }
+        std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+        assert!(text(&us.clonet().arg("ls").output().unwrap().stdout).contains("srv"), "the lab is listed");
         let out =
             us.clonet().args(["exec", "srv", "a", "--", "ping", "-c", "1", "-W", "2", "10.0.0.2"]).output().unwrap();
         assert!(out.status.success(), "exec as the user: {}{}", text(&out.stdout), text(&out.stderr));
