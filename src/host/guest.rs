@@ -116,13 +116,7 @@ pub fn machine_command(
     package: &str,
     view: &super::machine_view::MachineView,
 ) -> std::io::Result<std::process::Command> {
-    let found = std::env::var_os("PATH").is_some_and(|path| {
-        std::env::split_paths(&path).any(|dir| {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::metadata(dir.join(program)).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        })
-    });
-    if !found {
+    if !super::on_path(program) {
         let why = format!("{program} is not on PATH (install {package})");
         return Err(std::io::Error::new(std::io::ErrorKind::NotFound, why));
     }

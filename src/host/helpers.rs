@@ -240,7 +240,7 @@ fn split_overlay_root(sys: &dyn Syscall, layers: &RootLayers, top: &[TopEntry]) 
     let make =
         |path: &Path| sys.make_mountpoint(path, true).map_err(HostError::io(format!("making {}", path.display())));
     for entry in top {
-        let name = match entry {
+        let (name, readable) = match entry {
             TopEntry::Link(name, target) => {
                 std::os::unix::fs::symlink(target, m.join(name))
                     .map_err(HostError::io(format!("linking {}", m.join(name).display())))?;
@@ -249,7 +249,6 @@ fn split_overlay_root(sys: &dyn Syscall, layers: &RootLayers, top: &[TopEntry]) 
             TopEntry::Other(_) => continue,
             TopEntry::Dir(name, readable) => (name, *readable),
         };
-        let (name, readable) = name;
         let at = m.join(name);
         make(&at)?;
         if FRESH_TOP.contains(&name.as_str()) {
@@ -635,8 +634,7 @@ mod libc_flags {
 /// machine, or an earlier run of it left) to `id`, links untouched.
 fn hand_over_tree(dir: &Path, id: u32) -> Result<(), String> {
     use std::os::unix::fs::PermissionsExt;
-    let chown =
-        |p: &Path| std::os::unix::fs::lchown(p, Some(id), Some(id)).map_err(|e| format!("{}: {e}", p.display()));
+    let chown = |p: &Path| machine_view::hand_over(p, Some(id)).map_err(|e| e.to_string());
     chown(dir)?;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(|e| e.to_string())?;
     for entry in std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))? {

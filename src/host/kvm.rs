@@ -296,7 +296,10 @@ pub fn start(spec: &NodeSpec, boot: &KvmBoot, mem_mb: u32, cpus: u32) -> Result<
     };
     let console_in = console_guest.try_clone().map_err(HostError::io("console line"))?;
     let mut see = vec![boot.kernel.clone(), boot.initrd.clone()];
-    see.extend(backing_files(&overlay).map_err(err)?);
+    // Only a machine under a uid of its own has a view to fill.
+    if super::machine_view::gives_guest_ids() {
+        see.extend(backing_files(&overlay).map_err(err)?);
+    }
     let view = MachineView { own: vec![dir.clone()], see };
     let mut cmd = super::guest::machine_command("qemu-system-x86_64", "qemu-system-x86", &view)
         .map_err(|e| err(format!("cannot run qemu-system-x86_64: {e}")))?;

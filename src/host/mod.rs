@@ -374,6 +374,16 @@ pub fn is_alive(rec: &ProcRecord) -> bool {
     matches!(proc_stat(rec.pid), Some((state, start)) if start == rec.start_time && !matches!(state, 'Z' | 'X'))
 }
 
+/// Whether an executable file named `program` is in a directory of `PATH`.
+pub fn on_path(program: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path).any(|dir| {
+            std::fs::metadata(dir.join(program)).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

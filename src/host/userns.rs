@@ -110,7 +110,7 @@ pub fn enter() -> Result<(), UsernsError> {
     let (sub_uid, sub_gid) = (range("/etc/subuid", &user, uid.as_raw()), range("/etc/subgid", &group, gid.as_raw()));
     // A subordinate range helps only when both exist and the tools do.
     let (sub_uid, sub_gid) = match (sub_uid, sub_gid) {
-        (Some(u), Some(g)) if on_path("newuidmap") && on_path("newgidmap") => (Some(u), Some(g)),
+        (Some(u), Some(g)) if super::on_path("newuidmap") && super::on_path("newgidmap") => (Some(u), Some(g)),
         _ => (None, None),
     };
     let (uid_map, gid_map) = (lab_maps(uid.as_raw(), sub_uid), lab_maps(gid.as_raw(), sub_gid));
@@ -188,10 +188,6 @@ fn write_maps(pid: u32, uid_map: &[IdRange], gid_map: &[IdRange]) -> Result<(), 
         }
     }
     Ok(())
-}
-
-fn on_path(program: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
 }
 
 #[cfg(test)]
