@@ -8,16 +8,26 @@
 use std::path::Path;
 
 use clonet::host::helpers::{machine_main, ns_enter_main, ns_init_main, RootLayers};
+use clonet::host::split_root::TopEntry;
 
-/// `__ns-init HOSTNAME HOSTS [LOWER UPPER WORK MERGED]`: a node's init.
-pub fn ns_init(hostname: &str, hosts: &Path, root: &[String]) -> ! {
+/// `__ns-init [--host-top JSON] HOSTNAME HOSTS [LOWER UPPER WORK MERGED]`:
+/// a node's init; JSON is the engine's plan of the host's `/` for a root
+/// in a user namespace.
+pub fn ns_init(hostname: &str, hosts: &Path, root: &[String], host_top: Option<&str>) -> ! {
+    let host_top: Vec<TopEntry> = match host_top.map(serde_json::from_str).transpose() {
+        Ok(top) => top.unwrap_or_default(),
+        Err(e) => {
+            println!("error: reading --host-top: {e}");
+            std::process::exit(clonet::host::helpers::HELPER_FAILED)
+        }
+    };
     let layers = match root {
         [lower, upper, work, merged] => {
             Some(RootLayers { lower: lower.clone(), upper: upper.into(), work: work.into(), merged: merged.into() })
         }
         _ => None,
     };
-    ns_init_main(hostname, hosts, layers)
+    ns_init_main(hostname, hosts, layers, &host_top)
 }
 
 /// `__ns-enter PID -- ARGV`: runs a command in a node's namespaces.

@@ -24,7 +24,7 @@ use std::ffi::CString;
 use std::fs::File;
 use std::io::Write;
 use std::os::fd::{AsFd, OwnedFd};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use nix::mount::{MntFlags, MsFlags};
 use nix::sched::CloneFlags;
@@ -33,6 +33,7 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{execvp, setpgid, Pid};
 
 use super::machine_view::{self, MachineView, Needed};
+use super::split_root::{split_overlay_root, TopEntry};
 use super::syscall::{LinuxSyscall, Mount, Syscall};
 use super::HostError;
 use crate::sys::proc::{fork_single_threaded, Forked, SingleThreaded};
@@ -138,13 +139,21 @@ pub const WHOLE_ROOT: &str = "-";
 /// into it: writes land in the upper directory and never reach the lower
 /// layers (the host's `/`). Nothing is undone on failure: the init exits,
 /// and its mount namespace, with every mount made here, goes with it.
-fn overlay_root(sys: &dyn Syscall, layers: &RootLayers, hosts: &Path) -> Result<(), HostError> {
+fn overlay_root(sys: &dyn Syscall, layers: &RootLayers, host_top: &[TopEntry], hosts: &Path) -> Result<(), HostError> {
     make_mounts_private(sys)?;
     let m = &layers.merged;
     if layers.lower == WHOLE_ROOT {
         mount_as(sys, "the node's root", Some(&layers.upper), m, None, MsFlags::MS_BIND, None)?;
     } else if layers.lower.rsplit(':').next() == Some("/") && super::userns::in_user_namespace() {
-        split_overlay_root(sys, layers, &host_top_level())?;
+        // The engine hands its plan over; read one here only without it.
+        let read_here;
+        let top = if host_top.is_empty() {
+            read_here = super::split_root::read_host_top();
+            &read_here
+        } else {
+            host_top
+        };
+        split_overlay_root(sys, layers, top)?;
     } else {
         let options =
             format!("lowerdir={},upperdir={},workdir={}", layers.lower, layers.upper.display(), layers.work.display());
@@ -177,135 +186,20 @@ fn overlay_root(sys: &dyn Syscall, layers: &RootLayers, hosts: &Path) -> Result<
     sys.chdir(Path::new("/")).map_err(HostError::io("entering the node's root"))
 }
 
-/// What sits at the top of the host's `/`: a directory, a link (with its
-/// target), or something else.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum TopEntry {
-    /// A directory, and whether the node may read it (in a user
-    /// namespace, a host directory only the host's root may read is not).
-    Dir(String, bool),
-    Link(String, std::path::PathBuf),
-    Other(String),
-}
-
-/// The host's `/`, read once.
-fn host_top_level() -> Vec<TopEntry> {
-    let mut entries: Vec<TopEntry> = std::fs::read_dir("/")
-        .map(|d| {
-            d.flatten()
-                .map(|e| {
-                    let name = e.file_name().to_string_lossy().into_owned();
-                    match e.file_type() {
-                        Ok(t) if t.is_symlink() => match std::fs::read_link(e.path()) {
-                            Ok(target) => TopEntry::Link(name, target),
-                            Err(_) => TopEntry::Other(name),
-                        },
-                        Ok(t) if t.is_dir() => {
-                            use nix::unistd::{access, AccessFlags};
-                            let readable = access(&e.path(), AccessFlags::R_OK | AccessFlags::X_OK).is_ok();
-                            TopEntry::Dir(name, readable)
-                        }
-                        _ => TopEntry::Other(name),
-                    }
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    entries.sort_by(|a, b| format!("{a:?}").cmp(&format!("{b:?}")));
-    entries
-}
-
-/// The directories of `/` a node gets fresh, never from the host.
-const FRESH_TOP: [&str; 5] = ["dev", "proc", "sys", "tmp", "run"];
-
-/// A node's copy-on-write root in a lab's user namespace, where the
-/// kernel refuses an overlay on the host's `/` (mounts under it are
-/// locked there): a tmpfs holding, for each directory at the top of the
-/// host's `/`, an overlay of that directory (its upper and work
-/// directories inside the node's own, so snapshots and clones still copy
-/// one upper directory), the host's links as they are, and empty
-/// directories for what is mounted fresh. A host directory the node may
-/// not read (`/root`) is left out of its layers: the node gets an empty
-/// one of its own, kept by snapshots like the rest. A directory that
-/// cannot be an overlay (it holds locked mounts) is shown read-only.
-/// Writes at the top level itself land in the tmpfs and are not kept by
-/// snapshots.
-fn split_overlay_root(sys: &dyn Syscall, layers: &RootLayers, top: &[TopEntry]) -> Result<(), HostError> {
-    let m = &layers.merged;
-    let tmpfs = Path::new("tmpfs");
-    mount_as(sys, "the node's root", Some(tmpfs), m, Some("tmpfs"), MsFlags::MS_NOSUID, Some("mode=0755"))?;
-    // Every lower layer but the host's, topmost first.
-    let upper_lowers: Vec<&str> =
-        layers.lower.rsplit_once(':').map(|(l, _)| l.split(':').collect()).unwrap_or_default();
-    let make =
-        |path: &Path| sys.make_mountpoint(path, true).map_err(HostError::io(format!("making {}", path.display())));
-    for entry in top {
-        let (name, readable) = match entry {
-            TopEntry::Link(name, target) => {
-                std::os::unix::fs::symlink(target, m.join(name))
-                    .map_err(HostError::io(format!("linking {}", m.join(name).display())))?;
-                continue;
-            }
-            TopEntry::Other(_) => continue,
-            TopEntry::Dir(name, readable) => (name, *readable),
-        };
-        let at = m.join(name);
-        make(&at)?;
-        if FRESH_TOP.contains(&name.as_str()) {
-            continue;
-        }
-        let (upper, work) = (layers.upper.join(name), layers.work.join(name));
-        make(&upper)?;
-        make(&work)?;
-        let mut lower: Vec<String> = upper_lowers
-            .iter()
-            .map(|l| Path::new(l).join(name))
-            .filter(|l| l.is_dir())
-            .map(|l| l.display().to_string())
-            .collect();
-        if readable {
-            lower.push(format!("/{name}"));
-        }
-        if lower.is_empty() {
-            // Nothing under it: the node's own directory is its whole view.
-            mount_as(sys, "the node's own directory", Some(&upper), &at, None, MsFlags::MS_BIND, None)?;
-            continue;
-        }
-        let options =
-            format!("lowerdir={},upperdir={},workdir={},userxattr", lower.join(":"), upper.display(), work.display());
-        let overlay =
-            sys.mount(&Mount::new(Some(Path::new("overlay")), &at, Some("overlay"), MsFlags::empty(), Some(&options)));
-        if overlay.is_err() {
-            let host = PathBuf::from(format!("/{name}"));
-            let shown = sys
-                .mount(&Mount::new(Some(&host), &at, None, MsFlags::MS_BIND | MsFlags::MS_REC, None))
-                .and_then(|()| {
-                    let ro = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
-                    sys.mount(&Mount::new(None, &at, None, ro, None)).inspect_err(|_| {
-                        // Never the host's directory writable: not at all, then.
-                        let _ = sys.umount(&at, MntFlags::MNT_DETACH);
-                    })
-                });
-            if let Err(e) = shown {
-                eprintln!("clonet: /{name} is not in the node: {e}");
-            }
-        }
-    }
-    Ok(())
-}
-
 /// What a node's init sets up once it is PID 1 of its new namespaces: its
 /// host name, then its root (a copy-on-write one on `root`'s layers, or
-/// the host's with private mounts).
+/// the host's with private mounts). `host_top`: how a root in a user
+/// namespace splits the host's `/` (see `split_root`).
 pub fn set_up_node(
     sys: &dyn Syscall,
     hostname: &str,
     hosts: &Path,
     root: Option<&RootLayers>,
+    host_top: &[TopEntry],
 ) -> Result<(), HostError> {
     sys.sethostname(hostname).map_err(HostError::io("sethostname"))?;
     match root {
-        Some(layers) => overlay_root(sys, layers, hosts),
+        Some(layers) => overlay_root(sys, layers, host_top, hosts),
         None => private_mounts(sys, hosts),
     }
 }
@@ -352,7 +246,7 @@ fn parent_gone(pipe: &std::os::fd::OwnedFd) -> bool {
 /// `clonet __ns-init HOSTNAME HOSTS_FILE [LOWER UPPER WORK MERGED]`: prints
 /// `pid N` (the host pid of the node's init) and then `ready`, or
 /// `error: …`. With layers, the node's `/` is a copy-on-write overlay.
-pub fn ns_init_main(hostname: &str, hosts: &Path, root: Option<RootLayers>) -> ! {
+pub fn ns_init_main(hostname: &str, hosts: &Path, root: Option<RootLayers>, host_top: &[TopEntry]) -> ! {
     let single = SingleThreaded::check().unwrap_or_else(|e| die("start", e));
     // The real calls: this helper is single-threaded, so its forked child
     // below may call through them too (see the module's header).
@@ -394,7 +288,7 @@ pub fn ns_init_main(hostname: &str, hosts: &Path, root: Option<RootLayers>) -> !
                 std::process::exit(1);
             }
             drop(parent_alive);
-            if let Err(e) = set_up_node(&sys, hostname, hosts, root.as_ref()) {
+            if let Err(e) = set_up_node(&sys, hostname, hosts, root.as_ref(), host_top) {
                 die_at(e);
             }
             let signals = blocked_signals();
@@ -718,89 +612,12 @@ mod tests {
         sys.calls_where(|c| matches!(c, Call::Mount(_)))
     }
 
-    /// In a lab's user namespace, `/` is a tmpfs of per-directory
-    /// overlays; a directory the kernel will not overlay is shown
-    /// read-only, and one it will not even show that way is left out,
-    /// never left writable.
-    #[test]
-    fn a_root_in_a_user_namespace_is_made_of_one_overlay_per_top_directory() {
-        let dir = tempfile::tempdir().unwrap();
-        let snap = dir.path().join("snap");
-        std::fs::create_dir_all(snap.join("etc")).unwrap();
-        let layers = layers_with(dir.path(), &format!("{}:/", snap.display()), &[]);
-        let top = [
-            TopEntry::Dir("etc".into(), true),
-            TopEntry::Dir("proc".into(), true),
-            TopEntry::Link("bin".into(), "usr/bin".into()),
-            TopEntry::Dir("root".into(), false),
-            TopEntry::Dir("var".into(), true),
-            TopEntry::Dir("srv".into(), true),
-            TopEntry::Other("vmlinuz".into()),
-        ];
-        let sys = RecordingSyscall::default();
-        let is_overlay_of = |name: &'static str| move |c: &Call| matches!(c, Call::Mount(m) if m.fstype.as_deref() == Some("overlay") && m.target.ends_with(name));
-        sys.fail_when(is_overlay_of("var"), Errno::EINVAL);
-        sys.fail_when(is_overlay_of("srv"), Errno::EINVAL);
-        sys.fail_when(
-            |c| matches!(c, Call::Mount(m) if m.target.ends_with("srv") && m.flags.contains(MsFlags::MS_REMOUNT)),
-            Errno::EPERM,
-        );
-        split_overlay_root(&sys, &layers, &top).unwrap();
-        let (m, up, wk) = (&layers.merged, &layers.upper, &layers.work);
-        let etc_options = format!(
-            "lowerdir={}:/etc,upperdir={},workdir={},userxattr",
-            snap.join("etc").display(),
-            up.join("etc").display(),
-            wk.join("etc").display()
-        );
-        let var_options = format!(
-            "lowerdir=/var,upperdir={},workdir={},userxattr",
-            up.join("var").display(),
-            wk.join("var").display()
-        );
-        let point = |p: PathBuf| Call::MakeMountpoint { path: p, dir: true };
-        let ro = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
-        let rbind = MsFlags::MS_BIND | MsFlags::MS_REC;
-        let srv_options = format!(
-            "lowerdir=/srv,upperdir={},workdir={},userxattr",
-            up.join("srv").display(),
-            wk.join("srv").display()
-        );
-        let expected = vec![
-            Call::mount(Some("tmpfs"), m, Some("tmpfs"), MsFlags::MS_NOSUID, Some("mode=0755")),
-            point(m.join("etc")),
-            point(up.join("etc")),
-            point(wk.join("etc")),
-            Call::mount(Some("overlay"), &m.join("etc"), Some("overlay"), MsFlags::empty(), Some(&etc_options)),
-            point(m.join("proc")),
-            point(m.join("root")),
-            point(up.join("root")),
-            point(wk.join("root")),
-            Call::mount(Some(&up.join("root").display().to_string()), &m.join("root"), None, MsFlags::MS_BIND, None),
-            point(m.join("var")),
-            point(up.join("var")),
-            point(wk.join("var")),
-            Call::mount(Some("overlay"), &m.join("var"), Some("overlay"), MsFlags::empty(), Some(&var_options)),
-            Call::mount(Some("/var"), &m.join("var"), None, rbind, None),
-            Call::mount(None, &m.join("var"), None, ro, None),
-            point(m.join("srv")),
-            point(up.join("srv")),
-            point(wk.join("srv")),
-            Call::mount(Some("overlay"), &m.join("srv"), Some("overlay"), MsFlags::empty(), Some(&srv_options)),
-            Call::mount(Some("/srv"), &m.join("srv"), None, rbind, None),
-            Call::mount(None, &m.join("srv"), None, ro, None),
-            Call::Umount { target: m.join("srv"), flags: MntFlags::MNT_DETACH },
-        ];
-        assert_eq!(sys.calls(), expected);
-        assert_eq!(std::fs::read_link(m.join("bin")).unwrap(), PathBuf::from("usr/bin"), "links are kept");
-    }
-
     #[test]
     fn an_overlay_root_is_mounted_in_order_then_pivoted_into() {
         let dir = tempfile::tempdir().unwrap();
         let layers = layers_with(dir.path(), "/", &["etc/hosts", "dev", "tmp", "run", "proc", "sys"]);
         let sys = RecordingSyscall::default();
-        set_up_node(&sys, "n1", Path::new("/run/lab/hosts"), Some(&layers)).unwrap();
+        set_up_node(&sys, "n1", Path::new("/run/lab/hosts"), Some(&layers), &[]).unwrap();
         let m = &layers.merged;
         let options = format!("lowerdir=/,upperdir={},workdir={}", layers.upper.display(), layers.work.display());
         let expected = vec![
@@ -826,7 +643,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let layers = layers_with(dir.path(), WHOLE_ROOT, &["proc"]);
         let sys = RecordingSyscall::default();
-        overlay_root(&sys, &layers, Path::new("/hosts")).unwrap();
+        overlay_root(&sys, &layers, &[], Path::new("/hosts")).unwrap();
         let targets: Vec<PathBuf> = mounts(&sys)
             .into_iter()
             .map(|c| match c {
@@ -847,7 +664,7 @@ mod tests {
         let layers = layers_with(dir.path(), "/", &["tmp", "proc", "sys"]);
         let sys = RecordingSyscall::default();
         sys.fail_when(|c| matches!(c, Call::Mount(Mount { fstype: Some(t), .. }) if t == "proc"), Errno::EPERM);
-        let err = set_up_node(&sys, "n1", Path::new("/hosts"), Some(&layers)).unwrap_err();
+        let err = set_up_node(&sys, "n1", Path::new("/hosts"), Some(&layers), &[]).unwrap_err();
         let proc_dir = layers.merged.join("proc");
         match &err {
             HostError::Io { what, source } => {
@@ -866,7 +683,7 @@ mod tests {
     #[test]
     fn without_layers_the_hosts_file_is_bound_before_run_is_hidden() {
         let sys = RecordingSyscall::default();
-        set_up_node(&sys, "n2", Path::new("/run/clonet/lab/hosts"), None).unwrap();
+        set_up_node(&sys, "n2", Path::new("/run/clonet/lab/hosts"), None, &[]).unwrap();
         let targets: Vec<String> = mounts(&sys)
             .into_iter()
             .map(|c| match c {
@@ -882,7 +699,7 @@ mod tests {
     fn a_refused_host_name_stops_the_set_up_before_any_mount() {
         let sys = RecordingSyscall::default();
         sys.fail_nth(0, Errno::EINVAL);
-        let err = set_up_node(&sys, "n3", Path::new("/hosts"), None).unwrap_err();
+        let err = set_up_node(&sys, "n3", Path::new("/hosts"), None, &[]).unwrap_err();
         assert!(err.to_string().starts_with("sethostname:"), "{err}");
         assert_eq!(sys.calls(), vec![Call::Sethostname { name: "n3".into() }]);
     }

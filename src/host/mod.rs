@@ -26,6 +26,7 @@ pub mod ns_root;
 pub mod ping;
 pub mod qmp;
 pub mod rtnl;
+pub mod split_root;
 pub mod syscall;
 #[cfg(test)]
 mod syscall_fake;

@@ -96,7 +96,12 @@ fn self_exe() -> Command {
 pub(super) fn start_ns(sys: &Arc<dyn Syscall>, spec: &NodeSpec) -> Result<Box<dyn RunningNode>, HostError> {
     let layers = prepare_root(&**sys, spec, storage_dir_setting().as_deref())?;
     let mut cmd = self_exe();
-    cmd.arg("__ns-init").arg(&spec.name).arg(&spec.hosts_file);
+    cmd.arg("__ns-init");
+    if layers.lower.rsplit(':').next() == Some("/") && super::userns::in_user_namespace() {
+        let plan = serde_json::to_string(&super::split_root::host_top()).unwrap_or_default();
+        cmd.arg("--host-top").arg(plan);
+    }
+    cmd.arg(&spec.name).arg(&spec.hosts_file);
     cmd.arg(&layers.lower).arg(&layers.upper).arg(&layers.work).arg(&layers.merged);
     cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::inherit());
     node_process(&mut cmd);

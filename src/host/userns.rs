@@ -131,6 +131,8 @@ pub fn enter() -> Result<(), UsernsError> {
     let _ = helper.wait();
     result?;
     std::env::set_var(INSIDE_ENV, "1");
+    // Now, before the lab mounts anything: every mount seen is inherited.
+    super::split_root::remember_host_top();
     Ok(())
 }
 
