@@ -66,6 +66,8 @@ fn serve_exec_stop_and_sigkill_then_clean_as_an_ordinary_user() {
         }
         std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
         assert!(text(&us.clonet().arg("ls").output().unwrap().stdout).contains("srv"), "the lab is listed");
+        // What `assert_nothing_left` looks for is there while the lab runs.
+        assert!(us.processes_in_user_namespaces().len() >= 3, "{:?}", us.processes_in_user_namespaces());
         let out =
             us.clonet().args(["exec", "srv", "a", "--", "ping", "-c", "1", "-W", "2", "10.0.0.2"]).output().unwrap();
         assert!(out.status.success(), "exec as the user: {}{}", text(&out.stdout), text(&out.stderr));
@@ -152,5 +154,49 @@ print(`loaded ${get_node("a").exec("cat /root/note").stdout.trimmed()}`);
     );
     let out = us.clonet().arg("test").arg(&test).output().unwrap();
     assert!(out.status.success() && text(&out.stdout).contains("1 passed, 0 failed"), "{}", text(&out.stdout));
+    us.assert_nothing_left();
+}
+
+/// `clonet attach` and the web GUI reach a lab an ordinary user serves:
+/// the REPL changes it, the GUI's WebSocket sees the change.
+#[test]
+fn attach_and_the_gui_work_as_an_ordinary_user() {
+    use std::io::Write;
+    let us = UserSandbox::new();
+    let lab = us.serve(
+        "web",
+        "let a = node(\"a\"); let b = node(\"b\");\nlink(a, b, #{ ip_a: \"10.0.0.1/24\", ip_b: \"10.0.0.2/24\" });\n",
+        true,
+    );
+    let mut attach = us
+        .clonet()
+        .args(["attach", "web"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    attach
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"let c = node(\"c\")\nlink(c, a, #{ ip_a: \"10.9.0.1/24\", ip_b: \"10.9.0.2/24\" })\nc.exec(\"ping -c 1 -W 2 10.9.0.2\").ok\n:quit\n")
+        .unwrap();
+    let out = attach.wait_with_output().unwrap();
+    let said = text(&out.stdout);
+    assert!(
+        out.status.success() && said.contains("Link(c--a)") && said.contains("=> true"),
+        "{said}{}",
+        text(&out.stderr)
+    );
+    let (addr, token) = gui_address(&lab);
+    let mut ws = control_websocket(&addr, &token);
+    assert_eq!(ws_request(&mut ws, 1, serde_json::json!({ "op": "lab_info" }))["name"], serde_json::json!("web"));
+    let topology = ws_request(&mut ws, 2, serde_json::json!({ "op": "topology" }));
+    assert!(topology["links"]["c--a"].is_object(), "the GUI sees the link the REPL added: {topology}");
+    drop(ws);
+    let stop = us.clonet().args(["stop", "web"]).output().unwrap();
+    assert!(stop.status.success(), "{}", text(&stop.stderr));
+    drop(lab);
     us.assert_nothing_left();
 }

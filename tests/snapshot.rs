@@ -46,6 +46,18 @@ fn scenario(kind: &str) {
     assert_nothing_left(&sb);
 }
 
+/// The same scenario for every kind, run by an ordinary user: the lab in
+/// its user namespace, the machines as the user.
+#[test]
+fn snapshots_clone_and_restore_as_an_ordinary_user() {
+    let us = UserSandbox::new();
+    for kind in ["ns", "uml", "kvm"] {
+        let stdout = us.run_ok(&format!("snap-{kind}.rhai"), &SCENARIO.replace("KIND", &format!("{kind:?}")));
+        assert!(stdout.contains("snapshot ok"), "{kind}: {stdout}");
+    }
+    us.assert_nothing_left();
+}
+
 #[test]
 fn ns_snapshots_clone_and_restore() {
     scenario("ns");

@@ -179,14 +179,18 @@ pub struct Served {
 
 /// `clonet serve [--gui] NAME.rhai` of `script`, once it says where it serves the lab.
 pub fn serve(sb: &Sandbox, name: &str, script: &str, gui: bool) -> Served {
-    use std::io::BufRead;
     let path = sb.write(&format!("{name}.rhai"), script);
-    let mut cmd = sb.clonet();
+    serve_with(sb.clonet(), name, &path, gui)
+}
+
+/// `serve` through `cmd` (a `clonet` command with its environment).
+pub fn serve_with(mut cmd: Command, name: &str, path: &Path, gui: bool) -> Served {
+    use std::io::BufRead;
     cmd.arg("serve");
     if gui {
         cmd.arg("--gui");
     }
-    let mut child = cmd.arg(&path).stderr(Stdio::piped()).spawn().unwrap();
+    let mut child = cmd.arg(path).stderr(Stdio::piped()).spawn().unwrap();
     let stderr = child.stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -392,6 +396,12 @@ impl UserSandbox {
         c
     }
 
+    /// `clonet serve [--gui]` of `script` as the user (see `serve`).
+    pub fn serve(&self, name: &str, script: &str, gui: bool) -> Served {
+        let path = self.write(&format!("{name}.rhai"), script);
+        serve_with(self.clonet(), name, &path, gui)
+    }
+
     /// Runs a script as the user, requires success, returns its stdout.
     pub fn run_ok(&self, name: &str, script: &str) -> String {
         let path = self.write(name, script);
@@ -412,5 +422,50 @@ impl UserSandbox {
             processes_matching(&home)
         );
         assert!(mounts_matching(&home).is_empty(), "mounts left: {:?}", mounts_matching(&home));
+        let in_namespaces = || self.processes_in_user_namespaces();
+        assert!(
+            eventually(5, || in_namespaces().is_empty()),
+            "processes of the user still in a lab's namespaces (and so the namespaces): {:?}",
+            in_namespaces()
+        );
+    }
+
+    /// The user's processes (its uid or one of its subordinate ids) that
+    /// run in a user namespace other than the host's: every process of a
+    /// user's lab does, and a namespace lives only as long as something
+    /// holds it (a process, or a mount, checked above).
+    pub fn processes_in_user_namespaces(&self) -> Vec<String> {
+        let name = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(self.uid)).ok().flatten().map(|u| u.name);
+        let subordinate = std::fs::read_to_string("/etc/subuid").unwrap_or_default().lines().find_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            let ours = f.first().is_some_and(|w| Some(w.to_string()) == name || *w == self.uid.to_string());
+            match (ours, f.get(1).and_then(|s| s.parse::<u32>().ok()), f.get(2).and_then(|c| c.parse::<u32>().ok())) {
+                (true, Some(start), Some(count)) => Some(start..start.saturating_add(count)),
+                _ => None,
+            }
+        });
+        let host_userns = std::fs::read_link("/proc/self/ns/user").unwrap();
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let status = std::fs::read_to_string(entry.path().join("status")).unwrap_or_default();
+            let Some(uid) = status
+                .lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|ids| ids.split_whitespace().next()?.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let ours = uid == self.uid || subordinate.as_ref().is_some_and(|r| r.contains(&uid));
+            let userns = std::fs::read_link(entry.path().join("ns/user"));
+            if ours && userns.is_ok_and(|ns| ns != host_userns) {
+                let cmd = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+                found.push(format!(
+                    "{}: {}",
+                    entry.file_name().to_string_lossy(),
+                    String::from_utf8_lossy(&cmd).replace('\0', " ")
+                ));
+            }
+        }
+        found
     }
 }
