@@ -197,11 +197,10 @@ impl Drop for LoopBtrfs {
     }
 }
 
-#[test]
-fn on_btrfs_ns_roots_and_snapshots_are_subvolumes() {
-    let sb = Sandbox::new();
-    let fs = LoopBtrfs::new(&sb);
-    let rootfs = sb.run_base().with_file_name("rootfs");
+/// A busybox rootfs at `dir` and the btrfs scenario's script for it, with
+/// `mount` the `CLONET_STORAGE_DIR` (on btrfs).
+fn btrfs_scenario(dir: &std::path::Path, mount: &std::path::Path) -> String {
+    let rootfs = dir.join("rootfs");
     for d in ["bin", "etc", "proc", "sys", "dev", "tmp", "run", "root"] {
         std::fs::create_dir_all(rootfs.join(d)).unwrap();
     }
@@ -209,13 +208,14 @@ fn on_btrfs_ns_roots_and_snapshots_are_subvolumes() {
     std::os::unix::fs::symlink("busybox", rootfs.join("bin/sh")).unwrap();
     std::fs::write(rootfs.join("etc/hosts"), "").unwrap();
     let sh = |cmd: &str| format!("[\"/bin/busybox\", \"sh\", \"-c\", {cmd:?}]");
-    let script = format!(
+    format!(
         r#"
 let a = node("a", #{{ rootfs: "{rootfs}" }});
 assert(a.exec({fstype}).stdout.contains(" on / type btrfs"), "the root is on btrfs");
 a.exec({write1});
 let s = snapshot(a, "s1");
-print(host_exec("btrfs subvolume list {mount}").stdout);
+// A subvolume's root is inode 256.
+print(host_exec("stat -c '%n %i' {mount}/clonet-btrfs/.snapshots/s1 {mount}/clonet-btrfs/a/upper").stdout);
 let c = clone(s, "c");
 assert(c.exec({read}).stdout == "v1\n", "the clone has the file");
 c.exec({write2});
@@ -226,22 +226,72 @@ assert(a.exec({read}).stdout == "v1\n", "restore reverts");
 print("btrfs ok");
 "#,
         rootfs = rootfs.display(),
-        mount = fs.mount.display(),
+        mount = mount.display(),
         fstype = sh("busybox mount"),
         write1 = sh("echo v1 > /root/f"),
         write2 = sh("echo c > /root/f"),
         write3 = sh("echo changed > /root/f"),
         read = sh("busybox cat /root/f"),
-    );
-    let path = sb.write("btrfs.rhai", &script);
-    let out = sb.clonet().env("CLONET_STORAGE_DIR", &fs.mount).arg("run").arg(&path).output().unwrap();
+    )
+}
+
+/// What a btrfs scenario run must show, and leave.
+fn assert_btrfs_scenario(out: &std::process::Output, fs: &LoopBtrfs, storage: &std::path::Path) {
     let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
     assert!(out.status.success(), "{stdout}{stderr}");
     assert!(stdout.contains("btrfs ok"));
-    assert!(stdout.contains("clonet-btrfs/.snapshots/s1") && stdout.contains("clonet-btrfs/a/upper"), "{stdout}");
+    assert!(
+        stdout.contains("clonet-btrfs/.snapshots/s1 256") && stdout.contains("clonet-btrfs/a/upper 256"),
+        "{stdout}"
+    );
     assert_eq!(fs.subvolumes(), "", "no subvolume is left");
-    assert!(std::fs::read_dir(&fs.mount).unwrap().next().is_none(), "the storage is empty again");
+    assert!(std::fs::read_dir(storage).unwrap().next().is_none(), "the storage is empty again");
+}
+
+#[test]
+fn on_btrfs_ns_roots_and_snapshots_are_subvolumes() {
+    let sb = Sandbox::new();
+    let fs = LoopBtrfs::new(&sb);
+    let script = btrfs_scenario(sb.run_base().parent().unwrap(), &fs.mount);
+    let path = sb.write("btrfs.rhai", &script);
+    let out = sb.clonet().env("CLONET_STORAGE_DIR", &fs.mount).arg("run").arg(&path).output().unwrap();
+    assert_btrfs_scenario(&out, &fs, &fs.mount);
     assert_nothing_left(&sb);
+}
+
+/// Without root, btrfs layers work where the file system lets a user
+/// delete the subvolumes it makes (`user_subvol_rm_allowed`); elsewhere
+/// they are refused, saying why and what to do, before any is made.
+#[test]
+fn on_btrfs_without_root_subvolumes_need_a_file_system_that_lets_users_delete_them() {
+    let us = UserSandbox::new();
+    let fs = LoopBtrfs::new(&us.sb);
+    let storage = fs.mount.join("store");
+    std::fs::create_dir(&storage).unwrap();
+    nix::unistd::chown(&storage, Some(nix::unistd::Uid::from_raw(us.uid)), Some(nix::unistd::Gid::from_raw(us.uid)))
+        .unwrap();
+    let script = btrfs_scenario(&us.home, &storage);
+    let path = us.write("btrfs.rhai", &script);
+    let storage_dir = storage.display().to_string();
+    let run = || us.clonet_with(&[("CLONET_STORAGE_DIR", &storage_dir)]).arg("run").arg(&path).output().unwrap();
+    let refused = run();
+    let stderr = text(&refused.stderr);
+    assert!(!refused.status.success(), "{}", text(&refused.stdout));
+    assert!(
+        stderr.contains("btrfs.rhai:2:")
+            && stderr.contains("user_subvol_rm_allowed")
+            && stderr.contains("unset CLONET_STORAGE_DIR"),
+        "{stderr}"
+    );
+    assert_eq!(fs.subvolumes(), "", "nothing was made");
+    let remount = std::process::Command::new("mount")
+        .args(["-o", "remount,user_subvol_rm_allowed"])
+        .arg(&fs.mount)
+        .output()
+        .unwrap();
+    assert!(remount.status.success(), "{}", text(&remount.stderr));
+    assert_btrfs_scenario(&run(), &fs, &storage);
+    us.assert_nothing_left();
 }
 
 #[test]

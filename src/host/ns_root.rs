@@ -70,15 +70,22 @@ pub(super) fn btrfs(sys: &dyn Syscall, args: &[&std::ffi::OsStr], what: &str) ->
     })
 }
 
-/// `cp -a --reflink=auto FROM TO`: a copy that keeps owners, modes,
-/// xattrs and (on a file system that shares extents) no data twice.
+/// `cp -a --reflink=auto FROM TO`: a copy that keeps owners (not in a
+/// user namespace), modes, xattrs and (on a file system that shares
+/// extents) no data twice.
 pub(super) fn copy_tree(
     sys: &dyn Syscall,
     from: &std::ffi::OsStr,
     to: &std::path::Path,
     what: &str,
 ) -> Result<(), HostError> {
-    let args = ["-a".into(), "--reflink=auto".into(), from.to_os_string(), to.as_os_str().to_os_string()];
+    let mut args: Vec<std::ffi::OsString> = vec!["-a".into(), "--reflink=auto".into()];
+    if super::userns::in_user_namespace() {
+        // Owners the lab's namespace does not map (the host's root) cannot
+        // be kept; the copies become the lab's root's.
+        args.push("--no-preserve=ownership".into());
+    }
+    args.extend([from.to_os_string(), to.as_os_str().to_os_string()]);
     sys.run("cp", &args).map_err(HostError::io(what))
 }
 
@@ -119,7 +126,15 @@ fn release_storage_of(sys: &dyn Syscall, run_dir: &std::path::Path, uid: u32) {
     // Clones first: a subvolume goes before the one it was snapshotted from
     // only by chance, and btrfs does not mind the order.
     for s in subvolumes.iter().filter(|s| std::fs::symlink_metadata(s).is_ok_and(|m| m.is_dir())) {
-        let _ = btrfs(sys, &["subvolume".as_ref(), "delete".as_ref(), s.as_os_str()], "deleting a subvolume");
+        let delete = || btrfs(sys, &["subvolume".as_ref(), "delete".as_ref(), s.as_os_str()], "deleting a subvolume");
+        if delete().is_err() {
+            // Without root, btrfs deletes no read-only subvolume (bases,
+            // snapshots): its owner makes it writable first.
+            let writable = ["property".as_ref(), "set".as_ref(), s.as_os_str(), "ro".as_ref(), "false".as_ref()];
+            if btrfs(sys, &writable, "making a subvolume writable").is_ok() {
+                let _ = delete();
+            }
+        }
     }
     let _ = std::fs::remove_dir_all(&storage);
     let _ = std::fs::remove_file(run_dir.join(BTRFS_LINK));
@@ -228,6 +243,27 @@ pub(super) fn prepare_root(
     Ok(layers)
 }
 
+/// The super options (the file system's own, after `-` and its type and
+/// source) of the mount `path` is on, by the `/proc/self/mountinfo` text.
+fn super_options_of(mountinfo: &str, path: &std::path::Path) -> Option<String> {
+    let path = path.to_string_lossy();
+    let under = |point: &str| point == "/" || *path == *point || path.starts_with(&format!("{point}/"));
+    mountinfo
+        .lines()
+        .filter_map(|line| {
+            let point = super::split_root::mount_points(line).pop()?;
+            let (_, after) = line.split_once(" - ")?;
+            Some((point, after.split(' ').nth(2)?.to_string()))
+        })
+        .filter(|(point, _)| under(point))
+        // The last mount at the longest point is the one on top.
+        .fold(None, |best: Option<(String, String)>, (point, options)| match best {
+            Some((p, o)) if p.len() > point.len() => Some((p, o)),
+            _ => Some((point, options)),
+        })
+        .map(|(_, options)| options)
+}
+
 /// A node's root as a btrfs subvolume: a writable snapshot of the base
 /// (new), of a snapshot (clone, restore), or the one it had (restart).
 fn prepare_btrfs_root(
@@ -235,6 +271,16 @@ fn prepare_btrfs_root(
     spec: &NodeSpec,
     storage: &std::path::Path,
 ) -> Result<super::helpers::RootLayers, HostError> {
+    if super::userns::in_user_namespace() {
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let dir = std::fs::canonicalize(storage.parent().unwrap_or(storage)).unwrap_or_default();
+        if !super_options_of(&mountinfo, &dir).is_some_and(|o| o.split(',').any(|o| o == "user_subvol_rm_allowed")) {
+            return Err(HostError::start(spec.name.clone(), format!(
+                "CLONET_STORAGE_DIR ({}) is on a btrfs mounted without user_subvol_rm_allowed: without root, clonet could make subvolumes there but never delete them. Mount it with -o user_subvol_rm_allowed, unset CLONET_STORAGE_DIR (overlay layers need no root), or run clonet as root",
+                dir.display()
+            )));
+        }
+    }
     std::fs::create_dir_all(storage).map_err(HostError::io("creating the btrfs layer storage"))?;
     let mark = storage.join(STORAGE_MARK);
     if std::fs::symlink_metadata(&mark).is_err() {
@@ -288,6 +334,19 @@ mod tests {
     use super::*;
     use crate::host::syscall::{Call, RecordingSyscall};
     use crate::host::DiskStart;
+
+    #[test]
+    fn the_options_of_the_topmost_mount_a_path_is_on() {
+        let info = "22 1 254:0 / / rw,relatime shared:1 - ext4 /dev/vda rw,errors=remount-ro\n\
+                    40 22 7:0 / /srv/b rw - btrfs /dev/loop0 rw,space_cache=v2\n\
+                    41 40 7:0 / /srv/b rw - btrfs /dev/loop0 rw,user_subvol_rm_allowed\n\
+                    42 22 0:9 / /srv/bb rw - tmpfs t rw\n";
+        let of = |p: &str| super_options_of(info, Path::new(p));
+        assert_eq!(of("/srv/b/store").as_deref(), Some("rw,user_subvol_rm_allowed"));
+        assert_eq!(of("/srv/b").as_deref(), Some("rw,user_subvol_rm_allowed"));
+        assert_eq!(of("/srv/bbx").as_deref(), Some("rw,errors=remount-ro"), "a prefix of a name is no parent");
+        assert_eq!(of("/srv/bb/x").as_deref(), Some("rw"));
+    }
     use crate::vocab::{NodeKind, NodeOptions};
 
     fn spec(run_dir: &Path, rootfs: Option<&Path>, disk: DiskStart) -> NodeSpec {

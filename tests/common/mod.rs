@@ -383,9 +383,15 @@ impl UserSandbox {
 
     /// `clonet ARGS…` as the user, with a clean environment.
     pub fn clonet(&self) -> Command {
+        self.clonet_with(&[])
+    }
+
+    /// `clonet`, with these variables added to the clean environment.
+    pub fn clonet_with(&self, vars: &[(&str, &str)]) -> Command {
         let mut c = Command::new("setpriv");
         let id = self.uid.to_string();
         c.args(["--reuid", &id, "--regid", &id, "--clear-groups", "env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin"])
+            .args(vars.iter().map(|(k, v)| format!("{k}={v}")))
             .arg(format!("HOME={}", self.home.display()))
             .arg(format!("CLONET_RUN_DIR={}", self.run_base().display()))
             .arg(format!("CLONET_DATA_DIR={}", self.home.join("data").display()))
