@@ -86,18 +86,42 @@ fn serve_exec_stop_and_sigkill_then_clean_as_an_ordinary_user() {
     }
 }
 
-/// With subordinate ids the lab maps them, so FRR's daemons can switch to
-/// their own user: the OSPF exercise grades full marks, as under root.
+/// The labs shipped at the top of `scripts/` and every exercise (graded by
+/// `clonet exercise check`, full marks as under root), as a user whose
+/// subordinate ids the lab maps, so FRR's daemons can switch to their own
+/// user.
 #[test]
-fn the_frr_ospf_exercise_is_graded_for_a_user_with_subordinate_ids() {
+fn every_shipped_lab_and_exercise_runs_for_a_user_with_subordinate_ids() {
     let us = UserSandbox::with_subordinate_ids();
-    let dir =
-        us.copy_dir(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/exercises/04-ospf-frr"), "ospf");
-    let out =
-        us.clonet().args(["exercise", "check", "--answer"]).arg(dir.join("solution.rhai")).arg(&dir).output().unwrap();
-    let stdout = text(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
-    assert!(stdout.contains("solution scored 10/10"), "{stdout}");
+    let scripts = us.copy_dir(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts"), "scripts");
+    let mut labs: Vec<_> = std::fs::read_dir(&scripts)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "rhai"))
+        .collect();
+    labs.sort();
+    assert!(labs.len() >= 5, "{labs:?}");
+    for lab in labs {
+        let out = us.clonet().arg("run").arg(&lab).output().unwrap();
+        assert!(out.status.success(), "{}: {}{}", lab.display(), text(&out.stdout), text(&out.stderr));
+    }
+    let mut exercises: Vec<_> =
+        std::fs::read_dir(scripts.join("exercises")).unwrap().flatten().map(|e| e.path()).collect();
+    exercises.sort();
+    assert!(exercises.len() >= 10, "{exercises:?}");
+    for dir in exercises {
+        let out = us
+            .clonet()
+            .args(["exercise", "check", "--answer"])
+            .arg(dir.join("solution.rhai"))
+            .arg(&dir)
+            .output()
+            .unwrap();
+        let stdout = text(&out.stdout);
+        assert!(out.status.success(), "{}: {stdout}{}", dir.display(), text(&out.stderr));
+        assert!(stdout.contains("solution scored 10/10"), "{}: {stdout}", dir.display());
+    }
     let maps = us.run_ok("map.rhai", r#"print(host_exec("cat /proc/self/uid_map").stdout);"#);
     let lines: Vec<Vec<&str>> =
         maps.lines().map(|l| l.split_whitespace().collect::<Vec<_>>()).filter(|l| !l.is_empty()).collect();
