@@ -22,8 +22,11 @@ for a in nodes { for b in [nodes[0], nodes[19]] {
 print(`unreachable ${bad}`);
 let n1 = nodes[0];
 n1.exec("echo kept > /etc/marker");
+// Files of the host's root, which the lab's namespace does not map, are the node's to change.
+let edit = n1.exec("echo 'lab:x:4242:4242::/:/bin/sh' >> /etc/passwd && mkdir /var/log/lab && echo ok > /var/log/lab/log");
+print(`edits ${edit.ok} ${edit.stderr}`);
 let c = clone(snapshot(n1, "s1"), "c1");
-print(`clone sees ${c.exec("cat /etc/marker").stdout.trimmed()}`);
+print(`clone sees ${c.exec("cat /etc/marker").stdout.trimmed()} ${c.exec("id -u lab; cat /var/log/lab/log").stdout.split("\n")}`);
 let u = node("u", #{ kind: "uml" });
 link(u, sw, #{ ip: "10.5.0.100/24" });
 print(`uml reaches n1 ${ping(u, n1)}`);
@@ -31,7 +34,10 @@ print(`inside ${n1.exec("id -u").stdout.trimmed()} writes /usr ${n1.exec("touch 
 "#,
     );
     assert!(stdout.contains("unreachable []"), "{stdout}");
-    assert!(stdout.contains("clone sees kept"), "{stdout}");
+    assert!(stdout.contains("edits true"), "{stdout}");
+    assert!(stdout.contains("clone sees kept [\"4242\", \"ok\", \"\"]"), "{stdout}");
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap();
+    assert!(!passwd.contains("lab:x:4242") && !std::path::Path::new("/var/log/lab").exists(), "the host is untouched");
     assert!(stdout.contains("uml reaches n1 true"), "{stdout}");
     assert!(stdout.contains("inside 0 writes /usr yes"), "root in the node, its writes its own: {stdout}");
     assert!(!std::path::Path::new("/usr/clonet-rootless").exists(), "a node's write reached the host");

@@ -8,16 +8,15 @@
 use std::path::Path;
 
 use clonet::host::helpers::{machine_main, ns_enter_main, ns_init_main, RootLayers};
-use clonet::host::split_root::TopEntry;
+use clonet::host::split_root::SplitPlan;
 
-/// `__ns-init [--host-top JSON] HOSTNAME HOSTS [LOWER UPPER WORK MERGED]`:
-/// a node's init; JSON is the engine's plan of the host's `/` for a root
-/// in a user namespace.
-pub fn ns_init(hostname: &str, hosts: &Path, root: &[String], host_top: Option<&str>) -> ! {
-    let host_top: Vec<TopEntry> = match host_top.map(serde_json::from_str).transpose() {
-        Ok(top) => top.unwrap_or_default(),
+/// `__ns-init [--split-plan JSON] HOSTNAME HOSTS [LOWER UPPER WORK MERGED]`:
+/// a node's init; JSON is the engine's plan for a root in a user namespace.
+pub fn ns_init(hostname: &str, hosts: &Path, root: &[String], split_plan: Option<&str>) -> ! {
+    let split: Option<SplitPlan> = match split_plan.map(serde_json::from_str).transpose() {
+        Ok(plan) => plan,
         Err(e) => {
-            println!("error: reading --host-top: {e}");
+            println!("error: reading --split-plan: {e}");
             std::process::exit(clonet::host::helpers::HELPER_FAILED)
         }
     };
@@ -27,7 +26,7 @@ pub fn ns_init(hostname: &str, hosts: &Path, root: &[String], host_top: Option<&
         }
         _ => None,
     };
-    ns_init_main(hostname, hosts, layers, &host_top)
+    ns_init_main(hostname, hosts, layers, split)
 }
 
 /// `__ns-enter PID -- ARGV`: runs a command in a node's namespaces.

@@ -199,10 +199,9 @@ pub enum Cmd {
     },
     #[command(name = "__ns-init", hide = true)]
     NsInit {
-        /// The engine's plan of the host's `/` (JSON), for a root in a
-        /// user namespace.
+        /// The engine's plan (JSON) for a root in a user namespace.
         #[arg(long)]
-        host_top: Option<String>,
+        split_plan: Option<String>,
         hostname: String,
         hosts: PathBuf,
         /// The copy-on-write root: LOWER UPPER WORK MERGED.
@@ -252,8 +251,8 @@ pub fn run(command: Cmd) -> Result<ExitCode, CliError> {
         Cmd::Bench { names, json, quick, dir } => bench::bench(&names, json, quick, &dir),
         Cmd::Exercise(cmd) => test::exercise(cmd),
         Cmd::Doc { name, json, output } => offline::doc(name.as_deref(), json, output.as_deref()),
-        Cmd::NsInit { host_top, hostname, hosts, root } => {
-            hidden::ns_init(&hostname, &hosts, &root, host_top.as_deref())
+        Cmd::NsInit { split_plan, hostname, hosts, root } => {
+            hidden::ns_init(&hostname, &hosts, &root, split_plan.as_deref())
         }
         Cmd::NsEnter { pid, argv } => hidden::ns_enter(pid, &argv),
         Cmd::Machine { own, see, argv } => hidden::machine(own, see, &argv),

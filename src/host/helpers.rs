@@ -33,7 +33,7 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{execvp, setpgid, Pid};
 
 use super::machine_view::{self, MachineView, Needed};
-use super::split_root::{split_overlay_root, TopEntry};
+use super::split_root::{split_overlay_root, SplitPlan};
 use super::syscall::{LinuxSyscall, Mount, Syscall};
 use super::HostError;
 use crate::sys::proc::{fork_single_threaded, Forked, SingleThreaded};
@@ -139,7 +139,12 @@ pub const WHOLE_ROOT: &str = "-";
 /// into it: writes land in the upper directory and never reach the lower
 /// layers (the host's `/`). Nothing is undone on failure: the init exits,
 /// and its mount namespace, with every mount made here, goes with it.
-fn overlay_root(sys: &dyn Syscall, layers: &RootLayers, host_top: &[TopEntry], hosts: &Path) -> Result<(), HostError> {
+fn overlay_root(
+    sys: &dyn Syscall,
+    layers: &RootLayers,
+    split: Option<&SplitPlan>,
+    hosts: &Path,
+) -> Result<(), HostError> {
     make_mounts_private(sys)?;
     let m = &layers.merged;
     if layers.lower == WHOLE_ROOT {
@@ -147,13 +152,14 @@ fn overlay_root(sys: &dyn Syscall, layers: &RootLayers, host_top: &[TopEntry], h
     } else if layers.lower.rsplit(':').next() == Some("/") && super::userns::in_user_namespace() {
         // The engine hands its plan over; read one here only without it.
         let read_here;
-        let top = if host_top.is_empty() {
-            read_here = super::split_root::read_host_top();
-            &read_here
-        } else {
-            host_top
+        let plan = match split {
+            Some(plan) => plan,
+            None => {
+                read_here = SplitPlan { top: super::split_root::read_host_top(), host_layer: None };
+                &read_here
+            }
         };
-        split_overlay_root(sys, layers, top)?;
+        split_overlay_root(sys, layers, plan)?;
     } else {
         let options =
             format!("lowerdir={},upperdir={},workdir={}", layers.lower, layers.upper.display(), layers.work.display());
@@ -188,18 +194,18 @@ fn overlay_root(sys: &dyn Syscall, layers: &RootLayers, host_top: &[TopEntry], h
 
 /// What a node's init sets up once it is PID 1 of its new namespaces: its
 /// host name, then its root (a copy-on-write one on `root`'s layers, or
-/// the host's with private mounts). `host_top`: how a root in a user
+/// the host's with private mounts). `split`: how a root in a user
 /// namespace splits the host's `/` (see `split_root`).
 pub fn set_up_node(
     sys: &dyn Syscall,
     hostname: &str,
     hosts: &Path,
     root: Option<&RootLayers>,
-    host_top: &[TopEntry],
+    split: Option<&SplitPlan>,
 ) -> Result<(), HostError> {
     sys.sethostname(hostname).map_err(HostError::io("sethostname"))?;
     match root {
-        Some(layers) => overlay_root(sys, layers, host_top, hosts),
+        Some(layers) => overlay_root(sys, layers, split, hosts),
         None => private_mounts(sys, hosts),
     }
 }
@@ -246,7 +252,7 @@ fn parent_gone(pipe: &std::os::fd::OwnedFd) -> bool {
 /// `clonet __ns-init HOSTNAME HOSTS_FILE [LOWER UPPER WORK MERGED]`: prints
 /// `pid N` (the host pid of the node's init) and then `ready`, or
 /// `error: …`. With layers, the node's `/` is a copy-on-write overlay.
-pub fn ns_init_main(hostname: &str, hosts: &Path, root: Option<RootLayers>, host_top: &[TopEntry]) -> ! {
+pub fn ns_init_main(hostname: &str, hosts: &Path, root: Option<RootLayers>, split: Option<SplitPlan>) -> ! {
     let single = SingleThreaded::check().unwrap_or_else(|e| die("start", e));
     // The real calls: this helper is single-threaded, so its forked child
     // below may call through them too (see the module's header).
@@ -288,7 +294,7 @@ pub fn ns_init_main(hostname: &str, hosts: &Path, root: Option<RootLayers>, host
                 std::process::exit(1);
             }
             drop(parent_alive);
-            if let Err(e) = set_up_node(&sys, hostname, hosts, root.as_ref(), host_top) {
+            if let Err(e) = set_up_node(&sys, hostname, hosts, root.as_ref(), split.as_ref()) {
                 die_at(e);
             }
             let signals = blocked_signals();
@@ -617,7 +623,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let layers = layers_with(dir.path(), "/", &["etc/hosts", "dev", "tmp", "run", "proc", "sys"]);
         let sys = RecordingSyscall::default();
-        set_up_node(&sys, "n1", Path::new("/run/lab/hosts"), Some(&layers), &[]).unwrap();
+        set_up_node(&sys, "n1", Path::new("/run/lab/hosts"), Some(&layers), None).unwrap();
         let m = &layers.merged;
         let options = format!("lowerdir=/,upperdir={},workdir={}", layers.upper.display(), layers.work.display());
         let expected = vec![
@@ -643,7 +649,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let layers = layers_with(dir.path(), WHOLE_ROOT, &["proc"]);
         let sys = RecordingSyscall::default();
-        overlay_root(&sys, &layers, &[], Path::new("/hosts")).unwrap();
+        overlay_root(&sys, &layers, None, Path::new("/hosts")).unwrap();
         let targets: Vec<PathBuf> = mounts(&sys)
             .into_iter()
             .map(|c| match c {
@@ -664,7 +670,7 @@ mod tests {
         let layers = layers_with(dir.path(), "/", &["tmp", "proc", "sys"]);
         let sys = RecordingSyscall::default();
         sys.fail_when(|c| matches!(c, Call::Mount(Mount { fstype: Some(t), .. }) if t == "proc"), Errno::EPERM);
-        let err = set_up_node(&sys, "n1", Path::new("/hosts"), Some(&layers), &[]).unwrap_err();
+        let err = set_up_node(&sys, "n1", Path::new("/hosts"), Some(&layers), None).unwrap_err();
         let proc_dir = layers.merged.join("proc");
         match &err {
             HostError::Io { what, source } => {
@@ -683,7 +689,7 @@ mod tests {
     #[test]
     fn without_layers_the_hosts_file_is_bound_before_run_is_hidden() {
         let sys = RecordingSyscall::default();
-        set_up_node(&sys, "n2", Path::new("/run/clonet/lab/hosts"), None, &[]).unwrap();
+        set_up_node(&sys, "n2", Path::new("/run/clonet/lab/hosts"), None, None).unwrap();
         let targets: Vec<String> = mounts(&sys)
             .into_iter()
             .map(|c| match c {
@@ -699,7 +705,7 @@ mod tests {
     fn a_refused_host_name_stops_the_set_up_before_any_mount() {
         let sys = RecordingSyscall::default();
         sys.fail_nth(0, Errno::EINVAL);
-        let err = set_up_node(&sys, "n3", Path::new("/hosts"), None, &[]).unwrap_err();
+        let err = set_up_node(&sys, "n3", Path::new("/hosts"), None, None).unwrap_err();
         assert!(err.to_string().starts_with("sethostname:"), "{err}");
         assert_eq!(sys.calls(), vec![Call::Sethostname { name: "n3".into() }]);
     }

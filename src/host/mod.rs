@@ -16,6 +16,7 @@ pub mod fake;
 pub mod files;
 pub mod guest;
 pub mod helpers;
+pub mod host_layer;
 pub mod kvm;
 pub mod limits;
 pub mod linux;

@@ -98,8 +98,8 @@ pub(super) fn start_ns(sys: &Arc<dyn Syscall>, spec: &NodeSpec) -> Result<Box<dy
     let mut cmd = self_exe();
     cmd.arg("__ns-init");
     if layers.lower.rsplit(':').next() == Some("/") && super::userns::in_user_namespace() {
-        let plan = serde_json::to_string(&super::split_root::host_top()).unwrap_or_default();
-        cmd.arg("--host-top").arg(plan);
+        let plan = split_plan(&layers);
+        cmd.arg("--split-plan").arg(serde_json::to_string(&plan).unwrap_or_default());
     }
     cmd.arg(&spec.name).arg(&spec.hosts_file);
     cmd.arg(&layers.lower).arg(&layers.upper).arg(&layers.work).arg(&layers.merged);
@@ -140,6 +140,42 @@ pub(super) fn start_ns(sys: &Arc<dyn Syscall>, spec: &NodeSpec) -> Result<Box<dy
         failure: OnceLock::new(),
         root: layers,
     }))
+}
+
+/// The plan of a root over the host's `/` in the lab's user namespace,
+/// with the lab's copy of the host's files. The lab's first such node
+/// starts the copy on a thread of its own and every node's init waits for
+/// it (`split_root::wait_for_host_layer`), so the nodes a script starts
+/// meanwhile are set up side by side with it. A copy that cannot be built
+/// is said once and left empty: the nodes still start, with the host's
+/// files as they are (not theirs to change).
+fn split_plan(layers: &super::helpers::RootLayers) -> super::split_root::SplitPlan {
+    static STARTED: Mutex<Vec<std::path::PathBuf>> = Mutex::new(Vec::new());
+    let host_layer = super::ns_root::host_layer_of(&layers.upper);
+    let mut started = STARTED.lock().unwrap_or_else(|p| p.into_inner());
+    if !host_layer.is_dir() && !started.contains(&host_layer) {
+        started.push(host_layer.clone());
+        let at = host_layer.clone();
+        let build = move || match super::host_layer::host_layer(&super::host_layer::cache_dir()) {
+            Ok((version, left_out)) => {
+                if left_out > 0 {
+                    eprintln!("clonet: the copy of the host's files left {left_out} out (too many or too large)");
+                }
+                if let Err(e) = std::os::unix::fs::symlink(&version, &at) {
+                    eprintln!("clonet: linking the copy of the host's files into the lab: {e}");
+                    let _ = std::fs::create_dir(&at);
+                }
+            }
+            Err(e) => {
+                eprintln!("clonet: copying the host's files for the lab: {e}; nodes keep them as they are");
+                let _ = std::fs::create_dir(&at);
+            }
+        };
+        if std::thread::Builder::new().name("clonet-hostcopy".into()).spawn(build).is_err() {
+            let _ = std::fs::create_dir(&host_layer);
+        }
+    }
+    super::split_root::SplitPlan { top: super::split_root::host_top(), host_layer: Some(host_layer) }
 }
 
 /// A node whose init has not said yet that it is ready.

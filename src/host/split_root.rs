@@ -50,6 +50,15 @@ pub enum TopEntry {
     Other(String),
 }
 
+/// What a node's init needs to split its root: the plan of the host's
+/// `/`, and the lab's own copy of the host's files (`host_layer`),
+/// if it has one.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SplitPlan {
+    pub top: Vec<TopEntry>,
+    pub host_layer: Option<PathBuf>,
+}
+
 /// What the host's `/` shows for one entry, as `plan_host_top` needs it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum HostEntry {
@@ -163,13 +172,34 @@ pub fn read_host_top() -> Vec<TopEntry> {
     plan_host_top(entries, &mounts)
 }
 
-/// Makes `layers.merged` the node's split root by `top` (see the module's
+/// How long a node's init waits for the lab's copy of the host's files.
+const HOST_LAYER_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Waits until the lab's copy of the host's files is in place at `at`
+/// (the engine links it there once it is whole); false if it never came.
+pub fn wait_for_host_layer(at: &Path) -> bool {
+    let deadline = std::time::Instant::now() + HOST_LAYER_WAIT;
+    while !at.is_dir() {
+        if std::time::Instant::now() > deadline {
+            eprintln!(
+                "clonet: no copy of the host's files at {} after {HOST_LAYER_WAIT:?}: going on without",
+                at.display()
+            );
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    true
+}
+
+/// Makes `layers.merged` the node's split root by `plan` (see the module's
 /// header): the upper and work directory of each overlay inside the
 /// node's own, so snapshots and clones still copy one upper directory.
 /// Writes at the top level itself land in the tmpfs and are not kept by
 /// snapshots.
-pub fn split_overlay_root(sys: &dyn Syscall, layers: &RootLayers, top: &[TopEntry]) -> Result<(), HostError> {
+pub fn split_overlay_root(sys: &dyn Syscall, layers: &RootLayers, plan: &SplitPlan) -> Result<(), HostError> {
     let m = &layers.merged;
+    let host_layer = plan.host_layer.as_deref().filter(|l| wait_for_host_layer(l));
     let mount = |what: &str, source: Option<&Path>, at: &Path, fstype: Option<&str>, flags, data: Option<&str>| {
         sys.mount(&Mount::new(source, at, fstype, flags, data))
             .map_err(HostError::io(format!("mounting {what} on {}", at.display())))
@@ -180,7 +210,7 @@ pub fn split_overlay_root(sys: &dyn Syscall, layers: &RootLayers, top: &[TopEntr
         layers.lower.rsplit_once(':').map(|(l, _)| l.split(':').collect()).unwrap_or_default();
     let make =
         |path: &Path| sys.make_mountpoint(path, true).map_err(HostError::io(format!("making {}", path.display())));
-    for entry in top {
+    for entry in &plan.top {
         let (name, host) = match entry {
             TopEntry::Link(name, target) => {
                 std::os::unix::fs::symlink(target, m.join(name))
@@ -211,6 +241,9 @@ pub fn split_overlay_root(sys: &dyn Syscall, layers: &RootLayers, top: &[TopEntr
             .map(|l| l.display().to_string())
             .collect();
         if host {
+            // The lab's own copy of what the node may change, right above.
+            let owned = host_layer.map(|l| l.join(name)).filter(|l| l.is_dir());
+            lower.extend(owned.map(|l| l.display().to_string()));
             lower.push(format!("/{name}"));
         }
         if lower.is_empty() {
@@ -336,7 +369,10 @@ mod tests {
             |c| matches!(c, Call::Mount(m) if m.target.ends_with("var") && m.flags.contains(MsFlags::MS_REMOUNT)),
             Errno::EPERM,
         );
-        split_overlay_root(&sys, &layers, &top).unwrap();
+        let host_layer = dir.path().join("host-layer");
+        std::fs::create_dir_all(host_layer.join("etc")).unwrap();
+        let plan = SplitPlan { top: top.to_vec(), host_layer: Some(host_layer.clone()) };
+        split_overlay_root(&sys, &layers, &plan).unwrap();
         let (m, up, wk) = (&layers.merged, &layers.upper, &layers.work);
         let options = |lower: String, name: &str| {
             format!(
@@ -359,7 +395,8 @@ mod tests {
             point(m.join("etc")),
             point(up.join("etc")),
             point(wk.join("etc")),
-            overlay("etc", format!("{}:/etc", snap.join("etc").display())),
+            // The lab's copy of the host's files right above the host's.
+            overlay("etc", format!("{}:{}:/etc", snap.join("etc").display(), host_layer.join("etc").display())),
             point(m.join("mnt")),
             Call::mount(Some("/mnt"), &m.join("mnt"), None, rbind, None),
             Call::mount(None, &m.join("mnt"), None, ro, None),
