@@ -128,6 +128,12 @@ fn every_shipped_lab_and_exercise_runs_for_a_user_with_subordinate_ids() {
         assert!(out.status.success(), "{}: {stdout}{}", dir.display(), text(&out.stderr));
         assert!(stdout.contains("solution scored 10/10"), "{}: {stdout}", dir.display());
     }
+    // FRR's configuration is in the node's own root, so snapshots keep it.
+    let kept = us.run_ok(
+        "frr-snap.rhai",
+        "import \"frr\" as frr;\nlet r = node(\"r\");\nfrr::start(r, \"router ospf\\n\");\nlet c = clone(snapshot(r, \"s\"), \"c\");\nprint(c.exec(\"cat /etc/frr/frr.conf\").stdout);\n",
+    );
+    assert!(kept.contains("router ospf"), "{kept}");
     let maps = us.run_ok("map.rhai", r#"print(host_exec("cat /proc/self/uid_map").stdout);"#);
     let lines: Vec<Vec<&str>> =
         maps.lines().map(|l| l.split_whitespace().collect::<Vec<_>>()).filter(|l| !l.is_empty()).collect();

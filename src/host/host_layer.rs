@@ -8,7 +8,9 @@
 //! (`split_root`): the configuration in `/etc` is then the node's to edit,
 //! and daemons may create files anywhere in `/var` and `/usr/local`, as
 //! under root. Files the user may not read (`/etc/shadow`) are not copied
-//! and stay as they are.
+//! and stay as they are; a directory the user may not read (`/etc/frr`)
+//! becomes an empty one that hides the host's (overlay's opaque mark):
+//! no node could read what it holds, and now the node may fill it.
 //!
 //! The copy is kept per user (`$CLONET_DATA_DIR/host-layer/FINGERPRINT`)
 //! and made again only when what it copies changes on the host: a lab
@@ -34,6 +36,10 @@ const MAX_ENTRIES: usize = 50_000;
 const MAX_FILE: u64 = 4 << 20;
 const MAX_BYTES: u64 = 64 << 20;
 const MAX_DEPTH: usize = 24;
+
+/// The overlay attribute (with `userxattr`) that makes a directory hide
+/// what the layers below it hold there.
+const OPAQUE: &str = "user.overlay.opaque";
 
 /// The file in each version that labs lock (shared) while they use it.
 const IN_USE: &str = ".in-use";
@@ -70,9 +76,9 @@ fn walk(root: &Path, visit: &mut dyn FnMut(&Path, &Path, &Metadata)) -> usize {
                 continue;
             }
             let too_big = kind.is_file() && (meta.len() > MAX_FILE || meta.len() > budget.bytes);
-            // What we may not read stays the host's.
-            let need = if kind.is_dir() { AccessFlags::R_OK | AccessFlags::X_OK } else { AccessFlags::R_OK };
-            if !kind.is_symlink() && access(&entry.path(), need).is_err() {
+            // A file we may not read stays the host's (a directory we may
+            // not read is visited, not entered: see `copy`).
+            if kind.is_file() && access(&entry.path(), AccessFlags::R_OK).is_err() {
                 continue;
             }
             if budget.entries == 0 || depth >= MAX_DEPTH || too_big {
@@ -85,7 +91,7 @@ fn walk(root: &Path, visit: &mut dyn FnMut(&Path, &Path, &Metadata)) -> usize {
             }
             let (src, rel) = (entry.path(), rel.join(entry.file_name()));
             visit(&src, &rel, &meta);
-            if kind.is_dir() {
+            if kind.is_dir() && access(&src, AccessFlags::R_OK | AccessFlags::X_OK).is_ok() {
                 descend(&src, &rel, files, device, depth + 1, budget, visit);
             }
         }
@@ -134,6 +140,7 @@ pub fn fingerprint(root: &Path) -> u64 {
 /// files, every owner the caller. Returns how many entries the bounds
 /// left out.
 pub fn copy(root: &Path, to: &Path) -> std::io::Result<usize> {
+    use nix::unistd::{access, AccessFlags};
     std::fs::DirBuilder::new().mode(0o755).create(to)?;
     File::create(to.join(IN_USE))?;
     let left_out = walk(root, &mut |src, rel, meta| {
@@ -144,6 +151,12 @@ pub fn copy(root: &Path, to: &Path) -> std::io::Result<usize> {
             // The owner (root here) writes into it whatever its mode.
             if std::fs::DirBuilder::new().mode(mode).create(&dst).is_ok() {
                 let _ = std::fs::set_permissions(&dst, std::fs::Permissions::from_mode(mode));
+                // One we may not read (/etc/frr) hides the host's, which
+                // no node could read either: the node's own, empty.
+                let sealed = access(src, AccessFlags::R_OK | AccessFlags::X_OK).is_err();
+                if sealed && crate::sys::xattr::set(&dst, OPAQUE, b"y").is_err() {
+                    let _ = std::fs::remove_dir(&dst);
+                }
             }
         } else if kind.is_symlink() {
             if let Ok(target) = std::fs::read_link(src) {
