@@ -113,6 +113,7 @@ impl NodeHost for FakeHost {
         let fake = |file: &str| std::path::PathBuf::from("/fake").join(file);
         Ok(match kind {
             crate::vocab::NodeKind::Ns => BootMedia::Namespace,
+            crate::vocab::NodeKind::Nat => BootMedia::Nat,
             crate::vocab::NodeKind::Uml => {
                 BootMedia::Uml { image: options.image.clone().unwrap_or(fake("busybox.img")) }
             }

@@ -22,6 +22,7 @@ pub mod limits;
 pub mod linux;
 pub mod machine_view;
 pub mod mconsole;
+pub mod nat;
 pub mod ns;
 pub mod ns_root;
 pub mod ping;
@@ -134,6 +135,8 @@ pub enum BootMedia {
     Uml { image: PathBuf },
     /// A kvm node's kernel, initramfs, base disk and accelerator.
     Kvm(KvmBoot),
+    /// A nat endpoint: passt, from the host's PATH.
+    Nat,
 }
 
 /// What a kvm node boots: clonet's kernel and initramfs, a base disk

@@ -33,6 +33,13 @@ pub struct LinkOptions {
     /// Impairments of the new link or LAN port.
     #[serde(default)]
     pub impair: Option<LinkImpairment>,
+    /// Whether the first (or only) and the second end get their address
+    /// by DHCP (`ip: "dhcp"`); a node linked to a `nat` endpoint does
+    /// without asking unless it is given an address.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dhcp_a: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dhcp_b: bool,
 }
 
 /// A capture started into a file.

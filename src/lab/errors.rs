@@ -93,7 +93,7 @@ impl LabError {
             LabError::NotLocal(_) => ErrorKind::Unsupported,
             LabError::Busy(_) | LabError::EndedWhileBusy { .. } => ErrorKind::State,
             LabError::Ended => ErrorKind::Unavailable,
-            LabError::Panicked(_) => ErrorKind::Host,
+            LabError::Panicked(_) | LabError::Dhcp { .. } => ErrorKind::Host,
             LabError::Remote(e) => e.kind,
         }
     }

@@ -228,6 +228,7 @@ fn svg(t: &Topology) -> String {
             (Shape::Node(NodeKind::Ns), _) => ("#d9e8ff", "#2f6fd6"),
             (Shape::Node(NodeKind::Uml), _) => ("#dff5e1", "#2e9a44"),
             (Shape::Node(NodeKind::Kvm), _) => ("#fbe3cf", "#d07020"),
+            (Shape::Node(NodeKind::Nat), _) => ("#f0e0ff", "#8040c0"),
         };
         let style = format!("fill=\"{fill}\" stroke=\"{stroke}\" stroke-width=\"2\"");
         let (shape, data, label_y) = match &v.shape {
@@ -241,6 +242,8 @@ fn svg(t: &Topology) -> String {
                     NodeKind::Ns => format!("<circle r=\"20\" {style}/>"),
                     NodeKind::Uml => format!("<rect x=\"-19\" y=\"-19\" width=\"38\" height=\"38\" rx=\"8\" {style}/>"),
                     NodeKind::Kvm => format!("<polygon points=\"-20,0 -10,-18 10,-18 20,0 10,18 -10,18\" {style}/>"),
+                    // A cloud-like diamond: the way out.
+                    NodeKind::Nat => format!("<polygon points=\"0,-22 22,0 0,22 -22,0\" {style}/>"),
                 },
                 format!("data-node=\"{}\" data-kind=\"{k}\"", xml(&v.name)),
                 34,
@@ -272,6 +275,7 @@ fn dot(t: &Topology) -> String {
             Shape::Node(NodeKind::Ns) => "circle",
             Shape::Node(NodeKind::Uml) => "box, style=rounded",
             Shape::Node(NodeKind::Kvm) => "hexagon",
+            Shape::Node(NodeKind::Nat) => "diamond",
         };
         let dim = if v.running { "" } else { ", color=gray" };
         let _ = writeln!(out, "  {} [shape={shape}{dim}];", quoted(&v.name));
@@ -308,6 +312,7 @@ fn mermaid(t: &Topology) -> String {
             Shape::Node(NodeKind::Ns) => format!("(({l}))"),
             Shape::Node(NodeKind::Uml) => format!("({l})"),
             Shape::Node(NodeKind::Kvm) => format!("{{{{{l}}}}}"),
+            Shape::Node(NodeKind::Nat) => format!("{{{l}}}"),
         };
         let _ = writeln!(out, "  v{i}{shape}");
     }

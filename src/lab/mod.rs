@@ -108,6 +108,8 @@ pub enum LabError {
     EndedWhileBusy { node: String, why: lending::Ending },
     #[error("the lab has ended")]
     Ended,
+    #[error("node {node:?} got no address by DHCP on {iface}: {why}")]
+    Dhcp { node: String, iface: String, why: String },
     /// A bug: the command panicked (and the lab went on without it).
     #[error("the command failed inside clonet: {0}")]
     Panicked(String),

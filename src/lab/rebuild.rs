@@ -70,6 +70,7 @@ pub fn wiring(topo: &Topology) -> Vec<Command> {
                 name_b: Some(ib.name.clone()),
                 link_name: Some(l.name.clone()),
                 impair: (!l.impair.is_noop()).then(|| l.impair.clone()),
+                ..Default::default()
             },
         });
         if !l.up {
@@ -91,6 +92,7 @@ pub fn wiring(topo: &Topology) -> Vec<Command> {
                     name_b: None,
                     link_name: None,
                     impair: (!i.impair.is_noop()).then(|| i.impair.clone()),
+                    ..Default::default()
                 },
             });
         }

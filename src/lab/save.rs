@@ -57,6 +57,7 @@ pub fn to_script(topo: &Topology) -> String {
                 Some(r) => format!(", #{{ rootfs: {:?} }}", r.display().to_string()),
                 None => String::new(),
             },
+            NodeKind::Nat => String::new(),
             NodeKind::Uml | NodeKind::Kvm => {
                 let mut o = vec![format!("kind: \"{}\"", n.kind)];
                 if let Some(mem) = n.options.mem_mb {
@@ -77,6 +78,12 @@ pub fn to_script(topo: &Topology) -> String {
                 format!(", #{{ {} }}", o.join(", "))
             }
         };
+        if n.kind == NodeKind::Nat {
+            let forward: Vec<String> = n.options.forward.iter().map(|f| f.to_string()).collect();
+            let options = if forward.is_empty() { String::new() } else { format!(", #{{ forward: {forward:?} }}") };
+            let _ = writeln!(out, "let {} = nat({name:?}{options});", vars[name]);
+            continue;
+        }
         let _ = writeln!(out, "let {} = node({name:?}{kind});", vars[name]);
     }
     for name in topo.lans.keys() {

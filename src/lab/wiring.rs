@@ -11,7 +11,7 @@ use super::{capture, key, Lab, LabError, PortHandle};
 use crate::switch::fabric::Segment;
 use crate::switch::{PortId, SegmentId};
 use crate::vocab::addr::Cidr;
-use crate::vocab::{Mtu, VlanMode};
+use crate::vocab::{Mtu, NodeKind, VlanMode};
 
 impl Lab {
     pub(super) fn add_lan(&mut self, name: &str) -> Result<Reply, LabError> {
@@ -102,6 +102,17 @@ impl Lab {
                 Some(imp) => self.set_impairment(&name, imp.clone()),
                 None => Ok(()),
             });
+        // DHCP where asked, and by default on the node linked to a nat endpoint.
+        let nat = |n: &str| self.topo.nodes.get(n).is_some_and(|m| m.kind == NodeKind::Nat);
+        let dhcp_a = options.dhcp_a || (ip_a.is_none() && nat(b) && !nat(a));
+        let dhcp_b = options.dhcp_b || (ip_b.is_none() && nat(a) && !nat(b));
+        let addressed = addressed.and_then(|()| if dhcp_a { self.dhcp(a, &ifa) } else { Ok(()) }).and_then(|()| {
+            if dhcp_b {
+                self.dhcp(b, &ifb)
+            } else {
+                Ok(())
+            }
+        });
         if let Err(e) = addressed {
             // A failed command changes nothing: take the new link away again.
             let _ = self.delete_link(&name);
@@ -126,10 +137,13 @@ impl Lab {
         self.plug(node, &new, seg, lan, vlan.clone())?;
         let ifname = new.name.clone();
         let member = self.topo.add_lan_member(lan, node, new, vlan)?;
-        let configured = ip.map_or(Ok(()), |c| self.set_ip(node, &ifname, c)).and_then(|()| match &options.impair {
-            Some(imp) => self.set_impairment(&member.to_string(), imp.clone()),
-            None => Ok(()),
-        });
+        let configured = ip
+            .map_or(Ok(()), |c| self.set_ip(node, &ifname, c))
+            .and_then(|()| match &options.impair {
+                Some(imp) => self.set_impairment(&member.to_string(), imp.clone()),
+                None => Ok(()),
+            })
+            .and_then(|()| if options.dhcp_a { self.dhcp(node, &ifname) } else { Ok(()) });
         if let Err(e) = configured {
             let _ = self.leave_lan(&member, lan);
             return Err(e);
@@ -316,5 +330,48 @@ impl Lab {
         if let Ok(mut d) = self.directory.lock() {
             d.remove(key);
         }
+    }
+}
+
+/// The DHCP client a node runs (busybox's `udhcpc`, in ns nodes the
+/// host's and in clonet's images their own), and the script it calls with
+/// the lease: the address, the default route, the resolvers (where the
+/// node's `/etc/resolv.conf` may be written). `IFACE` is replaced by the
+/// interface, a name the topology has checked.
+const DHCP_CLIENT: &str = r#"s=/tmp/.clonet-dhcp-IFACE
+cat > "$s" <<'CLONET_EOF'
+#!/bin/sh
+case "$1" in bound|renew)
+    ip addr flush dev "$interface"
+    ip addr add "$ip/${mask:-24}" dev "$interface" || exit 1
+    [ -z "$router" ] || ip route replace default via "${router%% *}" dev "$interface"
+    [ -z "$dns" ] || { for d in $dns; do echo "nameserver $d"; done > /etc/resolv.conf; } 2>/dev/null
+    ;;
+esac
+exit 0
+CLONET_EOF
+chmod 700 "$s"
+command -v busybox >/dev/null || { echo "busybox (its udhcpc) is not in the node" >&2; exit 127; }
+busybox udhcpc -i IFACE -n -q -t 10 -T 1 -s "$s" 2>&1 | tail -n 3 >&2
+ip -4 -o addr show dev IFACE | grep -q inet"#;
+
+impl Lab {
+    /// Runs a DHCP client on `node`'s `iface` until it has an address (at
+    /// most about 10 s). The address is the DHCP server's to give: the
+    /// topology records none.
+    pub(super) fn dhcp(&mut self, node: &str, iface: &str) -> Result<(), LabError> {
+        let request = crate::vocab::exec::ExecRequest {
+            argv: vec!["sh".into(), "-c".into(), DHCP_CLIENT.replace("IFACE", iface)],
+            stdin: Vec::new(),
+            timeout: crate::vocab::Timeout::new(std::time::Duration::from_secs(30))?,
+            max_output: Default::default(),
+        };
+        let out = self.running_mut(node)?.exec(&request)?;
+        if out.status != 0 {
+            let why = String::from_utf8_lossy(&out.stderr).trim().to_string();
+            let why = if why.is_empty() { "no lease (is a DHCP server on the link?)".to_string() } else { why };
+            return Err(LabError::Dhcp { node: node.to_string(), iface: iface.to_string(), why });
+        }
+        Ok(())
     }
 }

@@ -22,6 +22,26 @@ pub fn node_process(cmd: &mut Command) -> &mut Command {
     }
 }
 
+/// Hands `fd` (close-on-exec in clonet, so no other child inherits it)
+/// to the program `cmd` runs as its descriptor `target` (3 or more),
+/// open across `exec`.
+pub fn pass_fd(cmd: &mut Command, fd: std::os::fd::RawFd, target: std::os::fd::RawFd) -> &mut Command {
+    // SAFETY: the hook runs between fork and exec and only calls dup2(2),
+    // which is async-signal-safe; `fd` stays open in the parent until the
+    // spawn returns (the caller holds it), so the child's copy is valid.
+    unsafe {
+        cmd.pre_exec(move || {
+            // dup2 onto another number clears close-on-exec on the copy;
+            // on the same number it does nothing, so clear it by hand.
+            let done = if fd == target { libc::fcntl(fd, libc::F_SETFD, 0) } else { libc::dup2(fd, target) };
+            if done < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        })
+    }
+}
+
 /// What `fork_process` returns in each of the two processes.
 pub enum Forked {
     Parent(Pid),

@@ -25,7 +25,7 @@ pub mod vlan;
 pub use addr::{Cidr, CidrError, Prefix, Route};
 pub use hash::fnv1a;
 pub use mac::MacAddr;
-pub use node::{Accel, NodeKind, NodeOptions};
+pub use node::{Accel, Forward, NodeKind, NodeOptions};
 pub use units::{Cpus, Delay, MemMb, Mtu, OutputLimit, Probability, QueueLimit, Rate, Timeout};
 pub use vlan::{VlanId, VlanMode};
 

@@ -18,6 +18,9 @@ pub enum NodeKind {
     Uml,
     /// A QEMU machine (KVM or TCG).
     Kvm,
+    /// The lab's way out: a passt user-mode network stack that gives the
+    /// one node linked to it an address by DHCP and NAT to the host.
+    Nat,
 }
 
 impl FromStr for NodeKind {
@@ -28,6 +31,7 @@ impl FromStr for NodeKind {
             "ns" => Ok(NodeKind::Ns),
             "uml" => Ok(NodeKind::Uml),
             "kvm" => Ok(NodeKind::Kvm),
+            "nat" => Ok(NodeKind::Nat),
             _ => Err(VocabError::UnknownKind(s.to_string())),
         }
     }
@@ -40,6 +44,7 @@ impl fmt::Display for NodeKind {
             NodeKind::Ns => "ns",
             NodeKind::Uml => "uml",
             NodeKind::Kvm => "kvm",
+            NodeKind::Nat => "nat",
         })
     }
 }
@@ -73,6 +78,49 @@ impl fmt::Display for Accel {
     }
 }
 
+/// A host port a `nat` endpoint forwards to its node's port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Forward {
+    pub udp: bool,
+    pub host_port: u16,
+    pub node_port: u16,
+}
+
+impl FromStr for Forward {
+    type Err = VocabError;
+
+    /// `tcp:HOST_PORT:NODE_PORT` or `udp:…`, ports 1 to 65535.
+    fn from_str(s: &str) -> Result<Forward, VocabError> {
+        let bad = || {
+            VocabError::invalid(
+                "forward",
+                format!("{s:?} is not PROTO:HOST_PORT:NODE_PORT (tcp or udp, ports 1-65535)"),
+            )
+        };
+        let mut parts = s.split(':');
+        let udp = match parts.next() {
+            Some("tcp") => false,
+            Some("udp") => true,
+            _ => return Err(bad()),
+        };
+        let port = |p: Option<&str>| p.and_then(|p| p.parse::<u16>().ok()).filter(|p| *p > 0).ok_or_else(bad);
+        let (host_port, node_port) = (port(parts.next())?, port(parts.next())?);
+        if parts.next().is_some() {
+            return Err(bad());
+        }
+        Ok(Forward { udp, host_port, node_port })
+    }
+}
+
+impl fmt::Display for Forward {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", if self.udp { "udp" } else { "tcp" }, self.host_port, self.node_port)
+    }
+}
+
+/// The most ports a `nat` endpoint forwards.
+pub const MAX_FORWARDS: usize = 64;
+
 /// The most extra arguments a machine takes, and the longest one.
 pub const MAX_ARGS: usize = 256;
 pub const MAX_ARG_LEN: usize = 4096;
@@ -102,6 +150,9 @@ pub struct NodeOptions {
     /// switch; kvm: QEMU arguments).
     #[serde(default)]
     pub args: Vec<String>,
+    /// Host ports a `nat` endpoint forwards to its node.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub forward: Vec<Forward>,
 }
 
 /// A path given as an option: not empty, not too long, no NUL byte.
@@ -150,6 +201,23 @@ impl NodeOptions {
     /// The rules between options and kinds, and the shape of the free
     /// values (arguments, paths). Ranges are the types' own.
     pub fn check(&self, kind: NodeKind) -> Result<(), VocabError> {
+        if kind == NodeKind::Nat {
+            let other = self.mem_mb.is_some() || self.cpus.is_some() || self.rootfs.is_some() || self.accel.is_some();
+            if other || self.image.is_some() || !self.args.is_empty() {
+                return Err(VocabError::invalid("nat", "a nat endpoint takes only forward"));
+            }
+            if self.forward.len() > MAX_FORWARDS {
+                return Err(VocabError::OutOfRange {
+                    option: "forward",
+                    value: format!("{} ports", self.forward.len()),
+                    range: "at most 64",
+                });
+            }
+            return Ok(());
+        }
+        if !self.forward.is_empty() {
+            return Err(VocabError::invalid("node", "forward applies to nat endpoints (nat(name, #{forward: [...]}))"));
+        }
         let machine = matches!(kind, NodeKind::Uml | NodeKind::Kvm);
         if !machine && (self.mem_mb.is_some() || self.image.is_some() || !self.args.is_empty()) {
             return Err(VocabError::invalid("node", "mem, image and args apply to uml and kvm nodes, not ns"));
@@ -209,6 +277,21 @@ mod tests {
         for bad in ["//.//.etc.hosts", "net./..", "..", "a..b", ".net", "net.", "a b", ""] {
             assert!(sysctl_path(bad).is_err(), "{bad:?} was accepted");
         }
+    }
+
+    #[test]
+    fn forwards_parse_and_print_and_only_nat_takes_them() {
+        let f: Forward = "udp:5353:53".parse().unwrap();
+        assert_eq!((f.udp, f.host_port, f.node_port), (true, 5353, 53));
+        assert_eq!(f.to_string(), "udp:5353:53");
+        for bad in ["tcp:0:80", "sctp:1:2", "tcp:80", "tcp:1:2:3", "tcp:70000:1", "tcp:a:1", ""] {
+            assert!(bad.parse::<Forward>().is_err(), "{bad:?}");
+        }
+        let options = NodeOptions { forward: vec![f], ..Default::default() };
+        assert!(options.check(NodeKind::Nat).is_ok());
+        assert!(options.check(NodeKind::Ns).unwrap_err().to_string().contains("nat endpoints"));
+        let mem = NodeOptions { mem_mb: Some(MemMb::new(64).unwrap()), ..Default::default() };
+        assert!(mem.check(NodeKind::Nat).is_err());
     }
 
     #[test]

@@ -100,6 +100,14 @@ fn with_impairment_keys(keys: &[&'static str]) -> Vec<&'static str> {
     all
 }
 
+/// An address option: a CIDR, or `"dhcp"` (then true).
+fn ip_or_dhcp(options: &Map, key: &str) -> RhaiResult<(Option<crate::vocab::addr::Cidr>, bool)> {
+    if opt_str("link", options, key)?.as_deref() == Some("dhcp") {
+        return Ok((None, true));
+    }
+    Ok((opt_cidr("link", options, key)?, false))
+}
+
 fn link_ref(l: &crate::lab::topology::LinkModel) -> LinkRef {
     LinkRef { name: l.name.clone(), a: (l.a.node.clone(), l.a.iface.clone()), b: (l.b.node.clone(), l.b.iface.clone()) }
 }
@@ -114,13 +122,10 @@ fn add_link(ctx: &NativeCallContext, a: &NodeRef, b: &NodeRef, options: &Map) ->
     link_opts.link_name = opt_str("link", options, "name")?;
     link_opts.name_a = opt_str("link", options, "iface_a")?;
     link_opts.name_b = opt_str("link", options, "iface_b")?;
-    let cmd = Command::AddLink {
-        a: a.name.clone(),
-        b: b.name.clone(),
-        ip_a: opt_cidr("link", options, "ip_a")?,
-        ip_b: opt_cidr("link", options, "ip_b")?,
-        options: link_opts,
-    };
+    let (ip_a, dhcp_a) = ip_or_dhcp(options, "ip_a")?;
+    let (ip_b, dhcp_b) = ip_or_dhcp(options, "ip_b")?;
+    (link_opts.dhcp_a, link_opts.dhcp_b) = (dhcp_a, dhcp_b);
+    let cmd = Command::AddLink { a: a.name.clone(), b: b.name.clone(), ip_a, ip_b, options: link_opts };
     match call(ctx, cmd)? {
         Reply::Link(l) => Ok(link_ref(&l)),
         _ => Err(script_error("unexpected reply")),
@@ -132,12 +137,9 @@ fn join(ctx: &NativeCallContext, node: &NodeRef, lan: &LanRef, options: &Map) ->
     let mut link_opts = link_options("link", options)?;
     link_opts.impair = impairment("link", options)?;
     link_opts.name_a = opt_str("link", options, "iface")?;
-    let cmd = Command::JoinLan {
-        node: node.name.clone(),
-        lan: lan.name.clone(),
-        ip: opt_cidr("link", options, "ip")?,
-        options: link_opts,
-    };
+    let (ip, dhcp) = ip_or_dhcp(options, "ip")?;
+    link_opts.dhcp_a = dhcp;
+    let cmd = Command::JoinLan { node: node.name.clone(), lan: lan.name.clone(), ip, options: link_opts };
     match call(ctx, cmd)? {
         Reply::Iface { iface, .. } => Ok(iface),
         _ => Err(script_error("unexpected reply")),

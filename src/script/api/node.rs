@@ -53,6 +53,56 @@ pub mod node_api {
         node_with(ctx, name, Map::new())
     }
 
+    /// Creates a `nat` endpoint: the lab's way out, a passt user-mode
+    /// network stack. Link one node to it: the node gets `10.0.2.15/24`
+    /// and a default route through `10.0.2.2` by DHCP (unless the link
+    /// gives it an address), the host's resolvers, the host's loopback at
+    /// `10.0.2.2`, and connections beyond with the host's own address. The
+    /// link is a link like any: counters, impairments, captures, down/up.
+    /// passt serves one node: for more, make that node a router.
+    ///
+    /// ```rhai
+    /// let gw = nat("gw");
+    /// let n = node("n");
+    /// link(n, gw);
+    /// assert(n.exec("ip -4 addr show eth0").stdout.contains("10.0.2.15/24"));
+    /// ```
+    #[rhai_fn(return_raw)]
+    pub fn nat(ctx: NativeCallContext, name: &str) -> RhaiResult<Node> {
+        nat_with(ctx, name, Map::new())
+    }
+
+    /// Creates a `nat` endpoint with options: `forward`, an array of
+    /// `"tcp:HOST_PORT:NODE_PORT"` or `"udp:…"`: connections to the host's
+    /// port reach the linked node's.
+    ///
+    /// ```rhai
+    /// let gw = nat("gw", #{ forward: ["tcp:18080:80"] });
+    /// link(node("web"), gw);
+    /// ```
+    #[rhai_fn(name = "nat", return_raw)]
+    pub fn nat_with(ctx: NativeCallContext, name: &str, options: Map) -> RhaiResult<Node> {
+        check_keys("nat", &options, &["forward"])?;
+        let forward = match options.get("forward") {
+            None => Vec::new(),
+            Some(v) => {
+                v.as_array_ref()
+                    .map_err(|t| script_error(format!("nat(): forward must be an array of strings, not {t}")))?
+                    .iter()
+                    .map(|f| {
+                        let text = f.clone().into_string().map_err(|t| {
+                            script_error(format!("nat(): forward must be an array of strings, not {t}"))
+                        })?;
+                        text.parse::<crate::vocab::Forward>().map_err(refused("nat"))
+                    })
+                    .collect::<RhaiResult<Vec<_>>>()?
+            }
+        };
+        let options = crate::vocab::NodeOptions { forward, ..Default::default() };
+        call(&ctx, Command::AddNode { name: name.to_string(), kind: NodeKind::Nat, options })?;
+        Ok(NodeRef { name: name.to_string() })
+    }
+
     /// Creates a node with options: `kind` (`"ns"`, `"uml"` or `"kvm"`);
     /// for ns nodes `rootfs` (a directory to use as the root's lower layer
     /// instead of the host's `/`: every ns node runs on a copy-on-write
@@ -100,7 +150,7 @@ pub mod node_api {
         let accel = opt_str("node", &options, "accel")?.map(|a| a.parse()).transpose().map_err(refused("node"))?;
         let rootfs = opt_str("node", &options, "rootfs")?.map(std::path::PathBuf::from);
         // Which options fit which kind is the lab's rule (`NodeOptions::check`).
-        let options = crate::vocab::NodeOptions { mem_mb, cpus, accel, image, args, rootfs };
+        let options = crate::vocab::NodeOptions { mem_mb, cpus, accel, image, args, rootfs, forward: Vec::new() };
         call(&ctx, Command::AddNode { name: name.to_string(), kind, options })?;
         Ok(NodeRef { name: name.to_string() })
     }
