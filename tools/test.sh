@@ -6,7 +6,8 @@
 #      (vde_switch, vde_plug2tap) for the benchmarks' baselines, qemu and a
 #      kernel for kvm nodes, btrfs-progs,
 #      tshark to read captures back, frr for the routing exercises, chromium
-#      and its driver for the GUI, uidmap for rootless labs), then checks
+#      and its driver for the GUI, uidmap for rootless labs, passt for nat
+#      endpoints, nftables for masquerading routers), then checks
 #      every command the tests run is there, and makes the ordinary user
 #      `clonet-test` (with subordinate ids) the rootless tests run as;
 #   2. lints (clippy, warnings denied, every unsafe block documented),
@@ -15,7 +16,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PACKAGES=(iproute2 iperf3 iputils-ping e2fsprogs busybox-static user-mode-linux vde-switch vde2 qemu-system-x86 qemu-utils linux-image-amd64 btrfs-progs tshark frr chromium chromium-driver util-linux procps uidmap passwd)
+PACKAGES=(iproute2 iperf3 iputils-ping e2fsprogs busybox-static user-mode-linux vde-switch vde2 qemu-system-x86 qemu-utils linux-image-amd64 btrfs-progs tshark frr chromium chromium-driver util-linux procps uidmap passwd passt nftables)
 
 # Every command the tests run, and the package that brings it.
 COMMANDS=(
@@ -24,7 +25,7 @@ COMMANDS=(
     qemu-system-x86_64:qemu-system-x86 qemu-img:qemu-utils mkfs.btrfs:btrfs-progs btrfs:btrfs-progs
     tshark:tshark vtysh:frr chromium:chromium chromedriver:chromium-driver
     setpriv:util-linux mount:util-linux umount:util-linux ps:procps ldd:libc-bin timeout:coreutils
-    newuidmap:uidmap newgidmap:uidmap useradd:passwd usermod:passwd
+    newuidmap:uidmap newgidmap:uidmap useradd:passwd usermod:passwd passt:passt nft:nftables
 )
 
 # The ordinary user the rootless tests run labs as, with a range of

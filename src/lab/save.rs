@@ -177,8 +177,11 @@ mod tests {
             rootfs: None,
             image: Some("/img/disk.img".into()),
             args: vec!["eth0=daemon,,unix,/tmp/ctl".into()],
+            forward: Vec::new(),
         };
         t.add_node_with("u", NodeKind::Uml, options).unwrap();
+        let forward = vec!["tcp:8080:80".parse().unwrap()];
+        t.add_node_with("gw", NodeKind::Nat, crate::vocab::NodeOptions { forward, ..Default::default() }).unwrap();
         t.add_lan("sw").unwrap();
         t.add_lan("sw2").unwrap();
         let ia = t.plan_iface("a", Some("eth3"), crate::vocab::Mtu::new(9000).unwrap()).unwrap();
@@ -213,6 +216,7 @@ mod tests {
             r#"let n_b_1 = node("b-1");"#,
             r#"let n_b_1_2 = node("b_1");"#,
             r#"let n_u = node("u", #{ kind: "uml", mem: 128, image: "/img/disk.img", args: ["eth0=daemon,,unix,/tmp/ctl"] });"#,
+            r#"let n_gw = nat("gw", #{ forward: ["tcp:8080:80"] });"#,
             r#"let l_sw = lan("sw");"#,
             r#"link(n_a, n_b_1, #{ name: "a--b-1#2", iface_a: "eth3", ip_a: "10.0.0.1/24", iface_b: "eth0", mtu: 9000, delay: "20ms", loss: 1.5, seed: 9 }).down();"#,
             r#"link(n_b_1_2, l_sw, #{ iface: "eth0", trunk: [10, 20] });"#,

@@ -137,6 +137,10 @@ impl Lab {
         let mut disks = std::collections::BTreeMap::new();
         for name in self.topo.order.clone() {
             let kind = self.topo.node(&name)?.kind;
+            if kind == NodeKind::Nat {
+                // passt keeps nothing: the endpoint is made again on load.
+                continue;
+            }
             let (layer, temporary) = if self.nodes.contains_key(&name) {
                 (self.running_mut(&name)?.snapshot(&scratch, &format!(".save-{name}"))?, kind != NodeKind::Kvm)
             } else {
