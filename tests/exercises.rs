@@ -84,6 +84,8 @@ fn hostile_answers_score_nothing_and_touch_nothing() {
         ("env", format!("{solution}\nlet home = env(\"HOME\");\n")),
         // Writes a host file through a capture.
         ("capture", format!("capture(\"h1\", \"{}\");\n", marker.display())),
+        // Opens a way to the host's network and loopback.
+        ("nat", format!("{solution}\nlink(node(\"out\"), nat(\"gw\"));\n")),
         // Never ends.
         ("forever", "let n = 0; loop { n += 1; }\n".to_string()),
     ];
@@ -113,6 +115,7 @@ fn hostile_answers_score_nothing_and_touch_nothing() {
             "import" => "imports only the stdlib",
             "env" => "may not use env",
             "capture" => "may not use capture files",
+            "nat" => "may not use a nat endpoint",
             _ => "Too many operations",
         };
         assert!(error.contains(expected), "{name}: {error:?}\n{report}");

@@ -250,6 +250,7 @@ impl Command {
             Command::AddNode { options, .. } if !options.args.is_empty() => {
                 Some("node args (arguments to UML or QEMU on the host)")
             }
+            Command::AddNode { kind: NodeKind::Nat, .. } => Some("a nat endpoint (the host's network and loopback)"),
             Command::StartCapture { .. } => Some("capture files (host files)"),
             Command::SaveLab { .. } | Command::LoadLab { .. } => Some("saved labs (host directories)"),
             _ => None,

@@ -167,7 +167,9 @@ pub mod link_api {
         add_link(&ctx, &a, &b, &Map::new())
     }
 
-    /// Links two nodes with options: `ip_a`, `ip_b` (CIDR), `mtu`,
+    /// Links two nodes with options: `ip_a`, `ip_b` (CIDR, or `"dhcp"`:
+    /// the node asks a DHCP server on the link, as one linked to a `nat`
+    /// endpoint does by default), `mtu`,
     /// `iface_a`, `iface_b` to name the interfaces (default: next `ethN`),
     /// `name` for the link itself (default `a--b`), and impairments,
     /// applied in netem's order to both directions (or per direction with
@@ -237,7 +239,8 @@ pub mod link_api {
         join(&ctx, &node, &lan, &Map::new())
     }
 
-    /// Plugs a node into a LAN with options: `ip` (CIDR), `mtu`, `iface`
+    /// Plugs a node into a LAN with options: `ip` (CIDR, or `"dhcp"` when a
+    /// node of the LAN serves DHCP), `mtu`, `iface`
     /// (the interface name), and `vlan: 10` (an access port) or
     /// `trunk: [10, 20]` (tagged frames of those VLANs), and the
     /// impairments `link(a, b, #{…})` takes (a is the node, b the LAN).
