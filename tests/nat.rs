@@ -64,6 +64,9 @@ print(`lost ${{l.counters().map(|p| p.drops.values().reduce(|a, b| a + b, 0)).re
 let m = node("m");
 try {{ link(m, gw); print("second linked"); }} catch (e) {{ print(`second refused: ${{e}}`); }}
 try {{ gw.exec("true"); }} catch (e) {{ print(`exec refused: ${{e}}`); }}
+unlink(n, gw);
+link(m, gw);
+print(`relinked ${{m.exec("busybox wget -q -O - http://10.0.2.2:{server}/hello").stdout.trimmed()}}`);
 "#,
             capture = capture.display()
         ),
@@ -76,6 +79,7 @@ try {{ gw.exec("true"); }} catch (e) {{ print(`exec refused: ${{e}}`); }}
     assert!(stdout.contains("lost true"), "the link did drop frames: {stdout}");
     assert!(stdout.contains("second refused") && stdout.contains("net::masquerade"), "{stdout}");
     assert!(stdout.contains("exec refused") && stdout.contains("runs no commands"), "{stdout}");
+    assert!(stdout.contains("relinked hello from the host"), "once its node is unlinked, another may link: {stdout}");
     let read = std::process::Command::new("tshark")
         .arg("-r")
         .arg(&capture)

@@ -8,6 +8,9 @@
 //! it as a switch port (`StreamPort`), so the link to a `nat` endpoint is a
 //! link like any: counters, impairments, captures, down and up.
 //!
+//! passt starts when the endpoint gets its link (it must know the
+//! link's MTU, the largest frame it may send) and ends when the link goes.
+//!
 //! On that link passt serves one guest (the node): by DHCP
 //! [`GUEST_ADDR`]/24 with [`GATEWAY`] as its default route (QEMU's user
 //! networking addresses, familiar to users), DNS from the host's
@@ -41,10 +44,13 @@ const PREFIX: u8 = 24;
 /// The descriptor passt gets its end of the link on.
 const PASST_FD: i32 = 3;
 
-/// passt's command line, its link on descriptor `fd`, forwarding `forward`.
-pub fn passt_args(fd: i32, forward: &[Forward]) -> Vec<String> {
+/// passt's command line, its link on descriptor `fd` with `mtu`,
+/// forwarding `forward`.
+pub fn passt_args(fd: i32, mtu: u32, forward: &[Forward]) -> Vec<String> {
     let mut args: Vec<String> = ["--foreground", "--quiet", "--ipv4-only", "--fd"].map(String::from).into();
     args.push(fd.to_string());
+    // passt sends frames up to the MTU it tells the guest: the link's.
+    args.extend(["--mtu".to_string(), mtu.to_string()]);
     args.extend(["--address", GUEST_ADDR, "--netmask", &PREFIX.to_string(), "--gateway", GATEWAY].map(String::from));
     for f in forward {
         args.push(if f.udp { "--udp-ports" } else { "--tcp-ports" }.into());
@@ -55,12 +61,12 @@ pub fn passt_args(fd: i32, forward: &[Forward]) -> Vec<String> {
 
 /// A passt process and clonet's end of its link: a connected pair of
 /// stream sockets, so there is no socket file for anyone else to reach.
-fn spawn_passt(name: &str, forward: &[Forward]) -> Result<(Child, ProcRecord, OwnedFd), HostError> {
+fn spawn_passt(name: &str, mtu: u32, forward: &[Forward]) -> Result<(Child, ProcRecord, OwnedFd), HostError> {
     use std::os::fd::AsRawFd;
     let fail = |why: String| HostError::start(name.to_string(), why);
     let (ours, theirs) = UnixStream::pair().map_err(|e| fail(format!("a socket pair for passt: {e}")))?;
     let mut cmd = Command::new("passt");
-    cmd.args(passt_args(PASST_FD, forward)).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    cmd.args(passt_args(PASST_FD, mtu, forward)).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
     crate::sys::proc::node_process(&mut cmd);
     crate::sys::proc::pass_fd(&mut cmd, theirs.as_raw_fd(), PASST_FD);
     let mut child = cmd.spawn().map_err(|e| fail(format!("starting passt: {e}")))?;
@@ -76,37 +82,30 @@ fn spawn_passt(name: &str, forward: &[Forward]) -> Result<(Child, ProcRecord, Ow
     Ok((child, record, OwnedFd::from(ours)))
 }
 
-/// Starts passt for the `nat` endpoint `spec`.
+/// A `nat` endpoint for `spec`: its passt starts with its link, whose
+/// MTU it must know.
 pub fn start(spec: &NodeSpec) -> Result<Box<dyn RunningNode>, HostError> {
-    let (child, record, port) = spawn_passt(&spec.name, &spec.options.forward)?;
-    Ok(Box::new(NatNode {
-        name: spec.name.clone(),
-        forward: spec.options.forward.clone(),
-        child,
-        record,
-        port: Some(port),
-        linked: None,
-    }))
+    Ok(Box::new(NatNode { name: spec.name.clone(), forward: spec.options.forward.clone(), passt: None, linked: None }))
 }
 
 /// A running `nat` endpoint.
 pub struct NatNode {
     name: String,
     forward: Vec<Forward>,
-    child: Child,
-    record: ProcRecord,
-    /// clonet's end of passt's link, until a link takes it.
-    port: Option<OwnedFd>,
+    /// passt, while the endpoint has a link.
+    passt: Option<(Child, ProcRecord)>,
     /// The interface name of its one link, while it has one.
     linked: Option<String>,
 }
 
 impl NatNode {
     fn stop_passt(&mut self) {
-        let _ = kill(Pid::from_raw(self.record.pid), Signal::SIGTERM);
-        super::guest::wait_exit(&mut self.child, Duration::from_secs(2));
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some((mut child, record)) = self.passt.take() {
+            let _ = kill(Pid::from_raw(record.pid), Signal::SIGTERM);
+            super::guest::wait_exit(&mut child, Duration::from_secs(2));
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 
     fn no(&self, what: &str) -> HostError {
@@ -116,27 +115,30 @@ impl NatNode {
 
 impl RunningNode for NatNode {
     fn processes(&self) -> Vec<ProcRecord> {
-        vec![self.record.clone()]
+        self.passt.iter().map(|(_, r)| r.clone()).collect()
     }
 
     fn alive(&self) -> bool {
-        super::is_alive(&self.record)
+        self.passt.as_ref().is_none_or(|(_, r)| super::is_alive(r))
     }
 
     fn pid(&self) -> i32 {
-        self.record.pid
+        self.passt.as_ref().map_or(0, |(_, r)| r.pid)
     }
 
     fn pause(&mut self, paused: bool) -> Result<(), HostError> {
         let signal = if paused { Signal::SIGSTOP } else { Signal::SIGCONT };
-        kill(Pid::from_raw(self.record.pid), signal).map_err(|e| HostError::io("signalling passt")(e.into()))
+        match &self.passt {
+            Some((_, r)) => kill(Pid::from_raw(r.pid), signal).map_err(|e| HostError::io("signalling passt")(e.into())),
+            None => Ok(()),
+        }
     }
 
     fn detail(&self) -> Option<String> {
         Some(format!("passt, guest {GUEST_ADDR}/{PREFIX} via {GATEWAY}"))
     }
 
-    fn add_iface(&mut self, ifname: &str, _mac: MacAddr, _mtu: u32) -> Result<Box<dyn PortIo>, HostError> {
+    fn add_iface(&mut self, ifname: &str, _mac: MacAddr, mtu: u32) -> Result<Box<dyn PortIo>, HostError> {
         if let Some(other) = &self.linked {
             return Err(HostError::start(
                 self.name.clone(),
@@ -147,13 +149,8 @@ impl RunningNode for NatNode {
                 ),
             ));
         }
-        if self.port.is_none() {
-            // Its last link went: a new passt for a new guest.
-            self.stop_passt();
-            let (child, record, port) = spawn_passt(&self.name, &self.forward)?;
-            (self.child, self.record, self.port) = (child, record, Some(port));
-        }
-        let port = self.port.take().expect("made above");
+        let (child, record, port) = spawn_passt(&self.name, mtu, &self.forward)?;
+        self.passt = Some((child, record));
         self.linked = Some(ifname.to_string());
         Ok(Box::new(StreamPort::new(port)))
     }
@@ -171,7 +168,9 @@ impl RunningNode for NatNode {
 
     fn forget_iface(&mut self, ifname: &str) {
         if self.linked.as_deref() == Some(ifname) {
+            // Its guest is gone: so is its passt (a new link gets a new one).
             self.linked = None;
+            self.stop_passt();
         }
     }
 
@@ -196,10 +195,10 @@ mod tests {
     #[test]
     fn passt_gets_qemus_user_network_and_the_forwards() {
         let forward = ["tcp:8080:80", "udp:5353:53"].map(|f| f.parse().unwrap());
-        let args = passt_args(3, &forward);
+        let args = passt_args(3, 1500, &forward);
         assert_eq!(
             args.join(" "),
-            "--foreground --quiet --ipv4-only --fd 3 \
+            "--foreground --quiet --ipv4-only --fd 3 --mtu 1500 \
              --address 10.0.2.15 --netmask 24 --gateway 10.0.2.2 --tcp-ports 8080:80 --udp-ports 5353:53"
         );
     }
