@@ -114,6 +114,7 @@ impl NodeHost for FakeHost {
         Ok(match kind {
             crate::vocab::NodeKind::Ns => BootMedia::Namespace,
             crate::vocab::NodeKind::Nat => BootMedia::Nat,
+            crate::vocab::NodeKind::Host => BootMedia::HostIface,
             crate::vocab::NodeKind::Uml => {
                 BootMedia::Uml { image: options.image.clone().unwrap_or(fake("busybox.img")) }
             }

@@ -73,6 +73,7 @@ impl NodeHost for LinuxHost {
         let no_image = |path: &std::path::Path| fail(format!("no image at {}", path.display()));
         match kind {
             crate::vocab::NodeKind::Ns => Ok(BootMedia::Namespace),
+            crate::vocab::NodeKind::Host => Ok(BootMedia::HostIface),
             crate::vocab::NodeKind::Nat => match super::on_path("passt") {
                 true => Ok(BootMedia::Nat),
                 false => Err(fail("passt is missing: install Debian's passt package".into())),
@@ -116,6 +117,7 @@ impl NodeHost for LinuxHost {
         match spec.kind {
             crate::vocab::NodeKind::Ns => start_ns(&self.sys, spec),
             crate::vocab::NodeKind::Nat => super::nat::start(spec),
+            crate::vocab::NodeKind::Host => super::host_iface::start(&self.sys, spec),
             crate::vocab::NodeKind::Uml => {
                 let BootMedia::Uml { image } = &spec.boot else { return Err(wrong_media()) };
                 super::uml::start(spec, image, spec.options.mem_mb.map_or(super::uml::DEFAULT_MEM_MB, |m| m.get()))

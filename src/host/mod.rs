@@ -16,6 +16,7 @@ pub mod fake;
 pub mod files;
 pub mod guest;
 pub mod helpers;
+pub mod host_iface;
 pub mod host_layer;
 pub mod kvm;
 pub mod limits;
@@ -137,6 +138,8 @@ pub enum BootMedia {
     Kvm(KvmBoot),
     /// A nat endpoint: passt, from the host's PATH.
     Nat,
+    /// A host interface: nothing to boot.
+    HostIface,
 }
 
 /// What a kvm node boots: clonet's kernel and initramfs, a base disk

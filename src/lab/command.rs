@@ -251,6 +251,7 @@ impl Command {
                 Some("node args (arguments to UML or QEMU on the host)")
             }
             Command::AddNode { kind: NodeKind::Nat, .. } => Some("a nat endpoint (the host's network and loopback)"),
+            Command::AddNode { kind: NodeKind::Host, .. } => Some("a host interface (the host's network)"),
             Command::StartCapture { .. } => Some("capture files (host files)"),
             Command::SaveLab { .. } | Command::LoadLab { .. } => Some("saved labs (host directories)"),
             _ => None,

@@ -229,6 +229,7 @@ fn svg(t: &Topology) -> String {
             (Shape::Node(NodeKind::Uml), _) => ("#dff5e1", "#2e9a44"),
             (Shape::Node(NodeKind::Kvm), _) => ("#fbe3cf", "#d07020"),
             (Shape::Node(NodeKind::Nat), _) => ("#f0e0ff", "#8040c0"),
+            (Shape::Node(NodeKind::Host), _) => ("#e8e8e8", "#404040"),
         };
         let style = format!("fill=\"{fill}\" stroke=\"{stroke}\" stroke-width=\"2\"");
         let (shape, data, label_y) = match &v.shape {
@@ -244,6 +245,8 @@ fn svg(t: &Topology) -> String {
                     NodeKind::Kvm => format!("<polygon points=\"-20,0 -10,-18 10,-18 20,0 10,18 -10,18\" {style}/>"),
                     // A cloud-like diamond: the way out.
                     NodeKind::Nat => format!("<polygon points=\"0,-22 22,0 0,22 -22,0\" {style}/>"),
+                    // A house: the host.
+                    NodeKind::Host => format!("<polygon points=\"0,-22 20,-6 20,18 -20,18 -20,-6\" {style}/>"),
                 },
                 format!("data-node=\"{}\" data-kind=\"{k}\"", xml(&v.name)),
                 34,
@@ -276,6 +279,7 @@ fn dot(t: &Topology) -> String {
             Shape::Node(NodeKind::Uml) => "box, style=rounded",
             Shape::Node(NodeKind::Kvm) => "hexagon",
             Shape::Node(NodeKind::Nat) => "diamond",
+            Shape::Node(NodeKind::Host) => "house",
         };
         let dim = if v.running { "" } else { ", color=gray" };
         let _ = writeln!(out, "  {} [shape={shape}{dim}];", quoted(&v.name));
@@ -313,6 +317,7 @@ fn mermaid(t: &Topology) -> String {
             Shape::Node(NodeKind::Uml) => format!("({l})"),
             Shape::Node(NodeKind::Kvm) => format!("{{{{{l}}}}}"),
             Shape::Node(NodeKind::Nat) => format!("{{{l}}}"),
+            Shape::Node(NodeKind::Host) => format!("[/{l}\\]"),
         };
         let _ = writeln!(out, "  v{i}{shape}");
     }

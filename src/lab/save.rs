@@ -57,7 +57,7 @@ pub fn to_script(topo: &Topology) -> String {
                 Some(r) => format!(", #{{ rootfs: {:?} }}", r.display().to_string()),
                 None => String::new(),
             },
-            NodeKind::Nat => String::new(),
+            NodeKind::Nat | NodeKind::Host => String::new(),
             NodeKind::Uml | NodeKind::Kvm => {
                 let mut o = vec![format!("kind: \"{}\"", n.kind)];
                 if let Some(mem) = n.options.mem_mb {
@@ -78,6 +78,10 @@ pub fn to_script(topo: &Topology) -> String {
                 format!(", #{{ {} }}", o.join(", "))
             }
         };
+        if n.kind == NodeKind::Host {
+            // Written with its LAN (`host_iface`), below.
+            continue;
+        }
         if n.kind == NodeKind::Nat {
             let forward: Vec<String> = n.options.forward.iter().map(|f| f.to_string()).collect();
             let options = if forward.is_empty() { String::new() } else { format!(", #{{ forward: {forward:?} }}") };
@@ -121,6 +125,12 @@ pub fn to_script(topo: &Topology) -> String {
             }
             o.extend(i.vlan.as_ref().and_then(vlan_option));
             o.extend(impairment_options(&i.impair));
+            if topo.nodes.get(&m.node).is_some_and(|n| n.kind == NodeKind::Host) {
+                o[0] = format!("name: {:?}", m.node);
+                let _ =
+                    writeln!(out, "let {} = host_iface({}, #{{ {} }});", vars[&m.node], vars[&lan.name], o.join(", "));
+                continue;
+            }
             let _ = writeln!(out, "link({}, {}, #{{ {} }});", vars[&m.node], vars[&lan.name], o.join(", "));
         }
     }

@@ -137,7 +137,7 @@ impl Lab {
         let mut disks = std::collections::BTreeMap::new();
         for name in self.topo.order.clone() {
             let kind = self.topo.node(&name)?.kind;
-            if kind == NodeKind::Nat {
+            if matches!(kind, NodeKind::Nat | NodeKind::Host) {
                 // passt keeps nothing: the endpoint is made again on load.
                 continue;
             }

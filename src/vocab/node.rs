@@ -21,6 +21,9 @@ pub enum NodeKind {
     /// The lab's way out: a passt user-mode network stack that gives the
     /// one node linked to it an address by DHCP and NAT to the host.
     Nat,
+    /// An interface of the host's own (in clonet's network namespace),
+    /// plugged into a LAN: the host's way in.
+    Host,
 }
 
 impl FromStr for NodeKind {
@@ -32,6 +35,7 @@ impl FromStr for NodeKind {
             "uml" => Ok(NodeKind::Uml),
             "kvm" => Ok(NodeKind::Kvm),
             "nat" => Ok(NodeKind::Nat),
+            "host" => Ok(NodeKind::Host),
             _ => Err(VocabError::UnknownKind(s.to_string())),
         }
     }
@@ -45,6 +49,7 @@ impl fmt::Display for NodeKind {
             NodeKind::Uml => "uml",
             NodeKind::Kvm => "kvm",
             NodeKind::Nat => "nat",
+            NodeKind::Host => "host",
         })
     }
 }
@@ -214,6 +219,11 @@ impl NodeOptions {
                 });
             }
             return Ok(());
+        }
+        let any = self.mem_mb.is_some() || self.cpus.is_some() || self.rootfs.is_some() || self.accel.is_some();
+        if kind == NodeKind::Host && (any || self.image.is_some() || !self.args.is_empty() || !self.forward.is_empty())
+        {
+            return Err(VocabError::invalid("host_iface", "a host interface takes no node options"));
         }
         if !self.forward.is_empty() {
             return Err(VocabError::invalid("node", "forward applies to nat endpoints (nat(name, #{forward: [...]}))"));

@@ -14,6 +14,7 @@ use super::{
 };
 use crate::lab::command::LinkOptions;
 use crate::lab::{Command, LabError, Reply};
+use crate::vocab::NodeKind;
 
 fn link_options(fn_name: &str, opts: &Map) -> RhaiResult<LinkOptions> {
     use crate::vocab::{Mtu, VlanId, VlanMode};
@@ -252,6 +253,35 @@ pub mod link_api {
     #[rhai_fn(name = "link", return_raw)]
     pub fn link_lan_with(ctx: NativeCallContext, node: NodeRef, lan: LanRef, options: Map) -> RhaiResult<String> {
         join(&ctx, &node, &lan, &options)
+    }
+
+    /// Plugs an interface of the host's own into a LAN: a TAP called
+    /// `name` in the network namespace clonet runs in, with `ip` (its
+    /// prefix is the one route it adds), and the options of a LAN port
+    /// (`mtu`, `vlan`, `trunk`, impairments). The host's programs reach
+    /// the lab through it. It goes with the lab, and needs root.
+    ///
+    /// ```rhai
+    /// let sw = lan("sw");
+    /// link(node("n"), sw, #{ ip: "10.9.0.2/24" });
+    /// host_iface(sw, #{ name: "clonetex0", ip: "10.9.0.1/24" });
+    /// assert(host_exec("ping -c 1 -W 2 10.9.0.2").ok);
+    /// ```
+    #[rhai_fn(return_raw)]
+    pub fn host_iface(ctx: NativeCallContext, lan: LanRef, options: Map) -> RhaiResult<NodeRef> {
+        check_keys("host_iface", &options, &with_impairment_keys(&["name", "ip", "mtu", "vlan", "trunk"]))?;
+        let name = opt_str("host_iface", &options, "name")?
+            .ok_or_else(|| script_error("host_iface(): name (the interface's name on the host) is required"))?;
+        call(&ctx, Command::AddNode { name: name.clone(), kind: NodeKind::Host, options: Default::default() })?;
+        let mut port = options.clone();
+        port.remove("name");
+        port.insert("iface".into(), name.clone().into());
+        let node = NodeRef { name: name.clone() };
+        if let Err(e) = join(&ctx, &node, &lan, &port) {
+            let _ = call(&ctx, Command::DeleteNode { node: name });
+            return Err(e);
+        }
+        Ok(node)
     }
 
     /// Creates a LAN: a MAC-learning switch inside clonet.
