@@ -25,7 +25,7 @@ COMMANDS=(
     qemu-system-x86_64:qemu-system-x86 qemu-img:qemu-utils mkfs.btrfs:btrfs-progs btrfs:btrfs-progs
     tshark:tshark vtysh:frr chromium:chromium chromedriver:chromium-driver
     setpriv:util-linux mount:util-linux umount:util-linux ps:procps ldd:libc-bin timeout:coreutils
-    newuidmap:uidmap newgidmap:uidmap useradd:passwd usermod:passwd passt:passt nft:nftables
+    newuidmap:uidmap newgidmap:uidmap useradd:passwd usermod:passwd passt:passt pasta:passt nft:nftables
 )
 
 # The ordinary user the rootless tests run labs as, with a range of

@@ -15,7 +15,8 @@ use crate::script::context::{BenchFields, RowSink};
 /// One measured comparison.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BenchRow {
-    /// The row letter (`a` … `h` from the performance issues, `i` and `j` rootless against root).
+    /// The row letter (`a` … `h` from the performance issues, `i` and `j`
+    /// rootless against root, `k` a nat link against passt alone).
     pub row: String,
     /// What was measured (`TCP ns<->ns, 1 stream`).
     pub what: String,
