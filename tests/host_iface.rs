@@ -77,16 +77,8 @@ fn a_killed_lab_leaves_no_host_interface() {
     let ns = TestNetns::new("kill");
     let script = sb
         .write("kept.rhai", "let sw = lan(\"sw\");\nhost_iface(sw, #{ name: \"clonetest1\", ip: \"10.9.1.1/24\" });\n");
-    let mut serve = ns.clonet(&sb).arg("serve").arg(&script).stderr(Stdio::piped()).spawn().unwrap();
-    let mut stderr = std::io::BufReader::new(serve.stderr.take().unwrap());
-    let mut said = String::new();
-    while !said.contains("is served on") {
-        let mut line = String::new();
-        if std::io::BufRead::read_line(&mut stderr, &mut line).unwrap() == 0 {
-            panic!("serve ended before serving: {said}");
-        }
-        said += &line;
-    }
+    let mut served = serve_with(ns.clonet(&sb), "kept", &script, false);
+    let serve = &mut served.child;
     assert!(ns.ip(&["link", "show", "clonetest1"]).status.success(), "the interface is there while the lab runs");
     // SIGKILL reaches `ip netns exec`'s child: it execs clonet itself.
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(serve.id() as i32), nix::sys::signal::Signal::SIGKILL).unwrap();

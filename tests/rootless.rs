@@ -52,25 +52,9 @@ fn serve_exec_stop_and_sigkill_then_clean_as_an_ordinary_user() {
         "let a = node(\"a\"); let b = node(\"b\");\nlink(a, b, #{ ip_a: \"10.0.0.1/24\", ip_b: \"10.0.0.2/24\" });\na.exec(\"sleep 1000 &\");\n",
     );
     for kill in [false, true] {
-        let mut serve = us
-            .clonet()
-            .arg("serve")
-            .arg(&script)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
         // Served once its script ran: stopping it earlier would interrupt the script.
-        let mut stderr = std::io::BufReader::new(serve.stderr.take().unwrap());
-        let mut said = String::new();
-        while !said.contains("is served on") {
-            let mut line = String::new();
-            if std::io::BufRead::read_line(&mut stderr, &mut line).unwrap() == 0 {
-                panic!("serve ended before serving: {said}");
-            }
-            said += &line;
-        }
-        std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+        let mut served = serve_with(us.clonet(), "srv", &script, false);
+        let serve = &mut served.child;
         assert!(text(&us.clonet().arg("ls").output().unwrap().stdout).contains("srv"), "the lab is listed");
         // What `assert_nothing_left` looks for is there while the lab runs.
         assert!(us.processes_in_user_namespaces().len() >= 3, "{:?}", us.processes_in_user_namespaces());
