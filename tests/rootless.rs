@@ -174,6 +174,22 @@ print(`loaded ${get_node("a").exec("cat /root/note").stdout.trimmed()}`);
     );
     let out = us.clonet().arg("test").arg(&test).output().unwrap();
     assert!(out.status.success() && text(&out.stdout).contains("1 passed, 0 failed"), "{}", text(&out.stdout));
+    // Labs of one name, one after another in one process: each copies the
+    // host's files for itself (the second once waited for the first's).
+    let ex = us
+        .copy_dir(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/exercises/02-static-routing"), "ex");
+    let answer = ex.join("solution.rhai");
+    let out = us
+        .clonet()
+        .args(["exercise", "check", "--answer"])
+        .arg(&answer)
+        .arg("--answer")
+        .arg(&answer)
+        .arg(&ex)
+        .output()
+        .unwrap();
+    let report = text(&out.stdout);
+    assert!(out.status.success() && report.matches("scored 10/10").count() == 2, "{report}{}", text(&out.stderr));
     us.assert_nothing_left();
 }
 

@@ -150,11 +150,12 @@ pub(super) fn start_ns(sys: &Arc<dyn Syscall>, spec: &NodeSpec) -> Result<Box<dy
 /// is said once and left empty: the nodes still start, with the host's
 /// files as they are (not theirs to change).
 fn split_plan(layers: &super::helpers::RootLayers) -> super::split_root::SplitPlan {
-    static STARTED: Mutex<Vec<std::path::PathBuf>> = Mutex::new(Vec::new());
     let host_layer = super::ns_root::host_layer_of(&layers.upper);
-    let mut started = STARTED.lock().unwrap_or_else(|p| p.into_inner());
-    if !host_layer.is_dir() && !started.contains(&host_layer) {
-        started.push(host_layer.clone());
+    // The lab's first node claims the build with a file in the lab's own
+    // storage, which goes with the lab: a later lab of the same name (in
+    // `clonet test`, say) builds its own.
+    let claimed = std::fs::File::create_new(host_layer.with_extension("claimed")).is_ok();
+    if claimed {
         let at = host_layer.clone();
         let build = move || match super::host_layer::host_layer(&super::host_layer::cache_dir()) {
             Ok((version, left_out)) => {
