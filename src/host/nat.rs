@@ -54,7 +54,8 @@ pub fn passt_args(fd: i32, mtu: u32, forward: &[Forward]) -> Vec<String> {
     args.extend(["--address", GUEST_ADDR, "--netmask", &PREFIX.to_string(), "--gateway", GATEWAY].map(String::from));
     for f in forward {
         args.push(if f.udp { "--udp-ports" } else { "--tcp-ports" }.into());
-        args.push(format!("{}:{}", f.host_port, f.node_port));
+        // On the host's loopback only: a lab is not a server of the network's.
+        args.push(format!("127.0.0.1/{}:{}", f.host_port, f.node_port));
     }
     args
 }
@@ -199,7 +200,7 @@ mod tests {
         assert_eq!(
             args.join(" "),
             "--foreground --quiet --ipv4-only --fd 3 --mtu 1500 \
-             --address 10.0.2.15 --netmask 24 --gateway 10.0.2.2 --tcp-ports 8080:80 --udp-ports 5353:53"
+             --address 10.0.2.15 --netmask 24 --gateway 10.0.2.2 --tcp-ports 127.0.0.1/8080:80 --udp-ports 127.0.0.1/5353:53"
         );
     }
 }

@@ -73,8 +73,8 @@ pub mod node_api {
     }
 
     /// Creates a `nat` endpoint with options: `forward`, an array of
-    /// `"tcp:HOST_PORT:NODE_PORT"` or `"udp:…"`: connections to the host's
-    /// port reach the linked node's.
+    /// `"tcp:HOST_PORT:NODE_PORT"` or `"udp:…"`: connections to that port
+    /// of the host's loopback (127.0.0.1 only) reach the linked node's.
     ///
     /// ```rhai
     /// let gw = nat("gw", #{ forward: ["tcp:18080:80"] });
