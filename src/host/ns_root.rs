@@ -184,15 +184,21 @@ pub(crate) fn layer_storage(sys: &dyn Syscall, run_dir: &std::path::Path) -> Res
     Ok(dir)
 }
 
+/// `entry` of the layer storage that holds a node's `upper` directory
+/// (`STORAGE/NODE/upper`).
+fn beside_layers(upper: &std::path::Path, entry: &str) -> std::path::PathBuf {
+    upper.parent().and_then(|n| n.parent()).map(|s| s.join(entry)).unwrap_or_default()
+}
+
 /// Where the lab's copy of the host's files goes (see
 /// `host_layer`): beside the nodes' layers.
 pub(super) fn host_layer_of(upper: &std::path::Path) -> std::path::PathBuf {
-    upper.parent().and_then(|n| n.parent()).map(|s| s.join(".host")).unwrap_or_default()
+    beside_layers(upper, ".host")
 }
 
 /// Where snapshots of ns nodes go: beside the layers they stack on.
 pub(super) fn snapshot_storage(upper: &std::path::Path) -> std::path::PathBuf {
-    upper.parent().and_then(|n| n.parent()).map(|s| s.join(".snapshots")).unwrap_or_default()
+    beside_layers(upper, ".snapshots")
 }
 
 /// Prepares the node's copy-on-write root: its upper and work directories

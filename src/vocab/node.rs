@@ -206,9 +206,15 @@ impl NodeOptions {
     /// The rules between options and kinds, and the shape of the free
     /// values (arguments, paths). Ranges are the types' own.
     pub fn check(&self, kind: NodeKind) -> Result<(), VocabError> {
+        // What only a node that runs something takes (ns, uml, kvm).
+        let node_options = self.mem_mb.is_some()
+            || self.cpus.is_some()
+            || self.rootfs.is_some()
+            || self.accel.is_some()
+            || self.image.is_some()
+            || !self.args.is_empty();
         if kind == NodeKind::Nat {
-            let other = self.mem_mb.is_some() || self.cpus.is_some() || self.rootfs.is_some() || self.accel.is_some();
-            if other || self.image.is_some() || !self.args.is_empty() {
+            if node_options {
                 return Err(VocabError::invalid("nat", "a nat endpoint takes only forward"));
             }
             if self.forward.len() > MAX_FORWARDS {
@@ -220,9 +226,7 @@ impl NodeOptions {
             }
             return Ok(());
         }
-        let any = self.mem_mb.is_some() || self.cpus.is_some() || self.rootfs.is_some() || self.accel.is_some();
-        if kind == NodeKind::Host && (any || self.image.is_some() || !self.args.is_empty() || !self.forward.is_empty())
-        {
+        if kind == NodeKind::Host && (node_options || !self.forward.is_empty()) {
             return Err(VocabError::invalid("host_iface", "a host interface takes no node options"));
         }
         if !self.forward.is_empty() {
