@@ -18,7 +18,7 @@ pub fn at_rest(kind: NodeKind, run_dir: &Path, node: &str) -> PathBuf {
     match kind {
         NodeKind::Uml => super::guest::machine_dir(run_dir, node).join(super::uml::COW_FILE),
         NodeKind::Kvm => super::guest::machine_dir(run_dir, node).join(super::kvm::OVERLAY_FILE),
-        NodeKind::Nat | NodeKind::Host => super::guest::machine_dir(run_dir, node),
+        NodeKind::Nat | NodeKind::Host | NodeKind::Plug => super::guest::machine_dir(run_dir, node),
         NodeKind::Ns => match std::fs::read_link(run_dir.join("ns-btrfs")) {
             Ok(storage) if storage.join(node).is_dir() => storage.join(node),
             _ => run_dir.join("ns").join(node),
@@ -31,7 +31,9 @@ pub fn at_rest(kind: NodeKind, run_dir: &Path, node: &str) -> PathBuf {
 pub fn export(kind: NodeKind, layer: &Path, dest: &Path, node: &str) -> Result<String, HostError> {
     let what = format!("saving the disk of {node}");
     match kind {
-        NodeKind::Nat | NodeKind::Host => Err(HostError::Unsupported("a nat endpoint or host interface has no disk")),
+        NodeKind::Nat | NodeKind::Host | NodeKind::Plug => {
+            Err(HostError::Unsupported("a nat endpoint, host interface or plug has no disk"))
+        }
         NodeKind::Uml => {
             let name = format!("{node}.cow");
             super::guest::sparse_copy(layer, &dest.join(&name))?;
@@ -79,7 +81,9 @@ pub fn import(
     match kind {
         // Nodes start on a copy (uml) or on an overlay (kvm) of it.
         NodeKind::Uml | NodeKind::Kvm => Ok(saved.to_path_buf()),
-        NodeKind::Nat | NodeKind::Host => Err(HostError::Unsupported("a nat endpoint or host interface has no disk")),
+        NodeKind::Nat | NodeKind::Host | NodeKind::Plug => {
+            Err(HostError::Unsupported("a nat endpoint, host interface or plug has no disk"))
+        }
         NodeKind::Ns => {
             // Overlayfs wants its layers in the lab's layer storage.
             let what = format!("loading the disk of {node}");

@@ -32,6 +32,9 @@ impl NodeHost for LinuxHost {
 
     fn release(&self, run_dir: &std::path::Path) {
         release_storage(&*self.sys, run_dir);
+        // Plug sockets live where the user put them (after a SIGKILL,
+        // their list in the run directory says which are clonet's).
+        super::plug::clean_made(run_dir);
     }
 
     fn disk_at_rest(
@@ -74,6 +77,7 @@ impl NodeHost for LinuxHost {
         match kind {
             crate::vocab::NodeKind::Ns => Ok(BootMedia::Namespace),
             crate::vocab::NodeKind::Host => Ok(BootMedia::HostIface),
+            crate::vocab::NodeKind::Plug => Ok(BootMedia::Plug),
             crate::vocab::NodeKind::Nat => match super::on_path("passt") {
                 true => Ok(BootMedia::Nat),
                 false => Err(fail("passt is missing: install Debian's passt package".into())),
@@ -118,6 +122,7 @@ impl NodeHost for LinuxHost {
             crate::vocab::NodeKind::Ns => start_ns(&self.sys, spec),
             crate::vocab::NodeKind::Nat => super::nat::start(spec),
             crate::vocab::NodeKind::Host => super::host_iface::start(&self.sys, spec),
+            crate::vocab::NodeKind::Plug => super::plug::start(spec),
             crate::vocab::NodeKind::Uml => {
                 let BootMedia::Uml { image } = &spec.boot else { return Err(wrong_media()) };
                 super::uml::start(spec, image, spec.options.mem_mb.map_or(super::uml::DEFAULT_MEM_MB, |m| m.get()))

@@ -27,6 +27,7 @@ pub mod nat;
 pub mod ns;
 pub mod ns_root;
 pub mod ping;
+pub mod plug;
 pub mod qmp;
 pub mod rtnl;
 pub mod split_root;
@@ -123,6 +124,45 @@ pub struct NodeSpec {
     /// What the node boots from, resolved by [`NodeHost::resolve_boot`]
     /// before it starts.
     pub boot: BootMedia,
+    /// How a node that changes by itself (a plug whose clients come and
+    /// go) tells the lab to look at its events; `None` where no one
+    /// follows them (a dry build).
+    pub notify: Option<Notifier>,
+}
+
+/// Something a node did by itself, for the lab to follow
+/// ([`RunningNode::take_events`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NodeEvent {
+    /// A client joined a plug: `add_iface(iface, …)` hands out its port.
+    Joined { iface: String, peer: String },
+    /// The client behind `iface` left (or its port closed).
+    Left { iface: String },
+    /// A client was turned away before it became a port.
+    Refused { why: String },
+}
+
+/// Tells the lab that a node has events. Called on the node's own thread,
+/// which passes its stop flag: the call gives up (the events wait for the
+/// lab's next look) once the node is being stopped, so stopping it never
+/// waits for the lab.
+#[derive(Clone)]
+pub struct Notifier(std::sync::Arc<dyn Fn(&std::sync::atomic::AtomicBool) + Send + Sync>);
+
+impl Notifier {
+    pub fn new(f: impl Fn(&std::sync::atomic::AtomicBool) + Send + Sync + 'static) -> Notifier {
+        Notifier(std::sync::Arc::new(f))
+    }
+
+    pub fn notify(&self, stopping: &std::sync::atomic::AtomicBool) {
+        (self.0)(stopping)
+    }
+}
+
+impl std::fmt::Debug for Notifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Notifier")
+    }
 }
 
 /// What a node boots from. Resolved before the node starts, so that
@@ -140,6 +180,8 @@ pub enum BootMedia {
     Nat,
     /// A host interface: nothing to boot.
     HostIface,
+    /// A plug: nothing to boot.
+    Plug,
 }
 
 /// What a kvm node boots: clonet's kernel and initramfs, a base disk
@@ -218,7 +260,8 @@ pub trait NodeHost: Send {
     /// limits they share (the kernel's neighbour tables) can make room.
     fn make_room_for_interfaces(&self, _count: usize) {}
     /// Frees what the lab's nodes kept outside the run directory (btrfs
-    /// subvolumes), once they are all stopped.
+    /// subvolumes, plug sockets), once they are all stopped, or after the
+    /// lab was killed (`clonet clean`).
     fn release(&self, _run_dir: &std::path::Path) {}
     /// Where a stopped node's disk rests (see `disks`).
     fn disk_at_rest(&self, _kind: NodeKind, _run_dir: &std::path::Path, _node: &str) -> Option<PathBuf> {
@@ -301,6 +344,11 @@ pub trait RunningNode: Send {
     /// Kind-specific facts worth showing (kvm: `accel=kvm|tcg`).
     fn detail(&self) -> Option<String> {
         None
+    }
+    /// What the node did by itself since the last call (a plug's clients
+    /// joining and leaving), oldest first. Nothing by default.
+    fn take_events(&mut self) -> Vec<NodeEvent> {
+        Vec::new()
     }
     /// Creates interface `ifname` with `mac`, up, and returns the port the
     /// switch should pump.

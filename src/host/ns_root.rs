@@ -371,6 +371,7 @@ mod tests {
             options: NodeOptions { rootfs: rootfs.map(Path::to_path_buf), ..NodeOptions::default() },
             disk,
             boot: BootMedia::Namespace,
+            notify: None,
         }
     }
 

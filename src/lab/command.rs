@@ -252,6 +252,8 @@ impl Command {
             }
             Command::AddNode { kind: NodeKind::Nat, .. } => Some("a nat endpoint (the host's network and loopback)"),
             Command::AddNode { kind: NodeKind::Host, .. } => Some("a host interface (the host's network)"),
+            Command::AddNode { options, .. } if options.plug.is_some() => Some("a plug (a socket at a host path)"),
+            Command::AddNode { kind: NodeKind::Plug, .. } => Some("a plug (a socket at a host path)"),
             Command::StartCapture { .. } => Some("capture files (host files)"),
             Command::SaveLab { .. } | Command::LoadLab { .. } => Some("saved labs (host directories)"),
             _ => None,
@@ -328,6 +330,34 @@ pub struct NodeInfo {
     /// directory), not counting the base it sits on.
     #[serde(default)]
     pub disk_bytes: u64,
+    /// A plug's clients and what it turned away.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plug: Option<PlugReport>,
+}
+
+/// What a plug has seen: its clients now (interface and who it is), and
+/// since it started, how many joined, left, were refused (a handshake
+/// that was not VDE, a datagram with no address to answer, a full plug)
+/// or were cut off for garbage (a stream out of step), and how many
+/// frames its clients sent that the switch dropped (runts, malformed…),
+/// those of clients that left included.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlugReport {
+    pub clients: Vec<PlugClientInfo>,
+    pub joined: u64,
+    pub left: u64,
+    pub refused: u64,
+    pub garbage: u64,
+    #[serde(default)]
+    pub dropped: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_refusal: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlugClientInfo {
+    pub iface: String,
+    pub peer: String,
 }
 
 /// The counters of one switch port, named by what it connects.

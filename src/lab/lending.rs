@@ -225,6 +225,7 @@ impl Lab {
         // What `execute` does first, then the loan instead of the work.
         let lent = self.observed(|lab| {
             lab.notice_dead_nodes();
+            lab.follow_node_events();
             lab.progress.done();
             lab.lend(cmd)
         });

@@ -43,6 +43,7 @@ mod protocol_fuzz;
 // The Lab's methods by concern, one `impl Lab` block each.
 mod impair_ops;
 mod nodes;
+mod plugs;
 mod snapshot_ops;
 mod traffic;
 mod watching;
@@ -159,6 +160,11 @@ pub struct Lab {
     started: std::time::Instant,
     file_captures: HashMap<u64, capture::FileCapture>,
     next_capture: u64,
+    /// The lab's own shared handle, once it is shared: what its nodes'
+    /// notifiers reach it by (`plugs.rs`).
+    me: Option<shared::WeakLab>,
+    /// What each plug saw, by node name.
+    plugs: HashMap<String, plugs::PlugStats>,
 }
 
 /// A client following the lab's changes (see `Lab::watch`).
@@ -200,6 +206,8 @@ impl Lab {
             started: std::time::Instant::now(),
             file_captures: HashMap::new(),
             next_capture: 1,
+            me: None,
+            plugs: HashMap::new(),
         };
         lab.write_hosts()?;
         lab.switch = Some(Switch::start()?);
@@ -334,6 +342,7 @@ impl Lab {
 
     fn execute_and_show(&mut self, cmd: Command) -> Result<Reply, LabError> {
         self.notice_dead_nodes();
+        self.follow_node_events();
         let building = matches!(
             cmd,
             Command::AddNode { .. }

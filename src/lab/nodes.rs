@@ -35,6 +35,7 @@ impl Lab {
                 .and_then(|r| self.host.disk_at_rest(model.kind, r.path(), node))
                 .map_or(0, |p| crate::host::disks::bytes_on_disk(&p)),
             running: model.running,
+            plug: self.plug_report(node),
         })
     }
 
@@ -59,6 +60,7 @@ impl Lab {
             options,
             disk,
             boot,
+            notify: self.me.clone().map(super::plugs::notifier),
         })
     }
 
@@ -77,6 +79,9 @@ impl Lab {
         // Every way a node is made (a command, a clone, a saved lab being
         // loaded) passes here, so the options' rules hold for all of them.
         options.check(kind)?;
+        if let Some(plug) = &options.plug {
+            self.topo.lan(&plug.lan)?;
+        }
         let spec = self.spec(name, kind, options.clone(), disk)?;
         let running = self.host.start_node(&spec)?;
         let procs = running.processes();
@@ -96,6 +101,7 @@ impl Lab {
             }
         }
         self.remove_and_stop(name);
+        self.plugs.remove(name);
         self.topo.remove_node(name);
         self.snapshots.forget_user(name);
         self.run_dir_mut().forget_node(name)?;
@@ -138,6 +144,8 @@ impl Lab {
 
     pub(super) fn stop_node(&mut self, name: &str) -> Result<(), LabError> {
         self.running(name)?;
+        // A plug's interfaces are its clients: they go with it for good.
+        self.drop_plug_clients(name)?;
         let ifaces: Vec<String> = self.topo.node(name)?.ifaces.iter().map(|i| i.name.clone()).collect();
         for i in &ifaces {
             self.unplug(name, i);

@@ -57,7 +57,7 @@ pub fn to_script(topo: &Topology) -> String {
                 Some(r) => format!(", #{{ rootfs: {:?} }}", r.display().to_string()),
                 None => String::new(),
             },
-            NodeKind::Nat | NodeKind::Host => String::new(),
+            NodeKind::Nat | NodeKind::Host | NodeKind::Plug => String::new(),
             NodeKind::Uml | NodeKind::Kvm => {
                 let mut o = vec![format!("kind: \"{}\"", n.kind)];
                 if let Some(mem) = n.options.mem_mb {
@@ -78,8 +78,8 @@ pub fn to_script(topo: &Topology) -> String {
                 format!(", #{{ {} }}", o.join(", "))
             }
         };
-        if n.kind == NodeKind::Host {
-            // Written with its LAN (`host_iface`), below.
+        if matches!(n.kind, NodeKind::Host | NodeKind::Plug) {
+            // Written with its LAN (`host_iface`, `plug`), below.
             continue;
         }
         if n.kind == NodeKind::Nat {
@@ -92,6 +92,21 @@ pub fn to_script(topo: &Topology) -> String {
     }
     for name in topo.lans.keys() {
         let _ = writeln!(out, "let {} = lan({name:?});", vars[name]);
+    }
+    for name in &topo.order {
+        let n = &topo.nodes[name];
+        let Some(p) = n.options.plug.as_ref().filter(|_| n.kind == NodeKind::Plug) else { continue };
+        let mut o = vec![
+            format!("name: {name:?}"),
+            format!("protocol: {:?}", p.protocol.name()),
+            format!("path: {:?}", p.path.display().to_string()),
+        ];
+        if let Some(mtu) = p.mtu {
+            o.push(format!("mtu: {mtu}"));
+        }
+        o.extend(p.vlan.as_ref().and_then(vlan_option));
+        // Its clients are programs of their own: they connect again.
+        let _ = writeln!(out, "let {} = plug({}, #{{ {} }});", vars[name], vars[&p.lan], o.join(", "));
     }
     let mut extra_addrs = Vec::new();
     let mut opts_of = |i: &Iface, node: &str, key_ip: &str, key_iface: &str| {
@@ -118,6 +133,9 @@ pub fn to_script(topo: &Topology) -> String {
     }
     for lan in topo.lans.values() {
         for m in &lan.members {
+            if topo.nodes.get(&m.node).is_some_and(|n| n.kind == NodeKind::Plug) {
+                continue;
+            }
             let i = iface(topo, &m.node, &m.iface);
             let mut o = opts_of(i, &m.node, "ip", "iface");
             if i.mtu != crate::vocab::Mtu::ETHERNET {
@@ -188,6 +206,7 @@ mod tests {
             image: Some("/img/disk.img".into()),
             args: vec!["eth0=daemon,,unix,/tmp/ctl".into()],
             forward: Vec::new(),
+            plug: None,
         };
         t.add_node_with("u", NodeKind::Uml, options).unwrap();
         let forward = vec!["tcp:8080:80".parse().unwrap()];

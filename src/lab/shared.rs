@@ -62,7 +62,10 @@ pub enum Step {
 
 impl SharedLab {
     pub fn new(lab: Lab) -> SharedLab {
-        SharedLab(Arc::new(Inner { lab: Mutex::new(lab), given_back: Condvar::new() }))
+        let shared = SharedLab(Arc::new(Inner { lab: Mutex::new(lab), given_back: Condvar::new() }));
+        // Its nodes reach it by this (a plug's clients come and go).
+        shared.lock().me = Some(shared.downgrade());
+        shared
     }
 
     /// Locks the lab; a thread that panicked while holding it does not

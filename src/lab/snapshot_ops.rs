@@ -137,8 +137,8 @@ impl Lab {
         let mut disks = std::collections::BTreeMap::new();
         for name in self.topo.order.clone() {
             let kind = self.topo.node(&name)?.kind;
-            if matches!(kind, NodeKind::Nat | NodeKind::Host) {
-                // passt keeps nothing: the endpoint is made again on load.
+            if matches!(kind, NodeKind::Nat | NodeKind::Host | NodeKind::Plug) {
+                // They keep nothing on disk: they are made again on load.
                 continue;
             }
             let (layer, temporary) = if self.nodes.contains_key(&name) {

@@ -353,3 +353,139 @@ fn commands_on_a_lent_node_wait_or_fail_as_busy_before_changing_anything() {
     assert!(matches!(reply, Reply::Done));
     assert!(lab.execute(Command::PauseNode { node: "a".into(), paused: true }).is_ok());
 }
+
+/// A shared lab with LAN `sw`, node `a` on it, and a plug of `protocol`
+/// at `dir/plug` named `p`.
+fn lab_with_plug(host: &FakeHost, protocol: crate::vocab::PlugProtocol) -> (shared::SharedLab, tempfile::TempDir) {
+    let (lab, dir) = lab(host);
+    let shared = shared::SharedLab::new(lab);
+    shared.execute(Command::AddLan { name: "sw".into() }).unwrap();
+    shared.execute(Command::AddNode { options: NodeOptions::default(), name: "a".into(), kind: NodeKind::Ns }).unwrap();
+    shared
+        .execute(Command::JoinLan { node: "a".into(), lan: "sw".into(), ip: None, options: LinkOptions::default() })
+        .unwrap();
+    let spec = crate::vocab::PlugSpec {
+        protocol,
+        path: dir.path().join("plug"),
+        lan: "sw".into(),
+        vlan: None,
+        mtu: None,
+    };
+    let options = NodeOptions { plug: Some(spec), ..Default::default() };
+    shared.execute(Command::AddNode { options, name: "p".into(), kind: NodeKind::Plug }).unwrap();
+    (shared, dir)
+}
+
+fn plug_report(lab: &shared::SharedLab) -> command::PlugReport {
+    match lab.execute(Command::NodeInfo { node: "p".into() }).unwrap() {
+        Reply::Node(info) => info.plug.expect("a plug reports its clients"),
+        r => panic!("{r:?}"),
+    }
+}
+
+/// Waits (bounded) until `cond` holds of the plug's report.
+fn until_report(lab: &shared::SharedLab, cond: impl Fn(&command::PlugReport) -> bool) -> command::PlugReport {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let r = plug_report(lab);
+        if cond(&r) || std::time::Instant::now() > deadline {
+            return r;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn broadcast_frame(len: usize) -> Vec<u8> {
+    let mut frame = vec![0xff; 6];
+    frame.extend_from_slice(&[2, 0, 0, 0, 0, 9, 0x08, 0x06]);
+    frame.resize(len, 0);
+    frame
+}
+
+#[test]
+fn a_plug_client_becomes_a_lan_port_until_it_leaves_and_runts_are_counted() {
+    use std::os::unix::net::UnixDatagram;
+    let host = FakeHost::default();
+    let (lab, dir) = lab_with_plug(&host, crate::vocab::PlugProtocol::UmlBess);
+    // A seqpacket client, as UML's bess transport connects.
+    let fd = nix::sys::socket::socket(
+        nix::sys::socket::AddressFamily::Unix,
+        nix::sys::socket::SockType::SeqPacket,
+        nix::sys::socket::SockFlag::empty(),
+        None,
+    )
+    .unwrap();
+    let addr = nix::sys::socket::UnixAddr::new(&dir.path().join("plug")).unwrap();
+    nix::sys::socket::connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &addr).unwrap();
+    let client = UnixDatagram::from(fd);
+    let report = until_report(&lab, |r| r.clients.len() == 1);
+    assert_eq!(report.clients[0].iface, "c1", "{report:?}");
+    assert!(report.clients[0].peer.starts_with("pid "), "who it is: {report:?}");
+    let topo = lab.lock().topology().clone();
+    assert!(topo.lans["sw"].members.iter().any(|m| m.node == "p" && m.iface == "c1"), "a port of the LAN");
+    // Its frames cross the switch to the node; a runt is counted and dropped.
+    client.send(&broadcast_frame(60)).unwrap();
+    client.send(&[1, 2, 3]).unwrap();
+    let wire = host.wire("a", "eth0").unwrap();
+    wire.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let mut buf = [0u8; 2048];
+    assert_eq!(wire.recv(&mut buf).unwrap(), VNET_HDR_LEN + 60, "the frame reached the node");
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    let runts = || {
+        lab.lock().counters().into_iter().find(|p| p.node == "p").map_or(0, |p| p.counters.drops.get("runt").copied().unwrap_or(0))
+    };
+    while runts() == 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(runts(), 1, "the runt was counted on the client's port");
+    drop(client);
+    let report = until_report(&lab, |r| r.clients.is_empty());
+    assert_eq!((report.joined, report.left, report.garbage), (1, 1, 0), "{report:?}");
+    assert!(lab.lock().topology().nodes["p"].ifaces.is_empty(), "its port went with it");
+    // The plug's socket goes with the plug.
+    lab.execute(Command::DeleteNode { node: "p".into() }).unwrap();
+    assert!(!dir.path().join("plug").exists(), "the plug removed its socket");
+}
+
+#[test]
+fn a_stream_out_of_step_is_cut_off_and_counted_and_the_lan_goes_on() {
+    use std::io::Write;
+    let host = FakeHost::default();
+    let (lab, dir) = lab_with_plug(&host, crate::vocab::PlugProtocol::QemuStream);
+    let mut bad = std::os::unix::net::UnixStream::connect(dir.path().join("plug")).unwrap();
+    until_report(&lab, |r| r.clients.len() == 1);
+    bad.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+    let report = until_report(&lab, |r| r.left == 1);
+    assert_eq!((report.left, report.garbage), (1, 1), "cut off for garbage: {report:?}");
+    // The peer sees its connection closed.
+    bad.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    assert_eq!(std::io::Read::read(&mut bad, &mut [0u8; 16]).unwrap(), 0);
+    // A well-behaved client still joins and is heard.
+    let mut good = std::os::unix::net::UnixStream::connect(dir.path().join("plug")).unwrap();
+    let report = until_report(&lab, |r| r.clients.len() == 1);
+    assert_eq!(report.clients[0].iface, "c2", "numbers are not reused: {report:?}");
+    let frame = broadcast_frame(60);
+    good.write_all(&(frame.len() as u32).to_be_bytes()).unwrap();
+    good.write_all(&frame).unwrap();
+    let wire = host.wire("a", "eth0").unwrap();
+    wire.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let mut buf = [0u8; 2048];
+    assert_eq!(wire.recv(&mut buf).unwrap(), VNET_HDR_LEN + 60);
+}
+
+#[test]
+fn a_vde_handshake_that_is_not_vde_is_refused_and_said_why() {
+    use std::io::Write;
+    let host = FakeHost::default();
+    let (lab, dir) = lab_with_plug(&host, crate::vocab::PlugProtocol::Vde);
+    let mut c = std::os::unix::net::UnixStream::connect(dir.path().join("plug/ctl")).unwrap();
+    c.write_all(&[0x55; 200]).unwrap();
+    let report = until_report(&lab, |r| r.refused == 1);
+    assert_eq!(report.refused, 1, "{report:?}");
+    assert!(report.last_refusal.as_deref().unwrap_or("").contains("not a VDE request"), "{report:?}");
+    assert!(report.clients.is_empty());
+    // Deleting the LAN takes its plug, and the plug its directory.
+    lab.execute(Command::DeleteLan { name: "sw".into() }).unwrap();
+    assert!(!lab.lock().topology().nodes.contains_key("p"));
+    assert!(!dir.path().join("plug").exists(), "the directory it made is gone");
+}

@@ -54,6 +54,7 @@ impl Lab {
     pub fn tick(&mut self) {
         let before = (!self.watchers.is_empty()).then(|| self.topo.clone());
         self.notice_dead_nodes();
+        self.follow_node_events();
         if let Some(before) = before {
             let mut changes = events::diff(&before, &self.topo);
             changes.push(events::Event::Counters { ports: self.counters() });

@@ -238,6 +238,11 @@ impl Lab {
     }
 
     pub(super) fn delete_lan(&mut self, name: &str) -> Result<(), LabError> {
+        self.topo.lan(name)?;
+        // A plug serves one LAN: it goes with it.
+        for plug in self.plugs_on(name) {
+            self.delete_node(&plug)?;
+        }
         let lan = self.topo.lan(name)?.clone();
         let uplinks: Vec<String> =
             self.topo.uplinks.values().filter(|u| u.a == name || u.b == name).map(|u| u.name.clone()).collect();

@@ -67,7 +67,16 @@ pub fn net(t: &Topology) -> String {
     for name in &t.order {
         let n = &t.nodes[name];
         let stopped = if n.running { "" } else { " (stopped)" };
-        let _ = writeln!(out, "{name}{stopped}");
+        // What is not a node of its own says what it is.
+        let what = match (n.kind, &n.options.plug) {
+            (crate::vocab::NodeKind::Nat, _) => " [nat: the host's network]".to_string(),
+            (crate::vocab::NodeKind::Host, _) => " [an interface of the host]".to_string(),
+            (crate::vocab::NodeKind::Plug, Some(p)) => {
+                format!(" [{} plug at {}: its clients join LAN {}]", p.protocol, p.path.display(), p.lan)
+            }
+            _ => String::new(),
+        };
+        let _ = writeln!(out, "{name}{what}{stopped}");
         for i in &n.ifaces {
             let peer = match &i.attachment {
                 Attachment::Link(l) => {

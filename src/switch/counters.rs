@@ -28,10 +28,13 @@ pub enum DropReason {
     Vlan,
     /// Lost on purpose by the link's impairment (loss, Gilbert-Elliott).
     ImpairLoss,
+    /// Framing no frame can have (a stream record of an impossible
+    /// length): the peer is out of step, and its port is closed.
+    Malformed,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 9] = [
+    pub const ALL: [DropReason; 10] = [
         DropReason::Runt,
         DropReason::BadHeader,
         DropReason::Oversize,
@@ -41,6 +44,7 @@ impl DropReason {
         DropReason::PortDown,
         DropReason::Vlan,
         DropReason::ImpairLoss,
+        DropReason::Malformed,
     ];
 
     pub fn name(self) -> &'static str {
@@ -54,6 +58,7 @@ impl DropReason {
             DropReason::PortDown => "port_down",
             DropReason::Vlan => "vlan",
             DropReason::ImpairLoss => "impair_loss",
+            DropReason::Malformed => "malformed",
         }
     }
 }

@@ -399,6 +399,9 @@ impl DataPlane {
         if let Some(p) = self.ports.get_mut(id).and_then(Option::as_mut) {
             if !p.failed {
                 p.failed = true;
+                // Tell the peer (and whoever watches the socket for it):
+                // the port is closed, though its fd lives until removed.
+                p.io.shut_down();
                 let fd = p.io.raw_fd();
                 let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
                 self.pool.extend(p.txq.drain(..));
@@ -436,8 +439,12 @@ impl DataPlane {
                     return;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => {
-                    port.counters.rx_dropped(DropReason::PortError);
+                Err(e) => {
+                    port.counters.rx_dropped(if e.kind() == io::ErrorKind::InvalidData {
+                        DropReason::Malformed
+                    } else {
+                        DropReason::PortError
+                    });
                     self.fail(id);
                     break;
                 }

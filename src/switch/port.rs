@@ -64,6 +64,10 @@ pub trait PortIo: Send {
     /// Called when the lab removes the port on purpose, before it is
     /// dropped (not when the switch shuts down).
     fn release(&mut self) {}
+    /// Called when the port fails (its peer left, or broke the framing):
+    /// a socket is shut down both ways, so the peer and anyone polling
+    /// the socket see it closed at once. Nothing for a TAP.
+    fn shut_down(&mut self) {}
     /// Whether the peer takes GSO super-frames and seeded checksums (a TAP
     /// with offloads does; raw sockets do not, and get segmented frames).
     fn gso(&self) -> bool {
@@ -238,6 +242,10 @@ impl PortIo for RawPort {
 
     fn gso(&self) -> bool {
         false
+    }
+
+    fn shut_down(&mut self) {
+        let _ = nix::sys::socket::shutdown(self.fd.as_raw_fd(), nix::sys::socket::Shutdown::Both);
     }
 }
 
@@ -417,6 +425,10 @@ impl PortIo for StreamPort {
 
     fn gso(&self) -> bool {
         false
+    }
+
+    fn shut_down(&mut self) {
+        let _ = nix::sys::socket::shutdown(self.fd.as_raw_fd(), nix::sys::socket::Shutdown::Both);
     }
 
     fn has_pending(&self) -> bool {

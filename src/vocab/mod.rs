@@ -19,6 +19,7 @@ pub mod hash;
 pub mod impair;
 pub mod mac;
 pub mod node;
+pub mod plug;
 pub mod units;
 pub mod vlan;
 
@@ -26,6 +27,7 @@ pub use addr::{Cidr, CidrError, Prefix, Route};
 pub use hash::fnv1a;
 pub use mac::MacAddr;
 pub use node::{Accel, Forward, NodeKind, NodeOptions};
+pub use plug::{PlugProtocol, PlugSpec};
 pub use units::{Cpus, Delay, MemMb, Mtu, OutputLimit, Probability, QueueLimit, Rate, Timeout};
 pub use vlan::{VlanId, VlanMode};
 

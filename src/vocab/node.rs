@@ -24,6 +24,9 @@ pub enum NodeKind {
     /// An interface of the host's own (in clonet's network namespace),
     /// plugged into a LAN: the host's way in.
     Host,
+    /// A socket where programs clonet did not start join a LAN; each
+    /// client is one of its interfaces.
+    Plug,
 }
 
 impl FromStr for NodeKind {
@@ -36,6 +39,7 @@ impl FromStr for NodeKind {
             "kvm" => Ok(NodeKind::Kvm),
             "nat" => Ok(NodeKind::Nat),
             "host" => Ok(NodeKind::Host),
+            "plug" => Ok(NodeKind::Plug),
             _ => Err(VocabError::UnknownKind(s.to_string())),
         }
     }
@@ -50,6 +54,7 @@ impl fmt::Display for NodeKind {
             NodeKind::Kvm => "kvm",
             NodeKind::Nat => "nat",
             NodeKind::Host => "host",
+            NodeKind::Plug => "plug",
         })
     }
 }
@@ -158,6 +163,9 @@ pub struct NodeOptions {
     /// Host ports a `nat` endpoint forwards to its node.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub forward: Vec<Forward>,
+    /// What a `plug` listens on and the LAN its clients join.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plug: Option<super::PlugSpec>,
 }
 
 /// A path given as an option: not empty, not too long, no NUL byte.
@@ -213,6 +221,16 @@ impl NodeOptions {
             || self.accel.is_some()
             || self.image.is_some()
             || !self.args.is_empty();
+        if kind == NodeKind::Plug {
+            let spec = self.plug.as_ref().ok_or_else(|| VocabError::invalid("plug", "a plug needs its protocol, path and LAN"))?;
+            if node_options || !self.forward.is_empty() {
+                return Err(VocabError::invalid("plug", "a plug takes only its protocol, path, LAN, vlan and mtu"));
+            }
+            return spec.check();
+        }
+        if self.plug.is_some() {
+            return Err(VocabError::invalid("node", "plug options make a plug (plug(lan, #{protocol, path}))"));
+        }
         if kind == NodeKind::Nat {
             if node_options {
                 return Err(VocabError::invalid("nat", "a nat endpoint takes only forward"));

@@ -36,7 +36,7 @@ fn target(addr: &str) -> RhaiResult<PingTarget> {
 
 /// Waits `ms` (at most an hour), ending early on Ctrl-C; a dry build does
 /// not wait.
-fn pause(fn_name: &'static str, ms: i64, dry: bool) -> RhaiResult<()> {
+pub(super) fn pause(fn_name: &'static str, ms: i64, dry: bool) -> RhaiResult<()> {
     let end = deadline(fn_name, ms)?;
     if dry {
         return Ok(());

@@ -147,6 +147,26 @@ fn join(ctx: &NativeCallContext, node: &NodeRef, lan: &LanRef, options: &Map) ->
     }
 }
 
+/// The ports of a plug's clients, as `port()` gives a node's.
+fn plug_clients(ctx: &NativeCallContext, node: &NodeRef) -> RhaiResult<Array> {
+    let topo = lab_topology(ctx)?;
+    let model = topo.node(&node.name).map_err(|e| lab_error(e.into()))?;
+    let Some(spec) = model.options.plug.as_ref().filter(|_| model.kind == NodeKind::Plug) else {
+        return Err(script_error(format!("{} is a {} node: only plugs have clients", node.name, model.kind)));
+    };
+    Ok(model
+        .ifaces
+        .iter()
+        .map(|i| {
+            Dynamic::from(LinkRef {
+                name: format!("{}:{}", node.name, i.name),
+                a: (node.name.clone(), i.name.clone()),
+                b: (spec.lan.clone(), String::new()),
+            })
+        })
+        .collect())
+}
+
 /// Links and LANs: wiring nodes together through the clonet switch.
 #[export_module]
 pub mod link_api {
@@ -282,6 +302,106 @@ pub mod link_api {
             return Err(e);
         }
         Ok(node)
+    }
+
+    /// Opens a plug on the LAN: a socket at `path` (absolute) where
+    /// programs clonet did not start join the LAN. Each client that
+    /// connects becomes an interface of the plug (`c1`, `c2`, …) and a
+    /// port of the LAN, with its own counters, impairments, capture and
+    /// sniff (see `clients`); it goes when the client leaves. `protocol`:
+    ///
+    /// - `"qemu"`: `-netdev stream,id=n0,server=off,addr.type=unix,addr.path=PATH`
+    /// - `"qemu-dgram"`: `-netdev dgram,id=n0,local.type=unix,local.path=OWN,remote.type=unix,remote.path=PATH`
+    /// - `"uml"`: `vec0:transport=bess,dst=PATH`
+    /// - `"vde"`: PATH is a directory (made by the plug) where `vde_plug`,
+    ///   `vde_plug2tap -s PATH tap0`, QEMU's `-netdev vde,sock=PATH` and
+    ///   UML's `vde` transport connect as to a `vde_switch`.
+    ///
+    /// Other options: `name` (default `plug1`, `plug2`, …), and the LAN
+    /// port options of its clients: `mtu`, `vlan`, `trunk`. Nothing may
+    /// be at `path` yet. Also written `sw.plug(#{…})`.
+    ///
+    /// ```rhai
+    /// let sw = lan("sw");
+    /// link(node("n"), sw, #{ ip: "10.9.0.2/24" });
+    /// let dir = host_exec("mktemp -d").stdout.trimmed();
+    /// let vm = sw.plug(#{ protocol: "qemu", path: `${dir}/vm.sock` });
+    /// // qemu-system-x86_64 … -netdev stream,id=n0,server=off,addr.type=unix,addr.path=DIR/vm.sock
+    /// assert(vm.clients.len() == 0);
+    /// vm.delete();
+    /// host_exec(`rmdir ${dir}`);
+    /// ```
+    #[rhai_fn(return_raw)]
+    pub fn plug(ctx: NativeCallContext, lan: &mut Lan, options: Map) -> RhaiResult<NodeRef> {
+        check_keys("plug", &options, &["protocol", "path", "name", "mtu", "vlan", "trunk"])?;
+        let protocol = opt_str("plug", &options, "protocol")?
+            .ok_or_else(|| script_error("plug(): protocol (qemu, qemu-dgram, uml or vde) is required"))?
+            .parse::<crate::vocab::PlugProtocol>()
+            .map_err(refused("plug"))?;
+        let path = opt_str("plug", &options, "path")?
+            .ok_or_else(|| script_error("plug(): path (where the plug listens) is required"))?;
+        let name = match opt_str("plug", &options, "name")? {
+            Some(n) => n,
+            None => {
+                let topo = lab_topology(&ctx)?;
+                (1..).map(|i| format!("plug{i}")).find(|n| !topo.nodes.contains_key(n)).expect("a free name")
+            }
+        };
+        let port = link_options("plug", &options)?;
+        let spec = crate::vocab::PlugSpec {
+            protocol,
+            path: path.into(),
+            lan: lan.name.clone(),
+            vlan: port.vlan,
+            mtu: port.mtu,
+        };
+        let options = crate::vocab::NodeOptions { plug: Some(spec), ..Default::default() };
+        call(&ctx, Command::AddNode { name: name.clone(), kind: NodeKind::Plug, options })?;
+        Ok(NodeRef { name })
+    }
+
+    /// The ports of a plug's clients now, as links whose `a` is the plug's
+    /// interface and `b` its LAN: for `set()`, `counters()`, `capture` and
+    /// `sniff`.
+    ///
+    /// ```rhai
+    /// let sw = lan("sw");
+    /// let dir = host_exec("mktemp -d").stdout.trimmed();
+    /// let vm = plug(sw, #{ protocol: "uml", path: `${dir}/uml.sock` });
+    /// for port in vm.clients { port.set(#{ delay: "5ms" }); }
+    /// vm.delete();
+    /// host_exec(`rmdir ${dir}`);
+    /// ```
+    #[rhai_fn(get = "clients", pure, return_raw)]
+    pub fn clients(ctx: NativeCallContext, node: &mut NodeRef) -> RhaiResult<Array> {
+        plug_clients(&ctx, node)
+    }
+
+    /// Waits until the plug has at least `count` clients, for at most
+    /// `timeout_ms`; returns whether it has them.
+    ///
+    /// ```rhai
+    /// let sw = lan("sw");
+    /// let dir = host_exec("mktemp -d").stdout.trimmed();
+    /// let vm = plug(sw, #{ protocol: "vde", path: `${dir}/switch` });
+    /// // On the host: vde_plug2tap -s DIR/switch tap0 (or QEMU's -netdev vde,id=n0,sock=DIR/switch)
+    /// if vm.wait_clients(1, 200) { print(vm.info().plug.clients); }
+    /// vm.delete();
+    /// host_exec(`rmdir ${dir}`);
+    /// ```
+    #[rhai_fn(return_raw)]
+    pub fn wait_clients(ctx: NativeCallContext, node: &mut NodeRef, count: i64, timeout_ms: i64) -> RhaiResult<bool> {
+        let deadline = crate::script::api::deadline("wait_clients", timeout_ms)?;
+        loop {
+            if plug_clients(&ctx, node)?.len() as i64 >= count {
+                return Ok(true);
+            }
+            // A dry build has no clients to wait for.
+            if std::time::Instant::now() >= deadline || crate::script::api::dry_run(&ctx) {
+                return Ok(false);
+            }
+            crate::script::api::lab::pause("wait_clients", 20, false)?;
+        }
     }
 
     /// Creates a LAN: a MAC-learning switch inside clonet.

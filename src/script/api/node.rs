@@ -150,7 +150,8 @@ pub mod node_api {
         let accel = opt_str("node", &options, "accel")?.map(|a| a.parse()).transpose().map_err(refused("node"))?;
         let rootfs = opt_str("node", &options, "rootfs")?.map(std::path::PathBuf::from);
         // Which options fit which kind is the lab's rule (`NodeOptions::check`).
-        let options = crate::vocab::NodeOptions { mem_mb, cpus, accel, image, args, rootfs, forward: Vec::new() };
+        let options =
+            crate::vocab::NodeOptions { mem_mb, cpus, accel, image, args, rootfs, forward: Vec::new(), plug: None };
         call(&ctx, Command::AddNode { name: name.to_string(), kind, options })?;
         Ok(NodeRef { name: name.to_string() })
     }
@@ -200,7 +201,11 @@ pub mod node_api {
     /// Everything about the node as a map: `name`, `kind`, `pid`,
     /// `running`, `ifaces`, `detail` (for kvm nodes `accel=kvm` or
     /// `accel=tcg`; empty otherwise) and `disk_bytes` (what the node's own
-    /// copy-on-write layer takes on disk, not counting its base).
+    /// copy-on-write layer takes on disk, not counting its base); a plug
+    /// adds `plug`: its `clients` (`iface` and `peer`, who it is), and how
+    /// many `joined`, `left`, were `refused` (with `last_refusal`) or cut
+    /// off for `garbage`, and how many frames from its clients the switch
+    /// `dropped` (runts and the like, of clients that left too).
     ///
     /// ```rhai
     /// let a = node("a");
@@ -218,6 +223,27 @@ pub mod node_api {
         m.insert("running".into(), info.running.into());
         m.insert("detail".into(), info.detail.clone().unwrap_or_default().into());
         m.insert("disk_bytes".into(), (info.disk_bytes as i64).into());
+        if let Some(plug) = &info.plug {
+            let clients: Array = plug
+                .clients
+                .iter()
+                .map(|c| {
+                    let mut cm = Map::new();
+                    cm.insert("iface".into(), c.iface.clone().into());
+                    cm.insert("peer".into(), c.peer.clone().into());
+                    Dynamic::from(cm)
+                })
+                .collect();
+            let mut pm = Map::new();
+            pm.insert("clients".into(), clients.into());
+            pm.insert("joined".into(), (plug.joined as i64).into());
+            pm.insert("left".into(), (plug.left as i64).into());
+            pm.insert("refused".into(), (plug.refused as i64).into());
+            pm.insert("garbage".into(), (plug.garbage as i64).into());
+            pm.insert("dropped".into(), (plug.dropped as i64).into());
+            pm.insert("last_refusal".into(), plug.last_refusal.clone().unwrap_or_default().into());
+            m.insert("plug".into(), pm.into());
+        }
         m.insert("ifaces".into(), ifaces(ctx, node)?.into());
         Ok(m)
     }
