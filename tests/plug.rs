@@ -352,3 +352,83 @@ print(`left ${{wait_until(|| u.clients.len() == 0, 10000)}}`);
     assert!(!dir.join("uml.sock").exists(), "the plug removed its socket");
     user.assert_nothing_left();
 }
+
+#[test]
+fn plugs_show_in_events_topology_saved_scripts_graphs_and_saved_labs() {
+    let sb = Sandbox::new();
+    let dir = sb.dir.path().to_path_buf();
+    let d = dir.display();
+    // A watcher sees the plug made and its client join and leave the LAN.
+    let lab = serve(
+        &sb,
+        "seen",
+        &format!(
+            r#"
+let sw = lan("sw");
+link(node("n"), sw, #{{ ip: "10.9.0.2/24" }});
+sw.plug(#{{ protocol: "uml", path: "{d}/seen.sock", name: "vms" }});
+"#
+        ),
+        false,
+    );
+    let mut watcher = Raw::connect(&lab.socket);
+    let mut seen = Vec::new();
+    watcher.send(r#"{"id":1,"watch":true}"#);
+    assert_eq!(watcher.answer(1, &mut seen)["ok"]["reply"], "done");
+    let mut client = std::process::Command::new("socat")
+        .args(["-u", "EXEC:sleep 30", &format!("UNIX-CONNECT:{d}/seen.sock,type=5")])
+        .spawn()
+        .unwrap();
+    assert!(watcher.event_where(&mut seen, |e| e["event"] == "lan_joined" && e["port"] == "vms:c1"));
+    watcher.send(r#"{"id":2,"command":{"op":"topology"}}"#);
+    let topo = watcher.answer(2, &mut seen);
+    let vms = &topo["ok"]["nodes"]["vms"];
+    assert_eq!(vms["kind"], "plug", "{topo}");
+    assert_eq!(vms["options"]["plug"]["protocol"], "uml", "{topo}");
+    assert_eq!(vms["ifaces"][0]["name"], "c1", "{topo}");
+    client.kill().unwrap();
+    client.wait().unwrap();
+    assert!(watcher.event_where(&mut seen, |e| e["event"] == "lan_left" && e["port"] == "vms:c1"));
+    drop(lab);
+
+    // :save writes the plug (not its clients), graphs draw it, and a
+    // saved lab brings it back listening.
+    let script = format!(
+        r#"
+let sw = lan("sw");
+let n = node("n");
+link(n, sw, #{{ ip: "10.9.0.2/24" }});
+let p = sw.plug(#{{ protocol: "vde", path: "{d}/vde", name: "vms", vlan: 10 }});
+"#
+    );
+    let path = sb.write("g.rhai", &script);
+    let dot = sb.clonet().args(["graph", "--format", "dot"]).arg(&path).output().unwrap();
+    assert!(text(&dot.stdout).contains("\"vms\" [shape=invtrapezium]"), "{}", text(&dot.stdout));
+    assert!(!dir.join("vde").exists(), "a dry build makes no plug");
+    let svg = sb.clonet().args(["graph"]).arg(&path).output().unwrap();
+    assert!(text(&svg.stdout).contains("data-kind=\"plug\""), "{}", text(&svg.stdout));
+    let pid = std::process::id();
+    let stdout = sb.run_ok(
+        "saved.rhai",
+        &format!(
+            r#"{script}
+save_lab("{d}/saved");
+p.delete();
+n.delete();
+sw.delete();
+print(`gone ${{!host_exec("test -e {d}/vde").ok}}`);
+load_lab("{d}/saved");
+print(`back ${{get_node("vms").info().kind}} ${{host_exec("test -S {d}/vde/ctl").ok}}`);
+host_exec("ip netns add clonet-plugsave-{pid} && ip netns exec clonet-plugsave-{pid} vde_plug2tap -d -s {d}/vde tapv0");
+print(`joined ${{get_node("vms").wait_clients(1, 10000)}}`);
+print(`tagged ${{topology().nodes.vms.ifaces[0].vlan}}`);
+host_exec("ip netns pids clonet-plugsave-{pid} | xargs -r kill; ip netns del clonet-plugsave-{pid}");
+"#
+        ),
+    );
+    assert_eq!(printed(&stdout, "gone"), ["true"], "{stdout}");
+    assert_eq!(printed(&stdout, "back"), ["plug true"], "{stdout}");
+    assert_eq!(printed(&stdout, "joined"), ["true"], "{stdout}");
+    assert!(stdout.contains("tagged") && stdout.contains("10"), "its clients' ports keep the VLAN: {stdout}");
+    assert!(!dir.join("vde").exists(), "the loaded plug went with the lab");
+}

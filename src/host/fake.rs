@@ -44,9 +44,18 @@ pub struct FakeHost {
     /// The run directories whose storage was released, apart from `calls`
     /// (a lab releases its own at teardown, after a test looked at them).
     released: Arc<Mutex<Vec<std::path::PathBuf>>>,
+    /// Plugs listen for real (sockets in a test's directory); otherwise
+    /// (a dry build) a plug makes nothing and no client comes.
+    real_plugs: bool,
 }
 
 impl FakeHost {
+    /// A fake host whose plugs are the real ones, so that a test can
+    /// connect clients to them (sockets need no root).
+    pub fn with_real_plugs() -> FakeHost {
+        FakeHost { real_plugs: true, ..FakeHost::default() }
+    }
+
     /// The host of a dry build (`clonet graph`): nothing starts, every
     /// command and ping succeeds, so a script runs to its end.
     pub fn dry() -> FakeHost {
@@ -135,8 +144,7 @@ impl NodeHost for FakeHost {
     fn start_node(&self, spec: &NodeSpec) -> Result<Box<dyn RunningNode>, HostError> {
         self.record(format!("start {}", spec.name));
         self.killed.lock().expect("not poisoned").remove(&spec.name);
-        if spec.kind == crate::vocab::NodeKind::Plug {
-            // A plug is sockets in a directory the test chose: the real one.
+        if spec.kind == crate::vocab::NodeKind::Plug && self.real_plugs {
             return super::plug::start(spec);
         }
         Ok(Box::new(FakeNode { name: spec.name.clone(), host: self.clone() }))

@@ -44,12 +44,20 @@ impl SavedLab {
     }
 }
 
-/// The commands that re-create everything but the nodes, in order.
+/// The commands that re-create everything but the nodes (plugs, which
+/// need their LAN, excepted), in order.
 pub fn wiring(topo: &Topology) -> Vec<Command> {
     let mut cmds = Vec::new();
     let mtu = |m: crate::vocab::Mtu| (m != crate::vocab::Mtu::ETHERNET).then_some(m);
     for name in topo.lans.keys() {
         cmds.push(Command::AddLan { name: name.clone() });
+    }
+    // Plugs listen again once their LAN is there; their clients are
+    // programs of their own, which connect again.
+    let plug = |node: &str| topo.nodes.get(node).is_some_and(|n| n.kind == crate::vocab::NodeKind::Plug);
+    for name in topo.order.iter().filter(|n| plug(n)) {
+        let n = &topo.nodes[name];
+        cmds.push(Command::AddNode { name: name.clone(), kind: n.kind, options: n.options.clone() });
     }
     let mut extra_addrs = Vec::new();
     let iface = |node: &str, name: &str| topo.nodes[node].iface(name).expect("the model references its interfaces");
@@ -78,7 +86,7 @@ pub fn wiring(topo: &Topology) -> Vec<Command> {
         }
     }
     for lan in topo.lans.values() {
-        for m in &lan.members {
+        for m in lan.members.iter().filter(|m| !plug(&m.node)) {
             let i = iface(&m.node, &m.iface);
             extra_addrs.extend(i.addrs.iter().skip(1).map(|a| (m.node.clone(), i.name.clone(), *a)));
             cmds.push(Command::JoinLan {

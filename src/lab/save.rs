@@ -260,6 +260,29 @@ mod tests {
     }
 
     #[test]
+    fn a_plug_is_written_with_its_lan_and_its_clients_are_not() {
+        let mut t = sample();
+        let spec = crate::vocab::PlugSpec {
+            protocol: crate::vocab::PlugProtocol::Vde,
+            path: "/tmp/lab/vde".into(),
+            lan: "sw".into(),
+            vlan: Some(VlanMode::Access(crate::vocab::VlanId::new(10).unwrap())),
+            mtu: None,
+        };
+        let options = crate::vocab::NodeOptions { plug: Some(spec), ..Default::default() };
+        t.add_node_with("vms", NodeKind::Plug, options).unwrap();
+        let client = t.plan_iface("vms", Some("c1"), crate::vocab::Mtu::ETHERNET).unwrap();
+        t.add_lan_member("sw", "vms", client, VlanMode::default()).unwrap();
+        let s = to_script(&t);
+        let plug = r#"let n_vms = plug(l_sw, #{ name: "vms", protocol: "vde", path: "/tmp/lab/vde", vlan: 10 });"#;
+        assert!(s.lines().any(|l| l == plug), "missing {plug:?} in:\n{s}");
+        assert!(!s.contains("link(n_vms"), "a client is a program of its own: {s}");
+        let lan_at = s.find(r#"lan("sw")"#).unwrap();
+        assert!(s.find(plug).unwrap() > lan_at, "after its LAN");
+        crate::script::bare_engine(std::path::Path::new(".")).compile(&s).expect("valid Rhai");
+    }
+
+    #[test]
     fn the_script_compiles() {
         let engine = crate::script::bare_engine(std::path::Path::new("."));
         engine.compile(to_script(&sample())).expect("valid Rhai");

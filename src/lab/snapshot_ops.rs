@@ -172,6 +172,10 @@ impl Lab {
         let run_dir = self.run_dir_mut().path().to_path_buf();
         for name in &saved.topology.order {
             let model = &saved.topology.nodes[name];
+            if model.kind == NodeKind::Plug {
+                // Made with the wiring, once its LAN is there.
+                continue;
+            }
             let disk = match saved.disks.get(name) {
                 Some(rel) => {
                     let layer = self.host.import_disk(model.kind, &dir.join(rel), &run_dir, name)?;

@@ -405,7 +405,7 @@ fn broadcast_frame(len: usize) -> Vec<u8> {
 #[test]
 fn a_plug_client_becomes_a_lan_port_until_it_leaves_and_runts_are_counted() {
     use std::os::unix::net::UnixDatagram;
-    let host = FakeHost::default();
+    let host = FakeHost::with_real_plugs();
     let (lab, dir) = lab_with_plug(&host, crate::vocab::PlugProtocol::UmlBess);
     // A seqpacket client, as UML's bess transport connects.
     let fd = nix::sys::socket::socket(
@@ -450,7 +450,7 @@ fn a_plug_client_becomes_a_lan_port_until_it_leaves_and_runts_are_counted() {
 #[test]
 fn a_stream_out_of_step_is_cut_off_and_counted_and_the_lan_goes_on() {
     use std::io::Write;
-    let host = FakeHost::default();
+    let host = FakeHost::with_real_plugs();
     let (lab, dir) = lab_with_plug(&host, crate::vocab::PlugProtocol::QemuStream);
     let mut bad = std::os::unix::net::UnixStream::connect(dir.path().join("plug")).unwrap();
     until_report(&lab, |r| r.clients.len() == 1);
@@ -476,7 +476,7 @@ fn a_stream_out_of_step_is_cut_off_and_counted_and_the_lan_goes_on() {
 #[test]
 fn a_vde_handshake_that_is_not_vde_is_refused_and_said_why() {
     use std::io::Write;
-    let host = FakeHost::default();
+    let host = FakeHost::with_real_plugs();
     let (lab, dir) = lab_with_plug(&host, crate::vocab::PlugProtocol::Vde);
     let mut c = std::os::unix::net::UnixStream::connect(dir.path().join("plug/ctl")).unwrap();
     c.write_all(&[0x55; 200]).unwrap();
