@@ -63,6 +63,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("impairment_text", impairment_text),
     ("impairment_json", impairment_json),
     ("saved_lab", saved_lab),
+    ("vde_request", vde_request),
 ];
 
 /// At most what a port hands the switch in one buffer.
@@ -686,6 +687,35 @@ pub fn saved_lab(data: &[u8]) {
     }
 }
 
+/// What a VDE client sends a plug's control socket, read as the plug's
+/// thread reads it, in pieces: no piece shorter than the fixed part is a
+/// request, a request's address fits a `sun_path` and its description
+/// is short and holds no control character; what was refused stays
+/// refused however much more comes.
+pub fn vde_request(data: &[u8]) {
+    use crate::host::plug::{parse_vde_request, VdeAddress, VdeParse, SOCKADDR_UN_LEN, VDE_MAX_REQUEST};
+    let mut refused_at = None;
+    for end in 0..=data.len().min(VDE_MAX_REQUEST + 8) {
+        match parse_vde_request(&data[..end]) {
+            VdeParse::Incomplete => assert!(refused_at.is_none(), "refused at {refused_at:?}, then incomplete at {end}"),
+            VdeParse::Bad(why) => {
+                assert!(!why.is_empty());
+                refused_at.get_or_insert(end);
+            }
+            VdeParse::Request(req) => {
+                assert!(refused_at.is_none(), "refused at {refused_at:?}, then a request at {end}");
+                assert!(end >= 12 + SOCKADDR_UN_LEN, "a request of {end} bytes");
+                match &req.address {
+                    VdeAddress::Path(p) => assert!(p.len() < 108 && !p.contains(&0) && !p.is_empty()),
+                    VdeAddress::Abstract(a) => assert_eq!(a.len(), 107),
+                }
+                assert!(req.description.chars().count() <= 64);
+                assert!(!req.description.chars().any(char::is_control));
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::{Path, PathBuf};
@@ -1185,6 +1215,20 @@ mod tests {
             add("impairment_json", name, json.as_bytes().to_vec());
         }
         add("saved_lab", "saved-by-the-project", saved_lab_json());
+        for (name, path, descr) in [
+            ("vde-plug2tap", &b"/tmp/sw/.1234-00000"[..], &b"vde_plug2tap: user=root pid=1234\0"[..]),
+            ("uml-daemon-abstract", &b"\0\x01\x02\x03uml"[..], &b""[..]),
+        ] {
+            let mut r = crate::host::plug::VDE_MAGIC.to_ne_bytes().to_vec();
+            r.extend_from_slice(&crate::host::plug::VDE_VERSION.to_ne_bytes());
+            r.extend_from_slice(&0u32.to_ne_bytes());
+            let mut addr = [0u8; crate::host::plug::SOCKADDR_UN_LEN];
+            addr[..2].copy_from_slice(&(libc::AF_UNIX as u16).to_ne_bytes());
+            addr[2..2 + path.len()].copy_from_slice(path);
+            r.extend_from_slice(&addr);
+            r.extend_from_slice(descr);
+            add("vde_request", name, r);
+        }
         seeds
     }
 
