@@ -98,6 +98,13 @@ impl PortCounters {
         self.tx_bytes.fetch_add(bytes as u64, Relaxed);
     }
 
+    /// `frames` frames of `bytes` in all were handed to the node at once
+    /// (segments merged into one write).
+    pub fn tx_many(&self, frames: u64, bytes: u64) {
+        self.tx_frames.fetch_add(frames, Relaxed);
+        self.tx_bytes.fetch_add(bytes, Relaxed);
+    }
+
     /// A frame from the node was dropped on its way into the switch.
     pub fn rx_dropped(&self, reason: DropReason) {
         self.rx_drops[reason as usize].fetch_add(1, Relaxed);

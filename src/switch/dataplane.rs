@@ -99,6 +99,10 @@ pub(super) struct PortRuntime {
     /// Captures that copy what the node sends / what it is handed.
     pub(super) captures_rx: Vec<CaptureId>,
     pub(super) captures_tx: Vec<CaptureId>,
+    /// TCP segments merged for this port during this turn (`gro.rs`):
+    /// only for a port that takes GSO frames, sent at the turn's end.
+    pub(super) merged: Option<super::gro::Held>,
+    pub(super) takes_gso: bool,
 }
 
 impl PortRuntime {
@@ -162,6 +166,8 @@ pub(super) struct DataPlane {
     timer: Option<TimerFd>,
     armed_for: Option<Duration>,
     pub(super) captures: HashMap<CaptureId, CaptureSink>,
+    /// Ports holding merged segments to send at the end of this turn.
+    pub(super) merging: Vec<PortId>,
 }
 
 pub(super) fn token(port: PortId) -> Token {
@@ -189,6 +195,7 @@ impl DataPlane {
             timer,
             armed_for: None,
             captures: HashMap::new(),
+            merging: Vec::new(),
         }
     }
 
@@ -233,6 +240,7 @@ impl DataPlane {
             }
             self.deliver_handoffs();
             self.release_due();
+            self.send_merged();
             if !self.control() {
                 return;
             }
@@ -315,6 +323,7 @@ impl DataPlane {
                 }
                 Control::ReleaseDue { ack } => {
                     self.release_due();
+                    self.send_merged();
                     let _ = ack.send(Ok(()));
                 }
                 Control::Shutdown => return false,
@@ -352,6 +361,7 @@ impl DataPlane {
         cable_to: Option<PortId>,
     ) -> Result<(), String> {
         let fd = io.raw_fd();
+        let gso = info.gso;
         self.fabric.add_port(id, info).map_err(|e| e.to_string())?;
         let polled = cable_to.is_none();
         if polled {
@@ -375,6 +385,8 @@ impl DataPlane {
             egress: None,
             captures_rx: Vec::new(),
             captures_tx: Vec::new(),
+            merged: None,
+            takes_gso: gso && cable_to.is_none(),
         });
         Ok(())
     }

@@ -191,6 +191,32 @@ impl DataPlane {
             port.counters.tx_dropped(DropReason::PortError);
             return;
         }
+        if port.takes_gso && port.egress.is_none() && port.txq.is_empty() {
+            let merged = match (&mut port.merged, parts) {
+                (Some(held), [whole]) => held.merge(whole),
+                _ => false,
+            };
+            if merged {
+                return;
+            }
+            // Whatever does not continue the run follows what it holds.
+            if port.merged.is_some() {
+                self.send_held(id);
+            }
+            if let [whole] = parts {
+                let buf = self.pool.pop().unwrap_or_default();
+                match super::gro::Held::start(whole, buf) {
+                    Ok(held) => {
+                        let port = self.ports[id].as_mut().expect("looked up above");
+                        port.merged = Some(held);
+                        self.merging.push(id);
+                        return;
+                    }
+                    Err(buf) => self.pool.push(buf),
+                }
+            }
+        }
+        let Some(port) = self.ports.get_mut(id).and_then(Option::as_mut) else { return };
         if let Some(peer) = port.cable_to {
             if self.handoff.len() >= HANDOFF_FRAMES {
                 port.counters.tx_dropped(DropReason::QueueFull);
@@ -249,6 +275,66 @@ impl DataPlane {
             let fd = port.io.raw_fd();
             let _ =
                 self.poll.registry().reregister(&mut SourceFd(&fd), token(id), Interest::READABLE | Interest::WRITABLE);
+        }
+    }
+
+    /// Sends what every port merged this turn (`gro.rs`).
+    pub(super) fn send_merged(&mut self) {
+        while let Some(id) = self.merging.pop() {
+            self.send_held(id);
+        }
+    }
+
+    /// Sends the frame port `id` merged, counting each segment in it as
+    /// the frame it was on the wire.
+    fn send_held(&mut self, id: PortId) {
+        let Some(port) = self.ports.get_mut(id).and_then(Option::as_mut) else { return };
+        let Some(held) = port.merged.take() else { return };
+        let (segs, bytes) = (held.segs, held.wire_bytes);
+        if port.failed {
+            for _ in 0..segs {
+                port.counters.tx_dropped(DropReason::PortError);
+            }
+            self.pool.push(held.finish());
+            return;
+        }
+        let frame = held.finish();
+        let sent = if port.txq.is_empty() { port.io.send(&frame) } else { Err(io::ErrorKind::WouldBlock.into()) };
+        match sent {
+            Ok(()) => {
+                port.counters.tx_many(segs, bytes);
+                self.pool.push(frame);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock && port.txq.len() < TX_QUEUE_FRAMES => {
+                // Counted when it is written (`flush`), as one frame.
+                port.txq.push_back(frame);
+                if !port.wants_write {
+                    port.wants_write = true;
+                    let fd = port.io.raw_fd();
+                    let _ = self.poll.registry().reregister(
+                        &mut SourceFd(&fd),
+                        token(id),
+                        Interest::READABLE | Interest::WRITABLE,
+                    );
+                }
+            }
+            Err(e) => {
+                let reason = if e.kind() == io::ErrorKind::WouldBlock {
+                    DropReason::QueueFull
+                } else {
+                    match classify_write_error(&e) {
+                        WriteFailure::Frame(reason) => reason,
+                        WriteFailure::Port => DropReason::PortError,
+                    }
+                };
+                for _ in 0..segs {
+                    port.counters.tx_dropped(reason);
+                }
+                self.pool.push(frame);
+                if reason == DropReason::PortError {
+                    self.fail(id);
+                }
+            }
         }
     }
 
@@ -321,6 +407,35 @@ mod tests {
         assert_eq!(segments, 20_000usize.div_ceil(1500 - 20 - 32));
         assert!(settled(|| cb.snapshot().tx_frames == segments as u64), "{:?}", cb.snapshot());
         assert!(cb.snapshot().drops.is_empty(), "{:?}", cb.snapshot());
+    }
+
+    #[test]
+    fn tcp_segments_of_one_turn_reach_a_gso_port_merged_and_a_plain_port_as_they_came() {
+        const MS: Duration = Duration::from_millis(1);
+        for gso_b in [true, false] {
+            let clock = FakeClock::new();
+            let switch = Switch::with_clock(clock.clone()).unwrap();
+            let Cable { mut sw, pa, pb, a: (ida, ca), b: (_, cb) } = cable_on(switch, 1500, 1500, gso_b);
+            // Held on the way in, the three leave in one turn.
+            let delay = impair::Params { delay: crate::vocab::Delay::new("delay", MS).unwrap(), ..Default::default() };
+            sw.set_impairment(ida, Stage::Ingress, Some((delay, 1))).unwrap();
+            let segs: Vec<Vec<u8>> = (0..3u32)
+                .map(|i| crate::switch::gro::tcp_segment(1 + i * 1000, &[i as u8; 1000], 0x10, 100))
+                .collect();
+            for s in &segs {
+                ingested(&sw, &pa, &ca, s);
+            }
+            let got = released_after(&clock, &sw, &pb, MS);
+            if gso_b {
+                assert_eq!(got.len(), 1, "one merged frame");
+                let hdr = crate::switch::frame::VnetHdr::parse(&got[0]).unwrap();
+                assert_eq!((hdr.gso_type, hdr.gso_size), (1, 1000));
+                assert_eq!(got[0].len(), segs[0].len() + 2000);
+            } else {
+                assert_eq!(got, segs, "a port without offloads gets each segment as it came");
+            }
+            assert!(settled(|| cb.snapshot().tx_frames == 3), "each segment counted: {:?}", cb.snapshot());
+        }
     }
 
     #[test]

@@ -30,6 +30,7 @@ pub mod delay;
 pub mod fabric;
 pub mod fdb;
 pub mod frame;
+pub mod gro;
 pub mod gso;
 pub mod impair;
 pub mod pcap;
