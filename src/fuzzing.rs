@@ -52,6 +52,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("switch_frame", switch_frame),
     ("sniff_summary", sniff_summary),
     ("gso_segment", gso_segment),
+    ("gro_merge", gro_merge),
     ("stream_deframer", stream_deframer),
     ("uml_bess_message", uml_bess_message),
     ("agent_line", agent_line),
@@ -204,6 +205,56 @@ pub fn gso_segment(data: &[u8]) {
         }
         Err(_) => assert!(segments.is_empty(), "a refused frame emits nothing"),
     }
+}
+
+/// Frames bound for a port that takes GSO frames, merged as the data
+/// plane merges one turn's TCP segments (each frame after a 2-byte
+/// little-endian length): a single frame leaves as it came; a merged one
+/// parses, and cut again to the first segment's size it gives back the
+/// segments it took, each with valid lengths and checksums, the payload
+/// in order, once.
+pub fn gro_merge(data: &[u8]) {
+    use crate::switch::gro::Held;
+    let mut frames = Vec::new();
+    let mut rest = data;
+    while let Some((len, tail)) = rest.split_first_chunk::<2>() {
+        let n = (u16::from_le_bytes(*len) as usize).min(tail.len());
+        frames.push(&tail[..n]);
+        rest = &tail[n..];
+        if frames.len() == 64 {
+            break;
+        }
+    }
+    let Some((first, more)) = frames.split_first() else { return };
+    let Ok(mut held) = Held::start(first, Vec::new()) else { return };
+    let headers = VNET_HDR_LEN + gso::header_len(&first[VNET_HDR_LEN..]).expect("a merged frame has TCP headers");
+    let mut payload = first[headers..].to_vec();
+    let mut taken = 1;
+    for f in more {
+        if held.merge(f) {
+            assert_eq!(gso::header_len(&f[VNET_HDR_LEN..]).ok(), Some(headers - VNET_HDR_LEN), "same headers");
+            payload.extend_from_slice(&f[headers..]);
+            taken += 1;
+        }
+    }
+    assert_eq!(held.segs, taken);
+    let out = held.finish();
+    if taken == 1 {
+        assert_eq!(out, *first, "one segment leaves as it came");
+        return;
+    }
+    let frame = Frame::parse(&out).expect("a merged frame parses");
+    assert!(frame.vnet.is_gso(), "a merged frame is a GSO frame");
+    let mtu = first.len() - VNET_HDR_LEN - ETH_HDR_LEN;
+    let mut segments = Vec::new();
+    gso::segment(&frame, mtu, &mut Vec::new(), |s| segments.push(s.to_vec())).expect("a merged frame cuts again");
+    assert_eq!(segments.len() as u64, taken, "as many segments as it took");
+    let mut again = Vec::new();
+    for s in &segments {
+        check_tcp_segment(&s[VNET_HDR_LEN..], headers - VNET_HDR_LEN);
+        again.extend_from_slice(&s[headers..]);
+    }
+    assert_eq!(again, payload, "the payload, in order, once");
 }
 
 /// The IP length and checksums of one TCP segment (`headers` bytes of
@@ -1215,6 +1266,18 @@ mod tests {
             add("impairment_json", name, json.as_bytes().to_vec());
         }
         add("saved_lab", "saved-by-the-project", saved_lab_json());
+        for (name, lens, psh_last) in [("run-of-three", [1448, 1448, 700], false), ("psh-ends-it", [500, 500, 500], true)] {
+            let mut input = Vec::new();
+            let mut seq = 1u32;
+            for (i, len) in lens.iter().enumerate() {
+                let flags = if psh_last && i == 1 { 0x18 } else { 0x10 };
+                let seg = crate::switch::gro::tcp_segment(seq, &vec![i as u8 + 1; *len], flags, 300);
+                seq += *len as u32;
+                input.extend_from_slice(&(seg.len() as u16).to_le_bytes());
+                input.extend_from_slice(&seg);
+            }
+            add("gro_merge", name, input);
+        }
         for (name, path, descr) in [
             ("vde-plug2tap", &b"/tmp/sw/.1234-00000"[..], &b"vde_plug2tap: user=root pid=1234\0"[..]),
             ("uml-daemon-abstract", &b"\0\x01\x02\x03uml"[..], &b""[..]),
