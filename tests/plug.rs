@@ -35,6 +35,18 @@ echo "foreign-guest-up $dev $ip"
 exec busybox sleep 100000
 "#;
 
+/// Rhai, put before each scenario: with a plug's first client there, a
+/// capture on its port while `n` pings `addr` again, and its counters.
+const PORT_CHECKS: &str = r#"
+fn port_checks(key, plug, n, addr, pcap) {
+    let cap = capture(plug.clients[0], pcap);
+    print(`${key}-again ${ping(n, addr)}`);
+    print(`${key}-captured ${cap.stop().frames}`);
+    let c = plug.clients[0].counters()[0];
+    print(`${key}-counted ${c.rx_frames > 0 && c.tx_frames > 0}`);
+}
+"#;
+
 /// Builds clonet's images in the sandbox, and the foreign guest's
 /// initramfs beside them: (kernel, initramfs).
 fn foreign_guest(data_dir: &Path, clonet: &mut std::process::Command, out: &Path) -> (PathBuf, PathBuf) {
@@ -112,7 +124,7 @@ fn qemu_guests_join_by_stream_then_by_datagram_and_ping_a_node() {
     let stdout = sb.run_ok(
         "qemu.rhai",
         &format!(
-            r#"
+            r#"{PORT_CHECKS}
 let sw = lan("sw");
 let n = node("n");
 link(n, sw, #{{ ip: "10.9.0.2/24" }});
@@ -120,13 +132,8 @@ let vm = sw.plug(#{{ protocol: "qemu", path: "{d}/vm.sock" }});
 host_exec("{stream}");
 print(`stream-joined ${{vm.wait_clients(1, 30000)}}`);
 print(`stream-pinged ${{wait_until(|| ping(n, "10.9.0.5"), 90000)}}`);
-let port = vm.clients[0];
-print(`stream-port ${{port.name}}`);
-let cap = capture(port, "{d}/stream.pcap");
-print(`stream-again ${{ping(n, "10.9.0.5")}}`);
-print(`stream-captured ${{cap.stop().frames}}`);
-let c = port.counters()[0];
-print(`stream-counted ${{c.rx_frames > 0 && c.tx_frames > 0}}`);
+print(`stream-port ${{vm.clients[0].name}}`);
+port_checks("stream", vm, n, "10.9.0.5", "{d}/stream.pcap");
 print(`stream-peer ${{vm.info().plug.clients[0].peer}}`);
 // A client out of step: cut off and counted; the guest goes on.
 host_exec("echo garbage-garbage | socat -t 1 - UNIX-CONNECT:{d}/vm.sock");
@@ -139,11 +146,7 @@ let dg = plug(sw, #{{ protocol: "qemu-dgram", path: "{d}/dgram.sock", name: "dg"
 host_exec("{dgram}");
 print(`dgram-joined ${{dg.wait_clients(1, 90000)}}`);
 print(`dgram-pinged ${{wait_until(|| ping(n, "10.9.0.8"), 90000)}}`);
-let cap = capture(dg.clients[0], "{d}/dgram.pcap");
-print(`dgram-again ${{ping(n, "10.9.0.8")}}`);
-print(`dgram-captured ${{cap.stop().frames}}`);
-let c = dg.clients[0].counters()[0];
-print(`dgram-counted ${{c.rx_frames > 0 && c.tx_frames > 0}}`);
+port_checks("dgram", dg, n, "10.9.0.8", "{d}/dgram.pcap");
 // A runt from a named socket: a client whose frame is dropped and
 // counted; a datagram with no address to answer: refused.
 host_exec("printf abc | socat - UNIX-SENDTO:{d}/dgram.sock,bind={d}/junk.sock");
@@ -205,7 +208,7 @@ fn a_uml_guest_and_vde_plug2tap_in_a_test_namespace_ping_a_node() {
     let stdout = sb.run_ok(
         "uml.rhai",
         &format!(
-            r#"
+            r#"{PORT_CHECKS}
 let sw = lan("sw");
 let n = node("n");
 link(n, sw, #{{ ip: "10.9.0.2/24" }});
@@ -213,11 +216,7 @@ let u = sw.plug(#{{ protocol: "uml", path: "{d}/uml.sock", name: "u" }});
 host_exec("setsid linux.uml mem=64M initrd={initrd} rdinit=/init umid=plugtest uml_dir={d} foreign.ip=10.9.0.6/24 vec0:transport=bess,dst={d}/uml.sock,depth=64 con=null con0=null,fd:1 < /dev/null > {d}/uml.log 2>&1 & echo $! > {d}/uml.pid");
 print(`uml-joined ${{u.wait_clients(1, 30000)}}`);
 print(`uml-pinged ${{wait_until(|| ping(n, "10.9.0.6"), 60000)}}`);
-let cap = capture(u.clients[0], "{d}/uml.pcap");
-print(`uml-again ${{ping(n, "10.9.0.6")}}`);
-print(`uml-captured ${{cap.stop().frames}}`);
-let c = u.clients[0].counters()[0];
-print(`uml-counted ${{c.rx_frames > 0 && c.tx_frames > 0}}`);
+port_checks("uml", u, n, "10.9.0.6", "{d}/uml.pcap");
 // A seqpacket client that sends a runt: counted and dropped, then gone.
 host_exec("(printf abc; sleep 0.5) | socat - UNIX-CONNECT:{d}/uml.sock,type=5");
 print(`uml-dropped ${{wait_until(|| u.info().plug.dropped >= 1 && u.clients.len() == 1, 10000)}}`);
@@ -231,11 +230,7 @@ print(`vde-joined ${{v.wait_clients(1, 10000)}}`);
 host_exec("ip netns exec {netns} ip addr add 10.9.0.7/24 dev tapv0 && ip netns exec {netns} ip link set tapv0 up");
 print(`vde-pinged ${{wait_until(|| ping(n, "10.9.0.7"), 10000)}}`);
 print(`vde-from-ns ${{host_exec("ip netns exec {netns} ping -c 1 -W 2 10.9.0.2").ok}}`);
-let cap = capture(v.clients[0], "{d}/vde.pcap");
-print(`vde-again ${{ping(n, "10.9.0.7")}}`);
-print(`vde-captured ${{cap.stop().frames}}`);
-let c = v.clients[0].counters()[0];
-print(`vde-counted ${{c.rx_frames > 0 && c.tx_frames > 0}}`);
+port_checks("vde", v, n, "10.9.0.7", "{d}/vde.pcap");
 print(`vde-peer ${{v.info().plug.clients[0].peer}}`);
 // Garbage on the control socket: refused, and said why.
 host_exec("echo garbage | socat -t 1 - UNIX-CONNECT:{d}/vde/ctl");

@@ -102,6 +102,16 @@ pub(super) fn gso_drop_reason(e: gso::GsoError) -> DropReason {
     }
 }
 
+/// Asks the poll to report when port `id`'s fd takes writes again (a
+/// frame waits in its queue, or part of one in the port).
+fn want_write(registry: &mio::Registry, port: &mut super::dataplane::PortRuntime, id: PortId) {
+    if !port.wants_write {
+        port.wants_write = true;
+        let fd = port.io.raw_fd();
+        let _ = registry.reregister(&mut SourceFd(&fd), token(id), Interest::READABLE | Interest::WRITABLE);
+    }
+}
+
 impl DataPlane {
     /// Copies a frame to the captures of port `id` (what the node sent,
     /// or, `outgoing`, what it is handed), cut as a wire carries it.
@@ -236,14 +246,8 @@ impl DataPlane {
             match sent {
                 Ok(()) => {
                     port.counters.tx(eth_len);
-                    if port.io.has_pending() && !port.wants_write {
-                        port.wants_write = true;
-                        let fd = port.io.raw_fd();
-                        let _ = self.poll.registry().reregister(
-                            &mut SourceFd(&fd),
-                            token(id),
-                            Interest::READABLE | Interest::WRITABLE,
-                        );
+                    if port.io.has_pending() {
+                        want_write(self.poll.registry(), port, id);
                     }
                     return;
                 }
@@ -270,12 +274,7 @@ impl DataPlane {
             copy.extend_from_slice(p);
         }
         port.txq.push_back(copy);
-        if !port.wants_write {
-            port.wants_write = true;
-            let fd = port.io.raw_fd();
-            let _ =
-                self.poll.registry().reregister(&mut SourceFd(&fd), token(id), Interest::READABLE | Interest::WRITABLE);
-        }
+        want_write(self.poll.registry(), port, id);
     }
 
     /// Sends what every port merged this turn (`gro.rs`).
@@ -308,15 +307,7 @@ impl DataPlane {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock && port.txq.len() < TX_QUEUE_FRAMES => {
                 // Counted when it is written (`flush`), as one frame.
                 port.txq.push_back(frame);
-                if !port.wants_write {
-                    port.wants_write = true;
-                    let fd = port.io.raw_fd();
-                    let _ = self.poll.registry().reregister(
-                        &mut SourceFd(&fd),
-                        token(id),
-                        Interest::READABLE | Interest::WRITABLE,
-                    );
-                }
+                want_write(self.poll.registry(), port, id);
             }
             Err(e) => {
                 let reason = if e.kind() == io::ErrorKind::WouldBlock {
