@@ -21,10 +21,11 @@
 //! end). A handshake that is not VDE, and a datagram from a socket with no
 //! address to answer, are refused and reported.
 //!
-//! Files: the plug's socket is bound under a temporary name, made
-//! owner-only, then renamed into place without replacing anything, so no
-//! other user can connect in between and nothing that was at the path is
-//! lost; a vde plug's directory is made 0700 and must not exist. At stop
+//! Files: the plug's socket is bound in a directory of its own beside the
+//! path, made owner-only there, then renamed into place without replacing
+//! anything, so no other user can connect in between or swap the file for
+//! a link, and nothing that was at the path is lost; a vde plug's
+//! directory is made 0700 and must not exist. At stop
 //! (and by `clonet clean`, from the list in the run directory) only the
 //! files the plug made are removed, each checked by its inode.
 //!
@@ -215,18 +216,28 @@ pub fn clean_made(run_dir: &Path) {
 }
 
 /// Binds a socket of `kind` at `path` without a moment when another user
-/// may connect and without replacing what is there: under a temporary
-/// name beside it, owner-only, then renamed into place.
+/// may connect, without following a link someone else put in the way,
+/// and without replacing what is there: in a directory of its own made
+/// beside `path` (0700, so no one else can touch what is in it), made
+/// owner-only there, then renamed into place.
 fn bind_socket(kind: SockType, path: &Path) -> Result<(OwnedFd, MadeFile), String> {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let fd = socket(AddressFamily::Unix, kind, SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK, None)
         .map_err(|e| format!("socket: {e}"))?;
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(format!(".clonet-{}", std::process::id()));
-    let tmp = PathBuf::from(tmp);
-    let addr = UnixAddr::new(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
-    bind(fd.as_raw_fd(), &addr).map_err(|e| format!("binding {}: {e}", tmp.display()))?;
-    let placed = std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))
-        .map_err(|e| e.to_string())
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("/"));
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    // 16 bytes, so that `PlugSpec::check` can bound the paths it makes.
+    let private = parent.join(format!(".clonet-{:08x}", (std::process::id() << 12) ^ (n as u32)));
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&private)
+        .map_err(|e| format!("making {}: {e}", private.display()))?;
+    let tmp = private.join("s");
+    let bound = UnixAddr::new(&tmp)
+        .map_err(|e| format!("{}: {e}", tmp.display()))
+        .and_then(|addr| bind(fd.as_raw_fd(), &addr).map_err(|e| format!("binding {}: {e}", tmp.display())));
+    let placed = bound
+        .and_then(|()| std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600)).map_err(|e| e.to_string()))
         .and_then(|()| {
             nix::fcntl::renameat2(nix::fcntl::AT_FDCWD, &tmp, nix::fcntl::AT_FDCWD, path, nix::fcntl::RenameFlags::RENAME_NOREPLACE).map_err(
                 |e| match e {
@@ -237,10 +248,11 @@ fn bind_socket(kind: SockType, path: &Path) -> Result<(OwnedFd, MadeFile), Strin
                 },
             )
         });
-    if let Err(e) = placed {
+    if placed.is_err() {
         let _ = std::fs::remove_file(&tmp);
-        return Err(e);
     }
+    let _ = std::fs::remove_dir(&private);
+    placed?;
     let made = MadeFile::of(path, false).map_err(|e| e.to_string())?;
     Ok((fd, made))
 }
@@ -985,6 +997,17 @@ mod tests {
         let err = bind_socket(SockType::Stream, &path).unwrap_err();
         assert!(err.contains("exists"), "{err}");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "no temporary name left behind");
+        // The longest path a plug may have fits, for its socket and for a
+        // vde directory's control socket inside it.
+        let base = dir.path().as_os_str().len() + 1;
+        let longest = dir.path().join("x".repeat(crate::vocab::plug::MAX_PLUG_PATH - base));
+        let (_fd, long_made) = bind_socket(SockType::SeqPacket, &longest).unwrap();
+        long_made.remove();
+        std::fs::create_dir(&longest).unwrap();
+        let (_fd, ctl) = bind_socket(SockType::Stream, &longest.join(VDE_CONTROL)).unwrap();
+        ctl.remove();
+        std::fs::remove_dir(&longest).unwrap();
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "no directory of its own left behind");
         // Someone put another file there since: it stays.
         std::fs::remove_file(&path).unwrap();
         std::fs::write(&path, b"theirs").unwrap();

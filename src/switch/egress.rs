@@ -201,7 +201,10 @@ impl DataPlane {
             port.counters.tx_dropped(DropReason::PortError);
             return;
         }
-        if port.takes_gso && port.egress.is_none() && port.txq.is_empty() {
+        if port.takes_gso && port.egress.is_none() && !port.txq.is_empty() && port.merged.is_some() {
+            // Backed up: what it merged goes into the queue first, then this.
+            self.send_held(id);
+        } else if port.takes_gso && port.egress.is_none() && port.txq.is_empty() {
             let merged = match (&mut port.merged, parts) {
                 (Some(held), [whole]) => held.merge(whole),
                 _ => false,

@@ -61,12 +61,12 @@ impl fmt::Display for PlugProtocol {
     }
 }
 
-/// The longest path of a unix socket (`sun_path` holds 108 bytes with
-/// its terminating NUL).
-pub const MAX_SOCKET_PATH: usize = 107;
-/// What a VDE plug adds to its directory's path for its own sockets
-/// (`/ctl`, and `/NNNNN` per client): the directory must leave room.
-pub const VDE_NAME_ROOM: usize = 8;
+/// The longest path of a plug. A unix socket's address holds 107 bytes;
+/// a plug binds its socket in a directory of its own beside the path
+/// (`/.clonet-XXXXXXXX/s`, 19 bytes where the path's last name is at
+/// least 2 with its slash), and a vde plug binds `ctl` that way inside
+/// its directory: 88 leaves room for both.
+pub const MAX_PLUG_PATH: usize = 88;
 
 /// A plug: where it listens, what it speaks, and the LAN its clients join
 /// (with the VLAN and MTU of their ports).
@@ -102,12 +102,11 @@ impl PlugSpec {
         if self.path.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
             return Err(bad("the path may not contain '..'"));
         }
-        let room = if self.protocol == PlugProtocol::Vde { VDE_NAME_ROOM } else { 0 };
-        if bytes.len() + room > MAX_SOCKET_PATH {
+        if bytes.len() > MAX_PLUG_PATH {
             return Err(VocabError::OutOfRange {
                 option: "path",
                 value: format!("{} bytes", bytes.len()),
-                range: if room > 0 { "at most 99 bytes for a vde directory" } else { "at most 107 bytes" },
+                range: "at most 88 bytes: a socket's address holds 107, and clonet places it through a directory beside it",
             });
         }
         Ok(())
@@ -138,10 +137,11 @@ mod tests {
         for bad in ["vm.sock", "/tmp/../etc/x", "/tmp/dir/", "/tmp/a\0b"] {
             assert!(spec(PlugProtocol::QemuStream, bad).check().is_err(), "{bad:?}");
         }
-        let long = format!("/{}", "a".repeat(106));
-        assert!(spec(PlugProtocol::UmlBess, &long).check().is_ok(), "107 bytes fit a socket address");
-        assert!(spec(PlugProtocol::UmlBess, &format!("{long}b")).check().is_err());
-        let err = spec(PlugProtocol::Vde, &long).check().unwrap_err().to_string();
-        assert!(err.contains("vde directory"), "a vde directory leaves room for its sockets: {err}");
+        let long = format!("/{}", "a".repeat(MAX_PLUG_PATH - 1));
+        for p in PlugProtocol::ALL {
+            assert!(spec(p, &long).check().is_ok(), "{p}: 88 bytes");
+            let err = spec(p, &format!("{long}b")).check().unwrap_err().to_string();
+            assert!(err.contains("at most 88 bytes"), "{err}");
+        }
     }
 }

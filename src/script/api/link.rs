@@ -304,8 +304,8 @@ pub mod link_api {
         Ok(node)
     }
 
-    /// Opens a plug on the LAN: a socket at `path` (absolute) where
-    /// programs clonet did not start join the LAN. Each client that
+    /// Opens a plug on the LAN: a socket at `path` (absolute, at most 88
+    /// bytes) where programs clonet did not start join the LAN. Each client that
     /// connects becomes an interface of the plug (`c1`, `c2`, …) and a
     /// port of the LAN, with its own counters, impairments, capture and
     /// sniff (see `clients`); it goes when the client leaves. `protocol`:
