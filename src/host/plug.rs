@@ -464,7 +464,19 @@ impl RunningNode for PlugNode {
         self.wake = None;
         let mut mb = lock(&self.mailbox);
         mb.ready.clear();
-        remove_made(&mb.made);
+        // The thread has ended, so every client's connection is closed: a
+        // VDE client then removes the socket it made in the plug's
+        // directory. Give them a moment before the directory goes (only
+        // what the plug made is removed, and an empty directory).
+        let deadline = Instant::now() + Duration::from_secs(1);
+        loop {
+            remove_made(&mb.made);
+            let gone = mb.made.iter().all(|f| std::fs::symlink_metadata(&f.path).is_err());
+            if gone || Instant::now() > deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         mb.made.clear();
         let _ = std::fs::remove_file(&self.made_list);
         Ok(())
