@@ -757,7 +757,7 @@ pub fn vde_request(data: &[u8]) {
                 assert!(refused_at.is_none(), "refused at {refused_at:?}, then a request at {end}");
                 assert!(end >= 12 + SOCKADDR_UN_LEN, "a request of {end} bytes");
                 match &req.address {
-                    VdeAddress::Path(p) => assert!(p.len() < 108 && !p.contains(&0) && !p.is_empty()),
+                    VdeAddress::Path(p) => assert!(p.len() <= 108 && !p.contains(&0) && !p.is_empty(), "a sun_path"),
                     VdeAddress::Abstract(a) => assert_eq!(a.len(), 107),
                 }
                 assert!(req.description.chars().count() <= 64);
