@@ -748,7 +748,9 @@ pub fn vde_request(data: &[u8]) {
     let mut refused_at = None;
     for end in 0..=data.len().min(VDE_MAX_REQUEST + 8) {
         match parse_vde_request(&data[..end]) {
-            VdeParse::Incomplete => assert!(refused_at.is_none(), "refused at {refused_at:?}, then incomplete at {end}"),
+            VdeParse::Incomplete => {
+                assert!(refused_at.is_none(), "refused at {refused_at:?}, then incomplete at {end}")
+            }
             VdeParse::Bad(why) => {
                 assert!(!why.is_empty());
                 refused_at.get_or_insert(end);
@@ -1266,7 +1268,9 @@ mod tests {
             add("impairment_json", name, json.as_bytes().to_vec());
         }
         add("saved_lab", "saved-by-the-project", saved_lab_json());
-        for (name, lens, psh_last) in [("run-of-three", [1448, 1448, 700], false), ("psh-ends-it", [500, 500, 500], true)] {
+        for (name, lens, psh_last) in
+            [("run-of-three", [1448, 1448, 700], false), ("psh-ends-it", [500, 500, 500], true)]
+        {
             let mut input = Vec::new();
             let mut seq = 1u32;
             for (i, len) in lens.iter().enumerate() {

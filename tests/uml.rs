@@ -175,7 +175,12 @@ print(`frames ${{to_ns.tx_frames}} bytes ${{to_ns.tx_bytes}} drops ${{to_ns.drop
         .output()
         .unwrap();
     let lens: Vec<usize> = text(&out.stdout).lines().filter_map(|l| l.trim().parse().ok()).collect();
-    assert!(lens.len() > 2000 && lens.iter().all(|l| *l <= 1514), "{} frames, largest {:?}", lens.len(), lens.iter().max());
+    assert!(
+        lens.len() > 2000 && lens.iter().all(|l| *l <= 1514),
+        "{} frames, largest {:?}",
+        lens.len(),
+        lens.iter().max()
+    );
     assert_nothing_left(&sb);
 }
 

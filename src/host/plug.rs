@@ -237,16 +237,23 @@ fn bind_socket(kind: SockType, path: &Path) -> Result<(OwnedFd, MadeFile), Strin
         .map_err(|e| format!("{}: {e}", tmp.display()))
         .and_then(|addr| bind(fd.as_raw_fd(), &addr).map_err(|e| format!("binding {}: {e}", tmp.display())));
     let placed = bound
-        .and_then(|()| std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600)).map_err(|e| e.to_string()))
         .and_then(|()| {
-            nix::fcntl::renameat2(nix::fcntl::AT_FDCWD, &tmp, nix::fcntl::AT_FDCWD, path, nix::fcntl::RenameFlags::RENAME_NOREPLACE).map_err(
-                |e| match e {
-                    nix::errno::Errno::EEXIST => {
-                        format!("{} exists: remove it or give the plug another path", path.display())
-                    }
-                    e => format!("placing the socket at {}: {e}", path.display()),
-                },
+            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600)).map_err(|e| e.to_string())
+        })
+        .and_then(|()| {
+            nix::fcntl::renameat2(
+                nix::fcntl::AT_FDCWD,
+                &tmp,
+                nix::fcntl::AT_FDCWD,
+                path,
+                nix::fcntl::RenameFlags::RENAME_NOREPLACE,
             )
+            .map_err(|e| match e {
+                nix::errno::Errno::EEXIST => {
+                    format!("{} exists: remove it or give the plug another path", path.display())
+                }
+                e => format!("placing the socket at {}: {e}", path.display()),
+            })
         });
     if placed.is_err() {
         let _ = std::fs::remove_file(&tmp);
@@ -336,8 +343,8 @@ pub fn start(spec: &NodeSpec) -> Result<Box<dyn RunningNode>, HostError> {
     let made_list = made_list(&spec.run_dir, &spec.name);
     let mailbox = Arc::new(Mutex::new(Mailbox { made, ..Default::default() }));
     write_made_list(&made_list, &lock(&mailbox).made);
-    let (wake_read, wake_write) =
-        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK).map_err(|e| {
+    let (wake_read, wake_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)
+        .map_err(|e| {
             remove_made(&lock(&mailbox).made);
             fail(format!("pipe: {e}"))
         })?;
@@ -801,7 +808,8 @@ impl Worker {
         let number = self.next;
         let path = self.dir.join(format!("{number:05}"));
         let (data, made) = bind_socket(SockType::Datagram, &path)?;
-        let connected = connect(data.as_raw_fd(), &peer_addr).map_err(|e| format!("reaching the VDE client's data socket: {e}"));
+        let connected =
+            connect(data.as_raw_fd(), &peer_addr).map_err(|e| format!("reaching the VDE client's data socket: {e}"));
         let answered = connected.and_then(|()| {
             let reply = vde_reply(path.as_os_str().as_bytes());
             match nix::unistd::write(&control, &reply) {
@@ -850,7 +858,8 @@ impl Worker {
                 self.refuse("a datagram from a socket with no address to answer (give QEMU local.path)".into());
                 continue;
             };
-            let known = self.clients.iter().position(|c| matches!(&c.kind, ClientKind::Dgram { addr, .. } if *addr == from));
+            let known =
+                self.clients.iter().position(|c| matches!(&c.kind, ClientKind::Dgram { addr, .. } if *addr == from));
             let i = match known {
                 Some(i) => i,
                 None => {

@@ -64,8 +64,13 @@ impl Lab {
     /// Follows what running nodes did by themselves: clients of plugs
     /// joining and leaving. A node lent to a command is looked at later.
     pub(super) fn follow_node_events(&mut self) {
-        let plugs: Vec<String> =
-            self.topo.nodes.values().filter(|n| n.kind == NodeKind::Plug && n.running).map(|n| n.name.clone()).collect();
+        let plugs: Vec<String> = self
+            .topo
+            .nodes
+            .values()
+            .filter(|n| n.kind == NodeKind::Plug && n.running)
+            .map(|n| n.name.clone())
+            .collect();
         for name in plugs {
             let events = match self.nodes.get_mut(&name) {
                 Some(NodeSlot::Home(n)) => n.take_events(),
@@ -78,19 +83,14 @@ impl Lab {
     }
 
     fn follow_plug(&mut self, plug: &str, event: NodeEvent) {
-        let Some(lan) = self.topo.nodes.get(plug).and_then(|n| n.options.plug.as_ref()).map(|p| p.lan.clone())
-        else {
+        let Some(lan) = self.topo.nodes.get(plug).and_then(|n| n.options.plug.as_ref()).map(|p| p.lan.clone()) else {
             return;
         };
         match event {
             NodeEvent::Joined { iface, peer } => {
                 let spec = self.topo.nodes[plug].options.plug.clone().expect("looked at above");
-                let options = LinkOptions {
-                    mtu: spec.mtu,
-                    vlan: spec.vlan,
-                    name_a: Some(iface.clone()),
-                    ..Default::default()
-                };
+                let options =
+                    LinkOptions { mtu: spec.mtu, vlan: spec.vlan, name_a: Some(iface.clone()), ..Default::default() };
                 match self.join_lan(plug, &lan, None, &options) {
                     Ok(_) => {
                         let stats = self.plugs.entry(plug.to_string()).or_default();

@@ -364,13 +364,8 @@ fn lab_with_plug(host: &FakeHost, protocol: crate::vocab::PlugProtocol) -> (shar
     shared
         .execute(Command::JoinLan { node: "a".into(), lan: "sw".into(), ip: None, options: LinkOptions::default() })
         .unwrap();
-    let spec = crate::vocab::PlugSpec {
-        protocol,
-        path: dir.path().join("plug"),
-        lan: "sw".into(),
-        vlan: None,
-        mtu: None,
-    };
+    let spec =
+        crate::vocab::PlugSpec { protocol, path: dir.path().join("plug"), lan: "sw".into(), vlan: None, mtu: None };
     let options = NodeOptions { plug: Some(spec), ..Default::default() };
     shared.execute(Command::AddNode { options, name: "p".into(), kind: NodeKind::Plug }).unwrap();
     (shared, dir)
@@ -432,7 +427,11 @@ fn a_plug_client_becomes_a_lan_port_until_it_leaves_and_runts_are_counted() {
     assert_eq!(wire.recv(&mut buf).unwrap(), VNET_HDR_LEN + 60, "the frame reached the node");
     let deadline = std::time::Instant::now() + Duration::from_secs(2);
     let runts = || {
-        lab.lock().counters().into_iter().find(|p| p.node == "p").map_or(0, |p| p.counters.drops.get("runt").copied().unwrap_or(0))
+        lab.lock()
+            .counters()
+            .into_iter()
+            .find(|p| p.node == "p")
+            .map_or(0, |p| p.counters.drops.get("runt").copied().unwrap_or(0))
     };
     while runts() == 0 && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(5));

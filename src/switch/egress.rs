@@ -413,9 +413,8 @@ mod tests {
             // Held on the way in, the three leave in one turn.
             let delay = impair::Params { delay: crate::vocab::Delay::new("delay", MS).unwrap(), ..Default::default() };
             sw.set_impairment(ida, Stage::Ingress, Some((delay, 1))).unwrap();
-            let segs: Vec<Vec<u8>> = (0..3u32)
-                .map(|i| crate::switch::gro::tcp_segment(1 + i * 1000, &[i as u8; 1000], 0x10, 100))
-                .collect();
+            let segs: Vec<Vec<u8>> =
+                (0..3u32).map(|i| crate::switch::gro::tcp_segment(1 + i * 1000, &[i as u8; 1000], 0x10, 100)).collect();
             for s in &segs {
                 ingested(&sw, &pa, &ca, s);
             }

@@ -222,7 +222,10 @@ impl NodeOptions {
             || self.image.is_some()
             || !self.args.is_empty();
         if kind == NodeKind::Plug {
-            let spec = self.plug.as_ref().ok_or_else(|| VocabError::invalid("plug", "a plug needs its protocol, path and LAN"))?;
+            let spec = self
+                .plug
+                .as_ref()
+                .ok_or_else(|| VocabError::invalid("plug", "a plug needs its protocol, path and LAN"))?;
             if node_options || !self.forward.is_empty() {
                 return Err(VocabError::invalid("plug", "a plug takes only its protocol, path, LAN, vlan and mtu"));
             }

@@ -106,7 +106,8 @@ impl PlugSpec {
             return Err(VocabError::OutOfRange {
                 option: "path",
                 value: format!("{} bytes", bytes.len()),
-                range: "at most 88 bytes: a socket's address holds 107, and clonet places it through a directory beside it",
+                range:
+                    "at most 88 bytes: a socket's address holds 107, and clonet places it through a directory beside it",
             });
         }
         Ok(())
