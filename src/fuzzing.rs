@@ -1118,7 +1118,7 @@ mod tests {
         }
         t.add_lan("sw").expect("a LAN");
         t.add_lan("sw2").expect("a LAN");
-        let ia = t.plan_iface("a", Some("eth3"), Mtu::new(9000).expect("an MTU")).expect("an interface");
+        let ia = t.plan_iface("a", Some("eth3"), None, Mtu::new(9000).expect("an MTU")).expect("an interface");
         let ib = t.next_iface("b", Mtu::new(9000).expect("an MTU")).expect("an interface");
         t.add_link("ab", ("a", ia), ("b", ib)).expect("a link");
         t.add_addr("a", "eth3", "10.0.0.1/24".parse().expect("a CIDR")).expect("an address");

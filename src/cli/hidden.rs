@@ -10,9 +10,17 @@ use std::path::Path;
 use clonet::host::helpers::{machine_main, ns_enter_main, ns_init_main, RootLayers};
 use clonet::host::split_root::SplitPlan;
 
-/// `__ns-init [--split-plan JSON] HOSTNAME HOSTS [LOWER UPPER WORK MERGED]`:
-/// a node's init; JSON is the engine's plan for a root in a user namespace.
-pub fn ns_init(hostname: &str, hosts: &Path, root: &[String], split_plan: Option<&str>) -> ! {
+/// `__ns-init [--split-plan JSON] [--binds JSON] HOSTNAME HOSTS [LOWER UPPER WORK MERGED]`:
+/// a node's init; the JSON is the engine's plan for a root in a user
+/// namespace, and the host paths shown in the node.
+pub fn ns_init(hostname: &str, hosts: &Path, root: &[String], split_plan: Option<&str>, binds: Option<&str>) -> ! {
+    let binds: Vec<clonet::vocab::Bind> = match binds.map(serde_json::from_str).transpose() {
+        Ok(binds) => binds.unwrap_or_default(),
+        Err(e) => {
+            println!("error: reading --binds: {e}");
+            std::process::exit(clonet::host::helpers::HELPER_FAILED)
+        }
+    };
     let split: Option<SplitPlan> = match split_plan.map(serde_json::from_str).transpose() {
         Ok(plan) => plan,
         Err(e) => {
@@ -26,7 +34,7 @@ pub fn ns_init(hostname: &str, hosts: &Path, root: &[String], split_plan: Option
         }
         _ => None,
     };
-    ns_init_main(hostname, hosts, layers, split)
+    ns_init_main(hostname, hosts, layers, split, &binds)
 }
 
 /// `__ns-enter PID -- ARGV`: runs a command in a node's namespaces.

@@ -202,6 +202,9 @@ pub enum Cmd {
         /// The engine's plan (JSON) for a root in a user namespace.
         #[arg(long)]
         split_plan: Option<String>,
+        /// Host paths shown in the node (JSON).
+        #[arg(long)]
+        binds: Option<String>,
         hostname: String,
         hosts: PathBuf,
         /// The copy-on-write root: LOWER UPPER WORK MERGED.
@@ -251,8 +254,8 @@ pub fn run(command: Cmd) -> Result<ExitCode, CliError> {
         Cmd::Bench { names, json, quick, dir } => bench::bench(&names, json, quick, &dir),
         Cmd::Exercise(cmd) => test::exercise(cmd),
         Cmd::Doc { name, json, output } => offline::doc(name.as_deref(), json, output.as_deref()),
-        Cmd::NsInit { split_plan, hostname, hosts, root } => {
-            hidden::ns_init(&hostname, &hosts, &root, split_plan.as_deref())
+        Cmd::NsInit { split_plan, binds, hostname, hosts, root } => {
+            hidden::ns_init(&hostname, &hosts, &root, split_plan.as_deref(), binds.as_deref())
         }
         Cmd::NsEnter { pid, argv } => hidden::ns_enter(pid, &argv),
         Cmd::Machine { own, see, argv } => hidden::machine(own, see, &argv),

@@ -29,6 +29,7 @@ use std::path::Path;
 use nix::mount::{MntFlags, MsFlags};
 use nix::sched::CloneFlags;
 use nix::sys::signal::{kill, sigprocmask, SigSet, SigmaskHow, Signal};
+use nix::sys::statvfs::FsFlags;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{execvp, setpgid, Pid};
 
@@ -37,6 +38,7 @@ use super::split_root::{split_overlay_root, SplitPlan};
 use super::syscall::{LinuxSyscall, Mount, Syscall};
 use super::HostError;
 use crate::sys::proc::{fork_single_threaded, Forked, SingleThreaded};
+use crate::vocab::Bind;
 
 /// Exit status of a helper that failed before running anything.
 pub const HELPER_FAILED: i32 = 111;
@@ -144,6 +146,7 @@ fn overlay_root(
     layers: &RootLayers,
     split: Option<&SplitPlan>,
     hosts: &Path,
+    binds: &[Bind],
 ) -> Result<(), HostError> {
     make_mounts_private(sys)?;
     let m = &layers.merged;
@@ -184,12 +187,66 @@ fn overlay_root(
             mount_as(sys, fstype, Some(Path::new(fstype)), &m.join(dir), Some(fstype), flags, data)?;
         }
     }
+    for b in binds {
+        bind_into(sys, m, b)?;
+    }
     // pivot_root(".", ".") stacks the old root under the new one; detach it.
     let here = Path::new(".");
     sys.chdir(m).map_err(HostError::io(format!("entering {}", m.display())))?;
     sys.pivot_root(here, here).map_err(HostError::io("pivot_root into the node's root"))?;
     sys.umount(here, MntFlags::MNT_DETACH).map_err(HostError::io("detaching the host's root"))?;
     sys.chdir(Path::new("/")).map_err(HostError::io("entering the node's root"))
+}
+
+/// Shows the host's `b.source` at `b.target` in the root mounted at
+/// `root`, creating the target (a directory, or an empty file for a file)
+/// in the node's upper layer. The target's path is walked one name at a
+/// time and a symbolic link on it is refused: the root's files come from
+/// an image or a snapshot, and a link there must not point the mount
+/// anywhere else while the host's `/` is still reachable.
+fn bind_into(sys: &dyn Syscall, root: &Path, b: &Bind) -> Result<(), HostError> {
+    let source = std::fs::metadata(&b.source).map_err(HostError::io(format!("binds: {}", b.source.display())))?;
+    let mut at = root.to_path_buf();
+    let names: Vec<&str> = b.target.split('/').filter(|n| !n.is_empty()).collect();
+    for (i, name) in names.iter().enumerate() {
+        at.push(name);
+        let last = i + 1 == names.len();
+        match std::fs::symlink_metadata(&at) {
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err(HostError::Io {
+                    what: format!("binds: {} in the node is a symbolic link", b.target),
+                    source: std::io::Error::from(std::io::ErrorKind::InvalidInput),
+                })
+            }
+            Ok(_) => {}
+            Err(_) if last && !source.is_dir() => {
+                std::fs::File::create(&at).map_err(HostError::io(format!("binds: creating {}", b.target)))?;
+            }
+            Err(_) => std::fs::create_dir(&at).map_err(HostError::io(format!("binds: creating {}", b.target)))?,
+        }
+    }
+    let what = format!("{} (binds)", b.source.display());
+    mount_as(sys, &what, Some(&b.source), &at, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
+    if b.read_only {
+        // A remount keeps the flags the source's own mount has: in a user
+        // namespace those are locked, and dropping one is refused.
+        let kept = nix::sys::statvfs::statvfs(&b.source).map(|v| v.flags()).unwrap_or(FsFlags::empty());
+        let mut flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+        for (st, ms) in [
+            (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
+            (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
+            (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+            (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
+            (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
+            (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
+        ] {
+            if kept.contains(st) {
+                flags |= ms;
+            }
+        }
+        mount_as(sys, &format!("{what} read-only"), None, &at, None, flags, None)?;
+    }
+    Ok(())
 }
 
 /// What a node's init sets up once it is PID 1 of its new namespaces: its
@@ -202,11 +259,13 @@ pub fn set_up_node(
     hosts: &Path,
     root: Option<&RootLayers>,
     split: Option<&SplitPlan>,
+    binds: &[Bind],
 ) -> Result<(), HostError> {
     sys.sethostname(hostname).map_err(HostError::io("sethostname"))?;
     match root {
-        Some(layers) => overlay_root(sys, layers, split, hosts),
-        None => private_mounts(sys, hosts),
+        Some(layers) => overlay_root(sys, layers, split, hosts, binds),
+        None if binds.is_empty() => private_mounts(sys, hosts),
+        None => Err(HostError::Unsupported("binds need the node's own copy-on-write root".into())),
     }
 }
 
@@ -252,7 +311,13 @@ fn parent_gone(pipe: &std::os::fd::OwnedFd) -> bool {
 /// `clonet __ns-init HOSTNAME HOSTS_FILE [LOWER UPPER WORK MERGED]`: prints
 /// `pid N` (the host pid of the node's init) and then `ready`, or
 /// `error: …`. With layers, the node's `/` is a copy-on-write overlay.
-pub fn ns_init_main(hostname: &str, hosts: &Path, root: Option<RootLayers>, split: Option<SplitPlan>) -> ! {
+pub fn ns_init_main(
+    hostname: &str,
+    hosts: &Path,
+    root: Option<RootLayers>,
+    split: Option<SplitPlan>,
+    binds: &[Bind],
+) -> ! {
     let single = SingleThreaded::check().unwrap_or_else(|e| die("start", e));
     // The real calls: this helper is single-threaded, so its forked child
     // below may call through them too (see the module's header).
@@ -294,7 +359,7 @@ pub fn ns_init_main(hostname: &str, hosts: &Path, root: Option<RootLayers>, spli
                 std::process::exit(1);
             }
             drop(parent_alive);
-            if let Err(e) = set_up_node(&sys, hostname, hosts, root.as_ref(), split.as_ref()) {
+            if let Err(e) = set_up_node(&sys, hostname, hosts, root.as_ref(), split.as_ref(), binds) {
                 die_at(e);
             }
             let signals = blocked_signals();
@@ -623,7 +688,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let layers = layers_with(dir.path(), "/", &["etc/hosts", "dev", "tmp", "run", "proc", "sys"]);
         let sys = RecordingSyscall::default();
-        set_up_node(&sys, "n1", Path::new("/run/lab/hosts"), Some(&layers), None).unwrap();
+        set_up_node(&sys, "n1", Path::new("/run/lab/hosts"), Some(&layers), None, &[]).unwrap();
         let m = &layers.merged;
         let options = format!("lowerdir=/,upperdir={},workdir={}", layers.upper.display(), layers.work.display());
         let expected = vec![
@@ -649,7 +714,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let layers = layers_with(dir.path(), WHOLE_ROOT, &["proc"]);
         let sys = RecordingSyscall::default();
-        overlay_root(&sys, &layers, None, Path::new("/hosts")).unwrap();
+        overlay_root(&sys, &layers, None, Path::new("/hosts"), &[]).unwrap();
         let targets: Vec<PathBuf> = mounts(&sys)
             .into_iter()
             .map(|c| match c {
@@ -670,7 +735,7 @@ mod tests {
         let layers = layers_with(dir.path(), "/", &["tmp", "proc", "sys"]);
         let sys = RecordingSyscall::default();
         sys.fail_when(|c| matches!(c, Call::Mount(Mount { fstype: Some(t), .. }) if t == "proc"), Errno::EPERM);
-        let err = set_up_node(&sys, "n1", Path::new("/hosts"), Some(&layers), None).unwrap_err();
+        let err = set_up_node(&sys, "n1", Path::new("/hosts"), Some(&layers), None, &[]).unwrap_err();
         let proc_dir = layers.merged.join("proc");
         match &err {
             HostError::Io { what, source } => {
@@ -689,7 +754,7 @@ mod tests {
     #[test]
     fn without_layers_the_hosts_file_is_bound_before_run_is_hidden() {
         let sys = RecordingSyscall::default();
-        set_up_node(&sys, "n2", Path::new("/run/clonet/lab/hosts"), None, None).unwrap();
+        set_up_node(&sys, "n2", Path::new("/run/clonet/lab/hosts"), None, None, &[]).unwrap();
         let targets: Vec<String> = mounts(&sys)
             .into_iter()
             .map(|c| match c {
@@ -705,7 +770,7 @@ mod tests {
     fn a_refused_host_name_stops_the_set_up_before_any_mount() {
         let sys = RecordingSyscall::default();
         sys.fail_nth(0, Errno::EINVAL);
-        let err = set_up_node(&sys, "n3", Path::new("/hosts"), None, None).unwrap_err();
+        let err = set_up_node(&sys, "n3", Path::new("/hosts"), None, None, &[]).unwrap_err();
         assert!(err.to_string().starts_with("sethostname:"), "{err}");
         assert_eq!(sys.calls(), vec![Call::Sethostname { name: "n3".into() }]);
     }

@@ -101,6 +101,9 @@ pub(super) fn start_ns(sys: &Arc<dyn Syscall>, spec: &NodeSpec) -> Result<Box<dy
         let plan = split_plan(&layers);
         cmd.arg("--split-plan").arg(serde_json::to_string(&plan).unwrap_or_default());
     }
+    if !spec.options.binds.is_empty() {
+        cmd.arg("--binds").arg(serde_json::to_string(&spec.options.binds).unwrap_or_default());
+    }
     cmd.arg(&spec.name).arg(&spec.hosts_file);
     cmd.arg(&layers.lower).arg(&layers.upper).arg(&layers.work).arg(&layers.merged);
     cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::inherit());
@@ -139,6 +142,7 @@ pub(super) fn start_ns(sys: &Arc<dyn Syscall>, spec: &NodeSpec) -> Result<Box<dy
         pending: Mutex::new(Some(Pending { lines: rx })),
         failure: OnceLock::new(),
         root: layers,
+        env: spec.options.env.clone(),
     }))
 }
 
@@ -300,6 +304,8 @@ pub struct NsNode {
     failure: OnceLock<String>,
     /// The layers of its copy-on-write root.
     root: super::helpers::RootLayers,
+    /// The environment of every command run in it (`env`).
+    env: std::collections::BTreeMap<String, String>,
 }
 
 impl NsNode {
@@ -389,7 +395,7 @@ impl RunningNode for NsNode {
         }
         let mut cmd = self_exe();
         cmd.arg("__ns-enter").arg(init.pid.to_string()).arg("--").args(&req.argv);
-        cmd.env("CLONET_NODE", &self.name);
+        cmd.envs(&self.env).env("CLONET_NODE", &self.name);
         cmd.stdin(if req.stdin.is_empty() { Stdio::null() } else { Stdio::piped() });
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         node_process(&mut cmd);

@@ -27,6 +27,12 @@ pub struct LinkOptions {
     pub name_a: Option<String>,
     #[serde(default)]
     pub name_b: Option<String>,
+    /// MAC addresses (default: derived from the lab, node and interface
+    /// names): of the first and second end, or of a LAN port (`mac_a`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac_a: Option<crate::vocab::MacAddr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac_b: Option<crate::vocab::MacAddr>,
     /// The link's own name (default: `a--b`, then `a--b#2`, …).
     #[serde(default)]
     pub link_name: Option<String>,

@@ -62,11 +62,10 @@ impl TopologyError {
     pub fn kind(&self) -> ErrorKind {
         use TopologyError::*;
         match self {
-            Name(_) | SelfLink(_) | BadIfaceName(_) | BadLinkName(_) => ErrorKind::Invalid,
+            Name(_) | SelfLink(_) | BadIfaceName(_) | BadLinkName(_) | GroupMac(_) => ErrorKind::Invalid,
             NoSuchNode(_) | NoSuchLan(_) | NoSuchIface(..) | NoSuchLink(_) | NotLinked(..) => ErrorKind::NotFound,
-            Exists(..) | TooManyIfaces(..) | AddressExists(..) | IfaceExists(..) | RouteExists(..) | LanLoop(..) => {
-                ErrorKind::Conflict
-            }
+            Exists(..) | TooManyIfaces(..) | AddressExists(..) | IfaceExists(..) | RouteExists(..) | LanLoop(..)
+            | MacInUse(_) => ErrorKind::Conflict,
             Stopped(_) => ErrorKind::State,
         }
     }

@@ -210,8 +210,8 @@ mod tests {
     #[test]
     fn link_state_impairments_and_deaths_are_events() {
         let mut before = lab();
-        let x = before.plan_iface("a", None, crate::vocab::Mtu::ETHERNET).unwrap();
-        let y = before.plan_iface("b", None, crate::vocab::Mtu::ETHERNET).unwrap();
+        let x = before.plan_iface("a", None, None, crate::vocab::Mtu::ETHERNET).unwrap();
+        let y = before.plan_iface("b", None, None, crate::vocab::Mtu::ETHERNET).unwrap();
         before.add_link("a--b", ("a", x), ("b", y)).unwrap();
         let link = before.links.keys().next().unwrap().clone();
         let mut after = before.clone();

@@ -357,15 +357,15 @@ mod tests {
         t.add_node("a", NodeKind::Ns).unwrap();
         t.add_node("r", NodeKind::Uml).unwrap();
         t.add_lan("sw").unwrap();
-        let x = t.plan_iface("a", None, crate::vocab::Mtu::ETHERNET).unwrap();
-        let y = t.plan_iface("r", None, crate::vocab::Mtu::ETHERNET).unwrap();
+        let x = t.plan_iface("a", None, None, crate::vocab::Mtu::ETHERNET).unwrap();
+        let y = t.plan_iface("r", None, None, crate::vocab::Mtu::ETHERNET).unwrap();
         t.add_link("a--r", ("a", x), ("r", y)).unwrap();
         let l = t.links.get_mut("a--r").unwrap();
         l.up = false;
         l.impair.a_to_b.delay = crate::vocab::Delay::from_millis(20).unwrap();
         l.impair.b_to_a.delay = crate::vocab::Delay::from_millis(20).unwrap();
         l.impair.b_to_a.loss = LossModel::Random { p: prob(0.01), correlation: prob(0.0) };
-        let z = t.plan_iface("r", None, crate::vocab::Mtu::ETHERNET).unwrap();
+        let z = t.plan_iface("r", None, None, crate::vocab::Mtu::ETHERNET).unwrap();
         t.add_lan_member("sw", "r", z, Default::default()).unwrap();
         t
     }

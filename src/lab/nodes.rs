@@ -206,7 +206,7 @@ impl Lab {
                 Attachment::Link(l) | Attachment::Lan(l) => l.clone(),
             };
             let seg = self.segment(&seg_name)?;
-            let new = NewIface { name: i.name.clone(), mac: i.mac, mtu: i.mtu };
+            let new = NewIface { name: i.name.clone(), mac: i.mac, mtu: i.mtu, mac_given: i.mac_given };
             self.plug(&model.name, &new, seg, &seg_name, i.vlan.clone().unwrap_or_default())?;
             let node = self.running_mut(&model.name)?;
             for a in &i.addrs {

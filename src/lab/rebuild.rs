@@ -76,6 +76,8 @@ pub fn wiring(topo: &Topology) -> Vec<Command> {
                 vlan: None,
                 name_a: Some(ia.name.clone()),
                 name_b: Some(ib.name.clone()),
+                mac_a: ia.mac_given.then_some(ia.mac),
+                mac_b: ib.mac_given.then_some(ib.mac),
                 link_name: Some(l.name.clone()),
                 impair: (!l.impair.is_noop()).then(|| l.impair.clone()),
                 ..Default::default()
@@ -98,6 +100,7 @@ pub fn wiring(topo: &Topology) -> Vec<Command> {
                     vlan: i.vlan.clone(),
                     name_a: Some(i.name.clone()),
                     name_b: None,
+                    mac_a: i.mac_given.then_some(i.mac),
                     link_name: None,
                     impair: (!i.impair.is_noop()).then(|| i.impair.clone()),
                     ..Default::default()
@@ -176,7 +179,7 @@ mod tests {
         }
         t.add_lan("sw").unwrap();
         t.add_lan("sw2").unwrap();
-        let ia = t.plan_iface("a", Some("eth3"), crate::vocab::Mtu::new(9000).unwrap()).unwrap();
+        let ia = t.plan_iface("a", Some("eth3"), None, crate::vocab::Mtu::new(9000).unwrap()).unwrap();
         let ib = t.next_iface("b", crate::vocab::Mtu::new(9000).unwrap()).unwrap();
         t.add_link("ab", ("a", ia), ("b", ib)).unwrap();
         t.add_addr("a", "eth3", "10.0.0.1/24".parse().unwrap()).unwrap();

@@ -53,10 +53,33 @@ pub fn to_script(topo: &Topology) -> String {
     for name in &topo.order {
         let n = &topo.nodes[name];
         let kind = match n.kind {
-            NodeKind::Ns => match &n.options.rootfs {
-                Some(r) => format!(", #{{ rootfs: {:?} }}", r.display().to_string()),
-                None => String::new(),
-            },
+            NodeKind::Ns => {
+                let mut o = Vec::new();
+                if let Some(r) = &n.options.rootfs {
+                    o.push(format!("rootfs: {:?}", r.display().to_string()));
+                }
+                if !n.options.binds.is_empty() {
+                    let binds: Vec<String> = n
+                        .options
+                        .binds
+                        .iter()
+                        .map(|b| {
+                            let ro = if b.read_only { ":ro" } else { "" };
+                            format!("{:?}", format!("{}:{}{ro}", b.source.display(), b.target))
+                        })
+                        .collect();
+                    o.push(format!("binds: [{}]", binds.join(", ")));
+                }
+                if !n.options.env.is_empty() {
+                    let vars: Vec<String> = n.options.env.iter().map(|(k, v)| format!("{k}: {v:?}")).collect();
+                    o.push(format!("env: #{{ {} }}", vars.join(", ")));
+                }
+                if o.is_empty() {
+                    String::new()
+                } else {
+                    format!(", #{{ {} }}", o.join(", "))
+                }
+            }
             NodeKind::Nat | NodeKind::Host | NodeKind::Plug => String::new(),
             NodeKind::Uml | NodeKind::Kvm => {
                 let mut o = vec![format!("kind: \"{}\"", n.kind)];
@@ -111,6 +134,9 @@ pub fn to_script(topo: &Topology) -> String {
     let mut extra_addrs = Vec::new();
     let mut opts_of = |i: &Iface, node: &str, key_ip: &str, key_iface: &str| {
         let mut o = vec![format!("{key_iface}: {:?}", i.name)];
+        if i.mac_given {
+            o.push(format!("{}: \"{}\"", key_iface.replace("iface", "mac"), i.mac));
+        }
         if let Some(first) = i.addrs.first() {
             o.push(format!("{key_ip}: \"{first}\""));
         }
@@ -207,13 +233,14 @@ mod tests {
             args: vec!["eth0=daemon,,unix,/tmp/ctl".into()],
             forward: Vec::new(),
             plug: None,
+            ..Default::default()
         };
         t.add_node_with("u", NodeKind::Uml, options).unwrap();
         let forward = vec!["tcp:8080:80".parse().unwrap()];
         t.add_node_with("gw", NodeKind::Nat, crate::vocab::NodeOptions { forward, ..Default::default() }).unwrap();
         t.add_lan("sw").unwrap();
         t.add_lan("sw2").unwrap();
-        let ia = t.plan_iface("a", Some("eth3"), crate::vocab::Mtu::new(9000).unwrap()).unwrap();
+        let ia = t.plan_iface("a", Some("eth3"), None, crate::vocab::Mtu::new(9000).unwrap()).unwrap();
         let ib = t.next_iface("b-1", crate::vocab::Mtu::new(9000).unwrap()).unwrap();
         t.add_link("a--b-1#2", ("a", ia), ("b-1", ib)).unwrap();
         t.add_addr("a", "eth3", "10.0.0.1/24".parse().unwrap()).unwrap();
@@ -271,7 +298,7 @@ mod tests {
         };
         let options = crate::vocab::NodeOptions { plug: Some(spec), ..Default::default() };
         t.add_node_with("vms", NodeKind::Plug, options).unwrap();
-        let client = t.plan_iface("vms", Some("c1"), crate::vocab::Mtu::ETHERNET).unwrap();
+        let client = t.plan_iface("vms", Some("c1"), None, crate::vocab::Mtu::ETHERNET).unwrap();
         t.add_lan_member("sw", "vms", client, VlanMode::default()).unwrap();
         let s = to_script(&t);
         let plug = r#"let n_vms = plug(l_sw, #{ name: "vms", protocol: "vde", path: "/tmp/lab/vde", vlan: 10 });"#;

@@ -53,6 +53,10 @@ pub enum TopologyError {
     LanLoop(String, String),
     #[error("node {0:?} is stopped (start it with .start())")]
     Stopped(String),
+    #[error("MAC address {0} is not a unicast address")]
+    GroupMac(MacAddr),
+    #[error("MAC address {0} is already used in this lab")]
+    MacInUse(MacAddr),
 }
 
 /// Most interfaces one node may have.
@@ -92,6 +96,10 @@ pub struct Iface {
     /// Impairments of a LAN port (a link keeps its own in `LinkModel`).
     #[serde(default, skip_serializing_if = "LinkImpairment::is_noop")]
     pub impair: LinkImpairment,
+    /// Whether the MAC was given (`mac:`) rather than derived from the
+    /// names: a saved lab then keeps it even under another lab name.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub mac_given: bool,
 }
 
 /// An interface about to be created: planned by `next_iface`.
@@ -100,6 +108,7 @@ pub struct NewIface {
     pub name: String,
     pub mac: MacAddr,
     pub mtu: Mtu,
+    pub mac_given: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -279,12 +288,19 @@ impl Topology {
     /// lowest free N, and a MAC derived from lab, node and interface names,
     /// unique within the lab.
     pub fn next_iface(&self, node: &str, mtu: Mtu) -> Result<NewIface, TopologyError> {
-        self.plan_iface(node, None, mtu)
+        self.plan_iface(node, None, None, mtu)
     }
 
     /// Plans interface `name` of `node`, or the next `ethN` when no name
-    /// is given. A given name must be a valid, unused interface name.
-    pub fn plan_iface(&self, node: &str, name: Option<&str>, mtu: Mtu) -> Result<NewIface, TopologyError> {
+    /// is given. A given name must be a valid, unused interface name, and
+    /// a given MAC a unicast address no other interface of the lab has.
+    pub fn plan_iface(
+        &self,
+        node: &str,
+        name: Option<&str>,
+        mac: Option<MacAddr>,
+        mtu: Mtu,
+    ) -> Result<NewIface, TopologyError> {
         let n = self.node(node)?;
         if n.ifaces.len() >= MAX_IFACES {
             return Err(TopologyError::TooManyIfaces(node.to_string(), MAX_IFACES));
@@ -308,13 +324,22 @@ impl Topology {
                 format!("eth{index}")
             }
         };
+        if let Some(mac) = mac {
+            if mac.is_group() || mac == MacAddr([0; 6]) {
+                return Err(TopologyError::GroupMac(mac));
+            }
+            if self.macs.contains(&mac) {
+                return Err(TopologyError::MacInUse(mac));
+            }
+            return Ok(NewIface { name, mac, mtu, mac_given: true });
+        }
         let mut salt = 0u32;
         loop {
             let h = fnv1a(&[self.lab.as_bytes(), node.as_bytes(), name.as_bytes(), &salt.to_le_bytes()]);
             let b = h.to_be_bytes();
             let mac = MacAddr::local_unicast([b[0], b[1], b[2], b[3], b[4], b[5]]);
             if !self.macs.contains(&mac) {
-                return Ok(NewIface { name, mac, mtu });
+                return Ok(NewIface { name, mac, mtu, mac_given: false });
             }
             salt += 1;
         }
@@ -336,6 +361,7 @@ impl Topology {
                 attachment,
                 vlan,
                 impair: Default::default(),
+                mac_given: new.mac_given,
             },
         );
         IfaceRef { node: node.to_string(), iface: new.name }

@@ -75,8 +75,8 @@ impl Lab {
         let mtu = Self::mtu(options)?;
         self.running(a)?;
         self.running(b)?;
-        let ia = self.topo.plan_iface(a, options.name_a.as_deref(), mtu)?;
-        let ib = self.topo.plan_iface(b, options.name_b.as_deref(), mtu)?;
+        let ia = self.topo.plan_iface(a, options.name_a.as_deref(), options.mac_a, mtu)?;
+        let ib = self.topo.plan_iface(b, options.name_b.as_deref(), options.mac_b, mtu)?;
         let name = match &options.link_name {
             Some(n) => {
                 self.topo.check_link_name(n)?;
@@ -131,7 +131,7 @@ impl Lab {
         let mtu = Self::mtu(options)?;
         self.topo.lan(lan)?;
         self.running(node)?;
-        let new = self.topo.plan_iface(node, options.name_a.as_deref(), mtu)?;
+        let new = self.topo.plan_iface(node, options.name_a.as_deref(), options.mac_a, mtu)?;
         let vlan = options.vlan.clone().unwrap_or_default();
         let seg = self.segment(lan)?;
         self.plug(node, &new, seg, lan, vlan.clone())?;

@@ -40,6 +40,9 @@ pub struct ScriptContext {
     /// Set while a student's answer runs: what reaches the host outside
     /// the lab is refused and noted here, and the grader scores it 0.
     pub answer: Option<Arc<AnswerGuard>>,
+    /// The directory of the script being run: relative `binds` sources
+    /// are found from it, as relative imports are.
+    pub script_dir: std::path::PathBuf,
 }
 
 /// What an exercise answer tried to reach outside its lab.
@@ -70,7 +73,14 @@ impl AnswerGuard {
 
 impl ScriptContext {
     pub fn new(lab: LabRef) -> ScriptContext {
-        ScriptContext { lab, dry_run: false, print_to_stderr: false, rows: None, answer: None }
+        ScriptContext {
+            lab,
+            dry_run: false,
+            print_to_stderr: false,
+            rows: None,
+            answer: None,
+            script_dir: std::path::PathBuf::from("."),
+        }
     }
 
     pub fn dry_run(self) -> ScriptContext {

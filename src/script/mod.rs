@@ -36,6 +36,7 @@ pub fn engine(lab: LabRef, script_dir: &Path) -> Engine {
 /// benchmark rows go.
 pub fn engine_with(context: ScriptContext, script_dir: &Path) -> Engine {
     let mut engine = bare_engine_printing(script_dir, context.print_to_stderr);
+    let context = ScriptContext { script_dir: script_dir.to_path_buf(), ..context };
     engine.set_default_tag(Dynamic::from(context));
     engine
 }

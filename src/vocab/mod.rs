@@ -26,7 +26,7 @@ pub mod vlan;
 pub use addr::{Cidr, CidrError, Prefix, Route};
 pub use hash::fnv1a;
 pub use mac::MacAddr;
-pub use node::{Accel, Forward, NodeKind, NodeOptions};
+pub use node::{Accel, Bind, Forward, NodeKind, NodeOptions};
 pub use plug::{PlugProtocol, PlugSpec};
 pub use units::{Cpus, Delay, MemMb, Mtu, OutputLimit, Probability, QueueLimit, Rate, Timeout};
 pub use vlan::{VlanId, VlanMode};

@@ -166,6 +166,67 @@ pub struct NodeOptions {
     /// What a `plug` listens on and the LAN its clients join.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plug: Option<super::PlugSpec>,
+    /// Host directories or files shown inside an ns node (`binds`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub binds: Vec<Bind>,
+    /// Environment variables of every command run in an ns node (`env`).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub env: std::collections::BTreeMap<String, String>,
+}
+
+/// The most binds and environment variables a node takes.
+pub const MAX_BINDS: usize = 64;
+pub const MAX_ENV: usize = 256;
+
+/// A host directory or file shown at `target` inside an ns node, read-only
+/// or not: `SOURCE:TARGET[:ro|:rw]` in scripts, as Docker writes it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Bind {
+    /// On the host; absolute once the script layer has resolved it.
+    pub source: PathBuf,
+    /// Inside the node: absolute, without `.` or `..`.
+    pub target: String,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub read_only: bool,
+}
+
+impl Bind {
+    /// Parses `SOURCE:TARGET[:ro|:rw]`; the source may still be relative.
+    pub fn parse(text: &str) -> Result<Bind, VocabError> {
+        let bad = |why: &str| VocabError::invalid("binds", format!("{text:?}: {why} (SOURCE:TARGET[:ro])"));
+        let parts: Vec<&str> = text.split(':').collect();
+        let (source, target, read_only) = match parts.as_slice() {
+            [s, t] => (*s, *t, false),
+            [s, t, "ro"] => (*s, *t, true),
+            [s, t, "rw"] => (*s, *t, false),
+            [_, _, mode] => return Err(bad(&format!("unknown mode {mode:?}: ro or rw"))),
+            _ => return Err(bad("one or two colons")),
+        };
+        let bind = Bind { source: PathBuf::from(source), target: target.to_string(), read_only };
+        bind.check()?;
+        Ok(bind)
+    }
+
+    /// The shape of both paths.
+    pub fn check(&self) -> Result<(), VocabError> {
+        check_path("binds", &self.source)?;
+        let t = &self.target;
+        let parts_ok = t.split('/').skip(1).all(|p| !p.is_empty() && p != "." && p != "..");
+        if !t.starts_with('/') || t == "/" || !parts_ok || t.len() > MAX_PATH_LEN || t.contains(['\0', ':']) {
+            return Err(VocabError::invalid(
+                "binds",
+                format!("target {t:?} must be an absolute path inside the node, below /, without . or .."),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Whether `name` may name an environment variable: `[A-Za-z_][A-Za-z0-9_]*`.
+pub fn is_env_name(name: &str) -> bool {
+    name.len() <= 256
+        && name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 /// A path given as an option: not empty, not too long, no NUL byte.
@@ -220,7 +281,9 @@ impl NodeOptions {
             || self.rootfs.is_some()
             || self.accel.is_some()
             || self.image.is_some()
-            || !self.args.is_empty();
+            || !self.args.is_empty()
+            || !self.binds.is_empty()
+            || !self.env.is_empty();
         if kind == NodeKind::Plug {
             let spec = self
                 .plug
@@ -233,6 +296,30 @@ impl NodeOptions {
         }
         if self.plug.is_some() {
             return Err(VocabError::invalid("node", "plug options make a plug (plug(lan, #{protocol, path}))"));
+        }
+        if kind != NodeKind::Ns && (!self.binds.is_empty() || !self.env.is_empty()) {
+            return Err(VocabError::invalid("node", "binds and env apply to ns nodes"));
+        }
+        if self.binds.len() > MAX_BINDS || self.env.len() > MAX_ENV {
+            return Err(VocabError::OutOfRange {
+                option: "binds",
+                value: format!("{} binds and {} variables", self.binds.len(), self.env.len()),
+                range: "at most 64 binds and 256 variables",
+            });
+        }
+        for b in &self.binds {
+            b.check()?;
+            if !b.source.is_absolute() {
+                return Err(VocabError::invalid("binds", format!("source {} must be absolute", b.source.display())));
+            }
+        }
+        for (k, v) in &self.env {
+            if !is_env_name(k) || v.len() > MAX_ARG_LEN || v.contains('\0') {
+                return Err(VocabError::invalid(
+                    "env",
+                    format!("{k:?}: names are letters, digits and _, values at most 4096 bytes without NUL"),
+                ));
+            }
         }
         if kind == NodeKind::Nat {
             if node_options {
@@ -291,6 +378,28 @@ impl NodeOptions {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn binds_parse_as_docker_writes_them_and_refuse_what_could_escape() {
+        let b = Bind::parse("/srv/lab/shared:/shared").unwrap();
+        assert_eq!(
+            (b.source.as_path(), b.target.as_str(), b.read_only),
+            (Path::new("/srv/lab/shared"), "/shared", false)
+        );
+        assert!(Bind::parse("lab:/hostlab:ro").unwrap().read_only);
+        for bad in ["/a", "/a:/b:rx", "/a:b", "/a:/", "/a:/x/../etc", "/a:/x//y", "/a:/b:ro:x", ":/b"] {
+            let e = Bind::parse(bad).unwrap_err().to_string();
+            assert!(e.contains("binds"), "{bad}: {e}");
+        }
+        let relative = NodeOptions { binds: vec![Bind::parse("lab:/hostlab").unwrap()], ..Default::default() };
+        assert!(relative.check(NodeKind::Ns).unwrap_err().to_string().contains("must be absolute"));
+        let uml = NodeOptions { binds: vec![Bind::parse("/lab:/hostlab").unwrap()], ..Default::default() };
+        assert!(uml.check(NodeKind::Uml).is_err() && uml.check(NodeKind::Ns).is_ok());
+        let env = |k: &str| NodeOptions { env: [(k.to_string(), "v".to_string())].into(), ..Default::default() };
+        assert!(env("PATH_2").check(NodeKind::Ns).is_ok());
+        assert!(env("2X").check(NodeKind::Ns).is_err() && env("A=B").check(NodeKind::Ns).is_err());
+        assert!(env("A").check(NodeKind::Nat).is_err());
+    }
 
     #[test]
     fn kinds_and_accels_parse_and_print() {

@@ -101,6 +101,13 @@ fn with_impairment_keys(keys: &[&'static str]) -> Vec<&'static str> {
     all
 }
 
+/// A MAC address option (`"02:00:00:00:00:01"`).
+fn opt_mac(fn_name: &str, options: &Map, key: &str) -> RhaiResult<Option<crate::vocab::MacAddr>> {
+    opt_str(fn_name, options, key)?
+        .map(|text| text.parse().map_err(|e| script_error(format!("{fn_name}(): option {key}: {e}"))))
+        .transpose()
+}
+
 /// An address option: a CIDR, or `"dhcp"` (then true).
 fn ip_or_dhcp(options: &Map, key: &str) -> RhaiResult<(Option<crate::vocab::addr::Cidr>, bool)> {
     if opt_str("link", options, key)?.as_deref() == Some("dhcp") {
@@ -117,12 +124,18 @@ fn add_link(ctx: &NativeCallContext, a: &NodeRef, b: &NodeRef, options: &Map) ->
     if options.contains_key("vlan") || options.contains_key("trunk") {
         return Err(lab_error(LabError::VlanOnLink));
     }
-    check_keys("link", options, &with_impairment_keys(&["ip_a", "ip_b", "mtu", "iface_a", "iface_b", "name"]))?;
+    check_keys(
+        "link",
+        options,
+        &with_impairment_keys(&["ip_a", "ip_b", "mtu", "iface_a", "iface_b", "mac_a", "mac_b", "name"]),
+    )?;
     let mut link_opts = link_options("link", options)?;
     link_opts.impair = impairment("link", options)?;
     link_opts.link_name = opt_str("link", options, "name")?;
     link_opts.name_a = opt_str("link", options, "iface_a")?;
     link_opts.name_b = opt_str("link", options, "iface_b")?;
+    link_opts.mac_a = opt_mac("link", options, "mac_a")?;
+    link_opts.mac_b = opt_mac("link", options, "mac_b")?;
     let (ip_a, dhcp_a) = ip_or_dhcp(options, "ip_a")?;
     let (ip_b, dhcp_b) = ip_or_dhcp(options, "ip_b")?;
     (link_opts.dhcp_a, link_opts.dhcp_b) = (dhcp_a, dhcp_b);
@@ -134,10 +147,11 @@ fn add_link(ctx: &NativeCallContext, a: &NodeRef, b: &NodeRef, options: &Map) ->
 }
 
 fn join(ctx: &NativeCallContext, node: &NodeRef, lan: &LanRef, options: &Map) -> RhaiResult<String> {
-    check_keys("link", options, &with_impairment_keys(&["ip", "mtu", "vlan", "trunk", "iface"]))?;
+    check_keys("link", options, &with_impairment_keys(&["ip", "mtu", "vlan", "trunk", "iface", "mac"]))?;
     let mut link_opts = link_options("link", options)?;
     link_opts.impair = impairment("link", options)?;
     link_opts.name_a = opt_str("link", options, "iface")?;
+    link_opts.mac_a = opt_mac("link", options, "mac")?;
     let (ip, dhcp) = ip_or_dhcp(options, "ip")?;
     link_opts.dhcp_a = dhcp;
     let cmd = Command::JoinLan { node: node.name.clone(), lan: lan.name.clone(), ip, options: link_opts };
@@ -192,7 +206,7 @@ pub mod link_api {
     /// the node asks a DHCP server on the link, as one linked to a `nat`
     /// endpoint does by default), `mtu`,
     /// `iface_a`, `iface_b` to name the interfaces (default: next `ethN`),
-    /// `name` for the link itself (default `a--b`), and impairments,
+    /// `mac_a`, `mac_b` to give their MAC addresses, `name` for the link itself (default `a--b`), and impairments,
     /// applied in netem's order to both directions (or per direction with
     /// `a_to_b: #{…}` / `b_to_a: #{…}`):
     /// `delay` and `jitter` (`"20ms"`, or a number of ms), `distribution`
@@ -262,13 +276,16 @@ pub mod link_api {
 
     /// Plugs a node into a LAN with options: `ip` (CIDR, or `"dhcp"` when a
     /// node of the LAN serves DHCP), `mtu`, `iface`
-    /// (the interface name), and `vlan: 10` (an access port) or
+    /// (the interface name), `mac` (instead of one derived from the
+    /// names), and `vlan: 10` (an access port) or
     /// `trunk: [10, 20]` (tagged frames of those VLANs), and the
     /// impairments `link(a, b, #{…})` takes (a is the node, b the LAN).
     ///
     /// ```rhai
     /// let sw = lan("office");
     /// link(node("h1"), sw, #{ ip: "10.1.0.1/24" });
+    /// link(node("h2"), sw, #{ iface: "lan0", mac: "02:00:00:00:00:02" });
+    /// assert(get_node("h2").info().ifaces[0].mac == "02:00:00:00:00:02");
     /// ```
     #[rhai_fn(name = "link", return_raw)]
     pub fn link_lan_with(ctx: NativeCallContext, node: NodeRef, lan: LanRef, options: Map) -> RhaiResult<String> {

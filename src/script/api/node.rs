@@ -7,7 +7,9 @@
 use rhai::plugin::*;
 use rhai::{Array, Dynamic, Map, NativeCallContext};
 
-use super::{call, check_keys, exec_map, opt_int, opt_str, positive_ms, refused, script_error, NodeRef, RhaiResult};
+use super::{
+    call, check_keys, context_of, exec_map, opt_int, opt_str, positive_ms, refused, script_error, NodeRef, RhaiResult,
+};
 use crate::lab::{Command, Reply};
 
 fn run(ctx: &NativeCallContext, node: &NodeRef, argv: Vec<String>, options: &Map) -> RhaiResult<Map> {
@@ -118,13 +120,20 @@ pub mod node_api {
     /// Machines boot in the background: `node()` returns at once and the
     /// first use of the node waits for the boot, so nodes made one after
     /// another boot together.
+    /// ns nodes also take `binds`, an array of `"SOURCE:TARGET"` or
+    /// `"SOURCE:TARGET:ro"`: a host directory or file shown at TARGET in
+    /// the node, shared with the host (writes reach it unless `:ro`); a
+    /// relative SOURCE is found from the script's directory. And `env`, a
+    /// map of environment variables for every command run in the node.
     ///
     /// ```rhai
     /// let r1 = node("r1", #{ kind: "ns" });
+    /// let h = node("h", #{ binds: ["/usr/share/doc:/doc:ro"], env: #{ GREETING: "hi" } });
+    /// assert(h.exec("echo $GREETING; test -d /doc && ! touch /doc/x 2>/dev/null").stdout == "hi\n");
     /// ```
     #[rhai_fn(name = "node", return_raw)]
     pub fn node_with(ctx: NativeCallContext, name: &str, options: Map) -> RhaiResult<Node> {
-        check_keys("node", &options, &["kind", "mem", "image", "args", "cpus", "accel", "rootfs"])?;
+        check_keys("node", &options, &["kind", "mem", "image", "args", "cpus", "accel", "rootfs", "binds", "env"])?;
         let kind = match opt_str("node", &options, "kind")? {
             None => NodeKind::Ns,
             Some(k) => k.parse().map_err(refused("node"))?,
@@ -149,9 +158,11 @@ pub mod node_api {
             opt_int("node", &options, "cpus")?.map(crate::vocab::Cpus::new).transpose().map_err(refused("node"))?;
         let accel = opt_str("node", &options, "accel")?.map(|a| a.parse()).transpose().map_err(refused("node"))?;
         let rootfs = opt_str("node", &options, "rootfs")?.map(std::path::PathBuf::from);
+        let binds = node_binds(&ctx, &options)?;
+        let env = node_env(&options)?;
         // Which options fit which kind is the lab's rule (`NodeOptions::check`).
         let options =
-            crate::vocab::NodeOptions { mem_mb, cpus, accel, image, args, rootfs, forward: Vec::new(), plug: None };
+            crate::vocab::NodeOptions { mem_mb, cpus, accel, image, args, rootfs, binds, env, ..Default::default() };
         call(&ctx, Command::AddNode { name: name.to_string(), kind, options })?;
         Ok(NodeRef { name: name.to_string() })
     }
@@ -532,4 +543,43 @@ pub mod node_api {
     pub fn to_debug(node: &mut Node) -> String {
         format!("Node({})", node.name)
     }
+}
+
+/// The `binds` option: relative sources found from the script's
+/// directory. A student's answer may not show host files to its nodes.
+fn node_binds(ctx: &NativeCallContext, options: &Map) -> RhaiResult<Vec<crate::vocab::Bind>> {
+    let Some(v) = options.get("binds") else { return Ok(Vec::new()) };
+    let list = v
+        .as_array_ref()
+        .map_err(|t| script_error(format!("node(): binds must be an array of strings, not {t}")))?
+        .clone();
+    let context = context_of(ctx);
+    if let Some(guard) = context.as_ref().and_then(|c| c.answer.clone()).filter(|_| !list.is_empty()) {
+        guard.record("binds");
+        return Err(script_error(crate::script::context::AnswerGuard::refusal("binds")));
+    }
+    let base = context.map(|c| c.script_dir).unwrap_or_else(|| ".".into());
+    list.into_iter()
+        .map(|item| {
+            let text = item
+                .into_string()
+                .map_err(|t| script_error(format!("node(): binds must be an array of strings, not {t}")))?;
+            let mut bind = crate::vocab::Bind::parse(&text).map_err(refused("node"))?;
+            if bind.source.is_relative() {
+                bind.source = base.join(&bind.source);
+            }
+            bind.source = std::path::absolute(&bind.source)
+                .map_err(|e| script_error(format!("node(): binds: {}: {e}", bind.source.display())))?;
+            Ok(bind)
+        })
+        .collect()
+}
+
+/// The `env` option: a map of strings (numbers and booleans are written out).
+fn node_env(options: &Map) -> RhaiResult<std::collections::BTreeMap<String, String>> {
+    let Some(v) = options.get("env") else { return Ok(Default::default()) };
+    let map = v
+        .read_lock::<Map>()
+        .ok_or_else(|| script_error(format!("node(): env must be a map of strings, not {}", v.type_name())))?;
+    Ok(map.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
 }
