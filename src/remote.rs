@@ -69,16 +69,26 @@ pub fn ls(as_json: bool) -> ExitCode {
     println!("{:<16} {:>8} {:>6} {:>6} {:>5} {:>8}  script", "LAB", "PID", "NODES", "LINKS", "LANS", "UPTIME");
     for r in rows {
         match r {
-            Ok(i) => println!(
-                "{:<16} {:>8} {:>6} {:>6} {:>5} {:>8}  {}",
-                i.name,
-                i.pid,
-                if i.running == i.nodes { i.nodes.to_string() } else { format!("{}/{}", i.running, i.nodes) },
-                i.links,
-                i.lans,
-                uptime(i.uptime_s),
-                i.script.map(|p| p.display().to_string()).unwrap_or_default()
-            ),
+            Ok(i) => {
+                println!(
+                    "{:<16} {:>8} {:>6} {:>6} {:>5} {:>8}  {}",
+                    i.name,
+                    i.pid,
+                    if i.running == i.nodes { i.nodes.to_string() } else { format!("{}/{}", i.running, i.nodes) },
+                    i.links,
+                    i.lans,
+                    uptime(i.uptime_s),
+                    i.script.as_ref().map(|p| p.display().to_string()).unwrap_or_default()
+                );
+                // What the lab says about itself, one indented line.
+                let said: Vec<&str> = ["description", "version", "author", "email", "web"]
+                    .iter()
+                    .filter_map(|k| i.about.get(*k).map(String::as_str))
+                    .collect();
+                if !said.is_empty() {
+                    println!("{:<16} {}", "", said.join(" · "));
+                }
+            }
             Err(v) => println!(
                 "{:<16} {:>8} {:>6} {:>6} {:>5} {:>8}  (busy: did not answer)",
                 v["name"].as_str().unwrap_or("?"),

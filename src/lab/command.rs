@@ -161,6 +161,11 @@ pub enum Command {
     Seed {
         seed: u64,
     },
+    /// Sets facts about the lab (`description`, `author`, …), shown by
+    /// `clonet ls` and the GUI; an empty value removes one.
+    SetLabInfo {
+        info: std::collections::BTreeMap<String, String>,
+    },
     /// Writes the frames of a link, LAN or port to a pcap file.
     StartCapture {
         target: String,
@@ -318,6 +323,9 @@ pub struct LabInfo {
     /// Clients following the lab's changes.
     #[serde(default)]
     pub watchers: usize,
+    /// What the lab says about itself (`lab_info`).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub about: std::collections::BTreeMap<String, String>,
 }
 
 /// One node as reported to clients.

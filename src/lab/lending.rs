@@ -268,6 +268,7 @@ impl Lab {
             | Unlink { .. }
             | SetImpairment { .. }
             | Seed { .. }
+            | SetLabInfo { .. }
             | StartCapture { .. }
             | StopCapture { .. }
             | NodeInfo { .. }

@@ -249,6 +249,7 @@ impl Lab {
             uptime_s: self.started.elapsed().as_secs(),
             script: self.run_dir.as_ref().and_then(|r| r.state().script.clone()),
             watchers: self.watchers.len(),
+            about: self.topo.about.clone(),
         }
     }
 
@@ -376,6 +377,10 @@ impl Lab {
             Command::SetLinkUp { link, up } => self.set_link_up(&link, up).map(|()| Reply::Done),
             Command::SetImpairment { link, impair } => self.set_impairment(&link, impair).map(|()| Reply::Done),
             Command::Seed { seed } => self.set_seed(seed).map(|()| Reply::Done),
+            Command::SetLabInfo { info } => {
+                self.topo.set_about(&info).map_err(|e| crate::vocab::VocabError::invalid("lab_info", e))?;
+                Ok(Reply::Done)
+            }
             Command::StartCapture { target, file } => self.start_capture(&target, &file),
             Command::StopCapture { id } => self.stop_capture(id),
             Command::SetIp { node, iface, cidr } => self.set_ip(&node, &iface, cidr).map(|()| Reply::Done),

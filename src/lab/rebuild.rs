@@ -49,6 +49,9 @@ impl SavedLab {
 pub fn wiring(topo: &Topology) -> Vec<Command> {
     let mut cmds = Vec::new();
     let mtu = |m: crate::vocab::Mtu| (m != crate::vocab::Mtu::ETHERNET).then_some(m);
+    if !topo.about.is_empty() {
+        cmds.push(Command::SetLabInfo { info: topo.about.clone() });
+    }
     for name in topo.lans.keys() {
         cmds.push(Command::AddLan { name: name.clone() });
     }

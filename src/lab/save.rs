@@ -50,6 +50,10 @@ pub fn to_script(topo: &Topology) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "// Topology of clonet lab {:?}, written by :save.", topo.lab);
     let _ = writeln!(out, "// Run it with `clonet run --name {} FILE` to rebuild the same lab.", topo.lab);
+    if !topo.about.is_empty() {
+        let facts: Vec<String> = topo.about.iter().map(|(k, v)| format!("{k}: {v:?}")).collect();
+        let _ = writeln!(out, "lab_info(#{{ {} }});", facts.join(", "));
+    }
     for name in &topo.order {
         let n = &topo.nodes[name];
         let kind = match n.kind {

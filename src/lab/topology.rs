@@ -190,9 +190,17 @@ pub struct Topology {
     pub uplinks: BTreeMap<String, UplinkModel>,
     /// Node names in creation order (for stable listings and hosts files).
     pub order: Vec<String>,
+    /// What the lab says about itself: `description`, `author`, … (`lab_info`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub about: BTreeMap<String, String>,
     #[serde(skip)]
     macs: HashSet<MacAddr>,
 }
+
+/// The most facts a lab keeps about itself, and their sizes.
+pub const MAX_ABOUT: usize = 16;
+pub const MAX_ABOUT_KEY: usize = 32;
+pub const MAX_ABOUT_VALUE: usize = 1024;
 
 /// Sort key that orders `eth2` before `eth10`: the name with its trailing
 /// number taken as a number.
@@ -205,6 +213,36 @@ pub fn natural_key(name: &str) -> (&str, u64, &str) {
 impl Topology {
     pub fn new(lab: &str) -> Topology {
         Topology { lab: lab.to_string(), ..Default::default() }
+    }
+
+    /// Merges facts about the lab; an empty value removes one. Keys are
+    /// lower-case words (`[a-z][a-z0-9_]*`), values one line of printable
+    /// text: they are shown in terminals and web pages.
+    pub fn set_about(&mut self, info: &BTreeMap<String, String>) -> Result<(), String> {
+        for (k, v) in info {
+            let key_ok = k.len() <= MAX_ABOUT_KEY
+                && k.starts_with(|c: char| c.is_ascii_lowercase())
+                && k.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+            if !key_ok {
+                return Err(format!("{k:?} is not a key of lab_info (lower-case letters, digits and _)"));
+            }
+            if v.len() > MAX_ABOUT_VALUE || v.chars().any(char::is_control) {
+                return Err(format!("lab_info {k}: one line of at most {MAX_ABOUT_VALUE} bytes"));
+            }
+        }
+        let mut about = self.about.clone();
+        for (k, v) in info {
+            if v.is_empty() {
+                about.remove(k);
+            } else {
+                about.insert(k.clone(), v.clone());
+            }
+        }
+        if about.len() > MAX_ABOUT {
+            return Err(format!("a lab keeps at most {MAX_ABOUT} facts about itself"));
+        }
+        self.about = about;
+        Ok(())
     }
 
     /// What already carries `name`: nodes, LANs and links share one set of

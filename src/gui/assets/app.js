@@ -124,6 +124,12 @@ async function refresh() {
   topo = t;
   $('lab-name').textContent = `clonet: ${t.lab}`;
   document.title = `clonet: ${t.lab}`;
+  // What the lab says about itself (lab_info, Kathará's LAB_* lines),
+  // as text: it comes from lab files that may be anyone's.
+  const about = t.about || {};
+  const said = ['description', 'version', 'author', 'email', 'web'].filter((k) => about[k]).map((k) => about[k]);
+  $('lab-about').textContent = said.join(' · ');
+  $('lab-about').title = Object.entries(about).map(([k, v]) => `${k}: ${v}`).join('\n');
   render();
 }
 

@@ -264,6 +264,34 @@ pub mod lab_api {
         call(&ctx, Command::Seed { seed }).map(|_| ())
     }
 
+    /// Sets facts about the lab, shown by `clonet ls` and the web GUI and
+    /// kept by saved labs: `description`, `author`, `version`, `email`,
+    /// `web`, or any lower-case key; an empty string removes one.
+    ///
+    /// ```rhai
+    /// lab_info(#{ description: "OSPF in one area", author: "A. Teacher" });
+    /// assert(lab_info().author == "A. Teacher");
+    /// ```
+    #[rhai_fn(name = "lab_info", return_raw)]
+    pub fn set_lab_info(ctx: NativeCallContext, info: Map) -> RhaiResult<()> {
+        let info = info.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        call(&ctx, Command::SetLabInfo { info }).map(|_| ())
+    }
+
+    /// The facts the lab says about itself (see `lab_info(map)`), with its
+    /// `name`.
+    ///
+    /// ```rhai
+    /// print(lab_info().name);
+    /// ```
+    #[rhai_fn(name = "lab_info", return_raw)]
+    pub fn lab_info(ctx: NativeCallContext) -> RhaiResult<Map> {
+        let topo = lab_topology(&ctx)?;
+        let mut map: Map = topo.about.iter().map(|(k, v)| (k.into(), v.clone().into())).collect();
+        map.insert("name".into(), topo.lab.clone().into());
+        Ok(map)
+    }
+
     /// Pauses the script. Ctrl-C interrupts it.
     ///
     /// ```rhai
