@@ -8,6 +8,7 @@ pub mod fuzzing;
 pub mod gui;
 pub mod host;
 pub mod image;
+pub mod import;
 pub mod interrupt;
 pub mod lab;
 pub mod remote;

@@ -34,7 +34,9 @@ pub struct Cli {
 pub enum Cmd {
     /// Run a lab script; the lab lives while the script runs.
     Run {
-        /// The .rhai script (optional with --restore).
+        /// The .rhai script (optional with --restore), or a Kathará lab
+        /// (its directory or lab.conf) or containerlab topology
+        /// (*.clab.yml), run as the script `clonet convert` writes.
         #[arg(required_unless_present = "restore")]
         file: Option<PathBuf>,
         /// First rebuild the lab saved in this directory by `save_lab`.
@@ -52,12 +54,18 @@ pub enum Cmd {
         /// time, 256 MiB strings, 16 Mi array items and 1 Mi map entries.
         #[arg(long, value_name = "KEY=VALUE,…")]
         limits: Option<String>,
+        /// For a Kathará lab or containerlab topology: `host` runs nodes
+        /// whose image this machine cannot have on the host's own root; a
+        /// TOML file maps image names to "host" or "rootfs:DIR".
+        #[arg(long, value_name = "host|MAP.toml")]
+        images: Option<String>,
     },
     /// Run a lab script and keep the lab, without a REPL, until `clonet
     /// stop LAB`, Ctrl-C or SIGTERM; other terminals drive it meanwhile
     /// (`clonet attach`, `exec`, `capture`, `ls`).
     Serve {
-        /// The .rhai script that builds the lab.
+        /// The .rhai script that builds the lab, or a Kathará lab or
+        /// containerlab topology.
         file: PathBuf,
         /// Lab name (default: the script's file stem).
         #[arg(long)]
@@ -65,6 +73,26 @@ pub enum Cmd {
         /// Also serve the web GUI (its URL, with its access token, is printed).
         #[arg(long)]
         gui: bool,
+        /// For a Kathará lab or containerlab topology: `host` runs nodes
+        /// whose image this machine cannot have on the host's own root; a
+        /// TOML file maps image names to "host" or "rootfs:DIR".
+        #[arg(long, value_name = "host|MAP.toml")]
+        images: Option<String>,
+    },
+    /// Write a Kathará lab (its directory or lab.conf) or a containerlab
+    /// topology (*.clab.yml) as the Rhai script that builds the same lab,
+    /// with comments where something has no direct equivalent.
+    Convert {
+        /// The lab to convert.
+        lab: PathBuf,
+        /// Write here instead of stdout.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// For a Kathará lab or containerlab topology: `host` runs nodes
+        /// whose image this machine cannot have on the host's own root; a
+        /// TOML file maps image names to "host" or "rootfs:DIR".
+        #[arg(long, value_name = "host|MAP.toml")]
+        images: Option<String>,
     },
     /// Serve the web GUI of a running lab on 127.0.0.1 (a random port and
     /// access token, printed as a URL), until Ctrl-C or the lab ends.
@@ -77,7 +105,7 @@ pub enum Cmd {
     /// its command line, `ping` is answered, `host_exec` and `sleep` do
     /// nothing). A script that stops early is drawn as far as it got.
     Graph {
-        /// The .rhai script.
+        /// The .rhai script, or a Kathará lab or containerlab topology.
         file: PathBuf,
         /// Write here instead of stdout.
         #[arg(short, long)]
@@ -237,9 +265,12 @@ pub enum Cmd {
 /// Runs one subcommand.
 pub fn run(command: Cmd) -> Result<ExitCode, CliError> {
     match command {
-        Cmd::Run { file, restore, name, interactive, limits } => session::run(file, restore, name, interactive, limits),
+        Cmd::Run { file, restore, name, interactive, limits, images } => {
+            session::run(file, restore, name, interactive, limits, images)
+        }
         Cmd::Repl { name } => session::repl(name),
-        Cmd::Serve { file, name, gui } => session::serve(&file, name, gui),
+        Cmd::Serve { file, name, gui, images } => session::serve(&file, name, gui, images),
+        Cmd::Convert { lab, output, images } => offline::convert(&lab, output.as_deref(), images.as_deref()),
         Cmd::Gui { lab } => remote::gui(&lab),
         Cmd::Ls { json } => Ok(remote::ls(json)),
         Cmd::Graph { file, output, format } => offline::graph(&file, output.as_deref(), format.as_deref()),

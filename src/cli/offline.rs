@@ -12,7 +12,7 @@ use clonet::lab::handle::LabRef;
 use clonet::lab::Lab;
 use clonet::script;
 
-use super::{color, lab_name, write_output, CliError};
+use super::{color, write_output, CliError};
 
 /// `clonet graph`: a dry build of the script, drawn.
 pub fn graph(file: &Path, output: Option<&Path>, format: Option<&str>) -> Result<ExitCode, CliError> {
@@ -24,17 +24,21 @@ pub fn graph(file: &Path, output: Option<&Path>, format: Option<&str>) -> Result
         _ => "svg",
     });
     let format = Format::parse(format.or(by_extension).unwrap_or("svg")).map_err(CliError::Error)?;
-    if !file.is_file() {
-        return Err(CliError::error(format!("cannot read {}: no such file", file.display())));
-    }
+    // A lab of another tool is drawn with its images on the host's root:
+    // a dry build needs none of them.
+    let foreign = clonet::import::Foreign::detect(file).is_some();
+    let source = super::session::read_source(file, foreign.then_some("host"))?;
     // A scratch run directory: the dry lab's state, removed afterwards.
     let scratch = std::env::temp_dir().join(format!("clonet-graph-{}", std::process::id()));
     let host = Box::new(clonet::host::fake::FakeHost::dry());
-    let lab = LabRef::local(Lab::new(&lab_name(file, None), host, &scratch, Some(file)).map_err(CliError::error)?);
+    let name = super::session::default_lab_name(file);
+    let lab = LabRef::local(Lab::new(&name, host, &scratch, Some(file)).map_err(CliError::error)?);
     // The picture goes to stdout; what the script prints, to stderr.
     let context = script::ScriptContext::new(lab.clone()).dry_run().print_to_stderr();
-    let engine = script::engine_with(context, script::script_dir(file));
-    if let Err(report) = script::run_file(&engine, file) {
+    let engine = script::engine_with(context, &source.dir);
+    let ran = script::compile(&engine, &source.name, &source.text)
+        .and_then(|ast| script::run(&engine, &mut rhai::Scope::new(), &source.name, &ast));
+    if let Err(report) = ran {
         eprint!("{}", report.render(&script::report::read_source, color()));
         eprintln!("{}: the script stopped there; drawing what it had built", "warning".yellow().bold());
     }
@@ -46,6 +50,40 @@ pub fn graph(file: &Path, output: Option<&Path>, format: Option<&str>) -> Result
     match output {
         Some(path) => write_output(path, &text)?,
         None => print!("{text}"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `clonet convert LAB [-o FILE] [--images …]`: another tool's lab as
+/// Rhai. The script names the lab's directory `"."` when it is written
+/// into that directory, else by its absolute path, so it runs from
+/// anywhere.
+pub fn convert(lab: &Path, output: Option<&Path>, images: Option<&str>) -> Result<ExitCode, CliError> {
+    use clonet::import::{Foreign, ImagePolicy};
+    let foreign = Foreign::detect(lab).ok_or_else(|| {
+        CliError::error(format!(
+            "{} is not a Kathará lab (a directory with lab.conf) or a containerlab topology (*.clab.yml)",
+            lab.display()
+        ))
+    })?;
+    let policy = match images {
+        None => ImagePolicy::default(),
+        Some(v) => ImagePolicy::from_option(v).map_err(|e| CliError::error(format!("--images: {e}")))?,
+    };
+    let lab_dir = std::fs::canonicalize(foreign.dir())
+        .map_err(|e| CliError::error(format!("{}: {e}", foreign.dir().display())))?;
+    let out_dir = output
+        .map(|o| o.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")))
+        .and_then(|d| std::fs::canonicalize(d).ok());
+    let named =
+        if out_dir.as_deref() == Some(lab_dir.as_path()) { ".".to_string() } else { lab_dir.display().to_string() };
+    let converted = foreign.to_rhai(&policy, &named).map_err(|e| CliError::error(e.to_string()))?;
+    for w in &converted.warnings {
+        eprintln!("{}: {w}", "warning".yellow().bold());
+    }
+    match output {
+        Some(path) => write_output(path, &converted.script)?,
+        None => print!("{}", converted.script),
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -55,6 +55,7 @@ fn bare_engine_printing(script_dir: &Path, print_to_stderr: bool) -> Engine {
     engine.register_global_module(exported_module!(api::snapshot_api).into());
     engine.register_global_module(exported_module!(api::capture_api).into());
     engine.register_global_module(exported_module!(api::bench_api).into());
+    engine.register_global_module(exported_module!(api::import_api).into());
     engine.set_module_resolver(stdlib::Resolver::new(script_dir));
     engine.on_print(move |s| {
         crate::lab::progress::print_around(|| {

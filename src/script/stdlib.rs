@@ -16,6 +16,7 @@ pub const MODULES: &[(&str, &str)] = &[
     ("routing", include_str!("../../stdlib/routing.rhai")),
     ("check", include_str!("../../stdlib/check.rhai")),
     ("frr", include_str!("../../stdlib/frr.rhai")),
+    ("kathara", include_str!("../../stdlib/kathara.rhai")),
 ];
 
 /// The text of a stdlib module, by the source name errors carry.

@@ -331,6 +331,16 @@ pub mod lab_api {
         }))
     }
 
+    /// Prints `warning: TEXT` on stderr: something the user should know,
+    /// that does not stop the script.
+    ///
+    /// ```rhai
+    /// warn("r1 has no route to 10.0.9.0/24 yet");
+    /// ```
+    pub fn warn(text: &str) {
+        crate::lab::progress::print_around(|| eprintln!("warning: {text}"));
+    }
+
     /// Parses JSON text into maps, arrays and scalars.
     ///
     /// ```rhai

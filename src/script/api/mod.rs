@@ -1,7 +1,8 @@
 //! The Rhai API, one `#[export_module]` per domain, each in its own file:
 //! nodes (`node.rs`), links and LANs (`link.rs`), lab-wide tools (`lab.rs`),
 //! snapshots and clones (`snapshot.rs`), captures and sniffing
-//! (`capture.rs`), benchmark rows (`bench.rs`). Every function's doc
+//! (`capture.rs`), benchmark rows (`bench.rs`), labs of other tools
+//! (`import.rs`). Every function's doc
 //! comment carries a runnable example; these texts are what `:help` and
 //! the API reference show.
 //!
@@ -19,6 +20,7 @@
 
 mod bench;
 mod capture;
+mod import;
 mod lab;
 mod link;
 mod node;
@@ -26,6 +28,7 @@ mod snapshot;
 
 pub use bench::bench_api;
 pub use capture::capture_api;
+pub use import::import_api;
 pub use lab::lab_api;
 pub use link::link_api;
 pub use node::node_api;
