@@ -265,7 +265,7 @@ pub fn set_up_node(
     match root {
         Some(layers) => overlay_root(sys, layers, split, hosts, binds),
         None if binds.is_empty() => private_mounts(sys, hosts),
-        None => Err(HostError::Unsupported("binds need the node's own copy-on-write root".into())),
+        None => Err(HostError::Unsupported("binds need the node's own copy-on-write root")),
     }
 }
 

@@ -508,7 +508,7 @@ impl ClabLab {
             }
             opts.push(format!("binds: [{}]", binds.join(", ")));
             if !n.env.is_empty() {
-                for k in n.env.keys().filter(|k| !crate::vocab::node::is_env_name(k)) {
+                if let Some(k) = n.env.keys().find(|k| !crate::vocab::node::is_env_name(k)) {
                     return Err(ImportError::at(
                         &file,
                         n.at.0,
@@ -516,7 +516,7 @@ impl ClabLab {
                         format!("{}: env {k:?} is not a variable name", n.name),
                     ));
                 }
-                let vars: Vec<String> = n.env.iter().map(|(k, v)| format!("{k}: {}", rhai_str(v))).collect();
+                let vars: Vec<String> = n.env.iter().map(|(k, v)| format!("{}: {}", rhai_str(k), rhai_str(v))).collect();
                 opts.push(format!("env: #{{ {} }}", vars.join(", ")));
             }
             if !n.labels.is_empty() {

@@ -487,7 +487,7 @@ impl KatharaLab {
             }
             let mut opts = vec![format!("binds: [{}]", binds.join(", "))];
             if !d.env.is_empty() {
-                let vars: Vec<String> = d.env.iter().map(|(k, v)| format!("{k}: {}", rhai_str(v))).collect();
+                let vars: Vec<String> = d.env.iter().map(|(k, v)| format!("{}: {}", rhai_str(k), rhai_str(v))).collect();
                 opts.push(format!("env: #{{ {} }}", vars.join(", ")));
             }
             let (image, target) = &roots[&d.name];
@@ -686,7 +686,7 @@ pc1[0]=A
             "let n_r1 = node(\"r1\", #{ binds: [`${lab}:/hostlab:ro`, `${lab}/shared:/shared`] });",
             "kathara::defaults(n_r1, #{ ipv6: false, sysctl: #{ \"net.ipv4.tcp_syncookies\": \"0\" } });",
             "kathara::defaults(n_r2, #{ ipv6: true });",
-            "env: #{ GREETING: \"hi\" }",
+            "env: #{ \"GREETING\": \"hi\" }",
             "let l_A = lan(\"A\");",
             "link(n_r1, l_B, #{ iface: \"eth1\", mac: \"02:00:00:00:00:11\" });",
             "link(n_r1, nat(\"r1-nat\", #{ forward: [\"tcp:8080:80\"] }), #{ iface_a: \"eth2\" });",

@@ -184,13 +184,18 @@ pub fn serve(sb: &Sandbox, name: &str, script: &str, gui: bool) -> Served {
 }
 
 /// `serve` through `cmd` (a `clonet` command with its environment).
-pub fn serve_with(mut cmd: Command, name: &str, path: &Path, gui: bool) -> Served {
+pub fn serve_with(cmd: Command, name: &str, path: &Path, gui: bool) -> Served {
+    serve_with_args(cmd, name, path, gui, &[])
+}
+
+/// [`serve_with`], with more arguments after the path.
+pub fn serve_with_args(mut cmd: Command, name: &str, path: &Path, gui: bool, more: &[&str]) -> Served {
     use std::io::BufRead;
     cmd.arg("serve");
     if gui {
         cmd.arg("--gui");
     }
-    let mut child = cmd.arg(path).stderr(Stdio::piped()).spawn().unwrap();
+    let mut child = cmd.arg(path).args(more).stderr(Stdio::piped()).spawn().unwrap();
     let stderr = child.stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
