@@ -10,6 +10,8 @@
 //! ([`bytes_on_disk`], which the host's disk layers use too). Must not
 //! touch: labs, nodes, the switch, the host layer.
 pub mod kvm;
+pub mod oci;
+pub mod registry;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
