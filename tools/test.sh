@@ -16,7 +16,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PACKAGES=(iproute2 iperf3 iputils-ping e2fsprogs busybox-static user-mode-linux vde-switch vde2 qemu-system-x86 qemu-utils linux-image-amd64 btrfs-progs tshark frr chromium chromium-driver util-linux procps uidmap passwd passt nftables socat)
+PACKAGES=(iproute2 iperf3 iputils-ping e2fsprogs busybox-static user-mode-linux vde-switch vde2 qemu-system-x86 qemu-utils linux-image-amd64 btrfs-progs tshark frr chromium chromium-driver util-linux procps uidmap passwd passt nftables socat skopeo docker-registry)
 
 # Every command the tests run, and the package that brings it.
 COMMANDS=(
@@ -26,6 +26,7 @@ COMMANDS=(
     tshark:tshark vtysh:frr chromium:chromium chromedriver:chromium-driver
     setpriv:util-linux mount:util-linux umount:util-linux ps:procps ldd:libc-bin timeout:coreutils
     newuidmap:uidmap newgidmap:uidmap useradd:passwd usermod:passwd passt:passt pasta:passt nft:nftables socat:socat
+    skopeo:skopeo docker-registry:docker-registry
 )
 
 # The ordinary user the rootless tests run labs as, with a range of

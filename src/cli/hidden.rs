@@ -37,9 +37,10 @@ pub fn ns_init(hostname: &str, hosts: &Path, root: &[String], split_plan: Option
     ns_init_main(hostname, hosts, layers, split, &binds)
 }
 
-/// `__ns-enter PID -- ARGV`: runs a command in a node's namespaces.
-pub fn ns_enter(pid: i32, argv: &[String]) -> ! {
-    ns_enter_main(pid, argv)
+/// `__ns-enter PID [--cwd DIR] [--user U] -- ARGV`: runs a command in a
+/// node's namespaces.
+pub fn ns_enter(pid: i32, argv: &[String], cwd: Option<String>, user: Option<String>) -> ! {
+    ns_enter_main(pid, argv, &clonet::host::helpers::RunAs { cwd, user })
 }
 
 /// `__machine [--own DIR]… [--see FILE]… -- PROGRAM ARGS…`: a machine as

@@ -23,11 +23,19 @@ pub enum ImageCmd {
         #[arg(long)]
         force: bool,
     },
-    /// List cached images, and files of the cache no image uses.
+    /// List cached images (guest images and container images), and files
+    /// of the cache no image uses.
     Ls,
     /// Remove the files of the cache no image uses (left by interrupted
-    /// builds).
+    /// builds, or layers of removed container images).
     Gc,
+    /// Pull a container image into the cache: `registry/repo:tag` (or
+    /// `@sha256:…`), `oci:DIR[:TAG]`, `docker-archive:FILE`,
+    /// `oci-archive:FILE`. Nodes pull theirs on first use too.
+    Pull { reference: String },
+    /// Forget a container image (its layers go with `gc` once no other
+    /// image uses them).
+    Rm { reference: String },
 }
 
 /// `clonet image build|ls|gc`.
@@ -48,6 +56,18 @@ pub fn image(cmd: ImageCmd) -> Result<ExitCode, CliError> {
                 println!("{:<16} {:>6} MiB  {}  {}", "kvm-busybox", parts, k.fingerprint, k.disk.display());
                 println!("{:<16} {:>6}      kernel {}, initramfs {}", "", "", k.kernel.display(), k.initrd.display());
             }
+            for i in clonet::image::oci::list() {
+                let present = i.layers.iter().all(|l| l.is_dir());
+                println!(
+                    "{:<16} {:>6} MiB  {}  {} layer(s){}  {}",
+                    "container",
+                    i.bytes >> 20,
+                    &i.id[7..19],
+                    i.layers.len(),
+                    if present { "" } else { " (some missing: pull again)" },
+                    i.reference
+                );
+            }
             let unused = clonet::image::unused(&dir);
             if !unused.is_empty() {
                 let total: u64 = unused.iter().map(|(_, b)| b).sum();
@@ -65,6 +85,49 @@ pub fn image(cmd: ImageCmd) -> Result<ExitCode, CliError> {
                 println!("removed {}", p.display());
             }
             println!("{} unused file(s), {} KiB freed", removed.len(), total >> 10);
+            let layers = clonet::image::oci::gc();
+            println!("unused container image layers: {} KiB freed", layers >> 10);
+            Ok(ExitCode::SUCCESS)
+        }
+        ImageCmd::Pull { reference } => {
+            use clonet::image::oci::{self, ImageRef, Progress};
+            let parsed: ImageRef = reference.parse().map_err(CliError::error)?;
+            let parsed = parsed.absolute();
+            let bar = indicatif::ProgressBar::new(0);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} layers")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                    .progress_chars("=> "),
+            );
+            bar.set_message(format!("pulling {parsed}"));
+            let result = oci::pull(&parsed, &mut |p| match p {
+                Progress::Layer { index, count, size, cached } => {
+                    bar.set_length(count as u64);
+                    bar.set_position(index as u64);
+                    let what = if cached {
+                        "cached".to_string()
+                    } else {
+                        size.map_or("unpacking".into(), |s| format!("{} KiB", s >> 10))
+                    };
+                    bar.set_message(format!("{parsed}: layer {} ({what})", index + 1));
+                }
+                Progress::Done => bar.set_position(bar.length().unwrap_or(0)),
+            });
+            bar.finish_and_clear();
+            let image = result.map_err(CliError::error)?;
+            println!(
+                "{}: {} layer(s), {} MiB, id {}",
+                image.reference,
+                image.layers.len(),
+                image.bytes >> 20,
+                &image.id[7..19]
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        ImageCmd::Rm { reference } => {
+            let parsed: clonet::image::oci::ImageRef = reference.parse().map_err(CliError::error)?;
+            clonet::image::oci::remove(&parsed.absolute().to_string()).map_err(CliError::error)?;
+            println!("removed {reference} (its unused layers go with `clonet image gc`)");
             Ok(ExitCode::SUCCESS)
         }
         ImageCmd::Build { force } => {

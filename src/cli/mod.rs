@@ -244,6 +244,12 @@ pub enum Cmd {
     #[command(name = "__ns-enter", hide = true)]
     NsEnter {
         pid: i32,
+        /// The working directory in the node.
+        #[arg(long)]
+        cwd: Option<String>,
+        /// Run as this user of the node (`name`, `uid`, `name:group`).
+        #[arg(long)]
+        user: Option<String>,
         #[arg(last = true, required = true)]
         argv: Vec<String>,
     },
@@ -288,7 +294,7 @@ pub fn run(command: Cmd) -> Result<ExitCode, CliError> {
         Cmd::NsInit { split_plan, binds, hostname, hosts, root } => {
             hidden::ns_init(&hostname, &hosts, &root, split_plan.as_deref(), binds.as_deref())
         }
-        Cmd::NsEnter { pid, argv } => hidden::ns_enter(pid, &argv),
+        Cmd::NsEnter { pid, cwd, user, argv } => hidden::ns_enter(pid, &argv, cwd, user),
         Cmd::Machine { own, see, argv } => hidden::machine(own, see, &argv),
         Cmd::TapForward { pid_a, pid_b, owner } => hidden::tap_forward(pid_a, pid_b, owner),
         Cmd::MapIds { pid, uid_map, gid_map } => {
@@ -311,6 +317,9 @@ pub fn enter_lab_namespace(command: &Cmd) {
             | Cmd::Test { .. }
             | Cmd::Exercise(_)
             | Cmd::Bench { .. }
+            // Container image layers keep their owners through the lab's
+            // id map: they are unpacked, and deleted, inside it.
+            | Cmd::Image(host::ImageCmd::Pull { .. } | host::ImageCmd::Gc)
     );
     if !engine || nix::unistd::geteuid().is_root() || std::env::var_os(userns::INSIDE_ENV).is_some() {
         return;

@@ -63,6 +63,10 @@ pub(super) fn read_source(file: &Path, images: Option<&str>) -> Result<Source, C
     for w in &converted.warnings {
         eprintln!("{}: {w}", "warning".yellow().bold());
     }
+    // Every image the lab runs as itself, had before anything starts: a
+    // lab whose images cannot all be had makes nothing.
+    clonet::import::images::ensure(&converted.images, &mut |m| eprintln!("clonet: {m}"))
+        .map_err(|e| CliError::error(format!("{}: {e}", foreign.source_file().display())))?;
     Ok(Source {
         name: format!("{} (as Rhai: see `clonet convert`)", foreign.source_file().display()),
         text: converted.script,

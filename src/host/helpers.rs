@@ -169,6 +169,19 @@ fn overlay_root(
         let overlay = Path::new("overlay");
         mount_as(sys, "the node's root", Some(overlay), m, Some("overlay"), MsFlags::empty(), Some(&options))?;
     }
+    // A container image may lack the mount points a runtime provides
+    // (`/proc`, `/sys`, `/dev`, `/tmp`, `/run`, `/etc/hosts`): they are made in
+    // the node's upper layer, as container runtimes do. A link there is
+    // left alone (the mounts below skip what is not a directory).
+    for dir in ["proc", "sys", "dev", "tmp", "run", "etc"] {
+        if std::fs::symlink_metadata(m.join(dir)).is_err() {
+            let _ = std::fs::create_dir(m.join(dir));
+        }
+    }
+    let hosts_at = m.join("etc/hosts");
+    if std::fs::symlink_metadata(&hosts_at).is_err() && m.join("etc").is_dir() {
+        let _ = std::fs::File::create(&hosts_at);
+    }
     if m.join("etc/hosts").exists() {
         mount_as(sys, "the lab's hosts file", Some(hosts), &m.join("etc/hosts"), None, MsFlags::MS_BIND, None)?;
     }
@@ -389,9 +402,70 @@ pub fn ns_init_main(
     }
 }
 
+/// Where and as whom `__ns-enter` runs its command (an image's
+/// WorkingDir and User, for its main program).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RunAs {
+    pub cwd: Option<String>,
+    /// `user`, `uid`, `user:group` or `uid:gid`, found in the node's files.
+    pub user: Option<String>,
+}
+
+/// The uid and gid of an image's `User`, by the node's `/etc/passwd` and
+/// `/etc/group` texts (sans-IO). A name that is not there is an error.
+pub fn resolve_user(spec: &str, passwd: &str, group: &str) -> Result<(u32, u32), String> {
+    let (user, grp) = match spec.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (spec, None),
+    };
+    let field = |text: &str, name: &str, at: usize| {
+        text.lines().find_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            (f.len() > at && f[0] == name).then(|| f[at].parse::<u32>().ok()).flatten()
+        })
+    };
+    let (uid, primary) = match user.parse::<u32>() {
+        Ok(uid) => {
+            let gid = passwd.lines().find_map(|l| {
+                let f: Vec<&str> = l.split(':').collect();
+                (f.len() > 3 && f[2].parse() == Ok(uid)).then(|| f[3].parse::<u32>().ok()).flatten()
+            });
+            (uid, gid.unwrap_or(uid))
+        }
+        Err(_) => (
+            field(passwd, user, 2).ok_or_else(|| format!("no user {user:?} in the node's /etc/passwd"))?,
+            field(passwd, user, 3).unwrap_or(0),
+        ),
+    };
+    let gid = match grp {
+        None => primary,
+        Some(g) => match g.parse::<u32>() {
+            Ok(gid) => gid,
+            Err(_) => field(group, g, 2).ok_or_else(|| format!("no group {g:?} in the node's /etc/group"))?,
+        },
+    };
+    Ok((uid, gid))
+}
+
+/// In the forked child, inside the node: enters `cwd` and becomes `user`.
+fn apply_run_as(run_as: &RunAs) -> Result<(), String> {
+    if let Some(cwd) = &run_as.cwd {
+        nix::unistd::chdir(Path::new(cwd)).map_err(|e| format!("working directory {cwd}: {e}"))?;
+    }
+    if let Some(user) = &run_as.user {
+        let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
+        let (uid, gid) = resolve_user(user, &read("/etc/passwd"), &read("/etc/group"))?;
+        let gid = nix::unistd::Gid::from_raw(gid);
+        nix::unistd::setgroups(&[gid]).map_err(|e| format!("setgroups: {e}"))?;
+        nix::unistd::setgid(gid).map_err(|e| format!("setgid: {e}"))?;
+        nix::unistd::setuid(nix::unistd::Uid::from_raw(uid)).map_err(|e| format!("setuid {uid}: {e}"))?;
+    }
+    Ok(())
+}
+
 /// `clonet __ns-enter PID -- ARGV…`: runs ARGV inside the namespaces of
 /// the node whose init has host pid PID, and exits with its status.
-pub fn ns_enter_main(pid: i32, argv: &[String]) -> ! {
+pub fn ns_enter_main(pid: i32, argv: &[String], run_as: &RunAs) -> ! {
     // Before joining the node: its `/proc` has no entry for this process.
     let single = SingleThreaded::check().unwrap_or_else(|e| enter_failed("start", e));
     if argv.is_empty() {
@@ -414,6 +488,10 @@ pub fn ns_enter_main(pid: i32, argv: &[String]) -> ! {
         Err(e) => enter_failed("fork", e),
         Ok(Forked::Child) => {
             let _ = setpgid(Pid::from_raw(0), Pid::from_raw(0));
+            if let Err(e) = apply_run_as(run_as) {
+                eprintln!("clonet: {e}");
+                std::process::exit(126);
+            }
             exec_child(&args, &argv[0], &signals)
         }
         Ok(Forked::Parent(child)) => {
@@ -710,9 +788,11 @@ mod tests {
     }
 
     #[test]
-    fn a_btrfs_root_is_bound_not_overlaid_and_missing_directories_get_no_mount() {
+    fn a_btrfs_root_is_bound_not_overlaid_and_missing_mount_points_are_made_but_links_are_not_followed() {
         let dir = tempfile::tempdir().unwrap();
         let layers = layers_with(dir.path(), WHOLE_ROOT, &["proc"]);
+        // An image's /tmp that is a link gets no mount (nor is replaced).
+        std::os::unix::fs::symlink("/elsewhere", layers.merged.join("tmp")).unwrap();
         let sys = RecordingSyscall::default();
         overlay_root(&sys, &layers, None, Path::new("/hosts"), &[]).unwrap();
         let targets: Vec<PathBuf> = mounts(&sys)
@@ -722,7 +802,10 @@ mod tests {
                 _ => unreachable!(),
             })
             .collect();
-        assert_eq!(targets, vec![PathBuf::from("/"), layers.merged.clone(), layers.merged.join("proc")]);
+        let m = &layers.merged;
+        let made = ["etc/hosts", "dev", "run", "proc", "sys"].map(|d| m.join(d));
+        assert_eq!(targets, [vec![PathBuf::from("/"), m.clone()], made.to_vec()].concat());
+        assert!(std::fs::symlink_metadata(m.join("tmp")).unwrap().file_type().is_symlink());
         assert_eq!(
             mounts(&sys)[1],
             Call::mount(Some(layers.upper.to_str().unwrap()), &layers.merged, None, MsFlags::MS_BIND, None)
@@ -773,6 +856,18 @@ mod tests {
         let err = set_up_node(&sys, "n3", Path::new("/hosts"), None, None, &[]).unwrap_err();
         assert!(err.to_string().starts_with("sethostname:"), "{err}");
         assert_eq!(sys.calls(), vec![Call::Sethostname { name: "n3".into() }]);
+    }
+
+    #[test]
+    fn an_images_user_is_found_in_the_nodes_files() {
+        let passwd = "root:x:0:0::/root:/bin/sh\nfrr:x:100:101::/var/run/frr:/bin/false\n";
+        let group = "root:x:0:\nfrr:x:101:\nfrrvty:x:102:frr\n";
+        assert_eq!(resolve_user("frr", passwd, group), Ok((100, 101)));
+        assert_eq!(resolve_user("frr:frrvty", passwd, group), Ok((100, 102)));
+        assert_eq!(resolve_user("100", passwd, group), Ok((100, 101)));
+        assert_eq!(resolve_user("1000:1000", passwd, group), Ok((1000, 1000)));
+        assert!(resolve_user("nobody", passwd, group).unwrap_err().contains("no user \"nobody\""));
+        assert!(resolve_user("frr:staff", passwd, group).unwrap_err().contains("no group"));
     }
 
     #[test]

@@ -75,7 +75,21 @@ impl NodeHost for LinuxHost {
         let fail = |why: String| HostError::start(node.to_string(), why);
         let no_image = |path: &std::path::Path| fail(format!("no image at {}", path.display()));
         match kind {
-            crate::vocab::NodeKind::Ns => Ok(BootMedia::Namespace),
+            crate::vocab::NodeKind::Ns => match &options.oci {
+                None => Ok(BootMedia::Namespace),
+                Some(text) => {
+                    let reference: crate::image::oci::ImageRef = text.parse().map_err(|e| fail(format!("{e}")))?;
+                    let reference = reference.absolute();
+                    let image = match crate::image::oci::cached(&reference.to_string()) {
+                        Some(i) => i,
+                        None => {
+                            eprintln!("clonet: pulling {reference} for {node}");
+                            crate::image::oci::pull(&reference, &mut |_| {}).map_err(|e| fail(e.to_string()))?
+                        }
+                    };
+                    Ok(BootMedia::Oci(Box::new(image)))
+                }
+            },
             crate::vocab::NodeKind::Host => Ok(BootMedia::HostIface),
             crate::vocab::NodeKind::Plug => Ok(BootMedia::Plug),
             crate::vocab::NodeKind::Nat => match super::on_path("passt") {

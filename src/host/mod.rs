@@ -172,6 +172,8 @@ impl std::fmt::Debug for Notifier {
 pub enum BootMedia {
     /// An ns node runs the host's programs (or its `rootfs`): nothing to boot.
     Namespace,
+    /// An ns node on a container image: its unpacked layers and config.
+    Oci(Box<crate::image::oci::OciImage>),
     /// A uml node's base image, never written.
     Uml { image: PathBuf },
     /// A kvm node's kernel, initramfs, base disk and accelerator.

@@ -142,7 +142,9 @@ pub(super) fn start_ns(sys: &Arc<dyn Syscall>, spec: &NodeSpec) -> Result<Box<dy
         pending: Mutex::new(Some(Pending { lines: rx })),
         failure: OnceLock::new(),
         root: layers,
-        env: spec.options.env.clone(),
+        env: node_env(spec),
+        main: main_program(spec),
+        main_status: Arc::new(Mutex::new(MainStatus::NotStarted)),
     }))
 }
 
@@ -259,6 +261,59 @@ impl NodeNet {
     }
 }
 
+/// The environment of every command run in a node: its image's `Env`,
+/// then its own `env` over it.
+fn node_env(spec: &NodeSpec) -> std::collections::BTreeMap<String, String> {
+    let mut env = std::collections::BTreeMap::new();
+    if let super::BootMedia::Oci(image) = &spec.boot {
+        env.extend(image.config.env.iter().cloned());
+    }
+    env.extend(spec.options.env.clone());
+    env
+}
+
+/// What an image's node runs as its main program: `cmd` if given, else
+/// the image's Entrypoint and Cmd, unless that is a shell alone (which,
+/// with no terminal, would end at once: a container image's way of
+/// saying "nothing to run").
+fn main_program(spec: &NodeSpec) -> Option<MainProgram> {
+    let super::BootMedia::Oci(image) = &spec.boot else { return None };
+    let argv = spec.options.cmd.clone().unwrap_or_else(|| image.config.main_program());
+    let shells = ["sh", "bash", "ash", "dash", "zsh", "ksh"];
+    let base = |a: &str| a.rsplit('/').next().unwrap_or(a).to_string();
+    let shell_alone = match argv.as_slice() {
+        [] => true,
+        [one] => shells.contains(&base(one).as_str()),
+        [one, flag] => shells.contains(&base(one).as_str()) && matches!(flag.as_str(), "-l" | "-i" | "--login"),
+        _ => false,
+    };
+    if shell_alone {
+        return None;
+    }
+    Some(MainProgram {
+        argv,
+        run_as: super::helpers::RunAs { cwd: image.config.working_dir.clone(), user: image.config.user.clone() },
+        log: spec.run_dir.join(format!("{}.main.log", spec.name)),
+    })
+}
+
+/// An image's main program.
+struct MainProgram {
+    argv: Vec<String>,
+    run_as: super::helpers::RunAs,
+    /// Its output: `<run dir>/NODE.main.log`.
+    log: std::path::PathBuf,
+}
+
+/// Where an image's main program is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum MainStatus {
+    NotStarted,
+    Running(i32),
+    Exited(i32),
+    Failed(String),
+}
+
 /// Waits for the init's `pid N` and `ready`, then opens its namespace and
 /// brings its loopback up. The time allowed runs from the first wait, not
 /// from the spawn: a lab may start a thousand nodes before it uses one. An
@@ -306,6 +361,9 @@ pub struct NsNode {
     root: super::helpers::RootLayers,
     /// The environment of every command run in it (`env`).
     env: std::collections::BTreeMap<String, String>,
+    /// An image's main program, started once the node is, and where it is.
+    main: Option<MainProgram>,
+    main_status: Arc<Mutex<MainStatus>>,
 }
 
 impl NsNode {
@@ -318,7 +376,9 @@ impl NsNode {
         if let Some(p) = pending.take() {
             match finish_start(&*self.sys, &p) {
                 Ok(s) => {
+                    let init = s.init.pid;
                     let _ = self.started.set(s);
+                    self.start_main(init);
                 }
                 Err(why) => {
                     // The init dies with its holder.
@@ -335,12 +395,59 @@ impl NsNode {
         })
     }
 
+    /// Starts the image's main program in the node, its output to its log,
+    /// and a thread that notes when it ends. It dies with the node.
+    fn start_main(&self, init: i32) {
+        let Some(main) = &self.main else { return };
+        let status = self.main_status.clone();
+        let mut cmd = self_exe();
+        cmd.arg("__ns-enter").arg(init.to_string());
+        if let Some(cwd) = &main.run_as.cwd {
+            cmd.arg("--cwd").arg(cwd);
+        }
+        if let Some(user) = &main.run_as.user {
+            cmd.arg("--user").arg(user);
+        }
+        cmd.arg("--").args(&main.argv);
+        cmd.envs(&self.env).env("CLONET_NODE", &self.name);
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&main.log);
+        let (out, err) = match log.and_then(|f| Ok((f.try_clone()?, f))) {
+            Ok((a, b)) => (Stdio::from(a), Stdio::from(b)),
+            Err(_) => (Stdio::null(), Stdio::null()),
+        };
+        cmd.stdin(Stdio::null()).stdout(out).stderr(err);
+        node_process(&mut cmd);
+        match cmd.spawn() {
+            Ok(mut child) => {
+                *status.lock().unwrap_or_else(|p| p.into_inner()) = MainStatus::Running(child.id() as i32);
+                std::thread::spawn(move || {
+                    let code = child.wait().ok().and_then(|s| s.code()).unwrap_or(-1);
+                    *status.lock().unwrap_or_else(|p| p.into_inner()) = MainStatus::Exited(code);
+                });
+            }
+            Err(e) => *status.lock().unwrap_or_else(|p| p.into_inner()) = MainStatus::Failed(e.to_string()),
+        }
+    }
+
     fn net(&self) -> Result<std::sync::MutexGuard<'_, NodeNet>, HostError> {
         Ok(self.started()?.net.lock().unwrap_or_else(|p| p.into_inner()))
     }
 }
 
 impl RunningNode for NsNode {
+    /// For an image's node: its main program and where it is.
+    fn detail(&self) -> Option<String> {
+        let main = self.main.as_ref()?;
+        let status = self.main_status.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let now = match status {
+            MainStatus::NotStarted => "not started yet".to_string(),
+            MainStatus::Running(pid) => format!("running (pid {pid})"),
+            MainStatus::Exited(code) => format!("exited with status {code}"),
+            MainStatus::Failed(why) => format!("could not start: {why}"),
+        };
+        Some(format!("main program {:?}: {now}; output in {}", main.argv.join(" "), main.log.display()))
+    }
+
     fn processes(&self) -> Vec<ProcRecord> {
         let mut procs = vec![self.holder_rec.clone()];
         procs.extend(self.started.get().map(|s| s.init.clone()));

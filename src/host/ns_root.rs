@@ -218,8 +218,27 @@ pub(super) fn prepare_root(
     }
     let dir = root_dir(&layer_storage(sys, &spec.run_dir)?, spec);
     let lower_file = dir.join("lower");
-    let base = match &spec.options.rootfs {
-        Some(r) => {
+    let base = match (&spec.boot, &spec.options.rootfs) {
+        // A container image: its layers, the topmost first as overlayfs
+        // lists them.
+        (super::BootMedia::Oci(image), _) => {
+            let mut dirs = Vec::new();
+            for l in image.layers.iter().rev() {
+                let text = l.display().to_string();
+                if text.contains([':', ',', '\n']) {
+                    return Err(HostError::start(
+                        spec.name.clone(),
+                        format!("layer {text} has a ':' or ',' in its path"),
+                    ));
+                }
+                dirs.push(text);
+            }
+            if dirs.is_empty() {
+                return Err(HostError::start(spec.name.clone(), format!("image {} has no layer", image.reference)));
+            }
+            dirs.join(":")
+        }
+        (_, Some(r)) => {
             let r = std::fs::canonicalize(r).map_err(HostError::io(format!("rootfs {}", r.display())))?;
             let text = r.display().to_string();
             if !r.is_dir() || text.contains([':', ',', '\n']) {
@@ -227,7 +246,7 @@ pub(super) fn prepare_root(
             }
             text
         }
-        None => "/".to_string(),
+        (_, None) => "/".to_string(),
     };
     let lower = match &spec.disk {
         super::DiskStart::Keep if lower_file.is_file() => {

@@ -58,11 +58,18 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> OciError {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ImageRef {
     /// An OCI image layout directory, and the tag (`ref.name`) to take.
-    Layout { dir: PathBuf, tag: Option<String> },
+    Layout {
+        dir: PathBuf,
+        tag: Option<String>,
+    },
     DockerArchive(PathBuf),
     OciArchive(PathBuf),
     /// `registry/repository` with a tag or a digest (`sha256:…`).
-    Registry { registry: String, repository: String, reference: String },
+    Registry {
+        registry: String,
+        repository: String,
+        reference: String,
+    },
 }
 
 impl std::str::FromStr for ImageRef {
@@ -86,10 +93,18 @@ impl std::str::FromStr for ImageRef {
             return Ok(ImageRef::Layout { dir: dir.into(), tag });
         }
         if let Some(f) = text.strip_prefix("docker-archive:") {
-            return if f.is_empty() { Err(bad("docker-archive: needs a file")) } else { Ok(ImageRef::DockerArchive(f.into())) };
+            return if f.is_empty() {
+                Err(bad("docker-archive: needs a file"))
+            } else {
+                Ok(ImageRef::DockerArchive(f.into()))
+            };
         }
         if let Some(f) = text.strip_prefix("oci-archive:") {
-            return if f.is_empty() { Err(bad("oci-archive: needs a file")) } else { Ok(ImageRef::OciArchive(f.into())) };
+            return if f.is_empty() {
+                Err(bad("oci-archive: needs a file"))
+            } else {
+                Ok(ImageRef::OciArchive(f.into()))
+            };
         }
         let text = text.strip_prefix("docker://").unwrap_or(text);
         let (name, reference) = match text.split_once('@') {
@@ -110,14 +125,17 @@ impl std::str::FromStr for ImageRef {
         // Docker's rule: the first part is a registry if it has a dot or a
         // port, or is localhost; otherwise Docker Hub.
         let (registry, repository) = match name.split_once('/') {
-            Some((first, rest)) if first.contains(['.', ':']) || first == "localhost" => (first.to_string(), rest.to_string()),
+            Some((first, rest)) if first.contains(['.', ':']) || first == "localhost" => {
+                (first.to_string(), rest.to_string())
+            }
             _ if name.contains('/') => ("docker.io".to_string(), name.to_string()),
             _ => ("docker.io".to_string(), format!("library/{name}")),
         };
         let repo_ok = |r: &str| {
             !r.is_empty()
                 && r.split('/').all(|p| {
-                    !p.is_empty() && p.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c))
+                    !p.is_empty()
+                        && p.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c))
                 })
         };
         if !repo_ok(&repository) {
@@ -298,8 +316,7 @@ pub struct Fetched {
 
 /// The blob `digest` of a layout directory.
 fn blob_path(dir: &Path, digest: &str) -> Result<PathBuf, OciError> {
-    let (alg, hexd) =
-        digest.split_once(':').ok_or_else(|| OciError::Bad(format!("{digest:?} is not a digest")))?;
+    let (alg, hexd) = digest.split_once(':').ok_or_else(|| OciError::Bad(format!("{digest:?} is not a digest")))?;
     if alg != "sha256" || hexd.len() != 64 || !hexd.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(OciError::Bad(format!("{digest:?}: only sha256 digests are taken")));
     }
@@ -355,15 +372,17 @@ pub fn from_layout(dir: &Path, tag: Option<&str>) -> Result<Fetched, OciError> {
             .manifests()
             .iter()
             .find(|d| {
-                d.platform().as_ref().is_none_or(|p| p.os().to_string() == "linux" && p.architecture().to_string() == host_arch())
+                d.platform()
+                    .as_ref()
+                    .is_none_or(|p| p.os().to_string() == "linux" && p.architecture().to_string() == host_arch())
             })
             .cloned()
             .ok_or_else(|| OciError::Bad(format!("{} has no image for linux/{}", dir.display(), host_arch())))?;
     }
     let digest = desc.digest().to_string();
     let manifest_bytes = read_json_blob(&blob_path(dir, &digest)?, Some(&digest), "the manifest")?;
-    let manifest =
-        ImageManifest::from_reader(&manifest_bytes[..]).map_err(|e| OciError::Bad(format!("manifest {digest}: {e}")))?;
+    let manifest = ImageManifest::from_reader(&manifest_bytes[..])
+        .map_err(|e| OciError::Bad(format!("manifest {digest}: {e}")))?;
     let config_digest = manifest.config().digest().to_string();
     let config_bytes = read_json_blob(&blob_path(dir, &config_digest)?, Some(&config_digest), "the image config")?;
     let config = ImageConfiguration::from_reader(&config_bytes[..])
@@ -421,7 +440,11 @@ pub fn from_docker_dir(dir: &Path) -> Result<Fetched, OciError> {
         .map_err(|e| OciError::Bad(format!("config {}: {e}", m.config)))?;
     let diff_ids = config.rootfs().diff_ids().clone();
     if diff_ids.len() != m.layers.len() {
-        return Err(OciError::Bad(format!("manifest.json has {} layers, the config {}", m.layers.len(), diff_ids.len())));
+        return Err(OciError::Bad(format!(
+            "manifest.json has {} layers, the config {}",
+            m.layers.len(),
+            diff_ids.len()
+        )));
     }
     let mut layers = Vec::new();
     for (rel, diff_id) in m.layers.iter().zip(diff_ids) {
@@ -521,11 +544,49 @@ pub fn unpack_layer(
     lowers: &[PathBuf],
 ) -> Result<Unpacked, OciError> {
     let mut compressed = Hashing::new(blob, MAX_LAYER_BYTES);
+    let unpacked = unpack_tar(&mut compressed, diff_id, into);
+    // The rest of the blob (a gzip trailer, padding) is part of its digest.
+    let drained = std::io::copy(&mut compressed, &mut std::io::sink());
+    if let Some(d) = digest {
+        let got = compressed.digest();
+        if got != d {
+            // Whatever else went wrong (a broken gzip stream), the blob is
+            // not the one the manifest names: that is the error to give.
+            return Err(OciError::Mismatch { what: "layer".into(), digest: d.into(), got });
+        }
+    }
+    let (stats, opaque) = unpacked?;
+    drained.map_err(io("reading the layer"))?;
+    // An opaque directory hides everything the layers below have there.
+    for dir in opaque {
+        let here = into.join(&dir);
+        let mut names = BTreeSet::new();
+        for lower in lowers {
+            if let Ok(entries) = std::fs::read_dir(lower.join(&dir)) {
+                names.extend(entries.flatten().map(|e| e.file_name()));
+            }
+        }
+        for n in names {
+            if std::fs::symlink_metadata(here.join(&n)).is_err() {
+                whiteout(&here.join(&n))?;
+            }
+        }
+    }
+    Ok(stats)
+}
+
+/// Unpacks the tar in `compressed` (gzipped or not) into `into`, checking
+/// it against `diff_id`; returns what it found and its opaque directories.
+fn unpack_tar(
+    compressed: &mut Hashing<Box<dyn Read>>,
+    diff_id: &str,
+    into: &Path,
+) -> Result<(Unpacked, BTreeSet<PathBuf>), OciError> {
     let mut stats = Unpacked::default();
     let mut opaque: BTreeSet<PathBuf> = BTreeSet::new();
     let as_root = nix::unistd::geteuid().is_root();
     {
-        let buffered = std::io::BufReader::new(&mut compressed);
+        let buffered = std::io::BufReader::new(compressed);
         // The decompressed tar is hashed for the diff id.
         let decoded: Box<dyn Read> = {
             let mut b = buffered;
@@ -583,7 +644,8 @@ pub fn unpack_layer(
                     let (uid, gid) = (entry.header().uid().unwrap_or(0), entry.header().gid().unwrap_or(0));
                     let target = into.join(&path);
                     let owned = u32::try_from(uid).ok().zip(u32::try_from(gid).ok());
-                    let given = owned.is_some_and(|(u, g)| std::os::unix::fs::lchown(&target, Some(u), Some(g)).is_ok());
+                    let given =
+                        owned.is_some_and(|(u, g)| std::os::unix::fs::lchown(&target, Some(u), Some(g)).is_ok());
                     if !given && (uid, gid) != (0, 0) {
                         stats.unowned += 1;
                     }
@@ -597,29 +659,7 @@ pub fn unpack_layer(
             return Err(OciError::Mismatch { what: "layer (uncompressed)".into(), digest: diff_id.into(), got });
         }
     }
-    std::io::copy(&mut compressed, &mut std::io::sink()).map_err(io("reading the layer"))?;
-    if let Some(d) = digest {
-        let got = compressed.digest();
-        if got != d {
-            return Err(OciError::Mismatch { what: "layer".into(), digest: d.into(), got });
-        }
-    }
-    // An opaque directory hides everything the layers below have there.
-    for dir in opaque {
-        let here = into.join(&dir);
-        let mut names = BTreeSet::new();
-        for lower in lowers {
-            if let Ok(entries) = std::fs::read_dir(lower.join(&dir)) {
-                names.extend(entries.flatten().map(|e| e.file_name()));
-            }
-        }
-        for n in names {
-            if std::fs::symlink_metadata(here.join(&n)).is_err() {
-                whiteout(&here.join(&n))?;
-            }
-        }
-    }
-    Ok(stats)
+    Ok((stats, opaque))
 }
 
 /// The cache's record of an image named `reference`.
@@ -657,7 +697,12 @@ pub fn list() -> Vec<OciImage> {
 #[derive(Clone, Debug)]
 pub enum Progress {
     /// Layer `index` of `count` begins (its size, if known).
-    Layer { index: usize, count: usize, size: Option<u64>, cached: bool },
+    Layer {
+        index: usize,
+        count: usize,
+        size: Option<u64>,
+        cached: bool,
+    },
     Done,
 }
 
@@ -686,7 +731,10 @@ pub fn pull(reference: &ImageRef, progress: &mut dyn FnMut(Progress)) -> Result<
         ImageRef::Registry { .. } => super::registry::fetch(reference, &scratch)?,
     };
     if fetched.layers.len() > MAX_LAYERS {
-        return Err(OciError::Bad(format!("{name} has {} layers; clonet takes at most {MAX_LAYERS}", fetched.layers.len())));
+        return Err(OciError::Bad(format!(
+            "{name} has {} layers; clonet takes at most {MAX_LAYERS}",
+            fetched.layers.len()
+        )));
     }
     let count = fetched.layers.len();
     let mut layers = Vec::new();
@@ -704,7 +752,8 @@ pub fn pull(reference: &ImageRef, progress: &mut dyn FnMut(Progress)) -> Result<
             let part = tmp.join(format!("layer-{}-{}", std::process::id(), &chain[7..31]));
             let _ = std::fs::remove_dir_all(&part);
             std::fs::create_dir_all(&part).map_err(io(format!("creating {}", part.display())))?;
-            let blob = (l.open)().map_err(io(format!("opening layer {}", l.digest.as_deref().unwrap_or(&l.diff_id))))?;
+            let blob =
+                (l.open)().map_err(io(format!("opening layer {}", l.digest.as_deref().unwrap_or(&l.diff_id))))?;
             match unpack_layer(blob, l.digest.as_deref(), &l.diff_id, &part, &layers) {
                 Ok(stats) => {
                     if stats.unowned > 0 {
@@ -828,7 +877,9 @@ mod tests {
         let low = d.path().join("low");
         std::fs::create_dir(&low).unwrap();
         let lower_tar = tar_of(&[("etc/a", b"a"), ("etc/b", b"b"), ("opt/keep", b"k"), ("opt/gone", b"g")]);
-        let s = unpack_layer(Box::new(std::io::Cursor::new(lower_tar.clone())), None, &digest_of(&lower_tar), &low, &[]).unwrap();
+        let s =
+            unpack_layer(Box::new(std::io::Cursor::new(lower_tar.clone())), None, &digest_of(&lower_tar), &low, &[])
+                .unwrap();
         assert_eq!(s.entries, 4);
         assert_eq!(std::fs::read(low.join("etc/a")).unwrap(), b"a");
 
@@ -838,7 +889,14 @@ mod tests {
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         std::io::Write::write_all(&mut gz, &upper_tar).unwrap();
         let blob = gz.finish().unwrap();
-        unpack_layer(Box::new(std::io::Cursor::new(blob.clone())), Some(&digest_of(&blob)), &digest_of(&upper_tar), &up, &[low.clone()]).unwrap();
+        unpack_layer(
+            Box::new(std::io::Cursor::new(blob.clone())),
+            Some(&digest_of(&blob)),
+            &digest_of(&upper_tar),
+            &up,
+            &[low.clone()],
+        )
+        .unwrap();
         use std::os::unix::fs::FileTypeExt;
         let is_whiteout = |p: &Path| std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_char_device());
         assert!(is_whiteout(&up.join("etc/a")) && is_whiteout(&up.join("etc/b")), "the opaque etc hides a and b");
@@ -848,7 +906,9 @@ mod tests {
         let bad = d.path().join("bad");
         std::fs::create_dir(&bad).unwrap();
         let wrong = format!("sha256:{}", "0".repeat(64));
-        let e = unpack_layer(Box::new(std::io::Cursor::new(blob.clone())), Some(&wrong), &digest_of(&upper_tar), &bad, &[]).unwrap_err();
+        let e =
+            unpack_layer(Box::new(std::io::Cursor::new(blob.clone())), Some(&wrong), &digest_of(&upper_tar), &bad, &[])
+                .unwrap_err();
         assert!(e.to_string().contains("does not match its digest"), "{e}");
         let e = unpack_layer(Box::new(std::io::Cursor::new(blob)), None, &wrong, &bad, &[]).unwrap_err();
         assert!(e.to_string().contains("layer (uncompressed)"), "{e}");
@@ -870,7 +930,8 @@ mod tests {
         h.set_cksum();
         b.append_data(&mut h, "etc/.wh.x", &b""[..]).unwrap();
         let t = b.into_inner().unwrap();
-        let e = unpack_layer(Box::new(std::io::Cursor::new(t.clone())), None, &digest_of(&t), d.path(), &[]).unwrap_err();
+        let e =
+            unpack_layer(Box::new(std::io::Cursor::new(t.clone())), None, &digest_of(&t), d.path(), &[]).unwrap_err();
         assert!(e.to_string().contains("not a directory in the layer"), "{e}");
     }
 }

@@ -23,7 +23,10 @@ const MAX_JSON: u64 = 4 << 20;
 
 /// Whether `registry` (`host[:port]`) is this machine.
 fn loopback(registry: &str) -> bool {
-    let host = registry.rsplit_once(':').map_or(registry, |(h, p)| if p.bytes().all(|b| b.is_ascii_digit()) { h } else { registry });
+    let host =
+        registry
+            .rsplit_once(':')
+            .map_or(registry, |(h, p)| if p.bytes().all(|b| b.is_ascii_digit()) { h } else { registry });
     host == "localhost" || host.starts_with("127.") || host == "[::1]"
 }
 
@@ -150,16 +153,23 @@ impl Session {
     fn authorize(&self, challenge: &str) -> Result<String, OciError> {
         use base64::Engine;
         let creds = credentials(&self.registry);
-        let (scheme, params) = challenge_params(challenge)
-            .ok_or_else(|| OciError::Registry(format!("{}: asks for authorization it does not describe", self.registry)))?;
+        let (scheme, params) = challenge_params(challenge).ok_or_else(|| {
+            OciError::Registry(format!("{}: asks for authorization it does not describe", self.registry))
+        })?;
         if scheme == "basic" {
-            let c = creds.ok_or_else(|| OciError::Registry(format!("{}: needs credentials (none in the auth files)", self.registry)))?;
+            let c = creds.ok_or_else(|| {
+                OciError::Registry(format!("{}: needs credentials (none in the auth files)", self.registry))
+            })?;
             return Ok(format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(c)));
         }
         let get = |k: &str| params.iter().find(|(p, _)| p == k).map(|(_, v)| v.clone());
-        let realm = get("realm").ok_or_else(|| OciError::Registry(format!("{}: a bearer challenge without realm", self.registry)))?;
+        let realm = get("realm")
+            .ok_or_else(|| OciError::Registry(format!("{}: a bearer challenge without realm", self.registry)))?;
         if !(realm.starts_with("https://") || (realm.starts_with("http://") && loopback(&self.registry))) {
-            return Err(OciError::Registry(format!("{}: refusing a token realm that is not HTTPS: {realm}", self.registry)));
+            return Err(OciError::Registry(format!(
+                "{}: refusing a token realm that is not HTTPS: {realm}",
+                self.registry
+            )));
         }
         let scope = get("scope").unwrap_or_else(|| format!("repository:{}:pull", self.repository));
         let mut req = self.agent.get(&realm).query("scope", &scope);
@@ -172,7 +182,10 @@ impl Session {
         let reply = req.call().map_err(|e| OciError::Registry(format!("{}: token: {e}", self.registry)))?;
         let v: serde_json::Value = serde_json::from_reader(reply.into_reader().take(MAX_JSON))
             .map_err(|e| OciError::Registry(format!("{}: token: {e}", self.registry)))?;
-        let token = v["token"].as_str().or(v["access_token"].as_str()).ok_or_else(|| OciError::Registry(format!("{}: no token in the answer", self.registry)))?;
+        let token = v["token"]
+            .as_str()
+            .or(v["access_token"].as_str())
+            .ok_or_else(|| OciError::Registry(format!("{}: no token in the answer", self.registry)))?;
         Ok(format!("Bearer {token}"))
     }
 
@@ -180,7 +193,10 @@ impl Session {
         let r = self.get(path, accept)?;
         let media = r.content_type().to_string();
         let mut bytes = Vec::new();
-        r.into_reader().take(MAX_JSON + 1).read_to_end(&mut bytes).map_err(|e| OciError::Registry(format!("{path}: {e}")))?;
+        r.into_reader()
+            .take(MAX_JSON + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| OciError::Registry(format!("{path}: {e}")))?;
         if bytes.len() as u64 > MAX_JSON {
             return Err(OciError::Registry(format!("{path}: larger than 4 MiB")));
         }
@@ -220,8 +236,14 @@ pub fn fetch(reference: &ImageRef, _scratch: &Path) -> Result<Fetched, OciError>
         let d = index
             .manifests()
             .iter()
-            .find(|d| d.platform().as_ref().is_some_and(|p| p.os().to_string() == "linux" && p.architecture().to_string() == arch))
-            .ok_or_else(|| OciError::Registry(format!("{registry}/{repository}:{wanted} has no image for linux/{arch}")))?
+            .find(|d| {
+                d.platform()
+                    .as_ref()
+                    .is_some_and(|p| p.os().to_string() == "linux" && p.architecture().to_string() == arch)
+            })
+            .ok_or_else(|| {
+                OciError::Registry(format!("{registry}/{repository}:{wanted} has no image for linux/{arch}"))
+            })?
             .digest()
             .to_string();
         (bytes, media) = s.json(&format!("manifests/{d}"), Some(ACCEPT), Some(&d))?;
@@ -230,10 +252,15 @@ pub fn fetch(reference: &ImageRef, _scratch: &Path) -> Result<Fetched, OciError>
     let manifest = ImageManifest::from_reader(&bytes[..]).map_err(|e| OciError::Registry(format!("manifest: {e}")))?;
     let config_digest = manifest.config().digest().to_string();
     let (config_bytes, _) = s.json(&format!("blobs/{config_digest}"), None, Some(&config_digest))?;
-    let config = ImageConfiguration::from_reader(&config_bytes[..]).map_err(|e| OciError::Registry(format!("config: {e}")))?;
+    let config =
+        ImageConfiguration::from_reader(&config_bytes[..]).map_err(|e| OciError::Registry(format!("config: {e}")))?;
     let diff_ids = config.rootfs().diff_ids().clone();
     if diff_ids.len() != manifest.layers().len() {
-        return Err(OciError::Registry(format!("the manifest has {} layers, the config {}", manifest.layers().len(), diff_ids.len())));
+        return Err(OciError::Registry(format!(
+            "the manifest has {} layers, the config {}",
+            manifest.layers().len(),
+            diff_ids.len()
+        )));
     }
     let session = std::rc::Rc::new(std::cell::RefCell::new(s));
     let layers = manifest

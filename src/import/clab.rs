@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use marked_yaml::types::{MarkedMappingNode, MarkedScalarNode};
 use marked_yaml::{Node, Span};
 
-use super::images::{ImagePolicy, ImageTarget, Resolved};
+use super::images::{ImagePolicy, ImageTarget};
 use super::{comment, rhai_str, var, Converted, ImportError};
 
 /// What a node becomes.
@@ -421,30 +421,16 @@ impl ClabLab {
         let file = self.file.display().to_string();
         let mut warnings = self.warnings.clone();
         let mut roots = BTreeMap::new();
-        let mut missing = Vec::new();
+        let mut needed = Vec::new();
         for n in self.nodes.iter().filter(|n| n.kind != Kind::Bridge) {
             let Some((image, at)) = &n.image else {
                 return Err(ImportError::at(&file, n.at.0, n.at.1, format!("node {} has no image", n.name)));
             };
-            match images.resolve(image) {
-                Resolved::Target(t) => {
-                    roots.insert(n.name.clone(), (image.clone(), t));
-                }
-                Resolved::Missing => missing.push(format!("{file}:{}:{}: {} needs image {image}", at.0, at.1, n.name)),
+            let target = images.resolve(image);
+            if let ImageTarget::Image(r) = &target {
+                needed.push((r.clone(), format!("{file}:{}:{}", at.0, at.1), n.name.clone()));
             }
-        }
-        if !missing.is_empty() {
-            let how = match images {
-                ImagePolicy::Map { file, .. } => format!("{} maps none of them", file.display()),
-                _ => "clonet cannot run container images on this machine yet".into(),
-            };
-            return Err(ImportError::file(
-                &file,
-                format!(
-                    "{how}:\n  {}\nRun with --images host (the nodes run the host's own programs) or --images MAP.toml (image = \"host\" or \"rootfs:DIR\")",
-                    missing.join("\n  ")
-                ),
-            ));
+            roots.insert(n.name.clone(), (image.clone(), target));
         }
         let mut out = String::new();
         comment(
@@ -505,6 +491,10 @@ impl ClabLab {
                     let _ = writeln!(out, "// {}: image {image}, as the directory {}", n.name, dir.display());
                     opts.push(format!("rootfs: {}", rhai_str(&dir.display().to_string())));
                 }
+                ImageTarget::Image(r) => {
+                    let _ = writeln!(out, "// {}: kind {}", n.name, kind_name(n.kind));
+                    opts.push(format!("image: {}", rhai_str(r)));
+                }
             }
             opts.push(format!("binds: [{}]", binds.join(", ")));
             if !n.env.is_empty() {
@@ -516,7 +506,8 @@ impl ClabLab {
                         format!("{}: env {k:?} is not a variable name", n.name),
                     ));
                 }
-                let vars: Vec<String> = n.env.iter().map(|(k, v)| format!("{}: {}", rhai_str(k), rhai_str(v))).collect();
+                let vars: Vec<String> =
+                    n.env.iter().map(|(k, v)| format!("{}: {}", rhai_str(k), rhai_str(v))).collect();
                 opts.push(format!("env: #{{ {} }}", vars.join(", ")));
             }
             if !n.labels.is_empty() {
@@ -645,7 +636,7 @@ impl ClabLab {
                 );
             }
         }
-        Ok(Converted { script: out, warnings })
+        Ok(Converted { script: out, warnings, images: needed })
     }
 }
 
@@ -744,8 +735,13 @@ topology:
     #[test]
     fn the_script_links_nodes_bridges_and_starts_frr() {
         let lab = parse("/t/t.clab.yml", TOPO).unwrap();
-        let missing = lab.to_rhai(&ImagePolicy::AsNamed, ".").unwrap_err().to_string();
-        assert!(missing.contains("r1 needs image quay.io/frrouting/frr:9.1.0"), "{missing}");
+        let named = lab.to_rhai(&ImagePolicy::AsNamed, ".").unwrap();
+        assert!(
+            named.images.iter().any(|(r, _, n)| r == "quay.io/frrouting/frr:9.1.0" && n == "r1"),
+            "{:?}",
+            named.images
+        );
+        assert!(named.script.contains("image: \"alpine:3\""), "{}", named.script);
         let s = lab.to_rhai(&ImagePolicy::Host, ".").unwrap().script;
         for needle in [
             "let l_sw = lan(\"sw\");",

@@ -26,26 +26,20 @@ pub enum ImageTarget {
     Host,
     /// A directory as the root's lower layer (`rootfs`).
     Rootfs(PathBuf),
+    /// A container image (pulled, or from a layout or archive).
+    Image(String),
 }
 
 /// The user's choice for images (`--images`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum ImagePolicy {
-    /// Each image as itself: an error until clonet can run it.
+    /// Each image as itself, pulled if not in the cache.
     #[default]
     AsNamed,
     /// Every image on the host's root.
     Host,
     /// Named images mapped; `"*"` maps the rest.
     Map { file: PathBuf, entries: BTreeMap<String, ImageTarget> },
-}
-
-/// How one image resolved.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Resolved {
-    Target(ImageTarget),
-    /// No mapping: the image itself is needed.
-    Missing,
 }
 
 /// The longest image name taken.
@@ -92,7 +86,7 @@ impl ImagePolicy {
                 return Err(at(format!("{image:?} is not an image name")));
             }
             let Some(target) = value.as_str() else {
-                return Err(at(format!("{image}: the value is a string: \"host\" or \"rootfs:DIR\"")));
+                return Err(at(format!("{image}: the value is a string: \"host\", \"rootfs:DIR\" or an image")));
             };
             let target = match target {
                 "host" => ImageTarget::Host,
@@ -103,7 +97,25 @@ impl ImagePolicy {
                     }
                     ImageTarget::Rootfs(dir.join(dir_text))
                 }
-                t => return Err(at(format!("{image}: {t:?} is not \"host\" or \"rootfs:DIR\""))),
+                t => {
+                    // Another image: local ones found from the map's directory.
+                    let parsed: crate::image::oci::ImageRef = t.parse().map_err(|e| {
+                        at(format!("{image}: {t:?} is not \"host\", \"rootfs:DIR\" or an image reference ({e})"))
+                    })?;
+                    let parsed = match parsed {
+                        crate::image::oci::ImageRef::Layout { dir: d, tag } => {
+                            crate::image::oci::ImageRef::Layout { dir: dir.join(d), tag }
+                        }
+                        crate::image::oci::ImageRef::DockerArchive(f) => {
+                            crate::image::oci::ImageRef::DockerArchive(dir.join(f))
+                        }
+                        crate::image::oci::ImageRef::OciArchive(f) => {
+                            crate::image::oci::ImageRef::OciArchive(dir.join(f))
+                        }
+                        r => r,
+                    };
+                    ImageTarget::Image(parsed.to_string())
+                }
             };
             entries.insert(image.clone(), target);
         }
@@ -111,17 +123,19 @@ impl ImagePolicy {
     }
 
     /// What `image` becomes: an exact match, then the name without its
-    /// tag or digest, then `"*"`.
-    pub fn resolve(&self, image: &str) -> Resolved {
+    /// tag or digest, then `"*"`; an image the map does not name is
+    /// itself.
+    pub fn resolve(&self, image: &str) -> ImageTarget {
         match self {
-            ImagePolicy::AsNamed => Resolved::Missing,
-            ImagePolicy::Host => Resolved::Target(ImageTarget::Host),
+            ImagePolicy::AsNamed => ImageTarget::Image(image.to_string()),
+            ImagePolicy::Host => ImageTarget::Host,
             ImagePolicy::Map { entries, .. } => {
                 let bare = without_tag(image);
                 [image, bare, "*"]
                     .iter()
                     .find_map(|k| entries.get(*k))
-                    .map_or(Resolved::Missing, |t| Resolved::Target(t.clone()))
+                    .cloned()
+                    .unwrap_or_else(|| ImageTarget::Image(image.to_string()))
             }
         }
     }
@@ -145,6 +159,40 @@ pub fn without_tag(image: &str) -> &str {
         Some(i) => &image[..last_slash + i],
         None => image,
     }
+}
+
+/// Makes sure every image a lab runs is in the cache, pulling those that
+/// are not: `(reference, place in the lab's files, device)`. Every image
+/// that cannot be had is named in one error, with where the lab asks for
+/// it and why, and the ways around it.
+pub fn ensure(images: &[(String, String, String)], progress: &mut dyn FnMut(&str)) -> Result<(), String> {
+    let mut failed = Vec::new();
+    let mut done: std::collections::BTreeMap<String, Result<(), String>> = Default::default();
+    for (reference, place, device) in images {
+        let outcome = done
+            .entry(reference.clone())
+            .or_insert_with(|| {
+                let parsed: crate::image::oci::ImageRef = reference.parse().map_err(|e| format!("{e}"))?;
+                let parsed = parsed.absolute();
+                if crate::image::oci::cached(&parsed.to_string()).is_some() {
+                    return Ok(());
+                }
+                progress(&format!("pulling {parsed}"));
+                crate::image::oci::pull(&parsed, &mut |_| {}).map(|_| ()).map_err(|e| e.to_string())
+            })
+            .clone();
+        if let Err(why) = outcome {
+            failed.push(format!("{place}: {device} needs image {reference}: {why}"));
+        }
+    }
+    if failed.is_empty() {
+        return Ok(());
+    }
+    Err(format!(
+        "{} image(s) cannot be had:\n  {}\nRun with --images host (the nodes run the host's own programs) or --images MAP.toml (image = \"host\", \"rootfs:DIR\" or another image)",
+        failed.len(),
+        failed.join("\n  ")
+    ))
 }
 
 /// The 1-based line and column of a byte offset.
@@ -171,19 +219,21 @@ mod tests {
     fn a_map_matches_exactly_then_without_the_tag_then_star() {
         let text = "\"kathara/frr\" = \"host\"\n\"kathara/base:9\" = \"rootfs:roots/deb\"\n";
         let p = ImagePolicy::from_toml(Path::new("/m/map.toml"), text).unwrap();
-        assert_eq!(p.resolve("kathara/frr:latest"), Resolved::Target(ImageTarget::Host));
-        assert_eq!(p.resolve("kathara/base:9"), Resolved::Target(ImageTarget::Rootfs("/m/roots/deb".into())));
-        assert_eq!(p.resolve("kathara/base:10"), Resolved::Missing);
+        assert_eq!(p.resolve("kathara/frr:latest"), ImageTarget::Host);
+        assert_eq!(p.resolve("kathara/base:9"), ImageTarget::Rootfs("/m/roots/deb".into()));
+        assert_eq!(p.resolve("kathara/base:10"), ImageTarget::Image("kathara/base:10".into()));
         let star = ImagePolicy::from_toml(Path::new("m.toml"), "\"*\" = \"host\"").unwrap();
-        assert_eq!(star.resolve("anything"), Resolved::Target(ImageTarget::Host));
-        assert_eq!(ImagePolicy::Host.resolve("x"), Resolved::Target(ImageTarget::Host));
-        assert_eq!(ImagePolicy::AsNamed.resolve("x"), Resolved::Missing);
+        assert_eq!(star.resolve("anything"), ImageTarget::Host);
+        assert_eq!(ImagePolicy::Host.resolve("x"), ImageTarget::Host);
+        assert_eq!(ImagePolicy::AsNamed.resolve("x"), ImageTarget::Image("x".into()));
+        let local = ImagePolicy::from_toml(Path::new("/m/map.toml"), "\"a\" = \"oci:imgs/a:v1\"").unwrap();
+        assert_eq!(local.resolve("a"), ImageTarget::Image("oci:/m/imgs/a:v1".into()));
     }
 
     #[test]
     fn a_bad_map_says_where() {
-        let e = ImagePolicy::from_toml(Path::new("m.toml"), "\"a\" = \"host\"\n\"b\" = \"docker\"\n").unwrap_err();
-        assert_eq!((e.line, e.message.contains("\"docker\"")), (Some(2), true), "{e}");
+        let e = ImagePolicy::from_toml(Path::new("m.toml"), "\"a\" = \"host\"\n\"b\" = \"Docker Hub\"\n").unwrap_err();
+        assert_eq!((e.line, e.message.contains("\"Docker Hub\"")), (Some(2), true), "{e}");
         let e = ImagePolicy::from_toml(Path::new("m.toml"), "\"a\" = \n").unwrap_err();
         assert_eq!(e.line, Some(1), "{e}");
         let e = ImagePolicy::from_toml(Path::new("m.toml"), "\"a b\" = \"host\"").unwrap_err();

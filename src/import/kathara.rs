@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use super::images::{ImagePolicy, ImageTarget, Resolved};
+use super::images::{ImagePolicy, ImageTarget};
 use super::{comment, rhai_str, var, Converted, ImportError};
 use crate::vocab::MacAddr;
 
@@ -413,30 +413,17 @@ impl KatharaLab {
     pub fn to_rhai(&self, images: &ImagePolicy, lab_dir: &str) -> Result<Converted, ImportError> {
         let conf = self.dir.join("lab.conf").display().to_string();
         let mut warnings = self.warnings.clone();
-        // Every image first: all the missing ones are named at once.
+        // What each device's image becomes; those run as themselves are
+        // listed for the caller to have them before the lab starts.
         let mut roots = BTreeMap::new();
-        let mut missing = Vec::new();
+        let mut needed = Vec::new();
         for d in &self.devices {
             let (image, line) = d.image.clone().unwrap_or((DEFAULT_IMAGE.to_string(), d.line));
-            match images.resolve(&image) {
-                Resolved::Target(t) => {
-                    roots.insert(d.name.clone(), (image, t));
-                }
-                Resolved::Missing => missing.push(format!("{conf}:{line}: {} needs image {image}", d.name)),
+            let target = images.resolve(&image);
+            if let ImageTarget::Image(r) = &target {
+                needed.push((r.clone(), format!("{conf}:{line}"), d.name.clone()));
             }
-        }
-        if !missing.is_empty() {
-            let how = match images {
-                ImagePolicy::Map { file, .. } => format!("{} maps none of them", file.display()),
-                _ => "clonet cannot run container images on this machine yet".into(),
-            };
-            return Err(ImportError::file(
-                &conf,
-                format!(
-                    "{how}:\n  {}\nRun with --images host (the devices run the host's own programs) or --images MAP.toml (image = \"host\" or \"rootfs:DIR\")",
-                    missing.join("\n  ")
-                ),
-            ));
+            roots.insert(d.name.clone(), (image, target));
         }
         let mut out = String::new();
         let title = self.about.iter().find(|(k, _)| k == "title").map(|(_, v)| v.as_str());
@@ -487,7 +474,8 @@ impl KatharaLab {
             }
             let mut opts = vec![format!("binds: [{}]", binds.join(", "))];
             if !d.env.is_empty() {
-                let vars: Vec<String> = d.env.iter().map(|(k, v)| format!("{}: {}", rhai_str(k), rhai_str(v))).collect();
+                let vars: Vec<String> =
+                    d.env.iter().map(|(k, v)| format!("{}: {}", rhai_str(k), rhai_str(v))).collect();
                 opts.push(format!("env: #{{ {} }}", vars.join(", ")));
             }
             let (image, target) = &roots[&d.name];
@@ -498,6 +486,13 @@ impl KatharaLab {
                 ImageTarget::Rootfs(dir) => {
                     let _ = writeln!(out, "// {}: image {image}, as the directory {}", d.name, dir.display());
                     opts.insert(0, format!("rootfs: {}", rhai_str(&dir.display().to_string())));
+                }
+                ImageTarget::Image(r) => {
+                    if r != image {
+                        let _ = writeln!(out, "// {}: image {image}, as {r}", d.name);
+                    }
+                    // Kathará runs its own start-up, not the image's program.
+                    opts.insert(0, format!("image: {}, cmd: []", rhai_str(r)));
                 }
             }
             for (what, value) in [("mem", &d.mem), ("cpus", &d.cpus)] {
@@ -582,7 +577,7 @@ impl KatharaLab {
                 warnings.push(format!("{conf}:{}: {}: mem and cpus are not enforced on ns nodes", d.line, d.name));
             }
         }
-        Ok(Converted { script: out, warnings })
+        Ok(Converted { script: out, warnings, images: needed })
     }
 }
 
@@ -674,9 +669,14 @@ pc1[0]=A
         lab.dir = "/labs/two".into();
         lab.has_shared_dir = true;
         lab.devices[0].has_startup = true;
-        let missing = lab.to_rhai(&ImagePolicy::AsNamed, ".").unwrap_err().to_string();
-        assert!(missing.contains("/labs/two/lab.conf:6: r1 needs image kathara/frr"), "{missing}");
-        assert!(missing.contains(":11: r2 needs image kathara/base"), "{missing}");
+        let named = lab.to_rhai(&ImagePolicy::AsNamed, ".").unwrap();
+        assert_eq!(named.images[0], ("kathara/frr".into(), "/labs/two/lab.conf:6".into(), "r1".into()));
+        assert_eq!(named.images[1], ("kathara/base".into(), "/labs/two/lab.conf:11".into(), "r2".into()));
+        assert!(
+            named.script.contains("let n_r1 = node(\"r1\", #{ image: \"kathara/frr\", cmd: [], binds:"),
+            "{}",
+            named.script
+        );
         let c = lab.to_rhai(&ImagePolicy::Host, ".").unwrap();
         let s = &c.script;
         for needle in [

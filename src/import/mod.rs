@@ -17,6 +17,10 @@ use std::path::{Path, PathBuf};
 
 pub use images::{ImagePolicy, ImageTarget};
 
+/// An image a lab runs as itself: (reference, where the lab asks for it,
+/// the device), for [`images::ensure`].
+pub type NeededImage = (String, String, String);
+
 /// A lab file that cannot be run: where, and why.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub struct ImportError {
@@ -116,6 +120,8 @@ pub struct Converted {
     pub script: String,
     /// What did not map exactly, each with its place in the lab's files.
     pub warnings: Vec<String>,
+    /// The container images its nodes run as themselves.
+    pub images: Vec<NeededImage>,
 }
 
 /// Reads a lab file, bounded in size; a failure names the file.

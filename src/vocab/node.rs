@@ -172,6 +172,15 @@ pub struct NodeOptions {
     /// Environment variables of every command run in an ns node (`env`).
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub env: std::collections::BTreeMap<String, String>,
+    /// An OCI image as an ns node's root (`image` on an ns node): a
+    /// registry reference, `oci:DIR[:TAG]`, `docker-archive:FILE` or
+    /// `oci-archive:FILE`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oci: Option<String>,
+    /// The main program of an image's node instead of the image's
+    /// Entrypoint and Cmd; empty runs none (`cmd`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cmd: Option<Vec<String>>,
 }
 
 /// The most binds and environment variables a node takes.
@@ -283,7 +292,9 @@ impl NodeOptions {
             || self.image.is_some()
             || !self.args.is_empty()
             || !self.binds.is_empty()
-            || !self.env.is_empty();
+            || !self.env.is_empty()
+            || self.oci.is_some()
+            || self.cmd.is_some();
         if kind == NodeKind::Plug {
             let spec = self
                 .plug
@@ -297,8 +308,24 @@ impl NodeOptions {
         if self.plug.is_some() {
             return Err(VocabError::invalid("node", "plug options make a plug (plug(lan, #{protocol, path}))"));
         }
-        if kind != NodeKind::Ns && (!self.binds.is_empty() || !self.env.is_empty()) {
-            return Err(VocabError::invalid("node", "binds and env apply to ns nodes"));
+        if kind != NodeKind::Ns && (!self.binds.is_empty() || !self.env.is_empty() || self.oci.is_some()) {
+            return Err(VocabError::invalid("node", "binds, env and container images apply to ns nodes"));
+        }
+        if let Some(r) = &self.oci {
+            if r.is_empty() || r.len() > 1024 || r.contains(|c: char| c.is_whitespace() || c.is_control()) {
+                return Err(VocabError::invalid("image", format!("{r:?} is not an image reference")));
+            }
+            if self.rootfs.is_some() {
+                return Err(VocabError::invalid("node", "an ns node takes an image or a rootfs, not both"));
+            }
+        }
+        if let Some(cmd) = &self.cmd {
+            if self.oci.is_none() {
+                return Err(VocabError::invalid("cmd", "cmd replaces an image's main program: give the node an image"));
+            }
+            if cmd.len() > MAX_ARGS || cmd.iter().any(|a| a.len() > MAX_ARG_LEN || a.contains('\0')) {
+                return Err(VocabError::invalid("cmd", "at most 256 words of 4096 bytes, without NUL"));
+            }
         }
         if self.binds.len() > MAX_BINDS || self.env.len() > MAX_ENV {
             return Err(VocabError::OutOfRange {
@@ -342,6 +369,7 @@ impl NodeOptions {
         }
         let machine = matches!(kind, NodeKind::Uml | NodeKind::Kvm);
         if !machine && (self.mem_mb.is_some() || self.image.is_some() || !self.args.is_empty()) {
+            // (An ns node's image is `oci`, set from the script's `image`.)
             return Err(VocabError::invalid("node", "mem, image and args apply to uml and kvm nodes, not ns"));
         }
         if kind != NodeKind::Kvm && (self.cpus.is_some() || self.accel.is_some()) {

@@ -44,6 +44,10 @@ fn load_foreign(
     for w in &converted.warnings {
         crate::lab::progress::print_around(|| eprintln!("warning: {w}"));
     }
+    crate::import::images::ensure(&converted.images, &mut |m| {
+        crate::lab::progress::print_around(|| eprintln!("clonet: {m}"))
+    })
+    .map_err(|e| script_error(format!("{fn_name}(): {}: {e}", foreign.source_file().display())))?;
     let before = lab_topology(ctx)?;
     let source = format!("{} (as Rhai)", foreign.source_file().display());
     let mut ast =

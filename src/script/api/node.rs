@@ -125,6 +125,13 @@ pub mod node_api {
     /// the node, shared with the host (writes reach it unless `:ro`); a
     /// relative SOURCE is found from the script's directory. And `env`, a
     /// map of environment variables for every command run in the node.
+    /// An ns node's `image` is a container image for its root: a registry
+    /// reference (`"quay.io/frrouting/frr:9.1.0"`, pulled on first use),
+    /// `"oci:DIR[:TAG]"`, `"docker-archive:FILE"` or `"oci-archive:FILE"`;
+    /// its layers lie under the node's copy-on-write layer, its `Env` is
+    /// the environment of `exec`, and its Entrypoint and Cmd run as the
+    /// node's main program (in its WorkingDir, as its User; a shell alone
+    /// is not run), or `cmd` (an array; `[]` runs none).
     ///
     /// ```rhai
     /// let r1 = node("r1", #{ kind: "ns" });
@@ -133,14 +140,33 @@ pub mod node_api {
     /// ```
     #[rhai_fn(name = "node", return_raw)]
     pub fn node_with(ctx: NativeCallContext, name: &str, options: Map) -> RhaiResult<Node> {
-        check_keys("node", &options, &["kind", "mem", "image", "args", "cpus", "accel", "rootfs", "binds", "env"])?;
+        check_keys(
+            "node",
+            &options,
+            &["kind", "mem", "image", "args", "cpus", "accel", "rootfs", "binds", "env", "cmd"],
+        )?;
         let kind = match opt_str("node", &options, "kind")? {
             None => NodeKind::Ns,
             Some(k) => k.parse().map_err(refused("node"))?,
         };
         let mem_mb =
             opt_int("node", &options, "mem")?.map(crate::vocab::MemMb::new).transpose().map_err(refused("node"))?;
-        let image = opt_str("node", &options, "image")?.map(std::path::PathBuf::from);
+        // An ns node's image is a container image; a machine's, a disk.
+        let image_text = opt_str("node", &options, "image")?;
+        let (image, oci) = match kind {
+            NodeKind::Ns => (None, image_text),
+            _ => (image_text.map(std::path::PathBuf::from), None),
+        };
+        let cmd = match options.get("cmd") {
+            None => None,
+            Some(v) => Some(
+                v.as_array_ref()
+                    .map_err(|t| script_error(format!("node(): cmd must be an array of strings, not {t}")))?
+                    .iter()
+                    .map(|a| a.to_string())
+                    .collect::<Vec<String>>(),
+            ),
+        };
         let args = match options.get("args") {
             None => Vec::new(),
             Some(v) => v
@@ -161,8 +187,19 @@ pub mod node_api {
         let binds = node_binds(&ctx, &options)?;
         let env = node_env(&options)?;
         // Which options fit which kind is the lab's rule (`NodeOptions::check`).
-        let options =
-            crate::vocab::NodeOptions { mem_mb, cpus, accel, image, args, rootfs, binds, env, ..Default::default() };
+        let options = crate::vocab::NodeOptions {
+            mem_mb,
+            cpus,
+            accel,
+            image,
+            args,
+            rootfs,
+            binds,
+            env,
+            oci,
+            cmd,
+            ..Default::default()
+        };
         call(&ctx, Command::AddNode { name: name.to_string(), kind, options })?;
         Ok(NodeRef { name: name.to_string() })
     }
