@@ -397,7 +397,7 @@ pub fn from_layout(dir: &Path, tag: Option<&str>) -> Result<Fetched, OciError> {
     }
     let mut layers = Vec::new();
     for (d, diff_id) in manifest.layers().iter().zip(diff_ids) {
-        let path = blob_path(dir, &d.digest().to_string())?;
+        let path = blob_path(dir, d.digest().as_ref())?;
         layers.push(LayerSource {
             open: Box::new(move || Ok(Box::new(std::fs::File::open(&path)?) as Box<dyn Read>)),
             digest: Some(d.digest().to_string()),
@@ -713,7 +713,7 @@ pub fn pull(reference: &ImageRef, progress: &mut dyn FnMut(Progress)) -> Result<
     let tmp = base.join("tmp");
     std::fs::create_dir_all(&tmp).map_err(io(format!("creating {}", tmp.display())))?;
     // An archive is unpacked into a scratch directory first.
-    let scratch = tmp.join(format!("src-{}-{}", std::process::id(), digest_of(name.as_bytes())[7..19].to_string()));
+    let scratch = tmp.join(format!("src-{}-{}", std::process::id(), &digest_of(name.as_bytes())[7..19]));
     let _ = std::fs::remove_dir_all(&scratch);
     let cleanup = Scratch(scratch.clone());
     let fetched = match reference {
@@ -894,7 +894,7 @@ mod tests {
             Some(&digest_of(&blob)),
             &digest_of(&upper_tar),
             &up,
-            &[low.clone()],
+            std::slice::from_ref(&low),
         )
         .unwrap();
         use std::os::unix::fs::FileTypeExt;

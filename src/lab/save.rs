@@ -62,6 +62,12 @@ pub fn to_script(topo: &Topology) -> String {
                 if let Some(r) = &n.options.rootfs {
                     o.push(format!("rootfs: {:?}", r.display().to_string()));
                 }
+                if let Some(image) = &n.options.oci {
+                    o.push(format!("image: {image:?}"));
+                }
+                if let Some(cmd) = &n.options.cmd {
+                    o.push(format!("cmd: {cmd:?}"));
+                }
                 if !n.options.binds.is_empty() {
                     let binds: Vec<String> = n
                         .options
