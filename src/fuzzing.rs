@@ -65,7 +65,64 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("impairment_json", impairment_json),
     ("saved_lab", saved_lab),
     ("vde_request", vde_request),
+    ("kathara_lab", kathara_lab),
+    ("clab_topology", clab_topology),
+    ("image_reference", image_reference),
 ];
+
+/// A Kathará lab from an imported directory: `lab.conf`, then `lab.dep`
+/// (the input split at its first NUL byte). Whatever the text, reading
+/// it ends in a lab or an error at a line of the file; a lab's start
+/// order holds each device once, after what it depends on, and its
+/// script is Rhai that compiles (the lab's values in it are escaped
+/// literals: see `import::rhai_str`).
+pub fn kathara_lab(data: &[u8]) {
+    use crate::import::kathara::{apply_lab_dep, parse_lab_conf};
+    let text = String::from_utf8_lossy(data);
+    let (conf, dep) = text.split_once('\0').unwrap_or((&text, ""));
+    match parse_lab_conf("lab.conf", conf) {
+        Err(e) => assert!(e.line.is_none_or(|l| l >= 1 && l <= conf.lines().count().max(1)), "{e}"),
+        Ok(mut lab) => {
+            let mut order = lab.order.clone();
+            order.sort();
+            let mut names: Vec<String> = lab.devices.iter().map(|d| d.name.clone()).collect();
+            names.sort();
+            assert_eq!(order, names);
+            if apply_lab_dep(&mut lab, "lab.dep", dep).is_ok() {
+                assert_eq!(lab.order.len(), lab.devices.len());
+            }
+            if let Ok(script) = lab.to_rhai(&crate::import::ImagePolicy::Host, ".") {
+                rhai::Engine::new().compile(&script.script).expect("the script compiles");
+            }
+        }
+    }
+}
+
+/// A containerlab topology from an imported file: any text is a lab or
+/// an error at a line and column of it, never a panic; a lab's script
+/// compiles.
+pub fn clab_topology(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    match crate::import::clab::parse("t.clab.yml", &text) {
+        Err(e) => assert!(e.line.is_some() || e.message.contains("YAML reader"), "{e}"),
+        Ok(lab) => {
+            if let Ok(script) = lab.to_rhai(&crate::import::ImagePolicy::Host, ".") {
+                rhai::Engine::new().compile(&script.script).expect("the script compiles");
+            }
+        }
+    }
+}
+
+/// An image reference from a script or a lab file: parsed or refused,
+/// and one that parses prints back to a reference that parses the same.
+pub fn image_reference(data: &[u8]) {
+    use crate::image::oci::ImageRef;
+    let text = String::from_utf8_lossy(data);
+    if let Ok(r) = text.parse::<ImageRef>() {
+        let again: ImageRef = r.to_string().parse().expect("a printed reference parses");
+        assert_eq!(again, r);
+    }
+}
 
 /// At most what a port hands the switch in one buffer.
 fn switch_buffer(data: &[u8]) -> &[u8] {
@@ -1295,6 +1352,18 @@ mod tests {
             r.extend_from_slice(&addr);
             r.extend_from_slice(descr);
             add("vde_request", name, r);
+        }
+        add("kathara_lab", "two-routers", b"LAB_DESCRIPTION=\"x\"\nr1[0]=A\nr1[1]=B/02:00:00:00:00:01\nr1[image]=kathara/frr\nr2[0]=B\nr2[bridged]=true\nr2[port]=8080:80\n\0r2: r1\n".to_vec());
+        add("kathara_lab", "bad-line", b"r1[0]=A\nnonsense\n".to_vec());
+        add("clab_topology", "linux-and-bridge", b"name: t\ntopology:\n  kinds:\n    linux: {image: alpine}\n  nodes:\n    a: {kind: linux, env: {X: y}, binds: [\"d:/d:ro\"]}\n    sw: {kind: bridge}\n  links:\n    - endpoints: [\"a:eth1\", \"sw:p1\"]\n".to_vec());
+        add("clab_topology", "extended-link", b"name: t\ntopology:\n  nodes:\n    a: {kind: linux, image: x}\n    b: {kind: linux, image: x}\n  links:\n    - type: veth\n      mtu: 9000\n      endpoints: [{node: a, interface: e1, mac: 02:00:00:00:00:09}, {node: b, interface: e1}]\n".to_vec());
+        for (name, r) in [
+            ("registry", "quay.io/frrouting/frr:9.1.0"),
+            ("hub", "alpine"),
+            ("layout", "oci:/srv/img:v1"),
+            ("archive", "docker-archive:a.tar"),
+        ] {
+            add("image_reference", name, r.as_bytes().to_vec());
         }
         seeds
     }

@@ -59,7 +59,9 @@ print(`rtt_uplink ${avg_rtt(a.exec("ping -c 5 -i 0.05 10.1.0.2").stdout)}`);
 "#,
     );
     let rtt = number(&stdout, "rtt_link");
-    assert!((40.0..=42.0).contains(&rtt), "20 ms each way: RTT {rtt} ms\n{stdout}");
+    // The floor is the delay itself; the ceiling leaves a noisy machine
+    // a few ms of scheduling, far below a delay applied twice (60 ms).
+    assert!((40.0..=45.0).contains(&rtt), "20 ms each way: RTT {rtt} ms\n{stdout}");
     let loss = number(&stdout, "loss_pct");
     assert!((17.0..=23.0).contains(&loss), "20 % loss, measured {loss} %\n{stdout}");
     let dropped = number(&stdout, "impair_loss_at_b");
@@ -67,9 +69,9 @@ print(`rtt_uplink ${avg_rtt(a.exec("ping -c 5 -i 0.05 10.1.0.2").stdout)}`);
     assert!((dropped - loss * 20.0).abs() <= 5.0, "the counter agrees with ping: {dropped}\n{stdout}");
     assert_eq!(number(&stdout, "impair_loss_at_a"), 0.0, "replies are not impaired");
     let port = number(&stdout, "rtt_port");
-    assert!((30.0..=32.0).contains(&port), "15 ms each way at the LAN port: {port}\n{stdout}");
+    assert!((30.0..=35.0).contains(&port), "15 ms each way at the LAN port: {port}\n{stdout}");
     let uplink = number(&stdout, "rtt_uplink");
-    assert!((10.0..=11.5).contains(&uplink), "5 ms each way between the LANs: {uplink}\n{stdout}");
+    assert!((10.0..=14.0).contains(&uplink), "5 ms each way between the LANs: {uplink}\n{stdout}");
     assert_nothing_left(&sb);
 }
 

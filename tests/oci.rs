@@ -214,6 +214,30 @@ fn an_image_runs_from_an_oci_layout_and_a_docker_archive_and_its_layers_are_shar
     // The same layers (same diff ids): nothing new unpacked.
     assert_eq!(std::fs::read_dir(&layers).unwrap().count(), 2);
 
+    // `podman save --format oci-archive`: the layout as a tar.
+    let oci_archive = sb.dir.path().join("busy-oci.tar");
+    let out = std::process::Command::new("tar")
+        .arg("-C")
+        .arg(&layout)
+        .arg("-cf")
+        .arg(&oci_archive)
+        .arg(".")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let script = sb.write(
+        "oa.rhai",
+        &format!(
+            "let a = node(\"a\", #{{ image: \"oci-archive:{}\" }});\nprint(a.exec(\"cat /etc/marker2\").stdout);\n",
+            oci_archive.display()
+        ),
+    );
+    let out = sb.run(&script);
+    assert!(out.status.success() && text(&out.stdout).contains("layer two"), "{}", text(&out.stderr));
+    assert_eq!(std::fs::read_dir(&layers).unwrap().count(), 2);
+    let out = sb.clonet().args(["image", "rm", &format!("oci-archive:{}", oci_archive.display())]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
     // `clonet image ls` shows both references; `rm` and `gc` free them.
     let ls = text(&sb.clonet().args(["image", "ls"]).output().unwrap().stdout);
     assert!(ls.contains(&format!("oci:{}:v1", layout.display())) && ls.contains("docker-archive:"), "{ls}");

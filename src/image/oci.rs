@@ -297,6 +297,18 @@ fn read_json_blob(path: &Path, digest: Option<&str>, what: &str) -> Result<Vec<u
     Ok(bytes)
 }
 
+/// The config's diff ids, one per layer of the manifest (which has `layers`).
+pub(super) fn diff_ids_for(config: &ImageConfiguration, layers: usize) -> Result<Vec<String>, OciError> {
+    let diff_ids = config.rootfs().diff_ids().clone();
+    if diff_ids.len() != layers {
+        return Err(OciError::Bad(format!(
+            "the manifest has {layers} layers and the config {} diff ids",
+            diff_ids.len()
+        )));
+    }
+    Ok(diff_ids)
+}
+
 /// A layer to unpack: how to open its blob and what it must hash to.
 pub struct LayerSource {
     pub open: Box<dyn FnMut() -> std::io::Result<Box<dyn Read>>>,
@@ -323,7 +335,8 @@ fn blob_path(dir: &Path, digest: &str) -> Result<PathBuf, OciError> {
     Ok(dir.join("blobs").join(alg).join(hexd))
 }
 
-fn host_arch() -> &'static str {
+/// The host's architecture as OCI names it.
+pub(super) fn host_arch() -> &'static str {
     match std::env::consts::ARCH {
         "x86_64" => "amd64",
         "aarch64" => "arm64",
@@ -387,14 +400,7 @@ pub fn from_layout(dir: &Path, tag: Option<&str>) -> Result<Fetched, OciError> {
     let config_bytes = read_json_blob(&blob_path(dir, &config_digest)?, Some(&config_digest), "the image config")?;
     let config = ImageConfiguration::from_reader(&config_bytes[..])
         .map_err(|e| OciError::Bad(format!("config {config_digest}: {e}")))?;
-    let diff_ids = config.rootfs().diff_ids().clone();
-    if diff_ids.len() != manifest.layers().len() {
-        return Err(OciError::Bad(format!(
-            "the manifest has {} layers and the config {} diff ids",
-            manifest.layers().len(),
-            diff_ids.len()
-        )));
-    }
+    let diff_ids = diff_ids_for(&config, manifest.layers().len())?;
     let mut layers = Vec::new();
     for (d, diff_id) in manifest.layers().iter().zip(diff_ids) {
         let path = blob_path(dir, d.digest().as_ref())?;
@@ -438,14 +444,7 @@ pub fn from_docker_dir(dir: &Path) -> Result<Fetched, OciError> {
     let config_bytes = read_json_blob(&inside(dir, &m.config)?, expected.as_deref(), "the image config")?;
     let config = ImageConfiguration::from_reader(&config_bytes[..])
         .map_err(|e| OciError::Bad(format!("config {}: {e}", m.config)))?;
-    let diff_ids = config.rootfs().diff_ids().clone();
-    if diff_ids.len() != m.layers.len() {
-        return Err(OciError::Bad(format!(
-            "manifest.json has {} layers, the config {}",
-            m.layers.len(),
-            diff_ids.len()
-        )));
-    }
+    let diff_ids = diff_ids_for(&config, m.layers.len())?;
     let mut layers = Vec::new();
     for (rel, diff_id) in m.layers.iter().zip(diff_ids) {
         let path = inside(dir, rel)?;

@@ -225,14 +225,10 @@ pub fn fetch(reference: &ImageRef, _scratch: &Path) -> Result<Fetched, OciError>
     };
     let mut s = Session::new(registry, repository);
     let by_digest = wanted.starts_with("sha256:").then_some(wanted.as_str());
-    let (mut bytes, mut media) = s.json(&format!("manifests/{wanted}"), Some(ACCEPT), by_digest)?;
+    let (mut bytes, media) = s.json(&format!("manifests/{wanted}"), Some(ACCEPT), by_digest)?;
     if is_index(&media, &bytes) {
         let index = ImageIndex::from_reader(&bytes[..]).map_err(|e| OciError::Registry(format!("index: {e}")))?;
-        let arch = match std::env::consts::ARCH {
-            "x86_64" => "amd64",
-            "aarch64" => "arm64",
-            a => a,
-        };
+        let arch = super::oci::host_arch();
         let d = index
             .manifests()
             .iter()
@@ -246,22 +242,14 @@ pub fn fetch(reference: &ImageRef, _scratch: &Path) -> Result<Fetched, OciError>
             })?
             .digest()
             .to_string();
-        (bytes, media) = s.json(&format!("manifests/{d}"), Some(ACCEPT), Some(&d))?;
+        (bytes, _) = s.json(&format!("manifests/{d}"), Some(ACCEPT), Some(&d))?;
     }
-    let _ = media;
     let manifest = ImageManifest::from_reader(&bytes[..]).map_err(|e| OciError::Registry(format!("manifest: {e}")))?;
     let config_digest = manifest.config().digest().to_string();
     let (config_bytes, _) = s.json(&format!("blobs/{config_digest}"), None, Some(&config_digest))?;
     let config =
         ImageConfiguration::from_reader(&config_bytes[..]).map_err(|e| OciError::Registry(format!("config: {e}")))?;
-    let diff_ids = config.rootfs().diff_ids().clone();
-    if diff_ids.len() != manifest.layers().len() {
-        return Err(OciError::Registry(format!(
-            "the manifest has {} layers, the config {}",
-            manifest.layers().len(),
-            diff_ids.len()
-        )));
-    }
+    let diff_ids = super::oci::diff_ids_for(&config, manifest.layers().len())?;
     let session = std::rc::Rc::new(std::cell::RefCell::new(s));
     let layers = manifest
         .layers()

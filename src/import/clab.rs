@@ -165,6 +165,7 @@ fn endpoint(r: &Reader, text: &str, at: At) -> Result<Endpoint, ImportError> {
 /// Parses a topology's text.
 pub fn parse(file: &str, text: &str) -> Result<ClabLab, ImportError> {
     let r = Reader { file };
+    check_nesting(file, text)?;
     let options = marked_yaml::LoaderOptions::default().error_on_duplicate_keys(true).prevent_coercion(false);
     // The YAML library is third-party code fed an imported file: a panic
     // in it is a refusal of the file, not the end of clonet.
@@ -364,6 +365,43 @@ pub fn parse(file: &str, text: &str) -> Result<ClabLab, ImportError> {
     Ok(lab)
 }
 
+/// The deepest nesting taken: flow brackets or block indentation. The
+/// YAML reader recurses once per level, and a file from elsewhere must
+/// not exhaust the stack.
+const MAX_NESTING: usize = 64;
+
+fn check_nesting(file: &str, text: &str) -> Result<(), ImportError> {
+    // Flow brackets may span lines: their depth is carried over.
+    let mut depth = 0usize;
+    for (n, line) in text.lines().enumerate() {
+        let indent = line.len() - line.trim_start_matches([' ', '-']).len();
+        let mut deepest = depth;
+        let mut quote: Option<char> = None;
+        for c in line.chars() {
+            match (quote, c) {
+                (Some(q), c) if c == q => quote = None,
+                (Some(_), _) => {}
+                (None, '"' | '\'') => quote = Some(c),
+                (None, '#') => break,
+                (None, '[' | '{') => {
+                    depth += 1;
+                    deepest = deepest.max(depth);
+                }
+                (None, ']' | '}') => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+        }
+        if indent / 2 + deepest > MAX_NESTING {
+            return Err(ImportError::at(file, n + 1, 1, format!("nested more than {MAX_NESTING} levels deep")));
+        }
+    }
+    let open = text.chars().filter(|c| matches!(c, '[' | '{')).count();
+    if open > 100_000 {
+        return Err(ImportError::at(file, 1, 1, "more than 100000 brackets"));
+    }
+    Ok(())
+}
+
 /// Where a YAML error is.
 fn yaml_error_at(e: &marked_yaml::LoadError) -> At {
     use marked_yaml::LoadError::*;
@@ -398,8 +436,13 @@ pub fn load(file: &Path) -> Result<ClabLab, ImportError> {
         }
         for (b, at) in &n.binds {
             let host = b.split(':').next().unwrap_or("");
-            if !dir.join(host).exists() {
-                return Err(ImportError::at(&name, at.0, at.1, format!("{}: binds: {host} does not exist", n.name)));
+            let err = |why: String| ImportError::at(&name, at.0, at.1, format!("{}: binds: {host} {why}", n.name));
+            let (Ok(inside), Ok(root)) = (std::fs::canonicalize(dir.join(host)), std::fs::canonicalize(dir)) else {
+                return Err(err("does not exist".into()));
+            };
+            // A lab from elsewhere shows its nodes its own files, not the host's.
+            if !inside.starts_with(&root) {
+                return Err(err(format!("is outside the topology's directory {}: refused", root.display())));
             }
         }
     }
@@ -465,21 +508,23 @@ impl ClabLab {
                 continue;
             }
             let (image, target) = &roots[&n.name];
-            let mut binds = vec!["`${lab}:/hostlab:ro`".to_string()];
+            // Literals joined to `lab`, never template text: a path cannot
+            // become code.
+            let mut binds = vec!["lab + \":/hostlab:ro\"".to_string()];
             for (b, at) in &n.binds {
-                let mut parts = b.splitn(2, ':');
-                let host = parts.next().unwrap_or("");
-                let rest = parts.next().unwrap_or("");
-                let bind = if Path::new(host).is_absolute() { b.clone() } else { format!("${{lab}}/{host}:{rest}") };
-                if crate::vocab::Bind::parse(&bind.replace("${lab}", "/lab")).is_err() {
+                let host = b.split(':').next().unwrap_or("");
+                if crate::vocab::Bind::parse(&format!("/lab/{b}")).is_err() || Path::new(host).is_absolute() {
                     return Err(ImportError::at(
                         &file,
                         at.0,
                         at.1,
-                        format!("{}: binds: {b:?} is not HOST:/PATH[:ro]", n.name),
+                        format!(
+                            "{}: binds: {b:?} is not RELATIVE_HOST_PATH:/PATH[:ro] (imported labs bind only their own files)",
+                            n.name
+                        ),
                     ));
                 }
-                binds.push(format!("`{}`", bind.replace('`', "")));
+                binds.push(format!("lab + {}", rhai_str(&format!("/{b}"))));
             }
             let mut opts = Vec::new();
             match target {
@@ -749,7 +794,7 @@ topology:
             "link(n_h1, l_sw, #{ iface: \"eth1\" });",
             "link(n_r1, l_sw, #{ iface: \"eth2\", mac: \"02:00:00:00:00:21\", mtu: 9000 });",
             "frr::start(n_r1, n_r1.exec([\"cat\", \"/hostlab/r1.conf\"]).stdout);",
-            "binds: [`${lab}:/hostlab:ro`, `${lab}/shared:/shared`]",
+            "binds: [lab + \":/hostlab:ro\", lab + \"/shared:/shared\"]",
             "The management network (mgmt:) is not made",
         ] {
             assert!(s.contains(needle), "{needle}\n{s}");
@@ -785,7 +830,9 @@ topology:
             assert_eq!((e.line, e.col), (Some(line), Some(col)), "{text:?}: {e}");
             assert!(e.message.contains(needle), "{text:?}: {e}");
         }
-        // An alias to nothing is an error, not a crash.
+        // An alias to nothing is an error, not a crash; nesting is bounded.
         assert!(parse("t.clab.yml", "name: x\ntopology: *nothing\n").is_err());
+        let deep = format!("name: x\ntopology: {}{}\n", "[".repeat(10_000), "]".repeat(10_000));
+        assert!(parse("t.clab.yml", &deep).unwrap_err().to_string().contains("nested more than 64"));
     }
 }

@@ -378,6 +378,20 @@ pub fn load(dir: &Path) -> Result<KatharaLab, ImportError> {
         d.has_dir = is_dir(dir.join(&d.name));
         d.has_startup = is_file(dir.join(format!("{}.startup", d.name)));
     }
+    // A lab from elsewhere shows its devices its own files, not the host's.
+    let root = std::fs::canonicalize(dir).map_err(|e| ImportError::file(&conf_name, e.to_string()))?;
+    for d in &lab.devices {
+        for (host, _) in &d.volumes {
+            let inside = std::fs::canonicalize(dir.join(host))
+                .map_err(|_| ImportError::file(&conf_name, format!("{}[volume]: {host} does not exist", d.name)))?;
+            if !inside.starts_with(&root) {
+                return Err(ImportError::file(
+                    &conf_name,
+                    format!("{}[volume]: {host} is outside the lab's directory {}: refused", d.name, root.display()),
+                ));
+            }
+        }
+    }
     lab.has_shared_dir = is_dir(dir.join("shared"));
     lab.has_shared_startup = is_file(dir.join("shared.startup"));
     // A start-up or directory for a device lab.conf does not name is
@@ -457,20 +471,21 @@ impl KatharaLab {
         }
         let _ = writeln!(out, "\n// Devices: lab.conf, with Kathará's device defaults (kathara::defaults).");
         for d in &self.devices {
-            let mut binds = vec!["`${lab}:/hostlab:ro`".to_string()];
+            // The lab's values are string literals joined to `lab`, never
+            // template text: a path cannot become code.
+            let mut binds = vec!["lab + \":/hostlab:ro\"".to_string()];
             if self.has_shared_dir {
-                binds.push("`${lab}/shared:/shared`".to_string());
+                binds.push("lab + \"/shared:/shared\"".to_string());
             }
             for (host, guest) in &d.volumes {
                 let bind = format!("{host}:{guest}");
-                if crate::vocab::Bind::parse(&bind).is_err() {
+                if crate::vocab::Bind::parse(&bind).is_err() || Path::new(host).is_absolute() {
                     return Err(ImportError::file(
                         &conf,
-                        format!("{}[volume]: {host}|{guest} is not HOST|/PATH", d.name),
+                        format!("{}[volume]: {host}|{guest} is not RELATIVE_HOST_PATH|/PATH", d.name),
                     ));
                 }
-                let host = if Path::new(host).is_absolute() { host.clone() } else { format!("${{lab}}/{host}") };
-                binds.push(format!("`{}:{guest}`", host.replace('`', "")));
+                binds.push(format!("lab + {}", rhai_str(&format!("/{host}:{guest}"))));
             }
             let mut opts = vec![format!("binds: [{}]", binds.join(", "))];
             if !d.env.is_empty() {
@@ -683,7 +698,7 @@ pc1[0]=A
             "import \"kathara\" as kathara;",
             "let lab = \".\";",
             "lab_info(#{ description: \"Two routers\", author: \"A. Teacher\" });",
-            "let n_r1 = node(\"r1\", #{ binds: [`${lab}:/hostlab:ro`, `${lab}/shared:/shared`] });",
+            "let n_r1 = node(\"r1\", #{ binds: [lab + \":/hostlab:ro\", lab + \"/shared:/shared\"] });",
             "kathara::defaults(n_r1, #{ ipv6: false, sysctl: #{ \"net.ipv4.tcp_syncookies\": \"0\" } });",
             "kathara::defaults(n_r2, #{ ipv6: true });",
             "env: #{ \"GREETING\": \"hi\" }",

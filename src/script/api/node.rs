@@ -184,6 +184,14 @@ pub mod node_api {
             opt_int("node", &options, "cpus")?.map(crate::vocab::Cpus::new).transpose().map_err(refused("node"))?;
         let accel = opt_str("node", &options, "accel")?.map(|a| a.parse()).transpose().map_err(refused("node"))?;
         let rootfs = opt_str("node", &options, "rootfs")?.map(std::path::PathBuf::from);
+        // A student's answer may not reach beyond its lab: no registry, no
+        // image file of the host's.
+        if oci.is_some() {
+            if let Some(guard) = context_of(&ctx).and_then(|c| c.answer) {
+                guard.record("image");
+                return Err(script_error(crate::script::context::AnswerGuard::refusal("image")));
+            }
+        }
         let binds = node_binds(&ctx, &options)?;
         let env = node_env(&options)?;
         // Which options fit which kind is the lab's rule (`NodeOptions::check`).
