@@ -305,3 +305,49 @@ fn as_an_ordinary_user_a_kathara_lab_routes_between_its_hosts() {
     assert!(out.contains("pc1 to pc2 true") && out.contains("forwarding 1"), "{out}");
     user.assert_nothing_left();
 }
+
+#[test]
+fn a_served_kathara_lab_is_driven_like_any_lab_attach_impair_exec_capture() {
+    use std::io::Write;
+    let sb = Sandbox::new();
+    let dir = sb.dir.path().join("pair");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("lab.conf"), "pc1[0]=A\npc2[0]=A\n").unwrap();
+    std::fs::write(dir.join("pc1.startup"), "ip addr add 10.7.0.1/24 dev eth0\n").unwrap();
+    std::fs::write(dir.join("pc2.startup"), "ip addr add 10.7.0.2/24 dev eth0\n").unwrap();
+    let served = serve_with_args(sb.clonet(), "pair", &dir, false, &["--images", "host"]);
+    // From another terminal: an impairment on pc1's port of collision domain A.
+    let mut attach = sb
+        .clonet()
+        .args(["attach", "pair"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    attach
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"port(get_node(\"pc1\"), get_lan(\"A\")).set(#{ delay: \"20ms\" })\n:quit\n")
+        .unwrap();
+    let out = attach.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    let out =
+        sb.clonet().args(["exec", "pair", "pc1", "--", "ping", "-c", "3", "-i", "0.2", "10.7.0.2"]).output().unwrap();
+    let ping = text(&out.stdout);
+    assert!(out.status.success(), "{ping}{}", text(&out.stderr));
+    let avg: f64 = ping.split("mdev = ").nth(1).and_then(|r| r.split('/').nth(1)).and_then(|v| v.parse().ok()).unwrap();
+    assert!(avg >= 40.0, "20 ms each way on pc1's port: {ping}");
+    // A capture of the LAN from outside holds the pings.
+    let out =
+        sb.clonet().args(["capture", "pair", "A", "-c", "2"]).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let pinger =
+        sb.clonet().args(["exec", "pair", "pc2", "--", "ping", "-c", "10", "-i", "0.2", "10.7.0.1"]).output().unwrap();
+    assert!(pinger.status.success());
+    let pcap = out.wait_with_output().unwrap().stdout;
+    assert!(pcap.len() > 24 + 2 * 16, "two frames captured: {} bytes", pcap.len());
+    drop(served);
+    assert!(eventually(20, || sb.run_dirs().is_empty()), "{:?}", sb.run_dirs());
+    assert_nothing_left(&sb);
+}

@@ -762,7 +762,14 @@ pub fn pull(reference: &ImageRef, progress: &mut dyn FnMut(Progress)) -> Result<
                         );
                     }
                     std::fs::create_dir_all(dir.parent().expect("under l/")).map_err(io("creating the layer cache"))?;
-                    std::fs::rename(&part, &dir).map_err(io(format!("storing layer {chain}")))?;
+                    if let Err(e) = std::fs::rename(&part, &dir) {
+                        // Another pull stored the same layer meanwhile:
+                        // its copy is as good as ours.
+                        let _ = std::fs::remove_dir_all(&part);
+                        if !dir.is_dir() {
+                            return Err(OciError::Io(format!("storing layer {chain}"), e));
+                        }
+                    }
                 }
                 Err(e) => {
                     let _ = std::fs::remove_dir_all(&part);
