@@ -2,7 +2,6 @@
 //! serve`, `ls`, `attach`, `exec`, `stop`, and raw JSON-line clients.
 mod common;
 
-use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::process::Stdio;
 use std::time::Duration;
@@ -130,20 +129,6 @@ fn another_user_cannot_connect_even_through_an_open_directory() {
     assert_nothing_left(&sb);
 }
 
-/// `clonet attach LAB` with `input` typed, until it ends.
-fn attach_with_input(sb: &Sandbox, lab: &str, input: &str) -> std::process::Output {
-    let mut child = sb
-        .clonet()
-        .args(["attach", lab])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
-    child.wait_with_output().unwrap()
-}
-
 #[test]
 fn attached_repls_share_the_lab_and_exec_reports_the_commands_status() {
     let sb = Sandbox::new();
@@ -151,14 +136,14 @@ fn attached_repls_share_the_lab_and_exec_reports_the_commands_status() {
     // The first attached REPL adds a node and links it, using the variables
     // attach binds for the existing nodes.
     let out = attach_with_input(
-        &sb,
+        sb.clonet(),
         "shared",
         "let c = node(\"c\")\nlink(c, a, #{ ip_a: \"10.9.0.1/24\", ip_b: \"10.9.0.2/24\" })\n:quit\n",
     );
     assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
     assert!(text(&out.stdout).contains("Link(c--a)"), "{}", text(&out.stdout));
     // The second sees that change; the node outlived the first client.
-    let second = attach_with_input(&sb, "shared", ":net\nc.exec(\"ping -c 1 -W 2 10.9.0.2\").ok\n");
+    let second = attach_with_input(sb.clonet(), "shared", ":net\nc.exec(\"ping -c 1 -W 2 10.9.0.2\").ok\n");
     let seen = text(&second.stdout);
     assert!(seen.contains("-> a:eth1 via c--a"), "{seen}{}", text(&second.stderr));
     assert!(seen.contains("=> true"), "{seen}{}", text(&second.stderr));

@@ -308,7 +308,6 @@ fn as_an_ordinary_user_a_kathara_lab_routes_between_its_hosts() {
 
 #[test]
 fn a_served_kathara_lab_is_driven_like_any_lab_attach_impair_exec_capture() {
-    use std::io::Write;
     let sb = Sandbox::new();
     let dir = sb.dir.path().join("pair");
     std::fs::create_dir(&dir).unwrap();
@@ -317,21 +316,11 @@ fn a_served_kathara_lab_is_driven_like_any_lab_attach_impair_exec_capture() {
     std::fs::write(dir.join("pc2.startup"), "ip addr add 10.7.0.2/24 dev eth0\n").unwrap();
     let served = serve_with_args(sb.clonet(), "pair", &dir, false, &["--images", "host"]);
     // From another terminal: an impairment on pc1's port of collision domain A.
-    let mut attach = sb
-        .clonet()
-        .args(["attach", "pair"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    attach
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"port(get_node(\"pc1\"), get_lan(\"A\")).set(#{ delay: \"20ms\" })\n:quit\n")
-        .unwrap();
-    let out = attach.wait_with_output().unwrap();
+    let out = attach_with_input(
+        sb.clonet(),
+        "pair",
+        "port(get_node(\"pc1\"), get_lan(\"A\")).set(#{ delay: \"20ms\" })\n:quit\n",
+    );
     assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
     let out =
         sb.clonet().args(["exec", "pair", "pc1", "--", "ping", "-c", "3", "-i", "0.2", "10.7.0.2"]).output().unwrap();

@@ -197,28 +197,17 @@ print(`loaded ${get_node("a").exec("cat /root/note").stdout.trimmed()}`);
 /// the REPL changes it, the GUI's WebSocket sees the change.
 #[test]
 fn attach_and_the_gui_work_as_an_ordinary_user() {
-    use std::io::Write;
     let us = UserSandbox::new();
     let lab = us.serve(
         "web",
         "let a = node(\"a\"); let b = node(\"b\");\nlink(a, b, #{ ip_a: \"10.0.0.1/24\", ip_b: \"10.0.0.2/24\" });\n",
         true,
     );
-    let mut attach = us
-        .clonet()
-        .args(["attach", "web"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    attach
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"let c = node(\"c\")\nlink(c, a, #{ ip_a: \"10.9.0.1/24\", ip_b: \"10.9.0.2/24\" })\nc.exec(\"ping -c 1 -W 2 10.9.0.2\").ok\n:quit\n")
-        .unwrap();
-    let out = attach.wait_with_output().unwrap();
+    let out = attach_with_input(
+        us.clonet(),
+        "web",
+        "let c = node(\"c\")\nlink(c, a, #{ ip_a: \"10.9.0.1/24\", ip_b: \"10.9.0.2/24\" })\nc.exec(\"ping -c 1 -W 2 10.9.0.2\").ok\n:quit\n",
+    );
     let said = text(&out.stdout);
     assert!(
         out.status.success() && said.contains("Link(c--a)") && said.contains("=> true"),

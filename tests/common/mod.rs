@@ -183,6 +183,16 @@ pub fn serve(sb: &Sandbox, name: &str, script: &str, gui: bool) -> Served {
     serve_with(sb.clonet(), name, &path, gui)
 }
 
+/// `clonet attach LAB` through `cmd` (a `clonet` command with its
+/// environment) with `input` typed, until it ends.
+pub fn attach_with_input(mut cmd: Command, lab: &str, input: &str) -> Output {
+    use std::io::Write;
+    let mut child =
+        cmd.args(["attach", lab]).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
+}
+
 /// `serve` through `cmd` (a `clonet` command with its environment).
 pub fn serve_with(cmd: Command, name: &str, path: &Path, gui: bool) -> Served {
     serve_with_args(cmd, name, path, gui, &[])
