@@ -1116,6 +1116,8 @@ mod tests {
                     stdin: b"in".to_vec(),
                     timeout: Timeout::from_millis(5000).expect("a timeout"),
                     max_output: crate::vocab::OutputLimit::new(1000).expect("an output limit"),
+                    user: Some(s("web")),
+                    cwd: Some(s("/srv")),
                 },
             },
             Command::Ping {

@@ -103,9 +103,16 @@ pub fn ls(as_json: bool) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// Who runs a command of `clonet exec`, and where.
+#[derive(Clone, Debug, Default)]
+pub struct ExecAs {
+    pub user: Option<String>,
+    pub cwd: Option<String>,
+}
+
 /// `clonet exec LAB NODE -- CMD…`: the command's output, and its status
 /// as ours.
-pub fn exec(lab: &str, node: &str, argv: Vec<String>, timeout: Duration) -> ExitCode {
+pub fn exec(lab: &str, node: &str, argv: Vec<String>, timeout: Duration, how: ExecAs) -> ExitCode {
     let mut client = match Client::connect_lab(lab) {
         Ok(c) => c,
         Err(e) => return fail(e),
@@ -114,7 +121,8 @@ pub fn exec(lab: &str, node: &str, argv: Vec<String>, timeout: Duration) -> Exit
         Ok(t) => t,
         Err(e) => return fail(format!("--timeout: {e}")),
     };
-    let request = ExecRequest { argv, stdin: Vec::new(), timeout, max_output: Default::default() };
+    let request =
+        ExecRequest { argv, stdin: Vec::new(), timeout, max_output: Default::default(), user: how.user, cwd: how.cwd };
     match client.execute(Command::Exec { node: node.to_string(), request }) {
         Ok(Reply::Exec(out)) => {
             let _ = std::io::stdout().write_all(&out.stdout);

@@ -173,6 +173,11 @@ print(`served ${{b.exec("wget -q -O - http://10.0.0.1:8080/index.html").stdout.t
 print(`user ${{a.exec("for p in /proc/[0-9]*; do case \"$(head -c 5 $p/cmdline)\" in httpd) stat -c %u $p;; esac; done").stdout.trimmed()}}`);
 print(`owner ${{a.exec("stat -c %u:%g /srv/index.html").stdout.trimmed()}}`);
 print(`detail ${{a.info().detail}}`);
+print(`pwd ${{a.exec("pwd").stdout.trimmed()}} ${{a.exec("pwd", #{{ cwd: "/etc" }}).stdout.trimmed()}}`);
+print(`as ${{a.exec("id -u").stdout.trimmed()}} ${{a.exec(["id", "-u"], #{{ user: "web" }}).stdout.trimmed()}}`);
+let brief = node("brief", #{{ image: "{image}", cmd: ["sh", "-c", "echo bye; exit 3"] }});
+if !wait_until(|| !brief.info().running, 10000) {{ throw "a node whose main program ends is not stopped"; }}
+print(`brief ${{brief.info().detail}}`);
 a.exec("echo written > /etc/marker");
 print(`b-untouched ${{b.exec("cat /etc/marker").stdout.trimmed()}}`);
 let s = snapshot(a, "s1");
@@ -192,6 +197,12 @@ fn assert_checks(out: &str) {
     assert!(out.contains("user 1000"), "httpd runs as the image's User: {out}");
     assert!(out.contains("owner 1000:1000"), "{out}");
     assert!(out.contains("detail main program \"httpd -f -p 8080 -h /srv\": running"), "{out}");
+    assert!(
+        out.contains("brief died: its main program \"sh -c echo bye; exit 3\" exited with status 3"),
+        "a node whose main program ends dies, and says why: {out}"
+    );
+    assert!(out.contains("pwd /srv /etc"), "exec runs in the image's WorkingDir unless told: {out}");
+    assert!(out.contains("as 0 1000"), "exec runs as root unless told, as the image's user when told: {out}");
     assert!(out.contains("b-untouched layer one"), "{out}");
     assert!(out.contains("clone written\nlayer two"), "{out}");
 }

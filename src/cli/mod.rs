@@ -134,6 +134,14 @@ pub enum Cmd {
         /// Give up after this many seconds.
         #[arg(long, default_value_t = 600)]
         timeout: u64,
+        /// Run it as this user (`name`, `uid`, `name:group`) of the node
+        /// (ns nodes); root by default.
+        #[arg(long)]
+        user: Option<String>,
+        /// Run it in this directory of the node (the node's `/`, or an
+        /// image's WorkingDir, by default).
+        #[arg(long)]
+        cwd: Option<String>,
         #[arg(last = true, required = true)]
         argv: Vec<String>,
     },
@@ -281,7 +289,7 @@ pub fn run(command: Cmd) -> Result<ExitCode, CliError> {
         Cmd::Ls { json } => Ok(remote::ls(json)),
         Cmd::Graph { file, output, format } => offline::graph(&file, output.as_deref(), format.as_deref()),
         Cmd::Attach { lab } => remote::attach(&lab),
-        Cmd::Exec { lab, node, timeout, argv } => Ok(remote::exec(&lab, &node, timeout, argv)),
+        Cmd::Exec { lab, node, timeout, user, cwd, argv } => Ok(remote::exec(&lab, &node, timeout, user, cwd, argv)),
         Cmd::Stop { lab } => Ok(remote::stop(&lab)),
         Cmd::Clean => host::clean(),
         Cmd::Console { node, lab } => remote::console(&node, lab.as_deref()),

@@ -22,9 +22,18 @@ pub fn attach(lab: &str) -> Result<ExitCode, CliError> {
     Ok(clonet::remote::attach(lab, color()))
 }
 
-/// `clonet exec LAB NODE -- ARGV`: the command's exit status is clonet's.
-pub fn exec(lab: &str, node: &str, timeout_secs: u64, argv: Vec<String>) -> ExitCode {
-    clonet::remote::exec(lab, node, argv, std::time::Duration::from_secs(timeout_secs))
+/// `clonet exec LAB NODE [--user U] [--cwd DIR] -- ARGV`: the command's
+/// exit status is clonet's.
+pub fn exec(
+    lab: &str,
+    node: &str,
+    timeout_secs: u64,
+    user: Option<String>,
+    cwd: Option<String>,
+    argv: Vec<String>,
+) -> ExitCode {
+    let how = clonet::remote::ExecAs { user, cwd };
+    clonet::remote::exec(lab, node, argv, std::time::Duration::from_secs(timeout_secs), how)
 }
 
 /// `clonet stop LAB`.

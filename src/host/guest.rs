@@ -279,7 +279,18 @@ impl AgentLine {
 
     /// Runs `argv` as `exec` does.
     pub fn exec(&mut self, req: &crate::vocab::exec::ExecRequest) -> Result<ExecOutput, HostError> {
-        self.run(&script_for(&req.argv), &req.stdin, req.timeout.get(), req.max_output)
+        if req.user.is_some() {
+            // The guest's agent runs as the guest's root, and a machine's
+            // image need not have su or setpriv: say so rather than guess.
+            return Err(HostError::Unsupported(
+                "exec's user option is for ns nodes: in a machine, run su in the command",
+            ));
+        }
+        let mut script = script_for(&req.argv);
+        if let Some(cwd) = &req.cwd {
+            script = format!("cd {} || exit 126\n{script}", super::agent::shell_quote(cwd));
+        }
+        self.run(&script, &req.stdin, req.timeout.get(), req.max_output)
     }
 
     /// One ICMP echo from the guest; the RTT if answered.

@@ -347,6 +347,11 @@ pub trait RunningNode: Send {
     fn detail(&self) -> Option<String> {
         None
     }
+    /// Why the node is no longer alive, when it can say more than "its
+    /// process exited" (an image's main program ended, with its status).
+    fn death(&self) -> Option<String> {
+        None
+    }
     /// What the node did by itself since the last call (a plug's clients
     /// joining and leaving), oldest first. Nothing by default.
     fn take_events(&mut self) -> Vec<NodeEvent> {

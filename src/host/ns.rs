@@ -145,6 +145,11 @@ pub(super) fn start_ns(sys: &Arc<dyn Syscall>, spec: &NodeSpec) -> Result<Box<dy
         env: node_env(spec),
         main: main_program(spec),
         main_status: Arc::new(Mutex::new(MainStatus::NotStarted)),
+        main_rec: OnceLock::new(),
+        image_cwd: match &spec.boot {
+            super::BootMedia::Oci(image) => image.config.working_dir.clone(),
+            _ => None,
+        },
     }))
 }
 
@@ -364,6 +369,10 @@ pub struct NsNode {
     /// An image's main program, started once the node is, and where it is.
     main: Option<MainProgram>,
     main_status: Arc<Mutex<MainStatus>>,
+    /// The main program's process, once started.
+    main_rec: OnceLock<ProcRecord>,
+    /// An image's WorkingDir: where `exec` runs unless told otherwise.
+    image_cwd: Option<String>,
 }
 
 impl NsNode {
@@ -419,7 +428,12 @@ impl NsNode {
         node_process(&mut cmd);
         match cmd.spawn() {
             Ok(mut child) => {
-                *status.lock().unwrap_or_else(|p| p.into_inner()) = MainStatus::Running(child.id() as i32);
+                let pid = child.id() as i32;
+                // Watched with the node's other processes: when it ends,
+                // the node is dead, as a container is. A program that is
+                // already gone gets a record that no process matches.
+                let _ = self.main_rec.set(ProcRecord { pid, start_time: proc_start_time(pid).unwrap_or(0) });
+                *status.lock().unwrap_or_else(|p| p.into_inner()) = MainStatus::Running(pid);
                 std::thread::spawn(move || {
                     let code = child.wait().ok().and_then(|s| s.code()).unwrap_or(-1);
                     *status.lock().unwrap_or_else(|p| p.into_inner()) = MainStatus::Exited(code);
@@ -451,7 +465,18 @@ impl RunningNode for NsNode {
     fn processes(&self) -> Vec<ProcRecord> {
         let mut procs = vec![self.holder_rec.clone()];
         procs.extend(self.started.get().map(|s| s.init.clone()));
+        procs.extend(self.main_rec.get().cloned());
         procs
+    }
+
+    fn death(&self) -> Option<String> {
+        let main = self.main.as_ref()?;
+        let what = match &*self.main_status.lock().unwrap_or_else(|p| p.into_inner()) {
+            MainStatus::Exited(code) => format!("exited with status {code}"),
+            MainStatus::Failed(why) => format!("could not start: {why}"),
+            MainStatus::NotStarted | MainStatus::Running(_) => return None,
+        };
+        Some(format!("its main program {:?} {what}; its output is in {}", main.argv.join(" "), main.log.display()))
     }
 
     fn alive(&self) -> bool {
@@ -461,7 +486,11 @@ impl RunningNode for NsNode {
                 eprintln!("clonet: {e}");
             }
         }
-        self.processes().iter().all(super::is_alive)
+        let main_ended = matches!(
+            *self.main_status.lock().unwrap_or_else(|p| p.into_inner()),
+            MainStatus::Exited(_) | MainStatus::Failed(_)
+        );
+        !main_ended && self.processes().iter().all(super::is_alive)
     }
 
     fn pid_if_known(&self) -> Option<i32> {
@@ -501,7 +530,17 @@ impl RunningNode for NsNode {
             return Err(HostError::Gone(self.name.clone()));
         }
         let mut cmd = self_exe();
-        cmd.arg("__ns-enter").arg(init.pid.to_string()).arg("--").args(&req.argv);
+        cmd.arg("__ns-enter").arg(init.pid.to_string());
+        // As `docker exec`: an image's WorkingDir unless the request names
+        // one, and root unless it names a user (the lab's commands
+        // configure the node, which an image's User usually may not).
+        if let Some(cwd) = req.cwd.as_ref().or(self.image_cwd.as_ref()) {
+            cmd.arg("--cwd").arg(cwd);
+        }
+        if let Some(user) = &req.user {
+            cmd.arg("--user").arg(user);
+        }
+        cmd.arg("--").args(&req.argv);
         cmd.envs(&self.env).env("CLONET_NODE", &self.name);
         cmd.stdin(if req.stdin.is_empty() { Stdio::null() } else { Stdio::piped() });
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());

@@ -32,6 +32,9 @@ pub enum Event {
     /// A node's process exited without the lab asking.
     NodeDead {
         node: String,
+        /// Why, when the node could say.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        why: Option<String>,
     },
     /// Interfaces, addresses or routes of a node changed.
     NodeChanged {
@@ -86,7 +89,7 @@ fn node_events(name: &str, before: Option<&NodeModel>, after: Option<&NodeModel>
         (Some(_), None) => out.push(Event::NodeRemoved { node }),
         (Some(b), Some(a)) => {
             if a.died && !b.died {
-                out.push(Event::NodeDead { node: node.clone() });
+                out.push(Event::NodeDead { node: node.clone(), why: a.death.clone() });
             }
             if a.running != b.running {
                 out.push(if a.running {
@@ -224,7 +227,7 @@ mod tests {
         assert_eq!(
             events,
             vec![
-                Event::NodeDead { node: "b".into() },
+                Event::NodeDead { node: "b".into(), why: None },
                 Event::NodeDown { node: "b".into() },
                 Event::LinkDown { link: link.clone() },
                 Event::Impaired { target: link.clone() },

@@ -28,7 +28,12 @@ impl Lab {
             kind: model.kind,
             ifaces: model.ifaces.clone(),
             pid: self.nodes.get(node).map(pid).unwrap_or(0),
-            detail: self.nodes.get(node).and_then(NodeSlot::detail),
+            // A node that died says why until it starts again.
+            detail: self
+                .nodes
+                .get(node)
+                .and_then(NodeSlot::detail)
+                .or_else(|| model.death.as_ref().map(|why| format!("died: {why}"))),
             disk_bytes: self
                 .run_dir
                 .as_ref()
@@ -124,8 +129,12 @@ impl Lab {
             .filter(|name| self.nodes.get(name).and_then(NodeSlot::home).is_some_and(|n| !n.alive()))
             .collect();
         for name in dead {
-            eprintln!("clonet: node {name} died (its process exited); it is marked stopped");
-            self.topo.mark_died(&name);
+            let why = self.nodes.get(&name).and_then(NodeSlot::home).and_then(|n| n.death());
+            eprintln!(
+                "clonet: node {name} died ({}); it is marked stopped",
+                why.as_deref().unwrap_or("its process exited")
+            );
+            self.topo.mark_died(&name, why);
             let _ = self.stop_node(&name);
         }
     }

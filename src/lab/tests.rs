@@ -274,6 +274,8 @@ fn exec(node: &str, argv: &[&str]) -> Command {
         stdin: Vec::new(),
         timeout: crate::vocab::Timeout::new(Duration::from_secs(60)).unwrap(),
         max_output: Default::default(),
+        user: None,
+        cwd: None,
     };
     Command::Exec { node: node.into(), request }
 }

@@ -127,6 +127,10 @@ pub struct NodeModel {
     /// Its process exited without the lab asking (until it starts again).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub died: bool,
+    /// Why it died, when the node could say (an image's main program
+    /// that exited, with its status).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub death: Option<String>,
 }
 
 impl NodeModel {
@@ -292,6 +296,7 @@ impl Topology {
             routes: vec![],
             running: true,
             died: false,
+            death: None,
         }))
     }
 
@@ -600,14 +605,16 @@ impl Topology {
         n.running = running;
         if running {
             n.died = false;
+            n.death = None;
         }
         Ok(())
     }
 
-    /// Records that a node's process exited on its own.
-    pub fn mark_died(&mut self, node: &str) {
+    /// Records that a node's process exited on its own, and why if known.
+    pub fn mark_died(&mut self, node: &str, why: Option<String>) {
         if let Some(n) = self.nodes.get_mut(node) {
             n.died = true;
+            n.death = why;
         }
     }
 

@@ -370,6 +370,8 @@ impl Lab {
             stdin: Vec::new(),
             timeout: crate::vocab::Timeout::new(std::time::Duration::from_secs(30))?,
             max_output: Default::default(),
+            user: None,
+            cwd: None,
         };
         let out = self.running_mut(node)?.exec(&request)?;
         if out.status != 0 {

@@ -139,7 +139,7 @@ function onEvent(e) {
     onCounters(e.ports);
     return;
   }
-  if (e.event === 'node_dead') toast(`node ${e.node} died`);
+  if (e.event === 'node_dead') toast(`node ${e.node} died${e.why ? ': ' + e.why : ''}`);
   // Any change: fetch the topology again (once for a burst of events).
   if (!refreshQueued) {
     refreshQueued = true;

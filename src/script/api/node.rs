@@ -13,7 +13,9 @@ use super::{
 use crate::lab::{Command, Reply};
 
 fn run(ctx: &NativeCallContext, node: &NodeRef, argv: Vec<String>, options: &Map) -> RhaiResult<Map> {
-    check_keys("exec", options, &["timeout_ms", "stdin", "max_output"])?;
+    check_keys("exec", options, &["timeout_ms", "stdin", "max_output", "user", "cwd"])?;
+    let user = opt_str("exec", options, "user")?;
+    let cwd = opt_str("exec", options, "cwd")?;
     let timeout_ms = opt_int("exec", options, "timeout_ms")?.unwrap_or(node_api::EXEC_TIMEOUT_MS);
     let timeout = crate::vocab::Timeout::from_millis(positive_ms("exec", timeout_ms)?).map_err(refused("exec"))?;
     let stdin = match options.get("stdin") {
@@ -25,7 +27,7 @@ fn run(ctx: &NativeCallContext, node: &NodeRef, argv: Vec<String>, options: &Map
         Some(bytes) => crate::vocab::OutputLimit::new(bytes).map_err(refused("exec"))?,
         None => crate::vocab::OutputLimit::DEFAULT,
     };
-    let request = crate::vocab::exec::ExecRequest { argv, stdin, timeout, max_output };
+    let request = crate::vocab::exec::ExecRequest { argv, stdin, timeout, max_output, user, cwd };
     match call(ctx, Command::Exec { node: node.name.clone(), request })? {
         Reply::Exec(out) => Ok(exec_map(out)),
         _ => Err(script_error("unexpected reply")),
@@ -394,7 +396,10 @@ pub mod node_api {
 
     /// Runs a shell command with options: `timeout_ms`, `stdin` (string or
     /// blob), `max_output` (bytes kept of stdout and of stderr, 16 MiB
-    /// unless given, at most 256 MiB; past it, `truncated` is true).
+    /// unless given, at most 256 MiB; past it, `truncated` is true); on ns
+    /// nodes also `user` (a name or uid, optionally `:group`, looked up in
+    /// the node's own /etc/passwd; root unless given) and `cwd` (the
+    /// node's `/`, or an image's WorkingDir, unless given).
     ///
     /// ```rhai
     /// let a = node("a");
@@ -402,6 +407,8 @@ pub mod node_api {
     /// assert(r.stdout.trimmed() == "5");
     /// let cut = a.exec("echo 0123456789", #{ max_output: 4 });
     /// assert(cut.stdout == "0123" && cut.truncated);
+    /// let who = a.exec("id -u; pwd", #{ user: "nobody", cwd: "/tmp" });
+    /// assert(who.stdout == "65534\n/tmp\n");
     /// ```
     #[rhai_fn(name = "exec", return_raw)]
     pub fn exec_with(ctx: NativeCallContext, node: &mut Node, command: &str, options: Map) -> RhaiResult<Map> {
@@ -420,7 +427,8 @@ pub mod node_api {
         exec_argv_with(ctx, node, argv, Map::new())
     }
 
-    /// Runs a program with an argument list and options (`timeout_ms`, `stdin`).
+    /// Runs a program with an argument list and options (those of a shell
+    /// command's: `timeout_ms`, `stdin`, `max_output`, `user`, `cwd`).
     ///
     /// ```rhai
     /// let a = node("a");
