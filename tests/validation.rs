@@ -20,7 +20,8 @@ const BAD_COMMANDS: &[(&str, &str)] = &[
     (r#"{"op":"add_node","name":"u","kind":"uml","options":{"mem_mb":-1}}"#, "mem -1 MiB is out of range"),
     (r#"{"op":"add_node","name":"k","kind":"kvm","options":{"accel":"hvf"}}"#, "unknown variant `hvf`"),
     (r#"{"op":"add_node","name":"d","kind":"docker"}"#, "unknown variant `docker`"),
-    (r#"{"op":"add_node","name":"n","kind":"ns","options":{"cpus":2}}"#, "cpus and accel apply to kvm nodes"),
+    (r#"{"op":"add_node","name":"n","kind":"ns","options":{"accel":"tcg"}}"#, "accel applies to kvm nodes"),
+    (r#"{"op":"add_node","name":"u","kind":"uml","options":{"cpus":2}}"#, "cpus applies to kvm and ns nodes"),
     (r#"{"op":"add_node","name":"u","kind":"uml","options":{"args":["two words"]}}"#, "one word each"),
     (r#"{"op":"add_node","name":"u","kind":"uml","options":{"image":""}}"#, "image: the path is empty"),
     (
@@ -111,7 +112,7 @@ const BAD_CALLS: &[(&str, &str)] = &[
     (r#"node("u", #{ kind: "uml", mem: 4 })"#, "mem 4 MiB is out of range"),
     (r#"node("k", #{ kind: "kvm", accel: "hvf" })"#, "accel is \"kvm\" or \"tcg\""),
     (r#"node("d", #{ kind: "docker" })"#, "unknown node kind"),
-    (r#"node("n", #{ mem: 64 })"#, "apply to uml and kvm nodes"),
+    (r#"node("u", #{ kind: "uml", cpus: 2 })"#, "cpus applies to kvm and ns nodes"),
     (r#"link(a, b, #{ mtu: 70000 })"#, "MTU 70000 is out of range"),
     (r#"link(a, sw, #{ vlan: 0 })"#, "VLAN id 0 is out of range"),
     (r#"link(a, sw, #{ trunk: [10, 4095] })"#, "VLAN id 4095"),

@@ -10,10 +10,23 @@ use std::path::Path;
 use clonet::host::helpers::{machine_main, ns_enter_main, ns_init_main, RootLayers};
 use clonet::host::split_root::SplitPlan;
 
-/// `__ns-init [--split-plan JSON] [--binds JSON] HOSTNAME HOSTS [LOWER UPPER WORK MERGED]`:
+/// `__ns-init [--split-plan JSON] [--binds JSON] [--cgroup PROCS]… HOSTNAME HOSTS [LOWER UPPER WORK MERGED]`:
 /// a node's init; the JSON is the engine's plan for a root in a user
-/// namespace, and the host paths shown in the node.
-pub fn ns_init(hostname: &str, hosts: &Path, root: &[String], split_plan: Option<&str>, binds: Option<&str>) -> ! {
+/// namespace, and the host paths shown in the node; the node's control
+/// groups, joined first.
+pub fn ns_init(
+    hostname: &str,
+    hosts: &Path,
+    root: &[String],
+    split_plan: Option<&str>,
+    binds: Option<&str>,
+    cgroups: &[std::path::PathBuf],
+) -> ! {
+    // First, so the node's init (forked below) is counted in its groups.
+    if let Err(e) = clonet::host::cgroup::join(cgroups) {
+        println!("error: joining the node's control group: {e}");
+        std::process::exit(clonet::host::helpers::HELPER_FAILED)
+    }
     let binds: Vec<clonet::vocab::Bind> = match binds.map(serde_json::from_str).transpose() {
         Ok(binds) => binds.unwrap_or_default(),
         Err(e) => {
@@ -37,9 +50,19 @@ pub fn ns_init(hostname: &str, hosts: &Path, root: &[String], split_plan: Option
     ns_init_main(hostname, hosts, layers, split, &binds)
 }
 
-/// `__ns-enter PID [--cwd DIR] [--user U] -- ARGV`: runs a command in a
+/// `__ns-enter PID [--cwd DIR] [--user U] [--cgroup PROCS]… -- ARGV`: runs a command in a
 /// node's namespaces.
-pub fn ns_enter(pid: i32, argv: &[String], cwd: Option<String>, user: Option<String>) -> ! {
+pub fn ns_enter(
+    pid: i32,
+    argv: &[String],
+    cwd: Option<String>,
+    user: Option<String>,
+    cgroups: &[std::path::PathBuf],
+) -> ! {
+    if let Err(e) = clonet::host::cgroup::join(cgroups) {
+        eprintln!("clonet: joining the node's control group: {e}");
+        std::process::exit(clonet::host::helpers::HELPER_FAILED)
+    }
     ns_enter_main(pid, argv, &clonet::host::helpers::RunAs { cwd, user })
 }
 

@@ -241,6 +241,10 @@ pub enum Cmd {
         /// Host paths shown in the node (JSON).
         #[arg(long)]
         binds: Option<String>,
+        /// A control group's `cgroup.procs` to join before anything else
+        /// (the node's limits; one per hierarchy).
+        #[arg(long)]
+        cgroup: Vec<std::path::PathBuf>,
         hostname: String,
         hosts: PathBuf,
         /// The copy-on-write root: LOWER UPPER WORK MERGED.
@@ -258,6 +262,9 @@ pub enum Cmd {
         /// Run as this user of the node (`name`, `uid`, `name:group`).
         #[arg(long)]
         user: Option<String>,
+        /// A control group's `cgroup.procs` to join first (the node's limits).
+        #[arg(long)]
+        cgroup: Vec<std::path::PathBuf>,
         #[arg(last = true, required = true)]
         argv: Vec<String>,
     },
@@ -299,10 +306,10 @@ pub fn run(command: Cmd) -> Result<ExitCode, CliError> {
         Cmd::Bench { names, json, quick, dir } => bench::bench(&names, json, quick, &dir),
         Cmd::Exercise(cmd) => test::exercise(cmd),
         Cmd::Doc { name, json, output } => offline::doc(name.as_deref(), json, output.as_deref()),
-        Cmd::NsInit { split_plan, binds, hostname, hosts, root } => {
-            hidden::ns_init(&hostname, &hosts, &root, split_plan.as_deref(), binds.as_deref())
+        Cmd::NsInit { split_plan, binds, cgroup, hostname, hosts, root } => {
+            hidden::ns_init(&hostname, &hosts, &root, split_plan.as_deref(), binds.as_deref(), &cgroup)
         }
-        Cmd::NsEnter { pid, cwd, user, argv } => hidden::ns_enter(pid, &argv, cwd, user),
+        Cmd::NsEnter { pid, cwd, user, cgroup, argv } => hidden::ns_enter(pid, &argv, cwd, user, &cgroup),
         Cmd::Machine { own, see, argv } => hidden::machine(own, see, &argv),
         Cmd::TapForward { pid_a, pid_b, owner } => hidden::tap_forward(pid_a, pid_b, owner),
         Cmd::MapIds { pid, uid_map, gid_map } => {

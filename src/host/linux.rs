@@ -32,6 +32,8 @@ impl NodeHost for LinuxHost {
 
     fn release(&self, run_dir: &std::path::Path) {
         release_storage(&*self.sys, run_dir);
+        // Control groups of ns nodes with limits live outside it too.
+        super::cgroup::remove_recorded(run_dir);
         // Plug sockets live where the user put them (after a SIGKILL,
         // their list in the run directory says which are clonet's).
         super::plug::clean_made(run_dir);

@@ -9,6 +9,7 @@
 //! Owns: node processes and their fds. Must not touch: the topology model,
 //! the switch's internals, Rhai.
 pub mod agent;
+pub mod cgroup;
 pub mod console;
 pub mod deathwatch;
 pub mod disks;

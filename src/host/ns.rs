@@ -104,6 +104,10 @@ pub(super) fn start_ns(sys: &Arc<dyn Syscall>, spec: &NodeSpec) -> Result<Box<dy
     if !spec.options.binds.is_empty() {
         cmd.arg("--binds").arg(serde_json::to_string(&spec.options.binds).unwrap_or_default());
     }
+    let (groups, limits_note) = node_groups(spec);
+    for f in groups.iter().flat_map(|g| g.procs_files()) {
+        cmd.arg("--cgroup").arg(f);
+    }
     cmd.arg(&spec.name).arg(&spec.hosts_file);
     cmd.arg(&layers.lower).arg(&layers.upper).arg(&layers.work).arg(&layers.merged);
     cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::inherit());
@@ -146,6 +150,8 @@ pub(super) fn start_ns(sys: &Arc<dyn Syscall>, spec: &NodeSpec) -> Result<Box<dy
         main: main_program(spec),
         main_status: Arc::new(Mutex::new(MainStatus::NotStarted)),
         main_rec: OnceLock::new(),
+        groups,
+        limits_note,
         image_cwd: match &spec.boot {
             super::BootMedia::Oci(image) => image.config.working_dir.clone(),
             _ => None,
@@ -302,6 +308,39 @@ fn main_program(spec: &NodeSpec) -> Option<MainProgram> {
     })
 }
 
+/// The control groups of a node with `mem` or `cpus`, and a note for
+/// `info().detail`: the limits, or why they do not hold (said once on
+/// stderr too). The groups' directories are recorded in the run directory
+/// for `clonet clean`.
+fn node_groups(spec: &NodeSpec) -> (Option<super::cgroup::NodeGroups>, Option<String>) {
+    let limits = super::cgroup::Limits {
+        mem_bytes: spec.options.mem_mb.map(|m| u64::from(m.get()) << 20),
+        cpus: spec.options.cpus.map(|c| c.get()),
+    };
+    if !limits.any() {
+        return (None, None);
+    }
+    let mut said = Vec::new();
+    if let Some(m) = spec.options.mem_mb {
+        said.push(format!("mem {} MiB", m.get()));
+    }
+    if let Some(c) = spec.options.cpus {
+        said.push(format!("cpus {}", c.get()));
+    }
+    let said = said.join(", ");
+    match super::cgroup::NodeGroups::create(&spec.lab, &spec.name, &limits) {
+        Ok(groups) => {
+            let record: String = groups.dirs().iter().map(|d| format!("{}\n", d.display())).collect();
+            let _ = std::fs::write(spec.run_dir.join(format!("{}{}", spec.name, super::cgroup::RECORD_SUFFIX)), record);
+            (Some(groups), Some(format!("limits: {said}")))
+        }
+        Err(why) => {
+            eprintln!("clonet: node {}: {said} not enforced: {why}", spec.name);
+            (None, Some(format!("limits: {said} not enforced ({why})")))
+        }
+    }
+}
+
 /// An image's main program.
 struct MainProgram {
     argv: Vec<String>,
@@ -373,6 +412,11 @@ pub struct NsNode {
     main_rec: OnceLock<ProcRecord>,
     /// An image's WorkingDir: where `exec` runs unless told otherwise.
     image_cwd: Option<String>,
+    /// Its control groups (`mem`, `cpus`), which every process run in it
+    /// joins; removed with the node.
+    groups: Option<super::cgroup::NodeGroups>,
+    /// Its limits as set, or why they are not.
+    limits_note: Option<String>,
 }
 
 impl NsNode {
@@ -417,6 +461,7 @@ impl NsNode {
         if let Some(user) = &main.run_as.user {
             cmd.arg("--user").arg(user);
         }
+        self.join_groups(&mut cmd);
         cmd.arg("--").args(&main.argv);
         cmd.envs(&self.env).env("CLONET_NODE", &self.name);
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&main.log);
@@ -443,6 +488,13 @@ impl NsNode {
         }
     }
 
+    /// Makes an `__ns-enter` join the node's control groups.
+    fn join_groups(&self, cmd: &mut Command) {
+        for f in self.groups.iter().flat_map(|g| g.procs_files()) {
+            cmd.arg("--cgroup").arg(f);
+        }
+    }
+
     fn net(&self) -> Result<std::sync::MutexGuard<'_, NodeNet>, HostError> {
         Ok(self.started()?.net.lock().unwrap_or_else(|p| p.into_inner()))
     }
@@ -451,7 +503,10 @@ impl NsNode {
 impl RunningNode for NsNode {
     /// For an image's node: its main program and where it is.
     fn detail(&self) -> Option<String> {
-        let main = self.main.as_ref()?;
+        let main = match (&self.main, &self.limits_note) {
+            (None, note) => return note.clone(),
+            (Some(main), _) => main,
+        };
         let status = self.main_status.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let now = match status {
             MainStatus::NotStarted => "not started yet".to_string(),
@@ -459,7 +514,8 @@ impl RunningNode for NsNode {
             MainStatus::Exited(code) => format!("exited with status {code}"),
             MainStatus::Failed(why) => format!("could not start: {why}"),
         };
-        Some(format!("main program {:?}: {now}; output in {}", main.argv.join(" "), main.log.display()))
+        let limits = self.limits_note.as_ref().map(|n| format!("; {n}")).unwrap_or_default();
+        Some(format!("main program {:?}: {now}; output in {}{limits}", main.argv.join(" "), main.log.display()))
     }
 
     fn processes(&self) -> Vec<ProcRecord> {
@@ -540,6 +596,7 @@ impl RunningNode for NsNode {
         if let Some(user) = &req.user {
             cmd.arg("--user").arg(user);
         }
+        self.join_groups(&mut cmd);
         cmd.arg("--").args(&req.argv);
         cmd.envs(&self.env).env("CLONET_NODE", &self.name);
         cmd.stdin(if req.stdin.is_empty() { Stdio::null() } else { Stdio::piped() });

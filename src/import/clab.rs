@@ -47,6 +47,10 @@ pub struct ClabNode {
     pub labels: BTreeMap<String, String>,
     /// `startup-config`, relative to the topology file.
     pub startup_config: Option<(String, At)>,
+    /// `memory`, in MiB.
+    pub memory: Option<u32>,
+    /// `cpu`, in whole CPUs, and whether it was rounded up.
+    pub cpu: Option<(u32, bool)>,
     /// Settings read but not mapped, with where.
     pub ignored: Vec<(String, At)>,
 }
@@ -122,11 +126,15 @@ struct Level {
     labels: BTreeMap<String, String>,
     startup_config: Option<(String, At)>,
     group: Option<(String, At)>,
+    /// A memory limit (`memory: 512MB`), in MiB.
+    memory: Option<u32>,
+    /// A CPU limit (`cpu: 1.5`), in whole CPUs, and whether it was rounded.
+    cpu: Option<(u32, bool)>,
     ignored: Vec<(String, At)>,
 }
 
 /// Settings clonet reads at every level.
-const KEYS: &[&str] = &["kind", "image", "env", "binds", "exec", "labels", "startup-config", "group"];
+const KEYS: &[&str] = &["kind", "image", "env", "binds", "exec", "labels", "startup-config", "group", "memory", "cpu"];
 
 impl Reader<'_> {
     fn level(&self, node: &Node, what: &str) -> Result<Level, ImportError> {
@@ -145,6 +153,14 @@ impl Reader<'_> {
                 "labels" => level.labels = self.string_map(v, "labels")?,
                 "binds" => level.binds = self.strings(v, "binds")?,
                 "exec" => level.exec = self.strings(v, "exec")?.into_iter().map(|(s, _)| s).collect(),
+                "memory" => {
+                    let (text, at) = one(self)?;
+                    level.memory = Some(super::memory_mib(&text).map_err(|e| self.err(at, format!("memory: {e}")))?);
+                }
+                "cpu" => {
+                    let (text, at) = one(self)?;
+                    level.cpu = Some(super::whole_cpus(&text).map_err(|e| self.err(at, format!("cpu: {e}")))?);
+                }
                 other => level.ignored.push((other.to_string(), at)),
             }
         }
@@ -272,6 +288,8 @@ pub fn parse(file: &str, text: &str) -> Result<ClabLab, ImportError> {
             exec,
             labels,
             startup_config: first(|l| l.startup_config.clone()),
+            memory: levels.iter().find_map(|l| l.memory),
+            cpu: levels.iter().find_map(|l| l.cpu),
             ignored,
         });
     }
@@ -559,6 +577,15 @@ impl ClabLab {
                 let labels: Vec<String> = n.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
                 comment(&mut out, "", &format!("  labels: {}", labels.join(", ")));
             }
+            if let Some(mib) = n.memory {
+                opts.push(format!("mem: {mib}"));
+            }
+            if let Some((cpus, rounded)) = n.cpu {
+                if rounded {
+                    let _ = writeln!(out, "//   cpu: rounded up to {cpus} (clonet limits ns nodes to whole CPUs)");
+                }
+                opts.push(format!("cpus: {cpus}"));
+            }
             for (key, at) in &n.ignored {
                 let _ = writeln!(out, "//   {key} (line {}): no clonet equivalent", at.0);
                 warnings.push(format!("{file}:{}:{}: {}: {key} is not taken", at.0, at.1, n.name));
@@ -722,6 +749,8 @@ topology:
     routers:
       kind: frr
       image: quay.io/frrouting/frr:9.1.0
+      memory: 256MB
+      cpu: 1.5
       env:
         LEVEL: group
   nodes:
@@ -766,6 +795,7 @@ topology:
         assert_eq!(r1.env["LEVEL"], "node");
         assert_eq!(r1.env["FROM_DEFAULTS"], "yes");
         assert_eq!(lab.node("r2").unwrap().env["LEVEL"], "group");
+        assert_eq!((r1.memory, r1.cpu), (Some(256), Some((2, true))), "limits come from the group");
         let h1 = lab.node("h1").unwrap();
         assert_eq!(
             (h1.kind, h1.env["LEVEL"].as_str(), h1.image.as_ref().unwrap().0.as_str()),
@@ -796,6 +826,8 @@ topology:
             "frr::start(n_r1, n_r1.exec([\"cat\", \"/hostlab/r1.conf\"]).stdout);",
             "binds: [lab + \":/hostlab:ro\", lab + \"/shared:/shared\"]",
             "The management network (mgmt:) is not made",
+            "mem: 256, cpus: 2 });",
+            "//   cpu: rounded up to 2",
         ] {
             assert!(s.contains(needle), "{needle}\n{s}");
         }
@@ -824,6 +856,8 @@ topology:
             ("name: x\ntopology:\n  nodes:\n    a: {kind: linux}\n    a: {kind: linux}\n", 5, 5, "uplicate"),
             ("name: x\ntopology:\n  nodes: &n\n    a: {kind: linux}\n", 4, 6, "anchors"),
             ("name: x\ntopology: [\n", 3, 1, ""),
+            ("name: x\ntopology:\n  nodes:\n    a: {kind: linux, memory: lots}\n", 4, 30, "memory: \"lots\""),
+            ("name: x\ntopology:\n  nodes:\n    a: {kind: linux, cpu: 0}\n", 4, 27, "cpu: \"0\" is out of range"),
         ];
         for (text, line, col, needle) in cases {
             let e = parse("t.clab.yml", text).unwrap_err();

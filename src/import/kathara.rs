@@ -202,8 +202,14 @@ pub fn parse_lab_conf(file: &str, text: &str) -> Result<KatharaLab, ImportError>
                 }
                 d.image = Some((value.to_string(), line_no));
             }
-            "mem" => d.mem = Some(value.to_string()),
-            "cpus" => d.cpus = Some(value.to_string()),
+            "mem" => {
+                super::memory_mib(value).map_err(bad)?;
+                d.mem = Some(value.to_string());
+            }
+            "cpus" => {
+                super::whole_cpus(value).map_err(bad)?;
+                d.cpus = Some(value.to_string());
+            }
             "bridged" => d.bridged = parse_bool(value).ok_or_else(|| bad(format!("{value:?} is not true or false")))?,
             "ipv6" => d.ipv6 = Some(parse_bool(value).ok_or_else(|| bad(format!("{value:?} is not true or false")))?),
             "sysctl" => {
@@ -426,7 +432,7 @@ impl KatharaLab {
     /// The lab as a Rhai script.
     pub fn to_rhai(&self, images: &ImagePolicy, lab_dir: &str) -> Result<Converted, ImportError> {
         let conf = self.dir.join("lab.conf").display().to_string();
-        let mut warnings = self.warnings.clone();
+        let warnings = self.warnings.clone();
         // What each device's image becomes; those run as themselves are
         // listed for the caller to have them before the lab starts.
         let mut roots = BTreeMap::new();
@@ -510,10 +516,16 @@ impl KatharaLab {
                     opts.insert(0, format!("image: {}, cmd: []", rhai_str(r)));
                 }
             }
-            for (what, value) in [("mem", &d.mem), ("cpus", &d.cpus)] {
-                if let Some(v) = value {
-                    let _ = writeln!(out, "//   {what}={v}: not enforced (ns nodes share the host's memory and CPUs)");
+            // Checked when lab.conf was read.
+            if let Some(mib) = d.mem.as_deref().and_then(|m| super::memory_mib(m).ok()) {
+                opts.push(format!("mem: {mib}"));
+            }
+            if let Some((cpus, rounded)) = d.cpus.as_deref().and_then(|c| super::whole_cpus(c).ok()) {
+                if rounded {
+                    let v = d.cpus.as_deref().unwrap_or_default();
+                    let _ = writeln!(out, "//   cpus={v}: {cpus} (clonet limits ns nodes to whole CPUs)");
                 }
+                opts.push(format!("cpus: {cpus}"));
             }
             for (option, value, line) in &d.ignored {
                 let _ = writeln!(out, "//   {option}={value}: no clonet equivalent (lab.conf line {line})");
@@ -587,11 +599,6 @@ impl KatharaLab {
             }
             let _ = writeln!(out, "kathara::startup({}, #{{ {} }});", var("n", &d.name), opts.join(", "));
         }
-        for d in &self.devices {
-            if d.mem.is_some() || d.cpus.is_some() {
-                warnings.push(format!("{conf}:{}: {}: mem and cpus are not enforced on ns nodes", d.line, d.name));
-            }
-        }
         Ok(Converted { script: out, warnings, images: needed })
     }
 }
@@ -654,6 +661,8 @@ pc1[0]=A
             ("r1[port]=http\n", 1, 10, "[HOST:]GUEST"),
             ("shared[0]=A\n", 1, 1, "reserves"),
             ("  r1[bridged]=maybe\n", 1, 15, "true or false"),
+            ("r1[0]=A\nr1[mem]=lots\n", 2, 9, "r1[mem]: \"lots\" is not an amount of memory"),
+            ("r1[0]=A\nr1[cpus]=0\n", 2, 10, "out of range"),
         ];
         for (text, line, col, needle) in cases {
             let e = parse_lab_conf("lab.conf", text).unwrap_err();
@@ -706,11 +715,11 @@ pc1[0]=A
             "link(n_r1, l_B, #{ iface: \"eth1\", mac: \"02:00:00:00:00:11\" });",
             "link(n_r1, nat(\"r1-nat\", #{ forward: [\"tcp:8080:80\"] }), #{ iface_a: \"eth2\" });",
             "kathara::startup(n_r1, #{ files: false, shared_startup: false, startup: true, exec: [\"echo hi\"] });",
-            "//   mem=256m: not enforced",
+            "mem: 256 });",
         ] {
             assert!(s.contains(needle), "{needle}\n{s}");
         }
-        assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
         // It parses as Rhai.
         rhai::Engine::new().compile(s).unwrap();
     }

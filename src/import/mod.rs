@@ -125,6 +125,39 @@ pub struct Converted {
 }
 
 /// Reads a lab file, bounded in size; a failure names the file.
+/// A container's memory limit (`512m`, `1g`, `1Gb`, `268435456`: Docker's
+/// units, base 1024) in MiB, rounded up, within what clonet takes.
+pub(crate) fn memory_mib(text: &str) -> Result<u32, String> {
+    let t = text.trim().to_ascii_lowercase();
+    let t = t.strip_suffix('b').filter(|r| r.ends_with(['k', 'm', 'g', 't'])).unwrap_or(&t);
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let number: f64 = number.parse().map_err(|_| format!("{text:?} is not an amount of memory (e.g. 512m, 1g)"))?;
+    let factor = match unit {
+        "" | "b" => 1.0,
+        "k" => 1024.0,
+        "m" => 1024.0 * 1024.0,
+        "g" => 1024.0 * 1024.0 * 1024.0,
+        "t" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+        _ => return Err(format!("{text:?}: unknown unit {unit:?} (b, k, m, g)")),
+    };
+    let mib = (number * factor / (1024.0 * 1024.0)).ceil();
+    if !(16.0..=65536.0).contains(&mib) {
+        return Err(format!("{text:?} is out of range (16m..=64g)"));
+    }
+    Ok(mib as u32)
+}
+
+/// A container's CPU limit (`0.5`, `2`) as whole CPUs, rounded up (clonet
+/// sets whole CPUs of quota), and whether it was rounded.
+pub(crate) fn whole_cpus(text: &str) -> Result<(u32, bool), String> {
+    let n: f64 = text.trim().parse().map_err(|_| format!("{text:?} is not a number of CPUs"))?;
+    if !(n > 0.0 && n <= 64.0) {
+        return Err(format!("{text:?} is out of range (0 < cpus <= 64)"));
+    }
+    Ok((n.ceil() as u32, n.fract() != 0.0))
+}
+
 pub(crate) fn read_bounded(path: &Path) -> Result<String, ImportError> {
     use std::io::Read;
     let name = path.display().to_string();
@@ -200,6 +233,26 @@ mod tests {
         for text in ["plain", "quote \" and ${interp}", "back\\slash\n", "\u{7}bell", "`tick`"] {
             let back: String = engine.eval(&rhai_str(text)).unwrap();
             assert_eq!(back, text);
+        }
+    }
+
+    #[test]
+    fn container_memory_and_cpus_become_clonet_units() {
+        assert_eq!(memory_mib("256m"), Ok(256));
+        assert_eq!(memory_mib("1g"), Ok(1024));
+        assert_eq!(memory_mib("1Gb"), Ok(1024));
+        assert_eq!(memory_mib("512MB"), Ok(512));
+        assert_eq!(memory_mib("100000k"), Ok(98));
+        assert_eq!(memory_mib("268435456"), Ok(256));
+        assert_eq!(memory_mib("1.5g"), Ok(1536));
+        for bad in ["", "m", "12x", "-5m", "1m", "100g", "nan", "1e3m"] {
+            assert!(memory_mib(bad).is_err(), "{bad}");
+        }
+        assert_eq!(whole_cpus("2"), Ok((2, false)));
+        assert_eq!(whole_cpus("0.5"), Ok((1, true)));
+        assert_eq!(whole_cpus("1.5"), Ok((2, true)));
+        for bad in ["0", "-1", "65", "inf", "NaN", "x"] {
+            assert!(whole_cpus(bad).is_err(), "{bad}");
         }
     }
 

@@ -229,7 +229,10 @@ fn a_saved_lab_is_checked_like_any_command_before_it_is_loaded() {
     // A value out of range, and a rule broken between valid values.
     refuses_saved_labs(&[
         (&|lab| lab["topology"]["nodes"]["a"]["options"] = serde_json::json!({ "cpus": 0 }), "cpus 0 is out of range"),
-        (&|lab| lab["topology"]["nodes"]["a"]["options"] = serde_json::json!({ "mem_mb": 64 }), "apply to uml and kvm"),
+        (
+            &|lab| lab["topology"]["nodes"]["a"]["options"] = serde_json::json!({ "accel": "tcg" }),
+            "accel applies to kvm",
+        ),
     ]);
 }
 

@@ -368,12 +368,20 @@ impl NodeOptions {
             return Err(VocabError::invalid("node", "forward applies to nat endpoints (nat(name, #{forward: [...]}))"));
         }
         let machine = matches!(kind, NodeKind::Uml | NodeKind::Kvm);
-        if !machine && (self.mem_mb.is_some() || self.image.is_some() || !self.args.is_empty()) {
+        if !machine && (self.image.is_some() || !self.args.is_empty()) {
             // (An ns node's image is `oci`, set from the script's `image`.)
-            return Err(VocabError::invalid("node", "mem, image and args apply to uml and kvm nodes, not ns"));
+            return Err(VocabError::invalid("node", "image and args apply to uml and kvm nodes, not ns"));
         }
-        if kind != NodeKind::Kvm && (self.cpus.is_some() || self.accel.is_some()) {
-            return Err(VocabError::invalid("node", "cpus and accel apply to kvm nodes"));
+        // An ns node's mem and cpus are limits (a control group); a
+        // machine's are what it has.
+        if !machine && kind != NodeKind::Ns && self.mem_mb.is_some() {
+            return Err(VocabError::invalid("node", "mem applies to ns, uml and kvm nodes"));
+        }
+        if !matches!(kind, NodeKind::Kvm | NodeKind::Ns) && self.cpus.is_some() {
+            return Err(VocabError::invalid("node", "cpus applies to kvm and ns nodes"));
+        }
+        if kind != NodeKind::Kvm && self.accel.is_some() {
+            return Err(VocabError::invalid("node", "accel applies to kvm nodes"));
         }
         if kind != NodeKind::Ns && self.rootfs.is_some() {
             return Err(VocabError::invalid("node", "rootfs applies to ns nodes (uml and kvm take an image)"));
@@ -470,9 +478,17 @@ mod tests {
     fn options_fit_their_kind() {
         let kvm = NodeOptions { cpus: Some(Cpus::new(2).unwrap()), accel: Some(Accel::Tcg), ..Default::default() };
         assert!(kvm.check(NodeKind::Kvm).is_ok());
-        assert!(kvm.check(NodeKind::Uml).unwrap_err().to_string().contains("apply to kvm"));
+        assert!(kvm.check(NodeKind::Uml).unwrap_err().to_string().contains("applies to kvm"));
+        assert!(kvm.check(NodeKind::Ns).unwrap_err().to_string().contains("accel applies to kvm"));
+        // An ns node's mem and cpus are limits.
+        let limits = NodeOptions {
+            mem_mb: Some(MemMb::new(64).unwrap()),
+            cpus: Some(Cpus::new(1).unwrap()),
+            ..Default::default()
+        };
+        assert!(limits.check(NodeKind::Ns).is_ok() && limits.check(NodeKind::Uml).is_err());
         let mem = NodeOptions { mem_mb: Some(MemMb::new(64).unwrap()), ..Default::default() };
-        assert!(mem.check(NodeKind::Ns).is_err() && mem.check(NodeKind::Uml).is_ok());
+        assert!(mem.check(NodeKind::Ns).is_ok() && mem.check(NodeKind::Uml).is_ok());
         let rootfs = NodeOptions { rootfs: Some("/srv/root".into()), ..Default::default() };
         assert!(rootfs.check(NodeKind::Ns).is_ok() && rootfs.check(NodeKind::Kvm).is_err());
         let args = NodeOptions { args: vec!["a b".into()], ..Default::default() };

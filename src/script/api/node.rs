@@ -133,12 +133,21 @@ pub mod node_api {
     /// its layers lie under the node's copy-on-write layer, its `Env` is
     /// the environment of `exec`, and its Entrypoint and Cmd run as the
     /// node's main program (in its WorkingDir, as its User; a shell alone
-    /// is not run), or `cmd` (an array; `[]` runs none).
+    /// is not run), or `cmd` (an array; `[]` runs none). When that
+    /// program ends, the node dies (as a container does), and
+    /// `info().detail` says how it ended.
+    /// An ns node's `mem` (MiB) and `cpus` (whole CPUs of time) are
+    /// limits, set in a control group of the node's own that every process
+    /// run in it joins, as Docker's `--memory` and `--cpus`; where clonet
+    /// cannot make one (an ordinary user without a delegated group), the
+    /// node runs without them and `info().detail` says why.
     ///
     /// ```rhai
     /// let r1 = node("r1", #{ kind: "ns" });
     /// let h = node("h", #{ binds: ["/usr/share/doc:/doc:ro"], env: #{ GREETING: "hi" } });
     /// assert(h.exec("echo $GREETING; test -d /doc && ! touch /doc/x 2>/dev/null").stdout == "hi\n");
+    /// let small = node("small", #{ mem: 64, cpus: 1 });
+    /// print(small.info().detail);   // limits: mem 64 MiB, cpus 1
     /// ```
     #[rhai_fn(name = "node", return_raw)]
     pub fn node_with(ctx: NativeCallContext, name: &str, options: Map) -> RhaiResult<Node> {
