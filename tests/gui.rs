@@ -118,6 +118,7 @@ fn the_gui_draws_the_lab_and_changes_it_from_clicks_in_a_real_browser() {
         &sb,
         "web",
         r#"
+lab_info(#{ description: "Three hosts", author: "A. Teacher", course: "nets-101" });
 let a = node("a"); let b = node("b"); let c = node("c");
 link(a, b, #{ ip_a: "10.0.0.1/24", ip_b: "10.0.0.2/24", a_to_b: #{ delay: "20ms" } });
 let sw = lan("sw");
@@ -167,6 +168,15 @@ link(c, sw, #{ ip: "10.1.0.3/24" });
     browser.wait_js("the topology", "return document.querySelectorAll('svg [data-node]').length === 3 && !!document.querySelector('svg [data-lan=\"sw\"].vertex')");
     let kinds = browser.js("return [...document.querySelectorAll('svg [data-node]')].map(n => n.dataset.node + ':' + n.dataset.kind + ':' + n.dataset.state).sort().join(' ')");
     assert_eq!(kinds, json!("a:ns:running b:ns:running c:ns:running"));
+    // What the lab says about itself (lab_info, Kathará's LAB_* lines).
+    assert_eq!(
+        browser.js("return document.getElementById('lab-about').textContent"),
+        json!("Three hosts · A. Teacher")
+    );
+    assert_eq!(
+        browser.js("return document.getElementById('lab-about').title"),
+        json!("author: A. Teacher\ncourse: nets-101\ndescription: Three hosts")
+    );
     assert_eq!(browser.js("return document.querySelector('[data-link=\"a--b\"] text').textContent"), json!("→ 20 ms"));
     assert_eq!(browser.js("return !!document.querySelector('[data-port=\"c:eth0\"][data-lan=\"sw\"]')"), json!(true));
     // Let the layout settle before clicking moving shapes.

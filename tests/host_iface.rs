@@ -105,3 +105,39 @@ fn without_root_a_host_interface_is_refused_with_the_reason_and_the_way_out() {
     );
     us.assert_nothing_left();
 }
+
+/// containerlab's `host:IF` endpoint: an interface of the host, on the
+/// node's link; the host reaches the node through it.
+#[test]
+fn a_containerlab_host_endpoint_is_an_interface_the_host_reaches_the_node_through() {
+    let sb = Sandbox::new();
+    let ns = TestNetns::new("clab");
+    let topo = sb.write(
+        "hosted.clab.yml",
+        "name: hosted
+topology:
+  nodes:
+    h1:
+      kind: linux
+      image: alpine:3
+      exec:
+        - ip addr add 10.9.3.2/24 dev eth1
+  links:
+    - endpoints: [\"h1:eth1\", \"host:clabhost0\"]
+",
+    );
+    let converted = ns.clonet(&sb).arg("convert").arg(&topo).arg("--images").arg("host").output().unwrap();
+    assert!(text(&converted.stdout).contains("host_iface("), "{}", text(&converted.stdout));
+    let served = serve_with_args(ns.clonet(&sb), "hosted", &topo, false, &["--images", "host"]);
+    assert!(ns.ip(&["link", "show", "clabhost0"]).status.success(), "the host has the interface");
+    assert!(ns.ip(&["addr", "add", "10.9.3.1/24", "dev", "clabhost0"]).status.success());
+    let ping =
+        Command::new("ip").args(["netns", "exec", &ns.0, "ping", "-c", "2", "-W", "2", "10.9.3.2"]).output().unwrap();
+    assert!(ping.status.success(), "the host pings h1 through host:clabhost0: {}", text(&ping.stdout));
+    drop(served);
+    assert!(
+        eventually(5, || !ns.ip(&["link", "show", "clabhost0"]).status.success()),
+        "the interface goes with the lab"
+    );
+    assert_nothing_left(&sb);
+}
