@@ -68,6 +68,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("kathara_lab", kathara_lab),
     ("clab_topology", clab_topology),
     ("image_reference", image_reference),
+    ("layer_blob", layer_blob),
 ];
 
 /// A Kathará lab from an imported directory: `lab.conf`, then `lab.dep`
@@ -122,6 +123,13 @@ pub fn image_reference(data: &[u8]) {
         let again: ImageRef = r.to_string().parse().expect("a printed reference parses");
         assert_eq!(again, r);
     }
+}
+
+/// A layer blob from a registry or an archive (gzip, zstd in any number
+/// of frames, or a plain tar): decoding and walking it ends in entries or
+/// an error, never a panic, within a bounded size.
+pub fn layer_blob(data: &[u8]) {
+    let _ = crate::image::oci::walk_layer(data, 1 << 20);
 }
 
 /// At most what a port hands the switch in one buffer.
@@ -1367,6 +1375,22 @@ mod tests {
         ] {
             add("image_reference", name, r.as_bytes().to_vec());
         }
+        let mut tar = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(5);
+        h.set_mode(0o644);
+        h.set_cksum();
+        tar.append_data(&mut h, "etc/marker", &b"hello"[..]).expect("a tar in memory");
+        let tar = tar.into_inner().expect("a tar in memory");
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut gz, &tar).expect("gzip in memory");
+        add("layer_blob", "gzip", gz.finish().expect("gzip in memory"));
+        add(
+            "layer_blob",
+            "zstd",
+            ruzstd::encoding::compress_to_vec(&tar[..], ruzstd::encoding::CompressionLevel::Fastest),
+        );
+        add("layer_blob", "plain", tar);
         seeds
     }
 

@@ -91,6 +91,30 @@ fn test_image() -> (Vec<Vec<u8>>, Vec<u8>) {
 /// Writes the image as an OCI layout in `dir`, tagged `tag`; returns the
 /// compressed layer blobs' paths.
 fn write_layout(dir: &Path, tag: &str) -> Vec<PathBuf> {
+    write_layout_as(dir, tag, Compression::Gzip)
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Compression {
+    Gzip,
+    /// Each layer as two zstd frames with a skippable frame between, as
+    /// zstd:chunked layers are.
+    ZstdFrames,
+}
+
+fn zstd_frames(bytes: &[u8]) -> Vec<u8> {
+    use ruzstd::encoding::{compress_to_vec, CompressionLevel};
+    let (a, b) = bytes.split_at(bytes.len() / 2);
+    let mut out = compress_to_vec(a, CompressionLevel::Fastest);
+    // A skippable frame: magic 0x184D2A5?, length, that many bytes.
+    out.extend_from_slice(&0x184D_2A53u32.to_le_bytes());
+    out.extend_from_slice(&4u32.to_le_bytes());
+    out.extend_from_slice(b"skip");
+    out.extend(compress_to_vec(b, CompressionLevel::Fastest));
+    out
+}
+
+fn write_layout_as(dir: &Path, tag: &str, compression: Compression) -> Vec<PathBuf> {
     let (layers, config) = test_image();
     let blobs = dir.join("blobs/sha256");
     std::fs::create_dir_all(&blobs).unwrap();
@@ -102,10 +126,13 @@ fn write_layout(dir: &Path, tag: &str) -> Vec<PathBuf> {
     let mut layer_descs = Vec::new();
     let mut paths = Vec::new();
     for l in &layers {
-        let gz = gzip(l);
-        let d = put(&gz);
+        let (blob, media) = match compression {
+            Compression::Gzip => (gzip(l), "application/vnd.oci.image.layer.v1.tar+gzip"),
+            Compression::ZstdFrames => (zstd_frames(l), "application/vnd.oci.image.layer.v1.tar+zstd"),
+        };
+        let d = put(&blob);
         paths.push(blobs.join(&d[7..]));
-        layer_descs.push(serde_json::json!({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": d, "size": gz.len()}));
+        layer_descs.push(serde_json::json!({"mediaType": media, "digest": d, "size": blob.len()}));
     }
     let config_digest = put(&config);
     let manifest = serde_json::to_vec(&serde_json::json!({
@@ -205,6 +232,20 @@ fn assert_checks(out: &str) {
     assert!(out.contains("as 0 1000"), "exec runs as root unless told, as the image's user when told: {out}");
     assert!(out.contains("b-untouched layer one"), "{out}");
     assert!(out.contains("clone written\nlayer two"), "{out}");
+}
+
+#[test]
+fn an_image_whose_layers_are_zstd_in_several_frames_runs() {
+    let sb = Sandbox::new();
+    let layout = sb.dir.path().join("zstd");
+    write_layout_as(&layout, "z", Compression::ZstdFrames);
+    let script = format!(
+        "let a = node(\"a\", #{{ image: \"oci:{}:z\", cmd: [] }});\nprint(a.exec(\"cat /etc/marker /etc/marker2; test -e /opt/gone || echo whited-out\").stdout);\n",
+        layout.display()
+    );
+    let out = sb.run_ok("zstd.rhai", &script);
+    assert!(out.contains("layer one\nlayer two\nwhited-out"), "{out}");
+    assert_nothing_left(&sb);
 }
 
 #[test]

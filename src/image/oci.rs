@@ -461,7 +461,7 @@ pub fn from_docker_dir(dir: &Path) -> Result<Fetched, OciError> {
 /// Unpacks an archive (a tar, maybe gzipped) into `into`, every path kept inside.
 pub fn unpack_archive(file: &Path, into: &Path) -> Result<(), OciError> {
     let f = std::fs::File::open(file).map_err(io(file.display().to_string()))?;
-    let reader = maybe_gunzip(std::io::BufReader::new(f)).map_err(io(file.display().to_string()))?;
+    let reader = decompressing(std::io::BufReader::new(f)).map_err(io(file.display().to_string()))?;
     let mut archive = tar::Archive::new(reader);
     for entry in archive.entries().map_err(io(file.display().to_string()))? {
         let mut entry = entry.map_err(io(file.display().to_string()))?;
@@ -476,16 +476,91 @@ pub fn unpack_archive(file: &Path, into: &Path) -> Result<(), OciError> {
     Ok(())
 }
 
-/// A gzip decoder if the stream starts with gzip's magic, else the stream.
-fn maybe_gunzip<R: BufRead + 'static>(mut r: R) -> std::io::Result<Box<dyn Read>> {
+/// gzip's magic bytes.
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+/// A zstd frame's magic bytes (0xFD2FB528, little-endian).
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+
+/// A decoder for the stream by its first bytes: gzip, zstd, or none (a
+/// plain tar).
+fn decompressing<'a, R: BufRead + 'a>(mut r: R) -> std::io::Result<Box<dyn Read + 'a>> {
     let head = r.fill_buf()?;
-    if head.starts_with(&[0x1f, 0x8b]) {
+    if head.starts_with(&GZIP_MAGIC) {
         return Ok(Box::new(flate2::read::GzDecoder::new(r)));
     }
-    if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        return Err(std::io::Error::other("zstd-compressed layers are not supported (gzip or plain tar are)"));
+    if head.starts_with(&ZSTD_MAGIC) {
+        return Ok(Box::new(ZstdFrames::new(r)));
     }
     Ok(Box::new(r))
+}
+
+/// Reads a layer blob as unpacking does, without writing anything: its
+/// decompressed tar, entry by entry, at most `limit` bytes of it; returns
+/// the number of entries. For the fuzzer: no blob may panic.
+pub fn walk_layer(blob: &[u8], limit: u64) -> std::io::Result<usize> {
+    let decoded = decompressing(std::io::Cursor::new(blob))?;
+    let mut archive = tar::Archive::new(decoded.take(limit));
+    let mut count = 0;
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        let _ = entry.path()?;
+        let _ = entry.link_name()?;
+        std::io::copy(&mut entry, &mut std::io::sink())?;
+        count += 1;
+    }
+    Ok(count)
+}
+
+/// The content of every zstd frame in a stream, one after another: a layer
+/// written as several frames (zstd:chunked) is one tar; skippable frames
+/// are skipped. ruzstd's decoder keeps a bounded window, whatever a frame
+/// asks for (a larger one is an error, not an allocation).
+struct ZstdFrames<R: BufRead> {
+    source: R,
+    decoder: ruzstd::decoding::FrameDecoder,
+    in_frame: bool,
+}
+
+impl<R: BufRead> ZstdFrames<R> {
+    fn new(source: R) -> ZstdFrames<R> {
+        ZstdFrames { source, decoder: ruzstd::decoding::FrameDecoder::new(), in_frame: false }
+    }
+}
+
+impl<R: BufRead> Read for ZstdFrames<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use ruzstd::decoding::errors::{FrameDecoderError, ReadFrameHeaderError};
+        use ruzstd::decoding::BlockDecodingStrategy;
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let bad = |e: FrameDecoderError| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("zstd: {e}"));
+        loop {
+            if !self.in_frame {
+                if self.source.fill_buf()?.is_empty() {
+                    return Ok(0);
+                }
+                match self.decoder.init(&mut self.source) {
+                    Ok(()) => self.in_frame = true,
+                    Err(FrameDecoderError::ReadFrameHeaderError(ReadFrameHeaderError::SkipFrame {
+                        length, ..
+                    })) => {
+                        std::io::copy(&mut (&mut self.source).take(u64::from(length)), &mut std::io::sink())?;
+                    }
+                    Err(e) => return Err(bad(e)),
+                }
+                continue;
+            }
+            if self.decoder.can_collect() > 0 {
+                return self.decoder.read(buf);
+            }
+            if self.decoder.is_finished() {
+                self.in_frame = false;
+                continue;
+            }
+            self.decoder.decode_blocks(&mut self.source, BlockDecodingStrategy::UptoBlocks(1)).map_err(bad)?;
+        }
+    }
 }
 
 /// Walks `rel` under `root` one name at a time, making missing
@@ -587,18 +662,7 @@ fn unpack_tar(
     {
         let buffered = std::io::BufReader::new(compressed);
         // The decompressed tar is hashed for the diff id.
-        let decoded: Box<dyn Read> = {
-            let mut b = buffered;
-            let head = b.fill_buf().map_err(io("reading the layer"))?.to_vec();
-            if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-                return Err(OciError::Bad("zstd-compressed layers are not supported (gzip or plain tar are)".into()));
-            }
-            if head.starts_with(&[0x1f, 0x8b]) {
-                Box::new(flate2::read::GzDecoder::new(b))
-            } else {
-                Box::new(b)
-            }
-        };
+        let decoded = decompressing(buffered).map_err(io("reading the layer"))?;
         let mut tar_stream = Hashing::new(decoded, MAX_LAYER_BYTES);
         {
             let mut archive = tar::Archive::new(&mut tar_stream);
@@ -831,6 +895,34 @@ pub fn gc() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn zstd_streams_of_several_frames_decode_whole_and_damage_is_an_error() {
+        use ruzstd::encoding::{compress_to_vec, CompressionLevel};
+        let data: Vec<u8> = (0..200_000u32).flat_map(|i| (i % 251).to_le_bytes()).collect();
+        let (a, b) = data.split_at(123_457);
+        let mut stream = compress_to_vec(a, CompressionLevel::Fastest);
+        stream.extend_from_slice(&0x184D_2A50u32.to_le_bytes());
+        stream.extend_from_slice(&3u32.to_le_bytes());
+        stream.extend_from_slice(b"abc");
+        stream.extend(compress_to_vec(b, CompressionLevel::Fastest));
+        let mut out = Vec::new();
+        decompressing(std::io::Cursor::new(stream.clone())).unwrap().read_to_end(&mut out).unwrap();
+        assert!(out == data, "every frame, in order");
+        // Cut short, or with damage inside: an error, never a panic.
+        for cut in [5, stream.len() / 3, stream.len() - 1] {
+            let mut out = Vec::new();
+            let r = decompressing(std::io::Cursor::new(stream[..cut].to_vec())).unwrap().read_to_end(&mut out);
+            assert!(r.is_err() || out != data, "cut at {cut}");
+        }
+        let mut damaged = stream.clone();
+        for i in (20..damaged.len()).step_by(97) {
+            damaged[i] ^= 0x5a;
+        }
+        let mut out = Vec::new();
+        let r = decompressing(std::io::Cursor::new(damaged)).unwrap().read_to_end(&mut out);
+        assert!(r.is_err() || out != data);
+    }
 
     #[test]
     fn references_name_layouts_archives_and_registries() {
