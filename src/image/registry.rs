@@ -115,9 +115,12 @@ impl Session {
         }
     }
 
-    /// GET `path` (under /v2/REPO/), answering an authorization challenge once.
+    /// GET `path` (under /v2/REPO/), answering an authorization challenge
+    /// once: the first one, or one for a token that expired during a long
+    /// pull (a new token is asked for the same scope).
     fn get(&mut self, path: &str, accept: Option<&str>) -> Result<ureq::Response, OciError> {
         let url = format!("{}/{}/{path}", self.base, self.repository);
+        let mut answered = false;
         for _ in 0..2 {
             let mut req = self.agent.get(&url);
             if let Some(a) = accept {
@@ -128,10 +131,12 @@ impl Session {
             }
             match req.call() {
                 Ok(r) => return Ok(r),
-                Err(ureq::Error::Status(401, r)) if self.authorization.is_none() => {
+                Err(ureq::Error::Status(401, r)) if !answered => {
+                    answered = true;
                     let challenge = r.header("www-authenticate").unwrap_or("").to_string();
                     self.authorization = Some(self.authorize(&challenge)?);
                 }
+                Err(ureq::Error::Status(401, _)) => break,
                 Err(ureq::Error::Status(code, r)) => {
                     let body = r.into_string().unwrap_or_default();
                     let what = if code == 404 { "not found".to_string() } else { format!("HTTP {code}") };
@@ -276,6 +281,66 @@ pub fn fetch(reference: &ImageRef, _scratch: &Path) -> Result<Fetched, OciError>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A registry on loopback that hands out tokens `t1`, `t2`, … and
+    /// takes only the newest: each token expires when the next one is
+    /// given, and the first request of each pull is made to expire.
+    fn token_registry() -> (String, std::sync::Arc<std::sync::atomic::AtomicU32>) {
+        use std::io::{BufRead, Write};
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let issued = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let counter = issued.clone();
+        let realm = format!("http://{addr}/token");
+        std::thread::spawn(move || {
+            for conn in listener.incoming().take(16) {
+                let Ok(mut conn) = conn else { continue };
+                let mut reader = std::io::BufReader::new(conn.try_clone().unwrap());
+                let mut request = String::new();
+                let _ = reader.read_line(&mut request);
+                let mut auth = String::new();
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("authorization: ") {
+                        auth = v.trim().to_string();
+                    }
+                }
+                let reply = if request.starts_with("GET /token") {
+                    let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
+                    let body = format!("{{\"token\":\"t{n}\"}}");
+                    format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())
+                } else if auth == format!("bearer t{}", counter.load(Ordering::SeqCst)) && !auth.ends_with("t1") {
+                    "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok".to_string()
+                } else {
+                    format!(
+                        "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer realm=\"{realm}\",service=\"test\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    )
+                };
+                let _ = conn.write_all(reply.as_bytes());
+            }
+        });
+        (addr, issued)
+    }
+
+    #[test]
+    fn a_token_that_expires_during_a_pull_is_renewed_once_and_a_refusal_is_an_error() {
+        let (addr, issued) = token_registry();
+        let mut session = Session::new(&addr, "lib/img");
+        // No token yet: challenged, t1 taken... which the registry no
+        // longer accepts (expired): a second challenge is not answered in
+        // the same request.
+        let e = session.get("manifests/v1", None).unwrap_err().to_string();
+        assert!(e.contains("access denied"), "{e}");
+        assert_eq!(issued.load(std::sync::atomic::Ordering::SeqCst), 1);
+        // The next request: t1 refused, t2 asked for and taken.
+        let r = session.get("manifests/v1", None).unwrap();
+        assert_eq!(r.into_string().unwrap(), "ok");
+        assert_eq!(session.authorization.as_deref(), Some("Bearer t2"));
+    }
 
     #[test]
     fn challenges_give_their_scheme_and_parameters() {
