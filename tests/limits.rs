@@ -17,6 +17,15 @@ fn groups_of(lab: &str) -> Vec<String> {
     text(&out.stdout).lines().map(String::from).collect()
 }
 
+/// What the first of `files` that each group has holds (v1 or v2 names).
+fn read_in(groups: &[String], files: &[&str]) -> Vec<String> {
+    groups
+        .iter()
+        .filter_map(|g| files.iter().find_map(|f| std::fs::read_to_string(format!("{g}/{f}")).ok()))
+        .map(|v| v.trim().to_string())
+        .collect()
+}
+
 #[test]
 fn an_ns_nodes_memory_and_cpus_are_held_by_the_kernel_for_every_process_in_it() {
     require_root();
@@ -59,28 +68,12 @@ fn a_cpu_quota_is_set_and_the_groups_of_a_killed_lab_go_with_clean() {
     let served = serve(&sb, "quota", "let r = node(\"r\", #{ mem: 64, cpus: 2 });\nr.exec(\"true\");\n", false);
     let groups = groups_of("quota");
     assert!(!groups.is_empty(), "the node has control groups");
-    let quota: Vec<String> = groups
-        .iter()
-        .filter_map(|g| {
-            std::fs::read_to_string(format!("{g}/cpu.cfs_quota_us"))
-                .or_else(|_| std::fs::read_to_string(format!("{g}/cpu.max")))
-                .ok()
-        })
-        .map(|q| q.trim().to_string())
-        .collect();
+    let quota = read_in(&groups, &["cpu.cfs_quota_us", "cpu.max"]);
     assert!(
         quota.iter().any(|q| q == "200000" || q == "200000 100000"),
         "2 CPUs of quota per 100 ms period: {quota:?} in {groups:?}"
     );
-    let memory: Vec<String> = groups
-        .iter()
-        .filter_map(|g| {
-            std::fs::read_to_string(format!("{g}/memory.limit_in_bytes"))
-                .or_else(|_| std::fs::read_to_string(format!("{g}/memory.max")))
-                .ok()
-        })
-        .map(|m| m.trim().to_string())
-        .collect();
+    let memory = read_in(&groups, &["memory.limit_in_bytes", "memory.max"]);
     assert!(memory.contains(&(64u64 << 20).to_string()), "{memory:?}");
     let mut served = served;
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(served.child.id() as i32), nix::sys::signal::Signal::SIGKILL)
