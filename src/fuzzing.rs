@@ -69,6 +69,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("clab_topology", clab_topology),
     ("image_reference", image_reference),
     ("layer_blob", layer_blob),
+    ("vxlan_datagram", vxlan_datagram),
 ];
 
 /// A Kathará lab from an imported directory: `lab.conf`, then `lab.dep`
@@ -130,6 +131,25 @@ pub fn image_reference(data: &[u8]) {
 /// an error, never a panic, within a bounded size.
 pub fn layer_blob(data: &[u8]) {
     let _ = crate::image::oci::walk_layer(data, 1 << 20);
+}
+
+/// A UDP datagram at a vxlan endpoint's port, from anyone: it is a frame
+/// of the tunnel (the I flag, its VNI, room for an Ethernet header) or
+/// refused, and a header clonet writes is always taken back.
+pub fn vxlan_datagram(data: &[u8]) {
+    use crate::switch::vxlan::{check, header, Refusal, VXLAN_HDR_LEN};
+    let vni = data.get(..3).map_or(42, |b| u32::from_be_bytes([0, b[0], b[1], b[2]]));
+    match check(data, vni) {
+        Ok(()) => assert!(data.len() >= VXLAN_HDR_LEN + 14 && data[0] & 0x08 != 0),
+        Err(Refusal::Short) => assert!(data.len() < VXLAN_HDR_LEN + 14),
+        Err(Refusal::NoVni) => assert!(data[0] & 0x08 == 0),
+        Err(Refusal::OtherVni(got)) => assert!(got != vni && got <= 0x00FF_FFFF),
+    }
+    let mut ours = header(vni).to_vec();
+    ours.extend_from_slice(data.get(..14).unwrap_or(&[0; 14]));
+    if ours.len() >= VXLAN_HDR_LEN + 14 {
+        assert_eq!(check(&ours, vni), Ok(()));
+    }
 }
 
 /// At most what a port hands the switch in one buffer.
@@ -1391,6 +1411,10 @@ mod tests {
             ruzstd::encoding::compress_to_vec(&tar[..], ruzstd::encoding::CompressionLevel::Fastest),
         );
         add("layer_blob", "plain", tar);
+        let mut datagram = crate::switch::vxlan::header(42).to_vec();
+        datagram.extend_from_slice(&[0xff; 6]);
+        datagram.extend_from_slice(&[0x02, 0, 0, 0, 0, 1, 0x08, 0x06]);
+        add("vxlan_datagram", "arp-broadcast", datagram);
         seeds
     }
 

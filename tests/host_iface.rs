@@ -2,45 +2,9 @@
 //! own. clonet runs inside a network namespace each test makes, standing
 //! in for the host: nothing here touches the machine's own network.
 mod common;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use common::*;
-
-/// A network namespace of the test's, removed on drop.
-struct TestNetns(String);
-
-impl TestNetns {
-    fn new(tag: &str) -> TestNetns {
-        let name = format!("clonet-hi-{tag}-{}", std::process::id());
-        let out = Command::new("ip").args(["netns", "add", &name]).output().unwrap();
-        assert!(out.status.success(), "{}", text(&out.stderr));
-        let ns = TestNetns(name);
-        assert!(ns.ip(&["link", "set", "lo", "up"]).status.success());
-        ns
-    }
-
-    /// `ip ARGS…` inside it.
-    fn ip(&self, args: &[&str]) -> std::process::Output {
-        Command::new("ip").args(["netns", "exec", &self.0, "ip"]).args(args).output().unwrap()
-    }
-
-    /// `clonet` of `sb` inside it.
-    fn clonet(&self, sb: &Sandbox) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.0, env!("CARGO_BIN_EXE_clonet")])
-            .env("CLONET_RUN_DIR", sb.run_base())
-            .env("CLONET_DATA_DIR", sb.data_dir())
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null());
-        c
-    }
-}
-
-impl Drop for TestNetns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
-    }
-}
 
 const LAB: &str = r#"
 let sw = lan("sw");

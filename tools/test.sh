@@ -16,17 +16,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PACKAGES=(iproute2 iperf3 iputils-ping e2fsprogs busybox-static user-mode-linux vde-switch vde2 qemu-system-x86 qemu-utils linux-image-amd64 btrfs-progs tshark frr chromium chromium-driver util-linux procps uidmap passwd passt nftables socat skopeo docker-registry)
+PACKAGES=(iproute2 iperf3 iputils-ping e2fsprogs busybox-static user-mode-linux vde-switch vde2 qemu-system-x86 qemu-utils linux-image-amd64 btrfs-progs tshark frr chromium chromium-driver util-linux procps uidmap passwd passt nftables socat skopeo docker-registry ethtool)
 
 # Every command the tests run, and the package that brings it.
 COMMANDS=(
-    ip:iproute2 iperf3:iperf3 ping:iputils-ping mkfs.ext4:e2fsprogs busybox:busybox-static
+    ip:iproute2 bridge:iproute2 iperf3:iperf3 ping:iputils-ping mkfs.ext4:e2fsprogs busybox:busybox-static
     linux.uml:user-mode-linux vde_switch:vde-switch vde_plug2tap:vde2
     qemu-system-x86_64:qemu-system-x86 qemu-img:qemu-utils mkfs.btrfs:btrfs-progs btrfs:btrfs-progs
     tshark:tshark vtysh:frr chromium:chromium chromedriver:chromium-driver
-    setpriv:util-linux mount:util-linux umount:util-linux ps:procps ldd:libc-bin timeout:coreutils
+    setpriv:util-linux mount:util-linux umount:util-linux ps:procps ldd:libc-bin timeout:coreutils dd:coreutils
     newuidmap:uidmap newgidmap:uidmap useradd:passwd usermod:passwd passt:passt pasta:passt nft:nftables socat:socat
-    skopeo:skopeo docker-registry:docker-registry
+    skopeo:skopeo docker-registry:docker-registry ethtool:ethtool
 )
 
 # The ordinary user the rootless tests run labs as, with a range of

@@ -18,7 +18,7 @@ pub fn at_rest(kind: NodeKind, run_dir: &Path, node: &str) -> PathBuf {
     match kind {
         NodeKind::Uml => super::guest::machine_dir(run_dir, node).join(super::uml::COW_FILE),
         NodeKind::Kvm => super::guest::machine_dir(run_dir, node).join(super::kvm::OVERLAY_FILE),
-        NodeKind::Nat | NodeKind::Host | NodeKind::Plug => super::guest::machine_dir(run_dir, node),
+        NodeKind::Nat | NodeKind::Host | NodeKind::Plug | NodeKind::Vxlan => super::guest::machine_dir(run_dir, node),
         NodeKind::Ns => match std::fs::read_link(run_dir.join("ns-btrfs")) {
             Ok(storage) if storage.join(node).is_dir() => storage.join(node),
             _ => run_dir.join("ns").join(node),
@@ -31,7 +31,7 @@ pub fn at_rest(kind: NodeKind, run_dir: &Path, node: &str) -> PathBuf {
 pub fn export(kind: NodeKind, layer: &Path, dest: &Path, node: &str) -> Result<String, HostError> {
     let what = format!("saving the disk of {node}");
     match kind {
-        NodeKind::Nat | NodeKind::Host | NodeKind::Plug => {
+        NodeKind::Nat | NodeKind::Host | NodeKind::Plug | NodeKind::Vxlan => {
             Err(HostError::Unsupported("a nat endpoint, host interface or plug has no disk"))
         }
         NodeKind::Uml => {
@@ -81,7 +81,7 @@ pub fn import(
     match kind {
         // Nodes start on a copy (uml) or on an overlay (kvm) of it.
         NodeKind::Uml | NodeKind::Kvm => Ok(saved.to_path_buf()),
-        NodeKind::Nat | NodeKind::Host | NodeKind::Plug => {
+        NodeKind::Nat | NodeKind::Host | NodeKind::Plug | NodeKind::Vxlan => {
             Err(HostError::Unsupported("a nat endpoint, host interface or plug has no disk"))
         }
         NodeKind::Ns => {

@@ -125,6 +125,7 @@ impl NodeHost for FakeHost {
             crate::vocab::NodeKind::Nat => BootMedia::Nat,
             crate::vocab::NodeKind::Host => BootMedia::HostIface,
             crate::vocab::NodeKind::Plug => BootMedia::Plug,
+            crate::vocab::NodeKind::Vxlan => BootMedia::Vxlan,
             crate::vocab::NodeKind::Uml => {
                 BootMedia::Uml { image: options.image.clone().unwrap_or(fake("busybox.img")) }
             }

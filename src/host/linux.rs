@@ -94,6 +94,7 @@ impl NodeHost for LinuxHost {
             },
             crate::vocab::NodeKind::Host => Ok(BootMedia::HostIface),
             crate::vocab::NodeKind::Plug => Ok(BootMedia::Plug),
+            crate::vocab::NodeKind::Vxlan => Ok(BootMedia::Vxlan),
             crate::vocab::NodeKind::Nat => match super::on_path("passt") {
                 true => Ok(BootMedia::Nat),
                 false => Err(fail("passt is missing: install Debian's passt package".into())),
@@ -139,6 +140,7 @@ impl NodeHost for LinuxHost {
             crate::vocab::NodeKind::Nat => super::nat::start(spec),
             crate::vocab::NodeKind::Host => super::host_iface::start(&self.sys, spec),
             crate::vocab::NodeKind::Plug => super::plug::start(spec),
+            crate::vocab::NodeKind::Vxlan => super::vxlan::start(spec),
             crate::vocab::NodeKind::Uml => {
                 let BootMedia::Uml { image } = &spec.boot else { return Err(wrong_media()) };
                 super::uml::start(spec, image, spec.options.mem_mb.map_or(super::uml::DEFAULT_MEM_MB, |m| m.get()))

@@ -38,6 +38,7 @@ mod syscall_fake;
 pub mod tapfwd;
 pub mod uml;
 pub mod userns;
+pub mod vxlan;
 
 use std::io;
 use std::net::IpAddr;
@@ -185,6 +186,8 @@ pub enum BootMedia {
     HostIface,
     /// A plug: nothing to boot.
     Plug,
+    /// A VXLAN endpoint: a UDP socket.
+    Vxlan,
 }
 
 /// What a kvm node boots: clonet's kernel and initramfs, a base disk

@@ -265,6 +265,10 @@ impl Command {
             Command::AddNode { kind: NodeKind::Host, .. } => Some("a host interface (the host's network)"),
             Command::AddNode { options, .. } if options.plug.is_some() => Some("a plug (a socket at a host path)"),
             Command::AddNode { kind: NodeKind::Plug, .. } => Some("a plug (a socket at a host path)"),
+            Command::AddNode { kind: NodeKind::Vxlan, .. } => Some("a vxlan endpoint (the host's network)"),
+            Command::AddNode { options, .. } if options.vxlan.is_some() => {
+                Some("a vxlan endpoint (the host's network)")
+            }
             Command::StartCapture { .. } => Some("capture files (host files)"),
             Command::SaveLab { .. } | Command::LoadLab { .. } => Some("saved labs (host directories)"),
             _ => None,

@@ -231,6 +231,7 @@ fn svg(t: &Topology) -> String {
             (Shape::Node(NodeKind::Nat), _) => ("#f0e0ff", "#8040c0"),
             (Shape::Node(NodeKind::Host), _) => ("#e8e8e8", "#404040"),
             (Shape::Node(NodeKind::Plug), _) => ("#dcf2f2", "#208080"),
+            (Shape::Node(NodeKind::Vxlan), _) => ("#fff3c4", "#a08000"),
         };
         let style = format!("fill=\"{fill}\" stroke=\"{stroke}\" stroke-width=\"2\"");
         let (shape, data, label_y) = match &v.shape {
@@ -250,6 +251,8 @@ fn svg(t: &Topology) -> String {
                     NodeKind::Host => format!("<polygon points=\"0,-22 20,-6 20,18 -20,18 -20,-6\" {style}/>"),
                     // A socket's face, wider at the top: where programs plug in.
                     NodeKind::Plug => format!("<polygon points=\"-22,-16 22,-16 13,18 -13,18\" {style}/>"),
+                    // A pipe's mouth: a tunnel to elsewhere.
+                    NodeKind::Vxlan => format!("<ellipse rx=\"24\" ry=\"14\" {style}/>"),
                 },
                 format!("data-node=\"{}\" data-kind=\"{k}\"", xml(&v.name)),
                 34,
@@ -284,6 +287,7 @@ fn dot(t: &Topology) -> String {
             Shape::Node(NodeKind::Nat) => "diamond",
             Shape::Node(NodeKind::Host) => "house",
             Shape::Node(NodeKind::Plug) => "invtrapezium",
+            Shape::Node(NodeKind::Vxlan) => "cds",
         };
         let dim = if v.running { "" } else { ", color=gray" };
         let _ = writeln!(out, "  {} [shape={shape}{dim}];", quoted(&v.name));
@@ -323,6 +327,7 @@ fn mermaid(t: &Topology) -> String {
             Shape::Node(NodeKind::Nat) => format!("{{{l}}}"),
             Shape::Node(NodeKind::Host) => format!("[/{l}\\]"),
             Shape::Node(NodeKind::Plug) => format!("[\\{l}/]"),
+            Shape::Node(NodeKind::Vxlan) => format!(">{l}]"),
         };
         let _ = writeln!(out, "  v{i}{shape}");
     }

@@ -90,7 +90,7 @@ pub fn to_script(topo: &Topology) -> String {
                     format!(", #{{ {} }}", o.join(", "))
                 }
             }
-            NodeKind::Nat | NodeKind::Host | NodeKind::Plug => String::new(),
+            NodeKind::Nat | NodeKind::Host | NodeKind::Plug | NodeKind::Vxlan => String::new(),
             NodeKind::Uml | NodeKind::Kvm => {
                 let mut o = vec![format!("kind: \"{}\"", n.kind)];
                 if let Some(mem) = n.options.mem_mb {
@@ -111,8 +111,8 @@ pub fn to_script(topo: &Topology) -> String {
                 format!(", #{{ {} }}", o.join(", "))
             }
         };
-        if matches!(n.kind, NodeKind::Host | NodeKind::Plug) {
-            // Written with its LAN (`host_iface`, `plug`), below.
+        if matches!(n.kind, NodeKind::Host | NodeKind::Plug | NodeKind::Vxlan) {
+            // Written with its LAN (`host_iface`, `plug`, `vxlan`), below.
             continue;
         }
         if n.kind == NodeKind::Nat {
@@ -179,6 +179,15 @@ pub fn to_script(topo: &Topology) -> String {
             }
             o.extend(i.vlan.as_ref().and_then(vlan_option));
             o.extend(impairment_options(&i.impair));
+            if let Some(v) = topo.nodes.get(&m.node).and_then(|n| n.options.vxlan.as_ref()) {
+                o[0] = format!("name: {:?}", m.node);
+                o.insert(
+                    1,
+                    format!("vni: {}, remote: \"{}\", port: {}, local_port: {}", v.vni, v.remote, v.port, v.local_port),
+                );
+                let _ = writeln!(out, "let {} = vxlan({}, #{{ {} }});", vars[&m.node], vars[&lan.name], o.join(", "));
+                continue;
+            }
             if topo.nodes.get(&m.node).is_some_and(|n| n.kind == NodeKind::Host) {
                 o[0] = format!("name: {:?}", m.node);
                 let _ =
@@ -316,6 +325,22 @@ mod tests {
         assert!(!s.contains("link(n_vms"), "a client is a program of its own: {s}");
         let lan_at = s.find(r#"lan("sw")"#).unwrap();
         assert!(s.find(plug).unwrap() > lan_at, "after its LAN");
+        crate::script::bare_engine(std::path::Path::new(".")).compile(&s).expect("valid Rhai");
+    }
+
+    #[test]
+    fn a_vxlan_endpoint_is_written_with_its_lan_and_its_tunnel() {
+        let mut t = sample();
+        let spec =
+            crate::vocab::VxlanSpec { vni: 42, remote: "10.77.0.2".parse().unwrap(), port: 4789, local_port: 4790 };
+        let options = crate::vocab::NodeOptions { vxlan: Some(spec), ..Default::default() };
+        t.add_node_with("vx", NodeKind::Vxlan, options).unwrap();
+        let port = t.plan_iface("vx", Some("tunnel"), None, crate::vocab::Mtu::new(1450).unwrap()).unwrap();
+        t.add_lan_member("sw", "vx", port, VlanMode::default()).unwrap();
+        let s = to_script(&t);
+        let line = r#"let n_vx = vxlan(l_sw, #{ name: "vx", vni: 42, remote: "10.77.0.2", port: 4789, local_port: 4790, mtu: 1450 });"#;
+        assert!(s.lines().any(|l| l == line), "missing {line:?} in:\n{s}");
+        assert!(!s.contains("node(\"vx\""), "not a node of its own: {s}");
         crate::script::bare_engine(std::path::Path::new(".")).compile(&s).expect("valid Rhai");
     }
 

@@ -137,7 +137,7 @@ impl Lab {
         let mut disks = std::collections::BTreeMap::new();
         for name in self.topo.order.clone() {
             let kind = self.topo.node(&name)?.kind;
-            if matches!(kind, NodeKind::Nat | NodeKind::Host | NodeKind::Plug) {
+            if matches!(kind, NodeKind::Nat | NodeKind::Host | NodeKind::Plug | NodeKind::Vxlan) {
                 // They keep nothing on disk: they are made again on load.
                 continue;
             }

@@ -71,6 +71,10 @@ pub fn net(t: &Topology) -> String {
         let what = match (n.kind, &n.options.plug) {
             (crate::vocab::NodeKind::Nat, _) => " [nat: the host's network]".to_string(),
             (crate::vocab::NodeKind::Host, _) => " [an interface of the host]".to_string(),
+            (crate::vocab::NodeKind::Vxlan, _) => match &n.options.vxlan {
+                Some(v) => format!(" [vxlan VNI {} to {} port {}]", v.vni, v.remote, v.port),
+                None => " [vxlan]".to_string(),
+            },
             (crate::vocab::NodeKind::Plug, Some(p)) => {
                 format!(" [{} plug at {}: its clients join LAN {}]", p.protocol, p.path.display(), p.lan)
             }

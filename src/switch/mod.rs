@@ -37,6 +37,7 @@ pub mod pcap;
 pub mod port;
 pub mod sniff;
 pub mod vlan;
+pub mod vxlan;
 
 mod dataplane;
 mod egress;

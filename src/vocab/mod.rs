@@ -22,6 +22,7 @@ pub mod node;
 pub mod plug;
 pub mod units;
 pub mod vlan;
+pub mod vxlan;
 
 pub use addr::{Cidr, CidrError, Prefix, Route};
 pub use hash::fnv1a;
@@ -30,6 +31,7 @@ pub use node::{Accel, Bind, Forward, NodeKind, NodeOptions};
 pub use plug::{PlugProtocol, PlugSpec};
 pub use units::{Cpus, Delay, MemMb, Mtu, OutputLimit, Probability, QueueLimit, Rate, Timeout};
 pub use vlan::{VlanId, VlanMode};
+pub use vxlan::VxlanSpec;
 
 /// Why a value is not part of the vocabulary.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -27,6 +27,9 @@ pub enum NodeKind {
     /// A socket where programs clonet did not start join a LAN; each
     /// client is one of its interfaces.
     Plug,
+    /// A VXLAN tunnel (RFC 7348) from a LAN to another VTEP: Linux's own
+    /// `vxlan` device, FRR EVPN, Open vSwitch, another clonet.
+    Vxlan,
 }
 
 impl FromStr for NodeKind {
@@ -40,6 +43,7 @@ impl FromStr for NodeKind {
             "nat" => Ok(NodeKind::Nat),
             "host" => Ok(NodeKind::Host),
             "plug" => Ok(NodeKind::Plug),
+            "vxlan" => Ok(NodeKind::Vxlan),
             _ => Err(VocabError::UnknownKind(s.to_string())),
         }
     }
@@ -55,6 +59,7 @@ impl fmt::Display for NodeKind {
             NodeKind::Nat => "nat",
             NodeKind::Host => "host",
             NodeKind::Plug => "plug",
+            NodeKind::Vxlan => "vxlan",
         })
     }
 }
@@ -166,6 +171,9 @@ pub struct NodeOptions {
     /// What a `plug` listens on and the LAN its clients join.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plug: Option<super::PlugSpec>,
+    /// Where a `vxlan` endpoint's tunnel goes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vxlan: Option<super::VxlanSpec>,
     /// Host directories or files shown inside an ns node (`binds`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub binds: Vec<Bind>,
@@ -307,6 +315,22 @@ impl NodeOptions {
         }
         if self.plug.is_some() {
             return Err(VocabError::invalid("node", "plug options make a plug (plug(lan, #{protocol, path}))"));
+        }
+        if kind == NodeKind::Vxlan {
+            let spec = self
+                .vxlan
+                .as_ref()
+                .ok_or_else(|| VocabError::invalid("vxlan", "a vxlan endpoint needs its vni and remote"))?;
+            if node_options || !self.forward.is_empty() {
+                return Err(VocabError::invalid("vxlan", "a vxlan endpoint takes only its vni, remote and ports"));
+            }
+            return spec.check();
+        }
+        if self.vxlan.is_some() {
+            return Err(VocabError::invalid(
+                "node",
+                "vxlan options make a vxlan endpoint (vxlan(lan, #{vni, remote}))",
+            ));
         }
         if kind != NodeKind::Ns && (!self.binds.is_empty() || !self.env.is_empty() || self.oci.is_some()) {
             return Err(VocabError::invalid("node", "binds, env and container images apply to ns nodes"));

@@ -490,3 +490,45 @@ impl UserSandbox {
         found
     }
 }
+
+/// A network namespace of the test's, removed on drop: a stand-in for a
+/// host, so that nothing a test does touches the machine's own network.
+pub struct TestNetns(pub String);
+
+impl TestNetns {
+    pub fn new(tag: &str) -> TestNetns {
+        let name = format!("clonet-t-{tag}-{}", std::process::id());
+        let out = Command::new("ip").args(["netns", "add", &name]).output().unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let ns = TestNetns(name);
+        assert!(ns.ip(&["link", "set", "lo", "up"]).status.success());
+        ns
+    }
+
+    /// `ip ARGS…` inside it.
+    pub fn ip(&self, args: &[&str]) -> std::process::Output {
+        Command::new("ip").args(["netns", "exec", &self.0, "ip"]).args(args).output().unwrap()
+    }
+
+    /// `ARGV…` run inside it.
+    pub fn run(&self, argv: &[&str]) -> std::process::Output {
+        Command::new("ip").args(["netns", "exec", &self.0]).args(argv).output().unwrap()
+    }
+
+    /// `clonet` of `sb` inside it.
+    pub fn clonet(&self, sb: &Sandbox) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.0, env!("CARGO_BIN_EXE_clonet")])
+            .env("CLONET_RUN_DIR", sb.run_base())
+            .env("CLONET_DATA_DIR", sb.data_dir())
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null());
+        c
+    }
+}
+
+impl Drop for TestNetns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
+    }
+}
