@@ -253,6 +253,7 @@ function shapeFor(v, g) {
   else if (v.kind === 'nat') el('polygon', { class: 'shape', points: '0,-22 22,0 0,22 -22,0' }, g);
   else if (v.kind === 'host') el('polygon', { class: 'shape', points: '0,-22 20,-6 20,18 -20,18 -20,-6' }, g);
   else if (v.kind === 'plug') el('polygon', { class: 'shape', points: '-22,-16 22,-16 13,18 -13,18' }, g);
+  else if (v.kind === 'vxlan') el('ellipse', { class: 'shape', rx: 24, ry: 14 }, g);
   else el('polygon', { class: 'shape', points: '-20,0 -10,-18 10,-18 20,0 10,18 -10,18' }, g);
   el('path', { class: 'cross', d: 'M-12,-12 L12,12 M12,-12 L-12,12' }, g);
 }
