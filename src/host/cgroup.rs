@@ -238,18 +238,11 @@ impl NodeGroups {
         self.dirs.iter().map(|d| d.join("cgroup.procs")).collect()
     }
 
-    /// The groups' directories, for the record a later `clonet clean` reads.
-    pub fn dirs(&self) -> &[PathBuf] {
-        &self.dirs
-    }
-
-    /// The memory limit a group holds now, as the kernel reads it back.
-    pub fn memory_limit(&self) -> Option<u64> {
-        self.dirs.iter().find_map(|d| {
-            ["memory.limit_in_bytes", "memory.max"]
-                .iter()
-                .find_map(|f| std::fs::read_to_string(d.join(f)).ok()?.trim().parse().ok())
-        })
+    /// Lists the groups in `run_dir` (`NODE.cgroups`), where
+    /// [`remove_recorded`] finds them after a SIGKILL.
+    pub fn record(&self, run_dir: &Path, node: &str) {
+        let text: String = self.dirs.iter().map(|d| format!("{}\n", d.display())).collect();
+        let _ = std::fs::write(run_dir.join(format!("{node}{RECORD_SUFFIX}")), text);
     }
 }
 

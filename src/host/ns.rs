@@ -330,8 +330,7 @@ fn node_groups(spec: &NodeSpec) -> (Option<super::cgroup::NodeGroups>, Option<St
     let said = said.join(", ");
     match super::cgroup::NodeGroups::create(&spec.lab, &spec.name, &limits) {
         Ok(groups) => {
-            let record: String = groups.dirs().iter().map(|d| format!("{}\n", d.display())).collect();
-            let _ = std::fs::write(spec.run_dir.join(format!("{}{}", spec.name, super::cgroup::RECORD_SUFFIX)), record);
+            groups.record(&spec.run_dir, &spec.name);
             (Some(groups), Some(format!("limits: {said}")))
         }
         Err(why) => {
@@ -356,6 +355,17 @@ enum MainStatus {
     Running(i32),
     Exited(i32),
     Failed(String),
+}
+
+impl MainStatus {
+    /// How it ended, if it has.
+    fn ending(&self) -> Option<String> {
+        match self {
+            MainStatus::Exited(code) => Some(format!("exited with status {code}")),
+            MainStatus::Failed(why) => Some(format!("could not start: {why}")),
+            MainStatus::NotStarted | MainStatus::Running(_) => None,
+        }
+    }
 }
 
 /// Waits for the init's `pid N` and `ready`, then opens its namespace and
@@ -453,17 +463,7 @@ impl NsNode {
     fn start_main(&self, init: i32) {
         let Some(main) = &self.main else { return };
         let status = self.main_status.clone();
-        let mut cmd = self_exe();
-        cmd.arg("__ns-enter").arg(init.to_string());
-        if let Some(cwd) = &main.run_as.cwd {
-            cmd.arg("--cwd").arg(cwd);
-        }
-        if let Some(user) = &main.run_as.user {
-            cmd.arg("--user").arg(user);
-        }
-        self.join_groups(&mut cmd);
-        cmd.arg("--").args(&main.argv);
-        cmd.envs(&self.env).env("CLONET_NODE", &self.name);
+        let mut cmd = self.enter(init, main.run_as.cwd.as_deref(), main.run_as.user.as_deref(), &main.argv);
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&main.log);
         let (out, err) = match log.and_then(|f| Ok((f.try_clone()?, f))) {
             Ok((a, b)) => (Stdio::from(a), Stdio::from(b)),
@@ -488,11 +488,23 @@ impl NsNode {
         }
     }
 
-    /// Makes an `__ns-enter` join the node's control groups.
-    fn join_groups(&self, cmd: &mut Command) {
+    /// `__ns-enter` running `argv` in the node (its init `init`), in `cwd`
+    /// as `user`, in the node's control groups, with its environment.
+    fn enter(&self, init: i32, cwd: Option<&str>, user: Option<&str>, argv: &[String]) -> Command {
+        let mut cmd = self_exe();
+        cmd.arg("__ns-enter").arg(init.to_string());
+        if let Some(cwd) = cwd {
+            cmd.arg("--cwd").arg(cwd);
+        }
+        if let Some(user) = user {
+            cmd.arg("--user").arg(user);
+        }
         for f in self.groups.iter().flat_map(|g| g.procs_files()) {
             cmd.arg("--cgroup").arg(f);
         }
+        cmd.arg("--").args(argv);
+        cmd.envs(&self.env).env("CLONET_NODE", &self.name);
+        cmd
     }
 
     fn net(&self) -> Result<std::sync::MutexGuard<'_, NodeNet>, HostError> {
@@ -511,8 +523,7 @@ impl RunningNode for NsNode {
         let now = match status {
             MainStatus::NotStarted => "not started yet".to_string(),
             MainStatus::Running(pid) => format!("running (pid {pid})"),
-            MainStatus::Exited(code) => format!("exited with status {code}"),
-            MainStatus::Failed(why) => format!("could not start: {why}"),
+            ended => ended.ending().unwrap_or_default(),
         };
         let limits = self.limits_note.as_ref().map(|n| format!("; {n}")).unwrap_or_default();
         Some(format!("main program {:?}: {now}; output in {}{limits}", main.argv.join(" "), main.log.display()))
@@ -527,11 +538,7 @@ impl RunningNode for NsNode {
 
     fn death(&self) -> Option<String> {
         let main = self.main.as_ref()?;
-        let what = match &*self.main_status.lock().unwrap_or_else(|p| p.into_inner()) {
-            MainStatus::Exited(code) => format!("exited with status {code}"),
-            MainStatus::Failed(why) => format!("could not start: {why}"),
-            MainStatus::NotStarted | MainStatus::Running(_) => return None,
-        };
+        let what = self.main_status.lock().unwrap_or_else(|p| p.into_inner()).ending()?;
         Some(format!("its main program {:?} {what}; its output is in {}", main.argv.join(" "), main.log.display()))
     }
 
@@ -542,11 +549,7 @@ impl RunningNode for NsNode {
                 eprintln!("clonet: {e}");
             }
         }
-        let main_ended = matches!(
-            *self.main_status.lock().unwrap_or_else(|p| p.into_inner()),
-            MainStatus::Exited(_) | MainStatus::Failed(_)
-        );
-        !main_ended && self.processes().iter().all(super::is_alive)
+        self.death().is_none() && self.processes().iter().all(super::is_alive)
     }
 
     fn pid_if_known(&self) -> Option<i32> {
@@ -585,20 +588,11 @@ impl RunningNode for NsNode {
         if !super::is_alive(&init) {
             return Err(HostError::Gone(self.name.clone()));
         }
-        let mut cmd = self_exe();
-        cmd.arg("__ns-enter").arg(init.pid.to_string());
         // As `docker exec`: an image's WorkingDir unless the request names
         // one, and root unless it names a user (the lab's commands
         // configure the node, which an image's User usually may not).
-        if let Some(cwd) = req.cwd.as_ref().or(self.image_cwd.as_ref()) {
-            cmd.arg("--cwd").arg(cwd);
-        }
-        if let Some(user) = &req.user {
-            cmd.arg("--user").arg(user);
-        }
-        self.join_groups(&mut cmd);
-        cmd.arg("--").args(&req.argv);
-        cmd.envs(&self.env).env("CLONET_NODE", &self.name);
+        let cwd = req.cwd.as_deref().or(self.image_cwd.as_deref());
+        let mut cmd = self.enter(init.pid, cwd, req.user.as_deref(), &req.argv);
         cmd.stdin(if req.stdin.is_empty() { Stdio::null() } else { Stdio::piped() });
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         node_process(&mut cmd);

@@ -47,20 +47,27 @@ pub fn start(spec: &NodeSpec) -> Result<Box<dyn RunningNode>, HostError> {
         .vxlan
         .clone()
         .ok_or_else(|| HostError::start(spec.name.clone(), "a vxlan endpoint needs its vni and remote"))?;
-    let any: std::net::IpAddr = if tunnel.remote.is_ipv4() {
-        std::net::Ipv4Addr::UNSPECIFIED.into()
-    } else {
-        std::net::Ipv6Addr::UNSPECIFIED.into()
-    };
-    let socket = UdpSocket::bind((any, tunnel.local_port))
+    let socket = bind(&tunnel)
         .map_err(|e| HostError::start(spec.name.clone(), format!("binding UDP port {}: {e}", tunnel.local_port)))?;
-    socket.set_nonblocking(true).map_err(HostError::io("making the VXLAN socket non-blocking"))?;
     Ok(Box::new(VxlanEndpoint {
         name: spec.name.clone(),
         tunnel,
         socket: Some(socket),
         dropped: Arc::new(Dropped::default()),
     }))
+}
+
+/// The endpoint's socket: non-blocking, on `local_port` of every address
+/// of the remote's family.
+fn bind(tunnel: &VxlanSpec) -> io::Result<UdpSocket> {
+    let any: std::net::IpAddr = if tunnel.remote.is_ipv4() {
+        std::net::Ipv4Addr::UNSPECIFIED.into()
+    } else {
+        std::net::Ipv6Addr::UNSPECIFIED.into()
+    };
+    let socket = UdpSocket::bind((any, tunnel.local_port))?;
+    socket.set_nonblocking(true)?;
+    Ok(socket)
 }
 
 /// A running endpoint: its socket until its one port takes it.
@@ -128,13 +135,7 @@ impl RunningNode for VxlanEndpoint {
     fn forget_iface(&mut self, _ifname: &str) {
         // The socket went with the port: a new link binds again.
         if self.socket.is_none() {
-            let any: std::net::IpAddr = if self.tunnel.remote.is_ipv4() {
-                std::net::Ipv4Addr::UNSPECIFIED.into()
-            } else {
-                std::net::Ipv6Addr::UNSPECIFIED.into()
-            };
-            self.socket =
-                UdpSocket::bind((any, self.tunnel.local_port)).ok().filter(|s| s.set_nonblocking(true).is_ok());
+            self.socket = bind(&self.tunnel).ok();
         }
     }
 
